@@ -1,0 +1,48 @@
+//! The library's error type. Every fallible public function returns
+//! [`Result`]; the server maps these variants to HTTP statuses in one place.
+
+/// What can go wrong, in the user's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller asked for something invalid (bad parameter, empty input, ...).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The input is valid but does not fit a limit (context window, max tokens).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A model could not be found or loaded; the message says how to get it.
+    #[error("{0}")]
+    Model(String),
+    /// The requested device is not available in this build or on this host.
+    #[error("{0}")]
+    Device(String),
+    /// The worker is gone or overloaded.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault inside a tensor computation.
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn tokenizer(err: impl std::fmt::Display) -> Self {
+        Error::Tokenizer(err.to_string())
+    }
+}

@@ -1,0 +1,150 @@
+//! Sentence embeddings with a BERT-family model (safetensors + tokenizer.json):
+//! padded batches with an attention mask, truncation at the model's maximum
+//! length, mean pooling over real tokens, L2 normalisation. Matches
+//! sentence-transformers for models such as all-MiniLM-L6-v2.
+
+use crate::error::{Error, Result};
+use crate::models::source::{ModelSource, Wanted};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use std::path::PathBuf;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// A loaded embedding model.
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    /// Longest input in tokens; longer texts are truncated.
+    pub max_tokens: usize,
+    /// Length of each embedding vector.
+    pub dim: usize,
+    pub path: PathBuf,
+    pub name: String,
+}
+
+impl Embedder {
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
+        let paths = source.resolve(&[
+            Wanted::file("config.json"),
+            Wanted::file("tokenizer.json"),
+            Wanted::file("model.safetensors"),
+            Wanted::optional("sentence_bert_config.json"),
+        ])?;
+        let [config_path, tokenizer_path, weights_path, st_config] =
+            [0, 1, 2, 3].map(|i| paths[i].clone());
+        let (config_path, tokenizer_path, weights_path) = (
+            config_path.expect("required"),
+            tokenizer_path.expect("required"),
+            weights_path.expect("required"),
+        );
+        let config_text =
+            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: Config = serde_json::from_str(&config_text).map_err(|e| {
+            Error::Model(format!(
+                "{} is not a BERT config: {e}",
+                config_path.display()
+            ))
+        })?;
+        let raw: serde_json::Value = serde_json::from_str(&config_text).unwrap_or_default();
+        let positions = raw["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
+        let dim = raw["hidden_size"].as_u64().unwrap_or(0) as usize;
+        // sentence-transformers' limit when present (256 for MiniLM), else the model's.
+        let max_tokens = st_config
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["max_seq_length"].as_u64())
+            .map(|n| n as usize)
+            .unwrap_or(if positions == 512 { 256 } else { positions })
+            .min(positions);
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+            Error::Model(format!(
+                "cannot read tokenizer {}: {e}",
+                tokenizer_path.display()
+            ))
+        })?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
+            .map_err(Error::tokenizer)?;
+        let pad_id = raw["pad_token_id"].as_u64().unwrap_or(0) as u32;
+        let pad_token = tokenizer
+            .id_to_token(pad_id)
+            .unwrap_or_else(|| "[PAD]".into());
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
+            ..Default::default()
+        }));
+        // SAFETY: the file is memory-mapped read-only and not modified while hearth runs.
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, device) }
+                .map_err(|e| {
+                    Error::Model(format!("cannot read {}: {e}", weights_path.display()))
+                })?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            Error::Model(format!(
+                "{} is not a BERT model: {e}",
+                weights_path.display()
+            ))
+        })?;
+        let name = weights_path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "embedder".into());
+        Ok(Self {
+            model,
+            tokenizer,
+            device: device.clone(),
+            max_tokens,
+            dim,
+            path: weights_path,
+            name,
+        })
+    }
+
+    /// Token count of a text after truncation (for chunking and usage).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(Error::tokenizer)?;
+        Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Embed a batch of texts: one unit-length vector per text, in order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(Error::tokenizer)?;
+        let rows = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor> {
+            let data: Vec<Vec<u32>> = encodings.iter().map(|e| f(e).to_vec()).collect();
+            Ok(Tensor::new(data, &self.device)?)
+        };
+        let ids = rows(&|e| e.get_ids())?;
+        let type_ids = rows(&|e| e.get_type_ids())?;
+        let mask = rows(&|e| e.get_attention_mask())?;
+        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        // Mean over real tokens only, then unit length.
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(mean.broadcast_div(&norm)?.to_vec2()?)
+    }
+}

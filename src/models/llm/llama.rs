@@ -1,0 +1,330 @@
+//! A llama-family decoder over GGUF-quantized weights, read top to bottom.
+//!
+//! The weights ([`Llama`]) are immutable and shared (`Arc`) by every sequence;
+//! each sequence owns its own [`KvCache`]. This split is what lets one worker
+//! interleave many sequences over a single copy of the weights. The layer
+//! maths follows llama.cpp's `llm_build_llama` (RMSNorm, interleaved RoPE,
+//! grouped-query attention, SwiGLU MLP, tied embeddings when the file has no
+//! `output.weight`).
+
+use crate::error::{Error, Result};
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::Embedding;
+use candle_transformers::quantized_nn::RmsNorm;
+use std::io::{Read, Seek};
+
+/// Shape of the network, from the GGUF `llama.*` metadata.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub n_embd: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f64,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// RoPE pairs (i, i+d/2) instead of (2i, 2i+1): Qwen-style GGUFs.
+    pub rope_is_neox: bool,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(ct: &Content) -> Result<Self> {
+        let arch = ct
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let rope_is_neox = match arch.as_str() {
+            "llama" | "mistral" => false,
+            "qwen2" | "qwen3" => true,
+            other => {
+                return Err(Error::Model(format!(
+                    "GGUF architecture {other:?} is not supported (llama, mistral, qwen2 are)"
+                )))
+            }
+        };
+        let get = |key: &str| -> Result<&candle_core::quantized::gguf_file::Value> {
+            ct.metadata
+                .get(&format!("{arch}.{key}"))
+                .ok_or_else(|| Error::Model(format!("GGUF metadata lacks {arch}.{key}")))
+        };
+        let int = |key: &str| -> Result<usize> {
+            super::tokenizer::value_u32(get(key)?)
+                .map(|v| v as usize)
+                .ok_or_else(|| {
+                    Error::Model(format!("GGUF metadata {arch}.{key} is not an integer"))
+                })
+        };
+        let n_head = int("attention.head_count")?;
+        let n_embd = int("embedding_length")?;
+        let head_dim = n_embd / n_head.max(1);
+        if let Ok(rope_dim) = int("rope.dimension_count") {
+            if rope_dim != head_dim {
+                return Err(Error::Model(format!(
+                    "partial RoPE (rope dim {rope_dim} != head dim {head_dim}) is not supported"
+                )));
+            }
+        }
+        let vocab_size = match ct.metadata.get("tokenizer.ggml.tokens") {
+            Some(candle_core::quantized::gguf_file::Value::Array(t)) => t.len(),
+            _ => int("vocab_size")?,
+        };
+        Ok(Self {
+            n_layer: int("block_count")?,
+            n_head,
+            n_kv_head: int("attention.head_count_kv").unwrap_or(n_head),
+            n_embd,
+            head_dim,
+            rope_theta: get("rope.freq_base")
+                .and_then(|v| v.to_f32().map_err(Error::from))
+                .unwrap_or(10_000.0),
+            rms_eps: get("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
+            context_length: int("context_length")?,
+            vocab_size,
+            rope_is_neox,
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: RmsNorm,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+/// The model's weights. Immutable after loading; share with `Arc`.
+pub struct Llama {
+    pub config: LlamaConfig,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// Attention keys and values of one sequence, one preallocated buffer per
+/// layer (appends write in place instead of concatenating every token).
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache: the position of the next token.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Llama {
+    pub fn from_gguf<R: Read + Seek>(
+        ct: &Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(ct)?;
+        let mut tensor = |name: &str| {
+            ct.tensor(reader, name, device)
+                .map_err(|e| Error::Model(format!("GGUF tensor {name}: {e}")))
+        };
+        let embed_q = tensor("token_embd.weight")?;
+        let embed = Embedding::new(embed_q.dequantize(device)?, config.n_embd);
+        let norm = RmsNorm::from_qtensor(tensor("output_norm.weight")?, config.rms_eps)?;
+        // Tied embeddings: small models reuse token_embd as the output layer.
+        let output = match tensor("output.weight") {
+            Ok(t) => t,
+            Err(_) => embed_q,
+        };
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let mut q = |suffix: &str| -> Result<QMatMul> {
+                Ok(QMatMul::from_qtensor(tensor(&format!(
+                    "blk.{i}.{suffix}.weight"
+                ))?)?)
+            };
+            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
+            let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            let attn_norm = RmsNorm::from_qtensor(
+                tensor(&format!("blk.{i}.attn_norm.weight"))?,
+                config.rms_eps,
+            )?;
+            let ffn_norm = RmsNorm::from_qtensor(
+                tensor(&format!("blk.{i}.ffn_norm.weight"))?,
+                config.rms_eps,
+            )?;
+            layers.push(Layer {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                w_gate,
+                w_up,
+                w_down,
+            });
+        }
+        let (cos, sin) = rope_tables(&config, device)?;
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            output: QMatMul::from_qtensor(output)?,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    /// A fresh cache for a sequence expected to hold `capacity` tokens (it
+    /// grows if needed, up to the context length checked by the caller).
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let capacity = capacity.clamp(1, self.config.context_length);
+        KvCache {
+            layers: (0..self.config.n_layer)
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, capacity))
+                .collect(),
+            len: 0,
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Feed `tokens` after what `cache` holds; return the logits (f32,
+    /// `[vocab]`) predicting the token after the last one.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let seq_len = tokens.len();
+        let pos = cache.len;
+        if seq_len == 0 {
+            return Err(Error::InvalidInput("no tokens to feed the model".into()));
+        }
+        if pos + seq_len > self.config.context_length {
+            return Err(Error::TooLarge(format!(
+                "sequence of {} tokens exceeds the model's context window of {}",
+                pos + seq_len,
+                self.config.context_length
+            )));
+        }
+        let cfg = &self.config;
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mask = (seq_len > 1)
+            .then(|| causal_mask(seq_len, pos, &self.device))
+            .transpose()?;
+        let cos = self.cos.narrow(0, pos, seq_len)?;
+        let sin = self.sin.narrow(0, pos, seq_len)?;
+        let mut x = self.embed.forward(&input)?;
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.attn_norm.forward(&x)?;
+            let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                t.reshape((1, seq_len, n, cfg.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = heads(layer.wq.forward(&h)?, cfg.n_head)?;
+            let k = heads(layer.wk.forward(&h)?, cfg.n_kv_head)?;
+            let v = heads(layer.wv.forward(&h)?, cfg.n_kv_head)?;
+            let (q, k) = if cfg.rope_is_neox {
+                (
+                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                )
+            } else {
+                (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                )
+            };
+            // Keys and values are cached in f16, as llama.cpp stores them by
+            // default: half the memory, and greedy output that follows
+            // llama.cpp's where logits nearly tie. Products run in f32.
+            let (k, v) = kv.append(&k.to_dtype(DType::F16)?, &v.to_dtype(DType::F16)?)?;
+            let n_rep = cfg.n_head / cfg.n_kv_head;
+            let k = candle_transformers::utils::repeat_kv(k, n_rep)?.to_dtype(DType::F32)?;
+            let v = candle_transformers::utils::repeat_kv(v, n_rep)?.to_dtype(DType::F32)?;
+            let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+            let mut att = (q.matmul(&k.t()?)? * scale)?;
+            if let Some(mask) = &mask {
+                att = att.broadcast_add(mask)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((1, seq_len, cfg.n_embd))?;
+            x = (x + layer.wo.forward(&y)?)?;
+
+            let h = layer.ffn_norm.forward(&x)?;
+            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+            let y = layer.w_down.forward(&(gate * layer.w_up.forward(&h)?)?)?;
+            x = (x + y)?;
+        }
+        cache.len += seq_len;
+        let last = self.norm.forward(&x.i((.., seq_len - 1..seq_len, ..))?)?;
+        let logits = self.output.forward(&last)?;
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+    }
+}
+
+fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    // As ggml computes it: theta starts at the position and is multiplied by
+    // base^(-2/d) for each pair (not recomputed with powf), in f32.
+    let half = cfg.head_dim / 2;
+    let theta_scale = cfg.rope_theta.powf(-2.0 / cfg.head_dim as f32);
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..cfg.context_length {
+        let mut theta = p as f32;
+        for _ in 0..half {
+            cos.push(theta.cos());
+            sin.push(theta.sin());
+            theta *= theta_scale;
+        }
+    }
+    let shape = (cfg.context_length, half);
+    Ok((
+        Tensor::from_vec(cos, shape, device)?,
+        Tensor::from_vec(sin, shape, device)?,
+    ))
+}
+
+/// Additive mask `[seq_len, pos + seq_len]`: query i sees keys up to pos + i.
+fn causal_mask(seq_len: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let kv_len = pos + seq_len;
+    let mask: Vec<f32> = (0..seq_len)
+        .flat_map(|i| (0..kv_len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq_len, kv_len), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_lets_each_query_see_the_prefix_and_itself() {
+        let m = causal_mask(2, 3, &Device::Cpu).unwrap();
+        let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
+        assert_eq!(m[0][..4], [0.0; 4]);
+        assert_eq!(m[0][4], f32::NEG_INFINITY);
+        assert_eq!(m[1], [0.0; 5]);
+    }
+}

@@ -1,0 +1,89 @@
+//! Large language models: weights, tokenizer, chat template, sampling and
+//! streaming text. Loading lives here; running sequences concurrently lives
+//! in `engine`.
+
+pub mod chat;
+pub mod llama;
+pub mod sampling;
+pub mod stream;
+pub mod tokenizer;
+
+use crate::error::{Error, Result};
+use crate::models::source::{ModelSource, Wanted};
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+use chat::{ChatTemplate, Message};
+use llama::Llama;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokenizer::LlmTokenizer;
+
+/// A loaded LLM: shared weights plus everything needed to talk to it.
+/// Cloning is cheap and never copies the weights.
+#[derive(Clone)]
+pub struct Llm {
+    pub model: Arc<Llama>,
+    pub tokenizer: Arc<LlmTokenizer>,
+    pub chat: Arc<ChatTemplate>,
+    /// The GGUF file the weights came from.
+    pub path: PathBuf,
+    /// A short name for logs and APIs (the file stem).
+    pub name: String,
+}
+
+impl Llm {
+    /// Load a GGUF model. A `tokenizer.json` beside the file is preferred
+    /// over the tokenizer rebuilt from GGUF metadata.
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
+        let paths = source.resolve(&[
+            Wanted::model_with_ext("gguf"),
+            Wanted::optional("tokenizer.json"),
+        ])?;
+        let path = paths[0].clone().expect("required file resolved");
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| {
+            Error::Model(format!(
+                "{} is not a readable GGUF file: {e}",
+                path.display()
+            ))
+        })?;
+        let tokenizer = LlmTokenizer::load(&content, paths[1].as_deref())?;
+        let model = Llama::from_gguf(&content, &mut file, device)?;
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            return Err(Error::Model(format!(
+                "tokenizer has {} tokens but the model only {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            )));
+        }
+        let template = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str);
+        let token = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
+        let chat = ChatTemplate::new(template, &token(tokenizer.bos), &token(tokenizer.eos))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "llm".into());
+        Ok(Self {
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            chat: Arc::new(chat),
+            path,
+            name,
+        })
+    }
+
+    /// The model's context window, in tokens.
+    pub fn context_length(&self) -> usize {
+        self.model.config.context_length
+    }
+
+    /// Render chat messages with the model's template and tokenize them.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self.chat.render(messages)?;
+        self.tokenizer.encode_prompt(&text)
+    }
+}

@@ -1,0 +1,72 @@
+//! The default embedder against sentence-transformers' own outputs.
+
+mod common;
+
+use hearth::models::{Embedder, ModelSource};
+
+fn load() -> Embedder {
+    Embedder::load(
+        &ModelSource::Local(common::embedder_path()),
+        &candle_core::Device::Cpu,
+    )
+    .expect("loading the default embedder")
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn embeddings_match_sentence_transformers() {
+    let reference = common::reference("embed_reference.json");
+    let items = reference["items"].as_array().unwrap();
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+    let embedder = load();
+    assert_eq!(embedder.max_tokens, 256);
+    assert_eq!(embedder.dim, 384);
+    // One padded batch of all texts, and each text alone: both must match.
+    let batched = embedder.embed(&texts).unwrap();
+    for (i, item) in items.iter().enumerate() {
+        let want: Vec<f32> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let alone = embedder.embed(&[texts[i]]).unwrap().remove(0);
+        for (how, got) in [("batched", &batched[i]), ("alone", &alone)] {
+            let cos = cosine(got, &want);
+            assert!(
+                cos >= 0.999,
+                "text {i} ({how}) {:?}: cosine {cos} < 0.999",
+                texts[i].chars().take(40).collect::<String>()
+            );
+            let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+        }
+    }
+}
+
+#[test]
+fn long_texts_are_truncated_not_rejected() {
+    let embedder = load();
+    let long = "word ".repeat(5000);
+    assert_eq!(embedder.count_tokens(&long).unwrap(), 256);
+    assert_eq!(embedder.embed(&[&long]).unwrap()[0].len(), 384);
+    assert!(embedder.embed(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let err = Embedder::load(
+        &ModelSource::Local("/nonexistent/model".into()),
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("fetch-models.sh"), "{err}");
+}

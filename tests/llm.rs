@@ -1,0 +1,279 @@
+//! The default LLM against llama.cpp's own tokenizer and greedy outputs, and
+//! generation behaviour through the worker: seeds, stops, UTF-8, bad input.
+
+mod common;
+
+use hearth::engine::{Event, FinishReason, Generator, GeneratorLimits, Prompt};
+use hearth::models::llm::chat::Message;
+use hearth::models::llm::sampling::SamplingParams;
+use hearth::models::llm::stream::TextDecoder;
+use hearth::models::{Llm, ModelSource};
+use hearth::Error;
+use std::sync::OnceLock;
+
+fn llm() -> &'static Llm {
+    static LLM: OnceLock<Llm> = OnceLock::new();
+    LLM.get_or_init(|| {
+        Llm::load(
+            &ModelSource::Local(common::llm_path()),
+            &candle_core::Device::Cpu,
+        )
+        .expect("loading the default LLM")
+    })
+}
+
+fn generator() -> Generator {
+    Generator::spawn(llm().clone(), GeneratorLimits::default())
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        max_tokens,
+        temperature: 0.0,
+        ..Default::default()
+    }
+}
+
+fn run(
+    g: &Generator,
+    prompt: Prompt,
+    params: SamplingParams,
+) -> hearth::Result<hearth::engine::Completion> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let stream = g.submit(prompt, params)?;
+    rt.block_on(stream.finish())
+}
+
+#[test]
+fn tokenizer_from_gguf_matches_llama_cpp() {
+    let reference = common::reference("tokenizer_reference.json");
+    let tok = &llm().tokenizer;
+    for item in reference["items"].as_array().unwrap() {
+        let text = item["text"].as_str().unwrap();
+        assert_eq!(
+            tok.encode(text).unwrap(),
+            ids(&item["tokens"]),
+            "tokens of {text:?}"
+        );
+    }
+}
+
+#[test]
+fn greedy_generation_matches_llama_cpp() {
+    let reference = common::reference("llm_reference.json");
+    let g = generator();
+    let (mut matched, mut total) = (0, 0);
+    let mut report = Vec::new();
+    for item in reference["items"].as_array().unwrap() {
+        let messages: Vec<Message> = serde_json::from_value(item["messages"].clone()).unwrap();
+        // The chat template renders exactly llama.cpp's prompt, token for token.
+        assert_eq!(
+            llm().chat.render(&messages).unwrap(),
+            item["prompt"].as_str().unwrap()
+        );
+        let want_prompt = ids(&item["prompt_tokens"]);
+        assert_eq!(llm().encode_chat(&messages).unwrap(), want_prompt);
+
+        let want = ids(&item["greedy_tokens"]);
+        let got = run(&g, Prompt::Chat(messages), greedy(want.len())).unwrap();
+        assert_eq!(got.prompt_tokens, want_prompt);
+        let same = got
+            .tokens
+            .iter()
+            .zip(&want)
+            .take_while(|(a, b)| a == b)
+            .count();
+        matched += same;
+        total += want.len();
+        report.push(format!("{same}/{}", want.len()));
+        assert!(
+            same >= 16,
+            "only the first {same} greedy tokens match llama.cpp for {:?}\n got  {:?}\n want {:?}",
+            item["messages"],
+            got.tokens,
+            want
+        );
+    }
+    eprintln!(
+        "greedy tokens matching llama.cpp: {matched}/{total} ({})",
+        report.join(", ")
+    );
+}
+
+#[test]
+fn same_seed_same_text_and_concurrent_sequences_all_finish() {
+    let g = generator();
+    let params = SamplingParams {
+        max_tokens: 24,
+        temperature: 0.9,
+        top_p: 0.95,
+        top_k: 40,
+        seed: Some(7),
+        ..Default::default()
+    };
+    let prompt = || Prompt::Chat(vec![Message::new("user", "Tell me about rivers.")]);
+    // Three at once: the worker interleaves them, each with its own cache.
+    let streams: Vec<_> = (0..3)
+        .map(|_| g.submit(prompt(), params.clone()).unwrap())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let outs: Vec<_> = streams
+        .into_iter()
+        .map(|s| rt.block_on(s.finish()).unwrap())
+        .collect();
+    assert!(!outs[0].tokens.is_empty());
+    assert!(
+        outs.iter().all(|c| c.tokens == outs[0].tokens),
+        "same seed, different output"
+    );
+    // And interleaving does not change a greedy answer.
+    let alone = run(&g, prompt(), greedy(16)).unwrap();
+    let again = run(&g, prompt(), greedy(16)).unwrap();
+    assert_eq!(alone.tokens, again.tokens);
+}
+
+#[test]
+fn stop_sequences_end_generation_without_emitting_the_stop() {
+    let g = generator();
+    let messages = vec![Message::new(
+        "user",
+        "Count from 1 to 20, separated by commas.",
+    )];
+    let full = run(&g, Prompt::Chat(messages.clone()), greedy(40)).unwrap();
+    assert!(full.text.contains('5'), "{}", full.text);
+    let mut params = greedy(40);
+    params.stop = vec!["5".into()];
+    let cut = run(&g, Prompt::Chat(messages), params).unwrap();
+    assert_eq!(cut.finish_reason, FinishReason::Stop);
+    assert!(!cut.text.contains('5'), "{}", cut.text);
+    assert!(
+        full.text.starts_with(&cut.text),
+        "{:?} vs {:?}",
+        cut.text,
+        full.text
+    );
+
+    let short = run(&g, Prompt::Text("Once upon a time".into()), greedy(3)).unwrap();
+    assert_eq!(short.finish_reason, FinishReason::Length);
+    assert_eq!(short.tokens.len(), 3);
+}
+
+#[test]
+fn streamed_text_is_valid_utf8_across_byte_tokens() {
+    let tok = &llm().tokenizer;
+    let text = "naïve café, Zürich, 東京, emoji 🚀🔥";
+    let ids = tok.encode(text).unwrap();
+    let mut decoder = TextDecoder::default();
+    let mut out = String::new();
+    for id in ids {
+        if let Some(chunk) = decoder.push(tok, id).unwrap() {
+            assert!(
+                !chunk.contains('\u{FFFD}'),
+                "half a character streamed: {chunk:?}"
+            );
+            out.push_str(&chunk);
+        }
+    }
+    assert_eq!(out, text);
+
+    // And through the worker: streamed chunks add up to the final text.
+    let g = generator();
+    let mut stream = g
+        .submit(
+            Prompt::Chat(vec![Message::new("user", "Say hello in Japanese.")]),
+            greedy(24),
+        )
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (mut streamed, mut started) = (String::new(), false);
+    let done = rt.block_on(async {
+        loop {
+            match stream.next().await.unwrap() {
+                Event::Started { prompt_tokens } => {
+                    assert!(prompt_tokens > 0);
+                    started = true;
+                }
+                Event::Text(t) => streamed.push_str(&t),
+                Event::Done(c) => break c,
+                Event::Error(e) => panic!("{e}"),
+            }
+        }
+    });
+    assert!(started);
+    assert_eq!(streamed, done.text);
+    assert_eq!(done.text, llm().tokenizer.decode(&done.tokens).unwrap());
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let g = generator();
+    let err = |prompt: Prompt, params: SamplingParams| run(&g, prompt, params).unwrap_err();
+
+    assert!(matches!(
+        err(Prompt::Text(String::new()), greedy(4)),
+        Error::InvalidInput(_)
+    ));
+    let e = err(
+        Prompt::Text("hi".into()),
+        SamplingParams {
+            temperature: 5.0,
+            ..greedy(4)
+        },
+    );
+    assert!(e.to_string().contains("temperature"), "{e}");
+    let e = err(
+        Prompt::Text("hi".into()),
+        SamplingParams {
+            top_p: 1.5,
+            ..greedy(4)
+        },
+    );
+    assert!(e.to_string().contains("top_p"), "{e}");
+    let e = err(Prompt::Text("hi".into()), greedy(0));
+    assert!(e.to_string().contains("max_tokens"), "{e}");
+    let e = err(Prompt::Text("hi".into()), greedy(1_000_000));
+    assert!(e.to_string().contains("max_tokens"), "{e}");
+
+    // Longer than the context window: refused before any compute.
+    let long = Prompt::Tokens(vec![100; llm().context_length() + 10]);
+    assert!(matches!(err(long, greedy(4)), Error::TooLarge(_)));
+    let e = err(Prompt::Tokens(vec![u32::MAX]), greedy(4));
+    assert!(e.to_string().contains("vocabulary"), "{e}");
+    let e = err(Prompt::Chat(vec![Message::new("wizard", "hi")]), greedy(4));
+    assert!(e.to_string().contains("role"), "{e}");
+
+    // Missing and corrupt model files.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Llm::load(
+        &ModelSource::Local(dir.path().join("none.gguf")),
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("fetch-models.sh"), "{e}");
+    let corrupt = dir.path().join("corrupt.gguf");
+    std::fs::write(&corrupt, b"this is not a gguf file at all").unwrap();
+    let e = Llm::load(&ModelSource::Local(corrupt), &candle_core::Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not a readable GGUF"), "{e}");
+    // A truncated copy of the real model: header fine, tensors missing.
+    let truncated = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(common::llm_path()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(Llm::load(&ModelSource::Local(truncated), &candle_core::Device::Cpu).is_err());
+}
