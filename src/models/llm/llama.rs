@@ -318,6 +318,132 @@ fn causal_mask(seq_len: usize, pos: usize, device: &Device) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    /// A random-weight llama (2 layers, GQA 2:1) written as GGUF in memory.
+    fn tiny_model() -> Llama {
+        let dev = Device::Cpu;
+        let (embd, ffn, vocab) = (64usize, 64usize, 48usize);
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        let mut add = |name: &str, shape: &[usize], dtype: GgmlDType| {
+            let t = (Tensor::randn(0f32, 0.5, shape, &dev).unwrap())
+                .abs()
+                .unwrap();
+            let t = if name.contains("norm") {
+                (t + 0.5).unwrap()
+            } else {
+                (t - 0.4).unwrap()
+            };
+            tensors.push((name.to_string(), QTensor::quantize(&t, dtype).unwrap()));
+        };
+        add("token_embd.weight", &[vocab, embd], GgmlDType::Q8_0);
+        add("output_norm.weight", &[embd], GgmlDType::F32);
+        for i in 0..2 {
+            add(
+                &format!("blk.{i}.attn_norm.weight"),
+                &[embd],
+                GgmlDType::F32,
+            );
+            add(&format!("blk.{i}.ffn_norm.weight"), &[embd], GgmlDType::F32);
+            add(
+                &format!("blk.{i}.attn_q.weight"),
+                &[embd, embd],
+                GgmlDType::Q4_1,
+            );
+            add(
+                &format!("blk.{i}.attn_k.weight"),
+                &[embd / 2, embd],
+                GgmlDType::Q4_1,
+            );
+            add(
+                &format!("blk.{i}.attn_v.weight"),
+                &[embd / 2, embd],
+                GgmlDType::Q4_1,
+            );
+            add(
+                &format!("blk.{i}.attn_output.weight"),
+                &[embd, embd],
+                GgmlDType::Q4_1,
+            );
+            add(
+                &format!("blk.{i}.ffn_gate.weight"),
+                &[ffn, embd],
+                GgmlDType::Q4_1,
+            );
+            add(
+                &format!("blk.{i}.ffn_up.weight"),
+                &[ffn, embd],
+                GgmlDType::Q4_1,
+            );
+            add(
+                &format!("blk.{i}.ffn_down.weight"),
+                &[embd, ffn],
+                GgmlDType::Q4_1,
+            );
+        }
+        let meta: Vec<(&str, Value)> = vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.block_count", Value::U32(2)),
+            ("llama.context_length", Value::U32(64)),
+            ("llama.embedding_length", Value::U32(embd as u32)),
+            ("llama.attention.head_count", Value::U32(2)),
+            ("llama.attention.head_count_kv", Value::U32(1)),
+            ("llama.rope.freq_base", Value::F32(10000.0)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+            ("llama.vocab_size", Value::U32(vocab as u32)),
+        ];
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut buf, &meta_refs, &tensor_refs).unwrap();
+        buf.set_position(0);
+        let content = gguf_file::Content::read(&mut buf).unwrap();
+        Llama::from_gguf(&content, &mut buf, &dev).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn prefill_and_token_by_token_agree_and_caches_are_independent() {
+        let model = tiny_model();
+        assert_eq!(model.config.n_kv_head, 1);
+        assert_eq!(model.config.head_dim, 32);
+        let tokens = [3u32, 17, 5, 42, 8, 1];
+
+        let mut whole = model.new_cache(8);
+        let at_once = model.forward(&tokens, &mut whole).unwrap();
+        assert_eq!(at_once.dims(), [48]);
+        assert_eq!(whole.len(), tokens.len());
+
+        // Token by token, with a second sequence interleaved on the same weights.
+        let (mut one, mut other) = (model.new_cache(2), model.new_cache(8));
+        let mut last = None;
+        for (i, t) in tokens.iter().enumerate() {
+            last = Some(model.forward(&[*t], &mut one).unwrap());
+            model.forward(&[(i as u32 * 7) % 48], &mut other).unwrap();
+        }
+        let diff = max_diff(&at_once, &last.unwrap());
+        assert!(
+            diff < 1e-3,
+            "prefill and incremental logits differ by {diff}"
+        );
+
+        // Too long for the context window: a clear error, not a panic.
+        let mut cache = model.new_cache(4);
+        let err = model.forward(&[1; 65], &mut cache).unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    }
 
     #[test]
     fn causal_mask_lets_each_query_see_the_prefix_and_itself() {
