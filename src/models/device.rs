@@ -22,32 +22,38 @@ pub fn open(name: &str) -> Result<Device> {
     };
     match kind.as_str() {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(Error::Device(
-                    "device cuda requested, but this hearth was built without the `cuda` feature \
-                     (rebuild with `cargo build --release --features cuda`)"
-                        .into(),
-                ));
-            }
-            Device::new_cuda(ordinal)
-                .map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
-        }
-        "metal" => {
-            if !candle_core::utils::metal_is_available() {
-                return Err(Error::Device(
-                    "device metal requested, but this hearth was built without the `metal` feature \
-                     (rebuild with `cargo build --release --features metal`)"
-                        .into(),
-                ));
-            }
-            Device::new_metal(ordinal)
-                .map_err(|e| Error::Device(format!("cannot open metal:{ordinal}: {e}")))
-        }
+        "cuda" => gpu(
+            "cuda",
+            candle_core::utils::cuda_is_available(),
+            ordinal,
+            || Device::new_cuda(ordinal),
+        ),
+        "metal" => gpu(
+            "metal",
+            candle_core::utils::metal_is_available(),
+            ordinal,
+            || Device::new_metal(ordinal),
+        ),
         other => Err(Error::Device(format!(
             "unknown device {other:?}: expected cpu, cuda[:N] or metal[:N]"
         ))),
     }
+}
+
+/// Open a GPU whose backend is compiled in only with the cargo feature `kind`.
+fn gpu(
+    kind: &str,
+    built: bool,
+    ordinal: usize,
+    open: impl FnOnce() -> candle_core::Result<Device>,
+) -> Result<Device> {
+    if !built {
+        return Err(Error::Device(format!(
+            "device {kind} requested, but this hearth was built without the `{kind}` feature \
+             (rebuild with `cargo build --release --features {kind}`)"
+        )));
+    }
+    open().map_err(|e| Error::Device(format!("cannot open {kind}:{ordinal}: {e}")))
 }
 
 /// A short human name for a device, as shown in logs and `/info`.
