@@ -2,13 +2,20 @@
 //! glue that turns them into library calls. `main.rs` only parses and calls
 //! [`run`].
 
+use crate::config::{Config, ConfigArgs};
 use crate::engine::{Event, Generator, GeneratorLimits, Prompt};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
 use crate::models::{device, Embedder, Llm, ModelSource, DEFAULT_EMBEDDER, DEFAULT_LLM};
+use crate::pipelines::ingest::DocumentInput;
+use crate::pipelines::DocumentPipeline;
+use crate::server::{lock_data_dir, Server};
+use crate::store::chunking::{collect_files, read_file};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,9 +32,9 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 pub struct Global {
-    /// Compute device: cpu, cuda[:N] or metal[:N].
-    #[arg(long, global = true, env = "HEARTH_DEVICE", default_value = "cpu")]
-    pub device: String,
+    /// Compute device: cpu, cuda[:N] or metal[:N] [default: the config's, else cpu].
+    #[arg(long, global = true, env = "HEARTH_DEVICE")]
+    pub device: Option<String>,
     /// CPU threads for model compute (default: physical cores).
     #[arg(long, global = true, env = "HEARTH_THREADS")]
     pub threads: Option<usize>,
@@ -35,6 +42,14 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the server: both pipelines (RAG and fine-tuned) on one port.
+    Serve(ServeArgs),
+    /// Add files (.txt, .md, .html; directories are walked) to the document
+    /// store, with no server running on it.
+    Ingest(IngestArgs),
+    /// Measure retrieval on the Rust book: hit@1/5/10 of the index and of
+    /// exact search, with each section heading as the query.
+    EvalRetrieval(EvalArgs),
     /// Embed texts and print their vectors.
     Embed(EmbedArgs),
     /// Generate text from a prompt, streaming it to stdout.
@@ -125,6 +140,37 @@ pub struct ChatArgs {
     pub llm: LlmArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Files and directories to ingest.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Prepended to every document id (ids are paths relative to the
+    /// argument's parent directory, or a file argument's name).
+    #[arg(long, default_value = "")]
+    pub id_prefix: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The Rust book's HTML directory [default: the toolchain's copy].
+    #[arg(long)]
+    pub book: Option<PathBuf>,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.global.threads {
@@ -132,12 +178,202 @@ pub fn run(cli: Cli) -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
-    let device = device::open(&cli.global.device)?;
+    let device_name = cli.global.device.as_deref();
+    let load_config = |args: &ConfigArgs| Config::load(args, device_name, cli.global.threads);
+    let device = || device::open(device_name.unwrap_or("cpu"));
     match cli.command {
-        Command::Embed(args) => embed(args, &device),
-        Command::Generate(args) => generate(args, &device),
-        Command::Chat(args) => chat(args, &device),
+        Command::Serve(args) => serve(load_config(&args.config)?),
+        Command::Ingest(args) => ingest(load_config(&args.config)?, args),
+        Command::EvalRetrieval(args) => eval_retrieval(load_config(&args.config)?, args),
+        Command::Embed(args) => embed(args, &device()?),
+        Command::Generate(args) => generate(args, &device()?),
+        Command::Chat(args) => chat(args, &device()?),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(config: Config) -> Result<()> {
+    runtime()?.block_on(async move {
+        let server = Server::bind(config).await?;
+        // On stdout, for scripts and tests that wait for it.
+        println!("hearth listening on http://{}", server.local_addr());
+        server.run().await?;
+        Ok(())
+    })
+}
+
+/// The store, for commands that write it directly (no server may be running
+/// on it: the data directory is locked).
+struct DirectStore {
+    docs: DocumentPipeline,
+    _lock: std::fs::File,
+}
+
+impl DirectStore {
+    fn open(config: &Config) -> Result<Self> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let device = device::open(&config.device)?;
+        let embedder = Embedder::load(&ModelSource::parse(&config.models.embedder)?, &device)?;
+        Ok(Self {
+            docs: DocumentPipeline::open(config, Arc::new(embedder))?,
+            _lock: lock,
+        })
+    }
+}
+
+fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Document id for `file` found under the argument `arg`.
+fn document_id(prefix: &str, arg: &Path, file: &Path) -> String {
+    let base = if arg.is_dir() {
+        arg.parent().unwrap_or(Path::new(""))
+    } else {
+        file.parent().unwrap_or(Path::new(""))
+    };
+    let rel = file.strip_prefix(base).unwrap_or(file);
+    format!("{prefix}{}", rel.to_string_lossy())
+}
+
+fn ingest(config: Config, args: IngestArgs) -> Result<()> {
+    let mut files = Vec::new();
+    for arg in &args.paths {
+        for file in collect_files(std::slice::from_ref(arg))? {
+            files.push((document_id(&args.id_prefix, arg, &file), file));
+        }
+    }
+    if files.is_empty() {
+        bail!("no .txt, .md or .html files under the given paths");
+    }
+    let direct = DirectStore::open(&config)?;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(files.len(), "files");
+    let chunks = runtime()?.block_on(async {
+        use futures_util::{StreamExt, TryStreamExt};
+        let ingestor = &direct.docs.ingestor;
+        let bar = &bar;
+        let mut done = futures_util::stream::iter(files)
+            .map(|(id, path)| async move {
+                let (text, kind) = read_file(&path)?;
+                if text.trim().is_empty() {
+                    bar.println(format!("skipped {} (no text)", path.display()));
+                    return Ok(0);
+                }
+                let doc = DocumentInput {
+                    id: Some(id),
+                    text,
+                    source: Some(path.display().to_string()),
+                    metadata: serde_json::json!({ "path": path.display().to_string() }),
+                    kind,
+                };
+                let done = ingestor.ingest(doc).await?;
+                Ok::<_, anyhow::Error>(done.chunks)
+            })
+            .buffered(4);
+        let mut chunks = 0;
+        while let Some(n) = done.try_next().await? {
+            chunks += n;
+            bar.inc(1);
+        }
+        Ok::<_, anyhow::Error>(chunks)
+    })?;
+    bar.finish_and_clear();
+    direct.docs.store.flush()?;
+    let secs = started.elapsed().as_secs_f64();
+    let stats = direct.docs.store.stats()?;
+    eprintln!(
+        "ingested {} files as {chunks} chunks in {secs:.1} s ({:.1} chunks/s); the store now holds {} documents, {} chunks",
+        bar.length().unwrap_or(0),
+        chunks as f64 / secs,
+        stats.documents,
+        stats.chunks
+    );
+    Ok(())
+}
+
+fn default_book() -> Option<PathBuf> {
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let root = String::from_utf8(out.stdout).ok()?;
+    let book = Path::new(root.trim()).join("share/doc/rust/html/book");
+    book.is_dir().then_some(book)
+}
+
+fn eval_retrieval(config: Config, args: EvalArgs) -> Result<()> {
+    use crate::bench::retrieval;
+    let book = match args.book.or_else(default_book) {
+        Some(b) => b,
+        None => bail!("the Rust book was not found; give --book DIR"),
+    };
+    let sections = retrieval::book_sections(&book)?;
+    let direct = DirectStore::open(&config)?;
+    let rt = runtime()?;
+    let bar = progress_bar(sections.len(), "sections");
+    let started = std::time::Instant::now();
+    let chunks = rt.block_on(retrieval::ingest_sections(
+        &direct.docs.ingestor,
+        &direct.docs.store,
+        &sections,
+        |n| bar.inc(n as u64),
+    ))?;
+    bar.finish_and_clear();
+    if chunks > 0 {
+        eprintln!(
+            "ingested {} sections as {chunks} chunks in {:.0} s",
+            sections.len(),
+            started.elapsed().as_secs_f64()
+        );
+        direct.docs.store.flush()?;
+    }
+    let headings: Vec<String> = sections.iter().map(|s| s.heading.clone()).collect();
+    let vectors = rt.block_on(direct.docs.embed.embed(headings))?;
+    let queries: Vec<(Vec<f32>, String)> = vectors
+        .into_iter()
+        .zip(&sections)
+        .map(|(v, s)| (v, s.id.clone()))
+        .collect();
+    let report = retrieval::evaluate(&direct.docs.store, &queries, config.retrieval.ef_search)?;
+    println!(
+        "retrieval on {}: {} queries (section headings) over {} chunks, ef_search {}",
+        book.display(),
+        report.queries,
+        report.chunks,
+        report.ef_search
+    );
+    println!("| search | hit@1 | hit@5 | hit@10 | ms/query |");
+    println!("|---|---|---|---|---|");
+    for (name, h, ms) in [
+        ("HNSW", &report.hnsw, report.hnsw_query_ms),
+        ("exact", &report.exact, report.exact_query_ms),
+    ] {
+        println!(
+            "| {name} | {:.1}% | {:.1}% | {:.1}% | {ms:.2} |",
+            h.hit_at_1 * 100.0,
+            h.hit_at_5 * 100.0,
+            h.hit_at_10 * 100.0
+        );
+    }
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn embed(args: EmbedArgs, device: &candle_core::Device) -> Result<()> {

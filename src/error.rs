@@ -19,6 +19,12 @@ pub enum Error {
     /// The worker is gone or overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// The named thing (a document, a route) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The document store failed (disk, corruption); not the caller's fault.
+    #[error("document store: {0}")]
+    Store(String),
     /// A fault inside a tensor computation.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
@@ -44,5 +50,11 @@ impl Error {
 
     pub(crate) fn tokenizer(err: impl std::fmt::Display) -> Self {
         Error::Tokenizer(err.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.to_string())
     }
 }

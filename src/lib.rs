@@ -1,12 +1,19 @@
 //! hearth: a local-inference server for two generative-AI pipelines (RAG and
 //! a fine-tuned LLM), runnable in every topology from one binary.
 //!
-//! Dependencies point down: `models` (loading and running models) <-
-//! `engine` (worker threads and channels) <- the CLI and, later, the server.
+//! Dependencies point one way: `config` and `models` (loading and running
+//! models) <- `store` (documents, chunks, the vector index) <- `engine`
+//! (worker threads and channels) <- `pipelines` (RAG, fine-tuned,
+//! ingestion) <- `server` (HTTP), `bench` (measurements) <- `cli`.
 
+pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod models;
+pub mod pipelines;
+pub mod server;
+pub mod store;
 
 pub use error::{Error, Result};

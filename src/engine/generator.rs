@@ -14,6 +14,8 @@ use crate::models::llm::sampling::{Sampler, SamplingParams};
 use crate::models::llm::stream::{StopCheck, StopMatcher, TextDecoder};
 use crate::models::Llm;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -99,6 +101,29 @@ impl Default for GeneratorLimits {
     }
 }
 
+/// Live counters of one worker, for `/info` and metrics.
+#[derive(Debug, Default)]
+pub struct GeneratorStats {
+    /// Sequences being generated now.
+    pub active: AtomicUsize,
+    pub completed: AtomicU64,
+    /// Dropped because the client went away.
+    pub cancelled: AtomicU64,
+    /// Ended by an error (a refused prompt included).
+    pub failed: AtomicU64,
+}
+
+/// A copy of [`GeneratorStats`] at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    pub active: usize,
+    /// Waiting in the queue.
+    pub queued: usize,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+}
+
 struct Request {
     prompt: Prompt,
     params: SamplingParams,
@@ -113,17 +138,20 @@ pub struct Generator {
     queue: mpsc::Sender<Request>,
     llm: Llm,
     limits: GeneratorLimits,
+    stats: Arc<GeneratorStats>,
 }
 
 impl Generator {
     /// Start a worker thread for `llm`.
     pub fn spawn(llm: Llm, limits: GeneratorLimits) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue.max(1));
+        let stats = Arc::new(GeneratorStats::default());
         let worker = Worker {
             llm: llm.clone(),
             limits: limits.clone(),
             requests: rx,
             active: Vec::new(),
+            stats: stats.clone(),
         };
         std::thread::Builder::new()
             .name(format!("generate-{}", llm.name))
@@ -133,7 +161,31 @@ impl Generator {
             queue: tx,
             llm,
             limits,
+            stats,
         }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            active: s.active.load(Ordering::Relaxed),
+            queued: self.queue.max_capacity() - self.queue.capacity(),
+            completed: s.completed.load(Ordering::Relaxed),
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Check parameters against the limits, without submitting anything.
+    pub fn check(&self, params: &SamplingParams) -> Result<()> {
+        params.validate()?;
+        if params.max_tokens > self.limits.max_tokens {
+            return Err(Error::InvalidInput(format!(
+                "max_tokens must be at most {}, got {}",
+                self.limits.max_tokens, params.max_tokens
+            )));
+        }
+        Ok(())
     }
 
     pub fn llm(&self) -> &Llm {
@@ -147,13 +199,7 @@ impl Generator {
     /// Submit a generation. Parameters are checked here; prompt-length
     /// errors arrive as the first event.
     pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
-        params.validate()?;
-        if params.max_tokens > self.limits.max_tokens {
-            return Err(Error::InvalidInput(format!(
-                "max_tokens must be at most {}, got {}",
-                self.limits.max_tokens, params.max_tokens
-            )));
-        }
+        self.check(&params)?;
         let (events, rx) = mpsc::unbounded_channel();
         let request = Request {
             prompt,
@@ -210,6 +256,7 @@ struct Worker {
     limits: GeneratorLimits,
     requests: mpsc::Receiver<Request>,
     active: Vec<Sequence>,
+    stats: Arc<GeneratorStats>,
 }
 
 impl Worker {
@@ -228,7 +275,23 @@ impl Worker {
                 }
             }
             let llm = &self.llm;
-            self.active.retain_mut(|seq| seq.step(llm));
+            let stats = &self.stats;
+            self.active.retain_mut(|seq| match seq.step(llm) {
+                Step::Continue => true,
+                Step::Completed => {
+                    stats.completed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Step::Cancelled => {
+                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Step::Failed => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            });
+            stats.active.store(self.active.len(), Ordering::Relaxed);
         }
     }
 
@@ -245,9 +308,15 @@ impl Worker {
                 {
                     self.active
                         .push(Sequence::new(&self.llm, request, prompt, taken));
+                    self.stats
+                        .active
+                        .store(self.active.len(), Ordering::Relaxed);
+                } else {
+                    self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let _ = request.events.send(Event::Error(e));
             }
         }
@@ -322,18 +391,18 @@ impl Sequence {
         }
     }
 
-    /// Produce one token. Returns whether the sequence goes on.
-    fn step(&mut self, llm: &Llm) -> bool {
+    /// Produce one token.
+    fn step(&mut self, llm: &Llm) -> Step {
         match self.try_step(llm) {
-            Ok(Some(reason)) => {
-                self.finish(reason);
-                false
-            }
-            Ok(None) => true,
-            Err(StepEnd::Cancelled) => false,
+            Ok(Some(reason)) => match self.finish(reason) {
+                true => Step::Completed,
+                false => Step::Cancelled,
+            },
+            Ok(None) => Step::Continue,
+            Err(StepEnd::Cancelled) => Step::Cancelled,
             Err(StepEnd::Failed(e)) => {
                 let _ = self.request.events.send(Event::Error(e));
-                false
+                Step::Failed
             }
         }
     }
@@ -380,10 +449,11 @@ impl Sequence {
             .map_err(|_| StepEnd::Cancelled)
     }
 
-    fn finish(&mut self, reason: FinishReason) {
+    /// Send the completion; false if the client is gone.
+    fn finish(&mut self, reason: FinishReason) -> bool {
         let rest = self.stops.flush();
         if self.emit(rest).is_err() {
-            return;
+            return false;
         }
         let now = Instant::now();
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -408,8 +478,16 @@ impl Sequence {
             finish_reason: reason,
             timings,
         };
-        let _ = self.request.events.send(Event::Done(completion));
+        self.request.events.send(Event::Done(completion)).is_ok()
     }
+}
+
+/// What one step left a sequence as.
+enum Step {
+    Continue,
+    Completed,
+    Cancelled,
+    Failed,
 }
 
 enum StepEnd {

@@ -7,5 +7,6 @@ pub mod generator;
 
 pub use embedder::EmbedWorker;
 pub use generator::{
-    Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt, Timings,
+    Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt,
+    StatsSnapshot, Timings,
 };

@@ -1,0 +1,387 @@
+//! One [`Config`] for every command and role: read from `hearth.toml`, then
+//! overridden by `HEARTH_*` environment variables, then by flags (clap reads
+//! a flag's variable when the flag is absent, so the order holds), and
+//! validated once. Everything tunable lives here rather than as literals.
+
+use crate::error::{Error, Result};
+use crate::models::{DEFAULT_EMBEDDER, DEFAULT_LLM};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "hearth.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the server listens on.
+    pub listen: String,
+    /// Holds the document store (SQLite) and the index derived from it.
+    pub data_dir: PathBuf,
+    /// cpu, cuda[:N] or metal[:N].
+    pub device: String,
+    /// Threads for model compute; unset means one per core.
+    pub threads: Option<usize>,
+    pub models: ModelsConfig,
+    pub retrieval: RetrievalConfig,
+    pub generation: GenerationConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Embedding model: a directory or `hf:owner/name`.
+    pub embedder: String,
+    /// The LLM that answers RAG questions.
+    pub rag_generator: String,
+    /// The fine-tuned LLM served by `/fine-tuned`. When it names the same
+    /// file as `rag_generator`, the weights are loaded once and shared.
+    pub fine_tuned: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrievalConfig {
+    /// Passages retrieved per question when the request does not say.
+    pub top_k: usize,
+    /// Largest `top_k` a request may ask for.
+    pub max_top_k: usize,
+    /// HNSW search breadth; higher is more exact and slower.
+    pub ef_search: usize,
+    /// Chunk size in embedder tokens (the embedder reads at most 256,
+    /// including its two special tokens).
+    pub chunk_tokens: usize,
+    /// Tokens shared by consecutive chunks.
+    pub chunk_overlap: usize,
+    /// System message of the RAG prompt.
+    pub system_prompt: String,
+    /// The user message of the RAG prompt: a minijinja template over
+    /// `question` and `passages` (each with `text`, `document_id`, `score`,
+    /// `metadata`). Lowest-scoring passages are dropped until it fits.
+    pub prompt_template: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationConfig {
+    /// `max_tokens` when a request does not say.
+    pub max_tokens: usize,
+    /// `temperature` when a request does not say (0 is greedy).
+    pub temperature: f32,
+    /// Largest `max_tokens` a request may ask for.
+    pub max_tokens_limit: usize,
+    /// Longest prompt accepted, in LLM tokens (also capped by the model's context).
+    pub max_prompt_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Generation requests waiting per model beyond the running ones; more get 503.
+    pub generation_queue: usize,
+    /// Sequences one model worker interleaves at once.
+    pub max_active: usize,
+    /// Embedding requests waiting; more get 503.
+    pub embed_queue: usize,
+    /// Texts embedded together in one batch.
+    pub embed_batch: usize,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest question or query, in characters.
+    pub max_query_chars: usize,
+    /// Seconds between background saves of the index (it is rebuilt from
+    /// SQLite if lost, so this bounds restart work, not durability).
+    pub index_save_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "data".into(),
+            device: "cpu".into(),
+            threads: None,
+            models: ModelsConfig::default(),
+            retrieval: RetrievalConfig::default(),
+            generation: GenerationConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            embedder: DEFAULT_EMBEDDER.into(),
+            rag_generator: DEFAULT_LLM.into(),
+            fine_tuned: DEFAULT_LLM.into(),
+        }
+    }
+}
+
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are a helpful assistant. Answer the question in one sentence, using only the context.";
+
+pub const DEFAULT_PROMPT_TEMPLATE: &str = "Context:
+{% for p in passages %}{{ p.text }}
+{% endfor %}
+Question: {{ question }}";
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self {
+            top_k: 4,
+            max_top_k: 50,
+            ef_search: 64,
+            chunk_tokens: 200,
+            chunk_overlap: 32,
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            prompt_template: DEFAULT_PROMPT_TEMPLATE.into(),
+        }
+    }
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            max_tokens_limit: 2048,
+            max_prompt_tokens: 4096,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            generation_queue: 32,
+            max_active: 4,
+            embed_queue: 64,
+            embed_batch: 32,
+            max_body_bytes: 8 << 20,
+            max_query_chars: 4000,
+            index_save_secs: 30,
+        }
+    }
+}
+
+/// Flags (each also read from its `HEARTH_*` variable) that override the file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Config file [default: ./hearth.toml when it exists].
+    #[arg(long, env = "HEARTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "HEARTH_LISTEN")]
+    pub listen: Option<String>,
+    #[arg(long, env = "HEARTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "HEARTH_EMBEDDER")]
+    pub embedder: Option<String>,
+    #[arg(long, env = "HEARTH_RAG_GENERATOR")]
+    pub rag_generator: Option<String>,
+    #[arg(long, env = "HEARTH_FINE_TUNED")]
+    pub fine_tuned: Option<String>,
+    #[arg(long, env = "HEARTH_TOP_K")]
+    pub top_k: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_TOP_K")]
+    pub max_top_k: Option<usize>,
+    #[arg(long, env = "HEARTH_EF_SEARCH")]
+    pub ef_search: Option<usize>,
+    #[arg(long, env = "HEARTH_CHUNK_TOKENS")]
+    pub chunk_tokens: Option<usize>,
+    #[arg(long, env = "HEARTH_CHUNK_OVERLAP")]
+    pub chunk_overlap: Option<usize>,
+    #[arg(long, env = "HEARTH_SYSTEM_PROMPT")]
+    pub system_prompt: Option<String>,
+    #[arg(long, env = "HEARTH_PROMPT_TEMPLATE")]
+    pub prompt_template: Option<String>,
+    #[arg(long, env = "HEARTH_MAX_TOKENS")]
+    pub max_tokens: Option<usize>,
+    #[arg(long, env = "HEARTH_TEMPERATURE")]
+    pub temperature: Option<f32>,
+    #[arg(long, env = "HEARTH_MAX_TOKENS_LIMIT")]
+    pub max_tokens_limit: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_PROMPT_TOKENS")]
+    pub max_prompt_tokens: Option<usize>,
+    #[arg(long, env = "HEARTH_GENERATION_QUEUE")]
+    pub generation_queue: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_ACTIVE")]
+    pub max_active: Option<usize>,
+    #[arg(long, env = "HEARTH_EMBED_QUEUE")]
+    pub embed_queue: Option<usize>,
+    #[arg(long, env = "HEARTH_EMBED_BATCH")]
+    pub embed_batch: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_QUERY_CHARS")]
+    pub max_query_chars: Option<usize>,
+    #[arg(long, env = "HEARTH_INDEX_SAVE_SECS")]
+    pub index_save_secs: Option<u64>,
+}
+
+impl Config {
+    /// Parse a TOML document; unknown keys are errors (a typo must not be
+    /// silently ignored).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text)
+            .map_err(|e| Error::InvalidInput(format!("config {}: {e}", origin.display())))
+    }
+
+    /// The file (explicit, or `hearth.toml` when present, or defaults), then
+    /// the overrides, then validation. `device` and `threads` are the global
+    /// flags, which override the file too.
+    pub fn load(args: &ConfigArgs, device: Option<&str>, threads: Option<usize>) -> Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => Self::read(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Self::read(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Self::default(),
+        };
+        config.apply(args, device, threads);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    fn apply(&mut self, a: &ConfigArgs, device: Option<&str>, threads: Option<usize>) {
+        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        }
+        if let Some(d) = device {
+            self.device = d.to_string();
+        }
+        if threads.is_some() {
+            self.threads = threads;
+        }
+        set(&mut self.listen, &a.listen);
+        set(&mut self.data_dir, &a.data_dir);
+        set(&mut self.models.embedder, &a.embedder);
+        set(&mut self.models.rag_generator, &a.rag_generator);
+        set(&mut self.models.fine_tuned, &a.fine_tuned);
+        let r = &mut self.retrieval;
+        set(&mut r.top_k, &a.top_k);
+        set(&mut r.max_top_k, &a.max_top_k);
+        set(&mut r.ef_search, &a.ef_search);
+        set(&mut r.chunk_tokens, &a.chunk_tokens);
+        set(&mut r.chunk_overlap, &a.chunk_overlap);
+        set(&mut r.system_prompt, &a.system_prompt);
+        set(&mut r.prompt_template, &a.prompt_template);
+        let g = &mut self.generation;
+        set(&mut g.max_tokens, &a.max_tokens);
+        set(&mut g.temperature, &a.temperature);
+        set(&mut g.max_tokens_limit, &a.max_tokens_limit);
+        set(&mut g.max_prompt_tokens, &a.max_prompt_tokens);
+        let l = &mut self.limits;
+        set(&mut l.generation_queue, &a.generation_queue);
+        set(&mut l.max_active, &a.max_active);
+        set(&mut l.embed_queue, &a.embed_queue);
+        set(&mut l.embed_batch, &a.embed_batch);
+        set(&mut l.max_body_bytes, &a.max_body_bytes);
+        set(&mut l.max_query_chars, &a.max_query_chars);
+        set(&mut l.index_save_secs, &a.index_save_secs);
+    }
+
+    /// Reject values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: &str| Err(Error::InvalidInput(format!("config: {msg}")));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(&format!(
+                "listen must be an address such as 127.0.0.1:8080, got {:?}",
+                self.listen
+            ));
+        }
+        let r = &self.retrieval;
+        if r.top_k == 0 || r.top_k > r.max_top_k {
+            return bad("retrieval.top_k must be between 1 and retrieval.max_top_k");
+        }
+        if r.ef_search == 0 {
+            return bad("retrieval.ef_search must be at least 1");
+        }
+        if r.chunk_tokens < 16 {
+            return bad("retrieval.chunk_tokens must be at least 16");
+        }
+        if r.chunk_overlap >= r.chunk_tokens {
+            return bad("retrieval.chunk_overlap must be smaller than retrieval.chunk_tokens");
+        }
+        let g = &self.generation;
+        if g.max_tokens == 0 || g.max_tokens > g.max_tokens_limit {
+            return bad("generation.max_tokens must be between 1 and generation.max_tokens_limit");
+        }
+        if !(0.0..=2.0).contains(&g.temperature) {
+            return bad("generation.temperature must be between 0 and 2");
+        }
+        if g.max_prompt_tokens == 0 {
+            return bad("generation.max_prompt_tokens must be at least 1");
+        }
+        let l = &self.limits;
+        if l.generation_queue == 0 || l.max_active == 0 || l.embed_queue == 0 {
+            return bad("limits: queues and max_active must be at least 1");
+        }
+        if l.embed_batch == 0 || l.max_body_bytes < 1024 || l.max_query_chars == 0 {
+            return bad("limits: embed_batch, max_body_bytes (>= 1024) and max_query_chars must be positive");
+        }
+        minijinja::Environment::new()
+            .template_from_str(&r.prompt_template)
+            .map(|_| ())
+            .or_else(|e| bad(&format!("retrieval.prompt_template: {e}")))
+    }
+
+    /// The store's SQLite file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("hearth.sqlite")
+    }
+
+    /// The directory holding the persisted index.
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_is_the_defaults() {
+        let text = include_str!("../hearth.toml");
+        let parsed = Config::from_toml(text, Path::new("hearth.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_are_named() {
+        let mut c = Config::from_toml(
+            "listen = \"0.0.0.0:9000\"\n[retrieval]\ntop_k = 3\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.retrieval.top_k, 3);
+        let args = ConfigArgs {
+            top_k: Some(7),
+            ..Default::default()
+        };
+        c.apply(&args, Some("cuda:1"), Some(2));
+        assert_eq!(
+            (c.retrieval.top_k, c.device.as_str(), c.threads),
+            (7, "cuda:1", Some(2))
+        );
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        c.retrieval.chunk_overlap = 500;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("chunk_overlap"), "{err}");
+        let err = Config::from_toml("[retrieval]\ntopk = 3\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topk"), "{err}");
+    }
+}

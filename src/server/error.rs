@@ -1,0 +1,142 @@
+//! Every HTTP error hearth sends, in one shape:
+//! `{"error": {"message", "type", "code"}}`, with the status decided here
+//! from the library's [`Error`] and from axum's extractor rejections.
+
+use crate::error::Error;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub code: &'static str,
+    /// Seconds for `Retry-After` (503s).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            code,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(2),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        }
+    }
+
+    /// The error's `type`, from its status.
+    pub fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, code) = match &e {
+            Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "context_length_exceeded"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Unavailable(_) => {
+                return Self {
+                    retry_after: Some(1),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+                }
+            }
+            Error::Model(_)
+            | Error::Device(_)
+            | Error::Compute(_)
+            | Error::Tokenizer(_)
+            | Error::Store(_)
+            | Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "internal error");
+        }
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let code = match &r {
+            JsonRejection::JsonSyntaxError(_) => "invalid_json",
+            JsonRejection::JsonDataError(_) => "invalid_field",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                "body_too_large"
+            }
+            _ => "invalid_body",
+        };
+        Self::new(r.status(), code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "message": self.message, "type": self.kind(), "code": self.code }
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// `axum::Json`, with its rejections answered in hearth's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Refuse fields a request type does not know (they are usually typos).
+pub fn reject_unknown(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    match extra.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("unknown field `{key}`"),
+        )),
+    }
+}

@@ -1,0 +1,286 @@
+//! `POST /rag` and `POST /fine-tuned`: parse, call the pipeline, and answer
+//! as one JSON object or, with `"stream": true`, as Server-Sent Events (one
+//! `token` event per text piece, then one `done` event with the rest).
+
+use super::error::{reject_unknown, ApiError, ApiJson};
+use super::AppState;
+use crate::config::GenerationConfig;
+use crate::engine::{Completion, Event, GenerationStream};
+use crate::error::Error;
+use crate::models::llm::chat::Message;
+use crate::models::llm::sampling::SamplingParams;
+use crate::pipelines::fine_tuned::Input;
+use crate::pipelines::rag::ms;
+use crate::store::Passage;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Sampling fields shared by both routes; unset ones take the config's defaults.
+#[derive(Debug, Deserialize, Default)]
+pub struct SamplingFields {
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Option<StopField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl SamplingFields {
+    pub fn params(&self, defaults: &GenerationConfig, top_k: usize) -> SamplingParams {
+        let base = SamplingParams::default();
+        SamplingParams {
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            top_k,
+            repetition_penalty: self.repetition_penalty.unwrap_or(base.repetition_penalty),
+            seed: self.seed,
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(StopField::One(s)) => vec![s.clone()],
+                Some(StopField::Many(v)) => v.clone(),
+            },
+            ..base
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RagRequest {
+    pub question: String,
+    /// Passages to retrieve.
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FineTunedRequest {
+    pub messages: Option<Vec<Message>>,
+    pub prompt: Option<String>,
+    /// Sampling: keep only the k most likely tokens (0 = off).
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
+}
+
+pub async fn rag(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<RagRequest>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&req.unknown)?;
+    let services = state.services()?;
+    let params = req.sampling.params(&state.config.generation, 0);
+    let mut answer = services
+        .rag
+        .answer(&req.question, req.top_k, params)
+        .await?;
+    let prompt_tokens = started(&mut answer.stream).await?;
+    let model = services.rag.generator().llm().name.clone();
+    let (passages, embed_ms, search_ms, began) = (
+        answer.passages,
+        answer.embed_ms,
+        answer.search_ms,
+        answer.started,
+    );
+    let dropped = answer.dropped;
+    let finish = move |c: Completion| {
+        let total_ms = ms(began);
+        let mut body = json!({
+            "answer": c.text,
+            "sources": sources(&passages),
+            "model": model,
+            "finish_reason": c.finish_reason,
+            "usage": usage(prompt_tokens, &c),
+            "timings": {
+                "embed_ms": embed_ms,
+                "search_ms": search_ms,
+                "queue_ms": c.timings.queue_ms,
+                "prompt_ms": c.timings.prompt_ms,
+                "generate_ms": c.timings.generate_ms,
+                // From the request's arrival, retrieval included.
+                "ttft_ms": total_ms - (c.timings.total_ms - c.timings.ttft_ms),
+                "total_ms": total_ms,
+                "tokens_per_s": c.timings.tokens_per_s,
+            },
+        });
+        if dropped > 0 {
+            body["passages_dropped"] = json!(dropped);
+        }
+        body
+    };
+    respond(req.stream, answer.stream, finish).await
+}
+
+pub async fn fine_tuned(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<FineTunedRequest>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&req.unknown)?;
+    let began = Instant::now();
+    let services = state.services()?;
+    let input = match (req.messages, req.prompt) {
+        (Some(m), None) => Input::Messages(m),
+        (None, Some(p)) => Input::Prompt(p),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either `messages` or `prompt`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing `messages` (a conversation) or `prompt` (raw text)",
+            ))
+        }
+    };
+    let params = req
+        .sampling
+        .params(&state.config.generation, req.top_k.unwrap_or(0));
+    let mut stream = services.fine_tuned.generate(input, params)?;
+    let prompt_tokens = started(&mut stream).await?;
+    let model = services.fine_tuned.generator().llm().name.clone();
+    let finish = move |c: Completion| {
+        let total_ms = ms(began);
+        json!({
+            "text": c.text,
+            "model": model,
+            "finish_reason": c.finish_reason,
+            "usage": usage(prompt_tokens, &c),
+            "timings": {
+                "queue_ms": c.timings.queue_ms,
+                "prompt_ms": c.timings.prompt_ms,
+                "generate_ms": c.timings.generate_ms,
+                "ttft_ms": total_ms - (c.timings.total_ms - c.timings.ttft_ms),
+                "total_ms": total_ms,
+                "tokens_per_s": c.timings.tokens_per_s,
+            },
+        })
+    };
+    respond(req.stream, stream, finish).await
+}
+
+/// Wait until the worker accepts the prompt, so that a prompt it refuses is
+/// an HTTP error rather than an event in a stream that already said 200.
+async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
+    match stream.next().await {
+        Some(Event::Started { prompt_tokens }) => Ok(prompt_tokens),
+        Some(Event::Error(e)) => Err(e.into()),
+        Some(_) | None => Err(Error::Unavailable("the generation worker stopped".into()).into()),
+    }
+}
+
+/// The whole answer as JSON, or the stream as SSE.
+async fn respond<F>(
+    stream_it: bool,
+    stream: GenerationStream,
+    finish: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Completion) -> Value + Send + 'static,
+{
+    if !stream_it {
+        let completion = stream.finish().await?;
+        return Ok(Json(finish(completion)).into_response());
+    }
+    Ok(Sse::new(sse_events(stream, finish))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+enum Progress<F> {
+    Running(GenerationStream, F),
+    Over,
+}
+
+/// `token` events, then one `done` (or `error`) event. Dropping the stream
+/// (the client went away) drops the generation, which the worker cancels.
+fn sse_events<F>(
+    stream: GenerationStream,
+    finish: F,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
+where
+    F: FnOnce(Completion) -> Value + Send + 'static,
+{
+    stream::unfold(Progress::Running(stream, finish), |progress| async move {
+        let Progress::Running(mut stream, finish) = progress else {
+            return None;
+        };
+        loop {
+            let event = match stream.next().await {
+                Some(Event::Started { .. }) => continue,
+                Some(Event::Text(text)) => {
+                    let event = json_event("token", &json!({ "text": text }));
+                    return Some((Ok(event), Progress::Running(stream, finish)));
+                }
+                Some(Event::Done(c)) => json_event("done", &finish(c)),
+                Some(Event::Error(e)) => error_event(ApiError::from(e)),
+                None => error_event(ApiError::from(Error::Unavailable(
+                    "the generation worker stopped".into(),
+                ))),
+            };
+            return Some((Ok(event), Progress::Over));
+        }
+    })
+}
+
+fn json_event(name: &str, value: &Value) -> SseEvent {
+    SseEvent::default().event(name).data(value.to_string())
+}
+
+fn error_event(e: ApiError) -> SseEvent {
+    json_event(
+        "error",
+        &json!({ "error": { "message": e.message, "type": e.kind(), "code": e.code } }),
+    )
+}
+
+fn usage(prompt_tokens: usize, c: &Completion) -> Value {
+    json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": c.tokens.len(),
+        "total_tokens": prompt_tokens + c.tokens.len(),
+    })
+}
+
+/// Sources as the API shows them.
+pub fn sources(passages: &[Passage]) -> Value {
+    Value::Array(
+        passages
+            .iter()
+            .map(|p| {
+                json!({
+                    "document_id": p.document_id,
+                    "chunk_id": p.chunk_id,
+                    "score": p.score,
+                    "text": p.text,
+                    "source": p.source,
+                    "metadata": p.metadata,
+                })
+            })
+            .collect(),
+    )
+}

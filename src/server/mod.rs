@@ -1,0 +1,233 @@
+//! The HTTP server (axum): routes, request limits, errors as JSON, and the
+//! process lifecycle (bind, load models in the background, answer 503 until
+//! ready, save the index periodically, stop gracefully on SIGINT/SIGTERM).
+//! Handlers are thin: they parse, call a pipeline, and shape the answer.
+
+mod documents;
+pub mod error;
+mod generate;
+mod health;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pipelines::ingest::blocking;
+use crate::pipelines::Services;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use error::ApiError;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Config,
+    /// Set once the models are loaded and the index is ready.
+    pub services: OnceLock<Services>,
+    pub role: &'static str,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// The pipelines, or 503 while they load.
+    pub fn services(&self) -> Result<&Services, ApiError> {
+        self.services
+            .get()
+            .ok_or_else(|| ApiError::not_ready("hearth is loading its models; retry shortly"))
+    }
+}
+
+/// Every route of the unified (`all`) process.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/info", get(health::info))
+        .route("/rag", post(generate::rag))
+        .route("/fine-tuned", post(generate::fine_tuned))
+        .route("/search", post(documents::search))
+        .route("/documents", post(documents::create).get(documents::list))
+        .route(
+            "/documents/{id}",
+            get(documents::get).delete(documents::delete),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    /// Held for the process's life: one process per data directory.
+    _lock: std::fs::File,
+}
+
+impl Server {
+    /// Take the data directory and bind the listening socket.
+    pub async fn bind(config: Config) -> Result<Self> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let addr: SocketAddr = config
+            .listen
+            .parse()
+            .map_err(|_| Error::InvalidInput(format!("bad listen address {:?}", config.listen)))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("listen address {addr}"), e))?;
+        Ok(Self {
+            listener,
+            config,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    /// Serve until SIGINT/SIGTERM, then finish in-flight requests and save
+    /// the index. Models load in the background meanwhile; if they fail to
+    /// load, the server stops with that error.
+    pub async fn run(self) -> Result<()> {
+        let state = Arc::new(AppState {
+            config: self.config.clone(),
+            services: OnceLock::new(),
+            role: "all",
+            started: Instant::now(),
+        });
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
+        let loader = state.clone();
+        std::thread::Builder::new()
+            .name("load".into())
+            .spawn(move || match Services::load(&loader.config) {
+                Ok(services) => {
+                    tracing::info!(
+                        load_ms = services.info.load_ms as u64,
+                        "models loaded; ready"
+                    );
+                    let _ = loader.services.set(services);
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                }
+            })
+            .expect("spawning the loader thread");
+        let saver = tokio::spawn(save_periodically(state.clone()));
+        let app = router(state.clone());
+        let failed = Arc::new(tokio::sync::Mutex::new(None));
+        let failed_slot = failed.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = shutdown_signal() => tracing::info!("shutting down: finishing in-flight requests"),
+                Ok(e) = failed_rx => {
+                    *failed_slot.lock().await = Some(e);
+                }
+            }
+        };
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::io("the listening socket", e))?;
+        saver.abort();
+        if let Some(e) = failed.lock().await.take() {
+            return Err(e);
+        }
+        if let Some(services) = state.services.get() {
+            let store = services.store.clone();
+            blocking(move || store.flush()).await?;
+            tracing::info!("index saved; bye");
+        }
+        Ok(())
+    }
+}
+
+/// Save the index every `index_save_secs` when it changed, compacting it
+/// first when deleted chunks crowd it.
+async fn save_periodically(state: Arc<AppState>) {
+    let every = Duration::from_secs(state.config.limits.index_save_secs.max(1));
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(services) = state.services.get() else {
+            continue;
+        };
+        let store = services.store.clone();
+        let done = blocking(move || {
+            let compacted = store.compact_if_needed()?;
+            Ok((compacted, store.save_index()?))
+        })
+        .await;
+        match done {
+            Ok((compacted, saved)) => {
+                if compacted || saved {
+                    tracing::debug!(compacted, saved, "index maintenance");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "saving the index failed; will retry"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Lock `dir/lock` so that no two processes write one store.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
+            "{} is in use by another hearth process (a running server?); \
+             stop it, use another data_dir, or ingest through its POST /documents",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}

@@ -1,0 +1,312 @@
+//! The HNSW index (hnsw_rs) over chunk embeddings: derived data, rebuilt from
+//! the database whenever it is missing, stale in a way that cannot be caught
+//! up, or corrupt. Saved as a directory holding hnsw_rs' two dump files and
+//! a manifest with their checksums, replaced whole by a rename.
+
+use crate::error::{Error, Result};
+use hnsw_rs::prelude::{Distance, FilterT, Hnsw, HnswIo};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Graph shape: links per node and construction breadth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexParams {
+    pub max_connections: usize,
+    pub ef_construction: usize,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            ef_construction: 200,
+        }
+    }
+}
+
+/// Cosine distance for L2-normalised vectors: `1 - dot`, clamped at 0
+/// (anndists' `DistDot` asserts on the tiny negative values that rounding
+/// produces for near-identical vectors).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+/// Dot product in 8 independent lanes, which the compiler vectorises.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+const MAX_LAYERS: usize = 16;
+const BASENAME: &str = "hnsw";
+const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Manifest {
+    format: u32,
+    dim: usize,
+    params: IndexParams,
+    /// Every chunk with an id up to this one was inserted.
+    max_id: i64,
+    points: usize,
+    graph_crc: u32,
+    data_crc: u32,
+}
+
+/// An HNSW graph over chunk ids, safe to search and insert into from many
+/// threads at once.
+pub struct VectorIndex {
+    hnsw: Hnsw<'static, f32, CosineDistance>,
+    params: IndexParams,
+    dim: usize,
+    max_id: AtomicI64,
+}
+
+impl VectorIndex {
+    pub fn new(dim: usize, params: IndexParams, capacity: usize) -> Self {
+        Self {
+            hnsw: Hnsw::new(
+                params.max_connections,
+                capacity.max(1024),
+                MAX_LAYERS,
+                params.ef_construction,
+                CosineDistance,
+            ),
+            params,
+            dim,
+            max_id: AtomicI64::new(0),
+        }
+    }
+
+    /// Insert points (in parallel when there are many).
+    pub fn insert(&self, points: &[(i64, Vec<f32>)]) {
+        if points.is_empty() {
+            return;
+        }
+        if points.len() >= 64 {
+            let batch: Vec<(&Vec<f32>, usize)> =
+                points.iter().map(|(id, v)| (v, *id as usize)).collect();
+            self.hnsw.parallel_insert(&batch);
+        } else {
+            for (id, v) in points {
+                self.hnsw.insert((v.as_slice(), *id as usize));
+            }
+        }
+        let top = points.iter().map(|p| p.0).max().unwrap_or(0);
+        self.max_id.fetch_max(top, Ordering::SeqCst);
+    }
+
+    /// The `k` nearest ids accepted by `keep`, nearest first, with their
+    /// cosine similarity.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(i64, f32)> {
+        let filter = |id: &usize| keep(*id);
+        let filter: &dyn FilterT = &filter;
+        self.hnsw
+            .search_filter(query, k, ef.max(k), Some(filter))
+            .into_iter()
+            .map(|n| (n.d_id as i64, 1.0 - n.distance))
+            .collect()
+    }
+
+    /// Points in the graph, deleted ones included.
+    pub fn len(&self) -> usize {
+        self.hnsw.get_nb_point()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every chunk id up to this one has been inserted.
+    pub fn max_id(&self) -> i64 {
+        self.max_id.load(Ordering::SeqCst)
+    }
+
+    /// Write the index to `dir`, replacing what was there only once the new
+    /// copy is complete.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let tmp = sibling(dir, "tmp");
+        let old = sibling(dir, "old");
+        for d in [&tmp, &old] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let max_id = self.max_id();
+        let points = self.len();
+        use hnsw_rs::api::AnnT;
+        let name = self
+            .hnsw
+            .file_dump(&tmp, BASENAME)
+            .map_err(|e| Error::Store(format!("saving the index: {e}")))?;
+        if name != BASENAME {
+            return Err(Error::Store(format!(
+                "hnsw_rs wrote the index as {name:?} instead of {BASENAME:?}"
+            )));
+        }
+        let manifest = Manifest {
+            format: 1,
+            dim: self.dim,
+            params: self.params,
+            max_id,
+            points,
+            graph_crc: crc(&tmp.join(format!("{BASENAME}.hnsw.graph")))?,
+            data_crc: crc(&tmp.join(format!("{BASENAME}.hnsw.data")))?,
+        };
+        let path = tmp.join(MANIFEST);
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        write_synced(&path, &json)?;
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        Ok(())
+    }
+
+    /// Load an index saved by [`save`](Self::save). `Err` says why it cannot
+    /// be used (missing, other parameters, checksum mismatch, unreadable);
+    /// the caller then rebuilds.
+    pub fn load(dir: &Path, dim: usize, params: IndexParams) -> std::result::Result<Self, String> {
+        if !dir.exists() {
+            return Err("no saved index".into());
+        }
+        let text = std::fs::read(dir.join(MANIFEST)).map_err(|e| format!("no manifest ({e})"))?;
+        let m: Manifest =
+            serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest ({e})"))?;
+        if m.format != 1 || m.dim != dim || m.params != params {
+            return Err(format!(
+                "saved with other settings (dim {}, {:?})",
+                m.dim, m.params
+            ));
+        }
+        let graph = dir.join(format!("{BASENAME}.hnsw.graph"));
+        let data = dir.join(format!("{BASENAME}.hnsw.data"));
+        if crc(&graph).ok() != Some(m.graph_crc) || crc(&data).ok() != Some(m.data_crc) {
+            return Err("checksum mismatch (corrupt or partly written)".into());
+        }
+        let dir = dir.to_path_buf();
+        // hnsw_rs asserts on malformed files; checksums make that unlikely,
+        // and a panic here still only means "rebuild".
+        let hnsw = std::panic::catch_unwind(move || {
+            // The loaded graph borrows its loader for its whole life: keep
+            // the (small) loader alive for the process.
+            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, BASENAME)));
+            io.load_hnsw::<f32, CosineDistance>()
+                .map_err(|e| format!("unreadable ({e})"))
+        })
+        .map_err(|_| "unreadable (the loader panicked)".to_string())??;
+        if hnsw.get_nb_point() != m.points {
+            return Err(format!(
+                "holds {} points, the manifest says {}",
+                hnsw.get_nb_point(),
+                m.points
+            ));
+        }
+        Ok(Self {
+            hnsw,
+            params,
+            dim,
+            max_id: AtomicI64::new(m.max_id),
+        })
+    }
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+fn crc(path: &Path) -> Result<u32> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(crc32fast::hash(&bytes))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<(i64, Vec<f32>)> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (1..=n as i64)
+            .map(|id| {
+                let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
+                let norm = dot(&v, &v).sqrt();
+                (id, v.into_iter().map(|x| x / norm).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_each_point_as_its_own_nearest_and_survives_save_and_load() {
+        let points = unit_vectors(500, 32, 7);
+        let index = VectorIndex::new(32, IndexParams::default(), 500);
+        index.insert(&points);
+        assert_eq!((index.len(), index.max_id()), (500, 500));
+        let all = |_: usize| true;
+        for (id, v) in points.iter().step_by(50) {
+            let hits = index.search(v, 3, 64, &all);
+            assert_eq!(hits[0].0, *id);
+            assert!((hits[0].1 - 1.0).abs() < 1e-4);
+        }
+        // A filter hides ids at once.
+        let hidden = |id: usize| id != 1;
+        assert_ne!(index.search(&points[0].1, 1, 64, &hidden)[0].0, 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        index.save(&path).unwrap();
+        index.save(&path).unwrap(); // replacing works too
+        let loaded = VectorIndex::load(&path, 32, IndexParams::default()).unwrap();
+        assert_eq!((loaded.len(), loaded.max_id()), (500, 500));
+        assert_eq!(loaded.search(&points[42].1, 1, 64, &all)[0].0, 43);
+
+        // Wrong settings and corruption are refused, never trusted.
+        assert!(VectorIndex::load(&path, 16, IndexParams::default()).is_err());
+        let graph = path.join("hnsw.hnsw.graph");
+        let mut bytes = std::fs::read(&graph).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&graph, bytes).unwrap();
+        let err = VectorIndex::load(&path, 32, IndexParams::default())
+            .err()
+            .unwrap();
+        assert!(err.contains("checksum"), "{err}");
+    }
+}

@@ -1,0 +1,356 @@
+//! Documents and how they are found again. The SQLite [`database`] is the
+//! truth (documents, chunks, embeddings); the HNSW [`index`] is derived from
+//! it and kept in step by [`DocumentStore`]; [`chunking`] cuts documents into
+//! pieces. Nothing here runs a model: callers bring embeddings.
+//!
+//! All methods block (disk and CPU work); async callers use
+//! `spawn_blocking`.
+
+pub mod chunking;
+pub mod database;
+pub mod index;
+
+use crate::error::{Error, Result};
+use database::Database;
+use index::{IndexParams, VectorIndex};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A piece of a document, with its byte offsets in the document's text.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chunk {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+/// A stored document, without its text.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentInfo {
+    pub id: String,
+    pub source: Option<String>,
+    pub metadata: serde_json::Value,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub chars: usize,
+    pub chunks: usize,
+}
+
+/// A retrieved chunk with its score (cosine similarity) and its document's
+/// details.
+#[derive(Debug, Clone, Serialize)]
+pub struct Passage {
+    pub document_id: String,
+    pub chunk_id: i64,
+    pub score: f32,
+    pub text: String,
+    pub source: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// Counts for `/info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub documents: usize,
+    pub chunks: usize,
+    pub index_points: usize,
+    /// Deleted chunks still in the graph, hidden from searches until compaction.
+    pub index_deleted: usize,
+}
+
+/// Where the index came from at open.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexOrigin {
+    pub loaded: bool,
+    /// Chunks inserted after loading because the saved index predated them.
+    pub caught_up: usize,
+    /// Why the saved index could not be used, when it was rebuilt.
+    pub rebuilt_because: Option<String>,
+}
+
+/// The database and its index, kept consistent.
+pub struct DocumentStore {
+    db: Database,
+    index: RwLock<Arc<VectorIndex>>,
+    /// Chunk ids that exist; the index may hold more (deleted ones), which
+    /// searches skip.
+    live: RwLock<HashSet<i64>>,
+    /// Serialises writers (put, delete, save, compact); searches never wait on it.
+    writer: Mutex<()>,
+    dirty: AtomicBool,
+    index_dir: PathBuf,
+    params: IndexParams,
+    dim: usize,
+    origin: IndexOrigin,
+}
+
+/// A document to write, already chunked, with one embedding per chunk.
+pub struct NewDocument<'a> {
+    pub id: &'a str,
+    pub source: Option<&'a str>,
+    pub metadata: &'a serde_json::Value,
+    pub text: &'a str,
+    pub chunks: &'a [Chunk],
+    pub embeddings: &'a [Vec<f32>],
+}
+
+impl DocumentStore {
+    /// Open the store at `db_path` and bring its index up: load the saved
+    /// one and insert what it lacks, or rebuild it from the database.
+    pub fn open(db_path: &Path, index_dir: &Path, embedder: &str, dim: usize) -> Result<Self> {
+        let db = Database::open(db_path, embedder, dim)?;
+        let params = IndexParams::default();
+        let live = db.chunk_ids()?;
+        let max_id = db.max_chunk_id()?;
+        let loaded = VectorIndex::load(index_dir, dim, params).and_then(|index| {
+            if index.max_id() > max_id {
+                Err(format!(
+                    "it covers chunks up to {} but the database ends at {max_id}",
+                    index.max_id()
+                ))
+            } else {
+                Ok(index)
+            }
+        });
+        let (index, origin) = match loaded {
+            Ok(index) => {
+                let mut missing = Vec::new();
+                db.embeddings_after(index.max_id(), |id, v| missing.push((id, v)))?;
+                index.insert(&missing);
+                let origin = IndexOrigin {
+                    loaded: true,
+                    caught_up: missing.len(),
+                    rebuilt_because: None,
+                };
+                (index, origin)
+            }
+            Err(why) => {
+                let index = build(&db, dim, params, live.len())?;
+                let origin = IndexOrigin {
+                    loaded: false,
+                    caught_up: 0,
+                    rebuilt_because: Some(why),
+                };
+                (index, origin)
+            }
+        };
+        let dirty = origin.caught_up > 0 || !origin.loaded;
+        let store = Self {
+            db,
+            index: RwLock::new(Arc::new(index)),
+            live: RwLock::new(live),
+            writer: Mutex::new(()),
+            dirty: AtomicBool::new(dirty),
+            index_dir: index_dir.to_path_buf(),
+            params,
+            dim,
+            origin,
+        };
+        Ok(store)
+    }
+
+    pub fn origin(&self) -> &IndexOrigin {
+        &self.origin
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index(&self) -> Arc<VectorIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Store a document (replacing one with the same id). Durable when it
+    /// returns; searchable at once. Returns whether it replaced one.
+    pub fn put(&self, doc: &NewDocument<'_>) -> Result<bool> {
+        if doc.embeddings.iter().any(|v| v.len() != self.dim) {
+            return Err(Error::InvalidInput(format!(
+                "embeddings must have {} dimensions",
+                self.dim
+            )));
+        }
+        let _w = self.write_lock();
+        let written = self.db.put(doc)?;
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            for id in &written.removed {
+                live.remove(id);
+            }
+        }
+        self.index().insert(&written.added);
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            live.extend(written.added.iter().map(|(id, _)| *id));
+        }
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(written.replaced)
+    }
+
+    /// Delete a document; hidden from searches at once. `NotFound` if absent.
+    pub fn delete(&self, id: &str) -> Result<usize> {
+        let _w = self.write_lock();
+        let removed = self
+            .db
+            .delete(id)?
+            .ok_or_else(|| Error::NotFound(format!("no document with id {id:?}")))?;
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        for chunk in &removed {
+            live.remove(chunk);
+        }
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(removed.len())
+    }
+
+    pub fn get(&self, id: &str) -> Result<(DocumentInfo, String, Vec<Chunk>)> {
+        self.db
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("no document with id {id:?}")))
+    }
+
+    pub fn list(&self, limit: usize, offset: usize) -> Result<(Vec<DocumentInfo>, usize)> {
+        self.db.list(limit, offset)
+    }
+
+    /// The `k` chunks nearest to `query` through the index.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<Passage>> {
+        self.check_query(query)?;
+        let hits = {
+            let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+            let keep = |id: usize| live.contains(&(id as i64));
+            self.index().search(query, k, ef, &keep)
+        };
+        self.resolve(hits)
+    }
+
+    /// The `k` chunks nearest to `query` by comparing it with every stored
+    /// embedding: the ground truth the index is measured against.
+    pub fn search_exact(&self, query: &[f32], k: usize) -> Result<Vec<Passage>> {
+        self.check_query(query)?;
+        let mut scored: Vec<(i64, f32)> = Vec::new();
+        self.db
+            .embeddings_after(0, |id, v| scored.push((id, index::dot(query, &v))))?;
+        let k = k.min(scored.len());
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+        scored.truncate(k);
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        self.resolve(scored)
+    }
+
+    fn check_query(&self, query: &[f32]) -> Result<()> {
+        if query.len() != self.dim {
+            return Err(Error::InvalidInput(format!(
+                "the query vector has {} dimensions, the store {}",
+                query.len(),
+                self.dim
+            )));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, hits: Vec<(i64, f32)>) -> Result<Vec<Passage>> {
+        let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
+        let mut found = self.db.passages(&ids)?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|(id, score)| {
+                found.remove(&id).map(|mut p| {
+                    p.score = score;
+                    p
+                })
+            })
+            .collect())
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        let chunks = self.live.read().unwrap_or_else(|p| p.into_inner()).len();
+        let index_points = self.index().len();
+        Ok(StoreStats {
+            documents: self.db.document_count()?,
+            chunks,
+            index_points,
+            index_deleted: index_points.saturating_sub(chunks),
+        })
+    }
+
+    /// Rebuild the index without deleted chunks when they exceed a quarter
+    /// of it. Returns whether it did.
+    pub fn compact_if_needed(&self) -> Result<bool> {
+        let stats = self.stats()?;
+        if stats.index_deleted < 64 || stats.index_deleted * 4 < stats.index_points {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
+    /// Rebuild the index from the database now.
+    pub fn compact(&self) -> Result<()> {
+        let _w = self.write_lock();
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner()).len();
+        let fresh = build(&self.db, self.dim, self.params, live)?;
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        self.dirty.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Save the index if it changed since the last save. Returns whether it saved.
+    pub fn save_index(&self) -> Result<bool> {
+        let _w = self.write_lock();
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        if let Err(e) = self.index().save(&self.index_dir) {
+            self.dirty.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Save the index and fold SQLite's log, before the process exits.
+    pub fn flush(&self) -> Result<()> {
+        self.save_index()?;
+        self.db.checkpoint()
+    }
+}
+
+/// A fresh index holding every stored chunk.
+fn build(db: &Database, dim: usize, params: IndexParams, count: usize) -> Result<VectorIndex> {
+    let index = VectorIndex::new(dim, params, count);
+    let mut batch = Vec::with_capacity(4096);
+    let mut failed = None;
+    db.embeddings_after(0, |id, v| {
+        if failed.is_some() {
+            return;
+        }
+        if v.len() != dim {
+            failed = Some(Error::Store(format!(
+                "chunk {id} has a {}-dimensional embedding, expected {dim}",
+                v.len()
+            )));
+            return;
+        }
+        batch.push((id, v));
+        if batch.len() == 4096 {
+            index.insert(&batch);
+            batch.clear();
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    index.insert(&batch);
+    Ok(index)
+}

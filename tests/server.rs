@@ -1,0 +1,688 @@
+//! The unified server end to end: the real binary on a loopback port, the
+//! real models, a real SQLite file, spoken to over HTTP.
+
+mod common;
+
+use common::{sse_events, TestServer};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const FACTS: &[(&str, &str)] = &[
+    ("ferris", "Ferris the crab is the unofficial mascot of the Rust programming language."),
+    ("volcano", "Mount Zorblax is a dormant volcano on the island of Quillon. It last erupted in the year 1723."),
+    ("bread", "To bake lumenbread, mix two cups of starlight flour with one cup of river water and bake it for forty minutes."),
+];
+
+async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
+    let r = client.post(url).json(&body).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+async fn get(client: &Client, url: String) -> (StatusCode, Value) {
+    let r = client.get(url).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+async fn ingest_facts(client: &Client, server: &TestServer) {
+    let mut docs: Vec<Value> = FACTS
+        .iter()
+        .map(|(id, text)| json!({ "id": id, "text": text, "source": "facts.txt", "metadata": { "topic": id } }))
+        .collect();
+    docs.push(json!({
+        "id": "tides",
+        "text": "# Tides\n\nThe harbor of Vellmoor sees tides of eleven meters every spring.",
+        "format": "markdown"
+    }));
+    let (status, body) = post(client, server.at("/documents"), json!(docs)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ids: Vec<&str> = body["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ferris", "volcano", "bread", "tides"]);
+}
+
+async fn top_document(client: &Client, server: &TestServer, query: &str) -> Option<String> {
+    let (status, body) = post(
+        client,
+        server.at("/search"),
+        json!({ "query": query, "top_k": 1 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["results"][0]["document_id"].as_str().map(String::from)
+}
+
+#[tokio::test]
+async fn serves_both_pipelines_and_keeps_documents_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    let server = TestServer::start(dir.path(), &[]).await;
+
+    let (status, body) = get(&client, server.at("/healthz")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    ingest_facts(&client, &server).await;
+
+    // Retrieval alone finds each fact from a question about it.
+    for (query, want) in [
+        ("Which animal is the Rust mascot?", "ferris"),
+        ("When did the volcano on Quillon erupt?", "volcano"),
+        ("How long should lumenbread bake?", "bread"),
+        ("How high are the tides in Vellmoor?", "tides"),
+    ] {
+        assert_eq!(
+            top_document(&client, &server, query).await.as_deref(),
+            Some(want),
+            "{query}"
+        );
+    }
+    let (_, exact) = post(
+        &client,
+        server.at("/search"),
+        json!({ "query": "Vellmoor harbor tides", "top_k": 2, "exact": true }),
+    )
+    .await;
+    assert_eq!(exact["results"][0]["document_id"], "tides");
+
+    // RAG: the answer comes with the passage that holds it.
+    let question =
+        json!({ "question": "When did Mount Zorblax last erupt?", "max_tokens": 24, "top_k": 2 });
+    let (status, rag) = post(&client, server.at("/rag"), question.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{rag}");
+    assert_eq!(rag["sources"][0]["document_id"], "volcano", "{rag}");
+    assert_eq!(rag["sources"][0]["metadata"]["topic"], "volcano");
+    let answer = rag["answer"].as_str().unwrap();
+    assert!(answer.contains("1723"), "answer: {answer}");
+    for key in [
+        "embed_ms",
+        "search_ms",
+        "prompt_ms",
+        "generate_ms",
+        "ttft_ms",
+        "total_ms",
+    ] {
+        assert!(
+            rag["timings"][key].as_f64().unwrap() >= 0.0,
+            "{key} in {rag}"
+        );
+    }
+    let usage = &rag["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+
+    // The same question streamed: token events add up to the same answer.
+    let mut streamed = question.clone();
+    streamed["stream"] = json!(true);
+    let r = client
+        .post(server.at("/rag"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = sse_events(&r.text().await.unwrap());
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "done");
+    let joined: String = events
+        .iter()
+        .filter(|(e, _)| e == "token")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, answer);
+    assert_eq!(done["answer"], answer);
+    assert_eq!(done["sources"][0]["document_id"], "volcano");
+
+    // Fine-tuned: messages and raw prompt, whole and streamed.
+    let chat = json!({ "messages": [{ "role": "user", "content": "What is the capital of France?" }], "max_tokens": 12 });
+    let (status, ft) = post(&client, server.at("/fine-tuned"), chat.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{ft}");
+    let text = ft["text"].as_str().unwrap().to_string();
+    assert!(!text.trim().is_empty(), "{ft}");
+    let mut chat_stream = chat.clone();
+    chat_stream["stream"] = json!(true);
+    let body = client
+        .post(server.at("/fine-tuned"))
+        .json(&chat_stream)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&body);
+    let joined: String = events
+        .iter()
+        .filter(|(e, _)| e == "token")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, text);
+    assert_eq!(events.last().unwrap().1["usage"], ft["usage"]);
+    let (status, raw) = post(
+        &client,
+        server.at("/fine-tuned"),
+        json!({ "prompt": "The capital of France is", "max_tokens": 4 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{raw}");
+    assert!(raw["text"].as_str().unwrap().contains("Paris"), "{raw}");
+    let (status, raw) = post(
+        &client,
+        server.at("/fine-tuned"),
+        json!({ "prompt": "1, 2, 3, 4,", "max_tokens": 12, "stop": ["7"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{raw}");
+    assert_eq!(raw["finish_reason"], "stop", "{raw}");
+    assert!(!raw["text"].as_str().unwrap().contains('7'), "{raw}");
+
+    // Many requests to both pipelines at once all complete, with the same
+    // greedy answers as alone.
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let client = client.clone();
+        let (url, body) = if i % 2 == 0 {
+            (server.at("/rag"), question.clone())
+        } else {
+            (server.at("/fine-tuned"), chat.clone())
+        };
+        calls.push(tokio::spawn(async move { post(&client, url, body).await }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let got = if i % 2 == 0 {
+            &body["answer"]
+        } else {
+            &body["text"]
+        };
+        let want = if i % 2 == 0 { answer } else { text.as_str() };
+        assert_eq!(got, want);
+    }
+
+    // Documents: read, list, replace, delete.
+    let (status, doc) = get(&client, server.at("/documents/volcano")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["text"], FACTS[1].1);
+    assert_eq!(doc["chunks"][0]["text"], FACTS[1].1);
+    let (_, page) = get(&client, server.at("/documents?limit=2&offset=1")).await;
+    assert_eq!(page["total"], 4);
+    assert_eq!(page["documents"].as_array().unwrap().len(), 2);
+    assert_eq!(page["documents"][0]["id"], "ferris");
+    let (status, replaced) = post(
+        &client,
+        server.at("/documents"),
+        json!({ "id": "bread", "text": "Lumenbread is no longer baked; the recipe was lost." }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(replaced["documents"][0]["replaced"], true);
+    let (_, doc) = get(&client, server.at("/documents/bread")).await;
+    assert!(doc["text"].as_str().unwrap().contains("lost"));
+    let r = client
+        .delete(server.at("/documents/ferris"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_ne!(
+        top_document(&client, &server, "Which animal is the Rust mascot?")
+            .await
+            .as_deref(),
+        Some("ferris")
+    );
+    let (status, _) = get(&client, server.at("/documents/ferris")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, info) = get(&client, server.at("/info")).await;
+    assert_eq!(info["role"], "all");
+    assert_eq!(info["models"]["shared_weights"], true);
+    assert_eq!(info["index"]["documents"], 3);
+
+    // A clean restart loads the saved index and finds everything.
+    server.stop();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let (_, info) = get(&client, server.at("/info")).await;
+    assert_eq!(info["index_origin"]["loaded"], true, "{info}");
+    assert_eq!(info["index_origin"]["caught_up"], 0, "{info}");
+    assert_eq!(
+        top_document(&client, &server, "When did the volcano on Quillon erupt?")
+            .await
+            .as_deref(),
+        Some("volcano")
+    );
+    assert_eq!(
+        top_document(&client, &server, "How high are the tides in Vellmoor?")
+            .await
+            .as_deref(),
+        Some("tides")
+    );
+    assert_ne!(
+        top_document(&client, &server, "Which animal is the Rust mascot?")
+            .await
+            .as_deref(),
+        Some("ferris")
+    );
+    server.stop();
+
+    // A corrupt index is noticed and rebuilt from SQLite.
+    let graph = dir.path().join("index/hnsw.hnsw.graph");
+    let mut bytes = std::fs::read(&graph).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&graph, bytes).unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let (_, info) = get(&client, server.at("/info")).await;
+    assert!(
+        info["index_origin"]["rebuilt_because"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{info}"
+    );
+    assert_eq!(
+        top_document(&client, &server, "When did the volcano on Quillon erupt?")
+            .await
+            .as_deref(),
+        Some("volcano")
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_ingests_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    // Never saves the index on its own: everything after the first stop
+    // must come back from SQLite alone.
+    let slow_save = ["--index-save-secs", "3600"];
+    let server = TestServer::start(dir.path(), &slow_save).await;
+    let (status, _) = post(
+        &client,
+        server.at("/documents"),
+        json!({ "id": "before", "text": FACTS[0].1 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    server.stop(); // saves the index with "before"
+
+    let server = TestServer::start(dir.path(), &slow_save).await;
+    let mut acknowledged = Vec::new();
+    for (id, text) in &FACTS[1..] {
+        let (status, body) = post(
+            &client,
+            server.at("/documents"),
+            json!({ "id": id, "text": text }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        acknowledged.push(*id);
+    }
+    server.kill9();
+
+    let server = TestServer::start(dir.path(), &slow_save).await;
+    let (_, info) = get(&client, server.at("/info")).await;
+    assert_eq!(info["index_origin"]["loaded"], true, "{info}");
+    assert_eq!(info["index_origin"]["caught_up"], 2, "{info}");
+    for id in acknowledged.iter().chain(&["before"]) {
+        let (status, _) = get(&client, server.at(&format!("/documents/{id}"))).await;
+        assert_eq!(status, StatusCode::OK, "{id} was lost");
+    }
+    assert_eq!(
+        top_document(&client, &server, "How long should lumenbread bake?")
+            .await
+            .as_deref(),
+        Some("bread")
+    );
+    assert_eq!(
+        top_document(&client, &server, "Which animal is the Rust mascot?")
+            .await
+            .as_deref(),
+        Some("before")
+    );
+}
+
+async fn expect_error(
+    client: &Client,
+    req: reqwest::RequestBuilder,
+    status: StatusCode,
+    code: &str,
+) {
+    let _ = client;
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), status);
+    let body: Value = r.json().await.unwrap();
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(!error["message"].as_str().unwrap().is_empty(), "{body}");
+    assert!(error["type"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    let server = TestServer::start(
+        dir.path(),
+        &["--max-body-bytes", "65536", "--max-tokens-limit", "512"],
+    )
+    .await;
+    let json_post = |path: &str, body: &str| {
+        client
+            .post(server.at(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    use StatusCode as S;
+    let cases: &[(&str, String, StatusCode, &str)] = &[
+        (
+            "/rag",
+            "{\"question\": ".into(),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "/rag",
+            "{\"question\": 5}".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "/rag",
+            "{}".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"hi\", \"max_tokenz\": 5}".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"   \"}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"hi\", \"max_tokens\": 0}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"hi\", \"max_tokens\": 513}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"hi\", \"max_tokens\": -1}".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"hi\", \"top_k\": 0}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/rag",
+            "{\"question\": \"hi\", \"temperature\": 9}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/rag",
+            format!("{{\"question\": \"{}\"}}", "why ".repeat(2000)),
+            S::BAD_REQUEST,
+            "context_length_exceeded",
+        ),
+        (
+            "/fine-tuned",
+            "{}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/fine-tuned",
+            "{\"prompt\": \"\"}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/fine-tuned",
+            "{\"messages\": []}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/fine-tuned",
+            "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/fine-tuned",
+            "{\"messages\": \"hello\"}".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "/fine-tuned",
+            format!("{{\"prompt\": \"{}\"}}", "hello ".repeat(5000)),
+            S::BAD_REQUEST,
+            "context_length_exceeded",
+        ),
+        (
+            "/fine-tuned",
+            format!("{{\"prompt\": \"{}\"}}", "x".repeat(70_000)),
+            S::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "/documents",
+            "{\"text\": \"\"}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/documents",
+            "{\"id\": 3, \"text\": \"x\"}".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        ("/documents", "[]".into(), S::BAD_REQUEST, "invalid_request"),
+        (
+            "/documents",
+            "[{\"id\": \"a\", \"text\": \"x\"}, {\"id\": \"a\", \"text\": \"y\"}]".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/documents",
+            "[{\"id\": \"a\", \"text\": \"x\"}, {\"text\": 1}]".into(),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "/documents",
+            "{\"text\": \"x\", \"metadata\": [1]}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/search",
+            "{\"query\": \"\"}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/search",
+            "{\"query\": \"x\", \"top_k\": 1000}".into(),
+            S::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let r = json_post(path, body).send().await.unwrap();
+        let got = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            got,
+            *status,
+            "{path} {}: {text}",
+            &body[..body.len().min(80)]
+        );
+        let parsed: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert_eq!(
+            parsed["error"]["code"],
+            *code,
+            "{path} {}: {text}",
+            &body[..body.len().min(80)]
+        );
+    }
+    // The refused batch wrote nothing.
+    let (_, page) = get(&client, server.at("/documents")).await;
+    assert_eq!(page["total"], 0, "{page}");
+
+    expect_error(
+        &client,
+        client.post(server.at("/rag")).body("{}"),
+        S::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        &client,
+        client.get(server.at("/documents/nope")),
+        S::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        &client,
+        client.delete(server.at("/documents/nope")),
+        S::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        &client,
+        client.get(server.at("/documents?limit=x")),
+        S::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    expect_error(
+        &client,
+        client.get(server.at("/documents?limit=0")),
+        S::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    expect_error(
+        &client,
+        client.get(server.at("/nowhere")),
+        S::NOT_FOUND,
+        "route_not_found",
+    )
+    .await;
+    expect_error(
+        &client,
+        client.get(server.at("/rag")),
+        S::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_at_once_and_a_gone_client_stops_its_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    let server = TestServer::start(
+        dir.path(),
+        &["--max-active", "1", "--generation-queue", "1"],
+    )
+    .await;
+
+    // One client streams a long answer, reads a little, and goes away.
+    // (Greedy counting goes on and on: it will not stop by itself.)
+    let long = json!({ "prompt": "1, 2, 3, 4, 5,", "max_tokens": 2000, "stream": true });
+    let mut r = client
+        .post(server.at("/fine-tuned"))
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.chunk().await.unwrap().is_some());
+
+    // Meanwhile the worker is busy: with one running and one queued, more are refused at once.
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client.clone();
+            let url = server.at("/fine-tuned");
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .json(&json!({ "prompt": "Hello", "max_tokens": 4 }))
+                    .send()
+                    .await
+                    .unwrap();
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status(), retry, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    drop(r);
+    let mut ok = 0;
+    let mut refused = 0;
+    for call in burst {
+        let (status, retry, body) = call.await.unwrap();
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert!(retry.is_some(), "503 without Retry-After");
+                assert_eq!(body["error"]["code"], "overloaded");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(refused >= 1, "nothing was refused ({ok} ok)");
+    assert!(ok >= 1, "nothing was served");
+
+    // The abandoned stream was cancelled, not generated to the end.
+    let mut cancelled = 0;
+    for _ in 0..300 {
+        let (_, info) = get(&client, server.at("/info")).await;
+        cancelled = info["generation"]["fine_tuned"]["cancelled"]
+            .as_u64()
+            .unwrap();
+        if cancelled >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(cancelled, 1);
+}
