@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# hearth's main job: fetch the default models if missing, build in release,
+# ingest a sample corpus on first start (hearth's own docs, and the Rust book
+# from the local Rust documentation when present), then serve both pipelines
+# on one port and print curl examples. Ctrl-C stops it gracefully.
+#
+#   scripts/run.sh                 # http://127.0.0.1:8080, data in ./data
+#   HEARTH_LISTEN=127.0.0.1:9000 HEARTH_DATA_DIR=/tmp/h scripts/run.sh
+#   HEARTH_SKIP_BOOK=1 scripts/run.sh   # skip the Rust book (a few minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/fetch-models.sh
+cargo build --release
+bin=target/release/hearth
+data_dir=${HEARTH_DATA_DIR:-data}
+listen=${HEARTH_LISTEN:-127.0.0.1:8080}
+export HEARTH_DATA_DIR=$data_dir HEARTH_LISTEN=$listen
+
+if [ ! -f "$data_dir/.sample-ingested" ]; then
+  echo "first start: ingesting the sample corpus into $data_dir (once)"
+  "$bin" ingest --id-prefix hearth/ README.md models/README.md
+  book="$(rustc --print sysroot 2>/dev/null || true)/share/doc/rust/html/book"
+  if [ -z "${HEARTH_SKIP_BOOK:-}" ] && [ -d "$book" ]; then
+    echo "ingesting the Rust book from $book"
+    "$bin" ingest --id-prefix book/ "$book"/ch*.html "$book"/appendix-*.html
+  fi
+  touch "$data_dir/.sample-ingested"
+fi
+
+"$bin" serve &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; exit 0' INT TERM
+url="http://$listen"
+until curl -sf "$url/readyz" >/dev/null; do
+  if ! kill -0 "$server" 2>/dev/null; then
+    wait "$server"
+    exit 1
+  fi
+  sleep 0.2
+done
+
+cat <<EXAMPLES
+
+hearth is ready at $url. Try:
+
+  curl -s $url/rag -H 'content-type: application/json' \\
+    -d '{"question": "What is ownership in Rust?", "max_tokens": 64}'
+
+  curl -sN $url/fine-tuned -H 'content-type: application/json' \\
+    -d '{"messages": [{"role": "user", "content": "Write a haiku about crabs."}], "stream": true}'
+
+  curl -s $url/search -H 'content-type: application/json' \\
+    -d '{"query": "borrow checker", "top_k": 3}'
+
+  curl -s $url/documents -H 'content-type: application/json' \\
+    -d '{"id": "note-1", "text": "The staging cluster is called kestrel."}'
+
+  curl -s $url/info
+
+Ctrl-C stops the server (in-flight requests finish, the index is saved).
+EXAMPLES
+wait "$server"
