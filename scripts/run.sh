@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/fetch-models.sh
 cargo build --release
-bin=target/release/hearth
+bin=${CARGO_TARGET_DIR:-target}/release/hearth
 data_dir=${HEARTH_DATA_DIR:-data}
 listen=${HEARTH_LISTEN:-127.0.0.1:8080}
 export HEARTH_DATA_DIR=$data_dir HEARTH_LISTEN=$listen
