@@ -238,14 +238,18 @@ fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Document id for `file` found under the argument `arg`.
+/// Document id for `file`, found under the argument `arg`: a directory's
+/// files are named from the directory's own name down, a relative file
+/// argument as given, an absolute one by its file name.
 fn document_id(prefix: &str, arg: &Path, file: &Path) -> String {
-    let base = if arg.is_dir() {
-        arg.parent().unwrap_or(Path::new(""))
+    let rel = if arg.is_dir() {
+        file.strip_prefix(arg.parent().unwrap_or(Path::new("")))
+            .unwrap_or(file)
+    } else if arg.is_relative() {
+        arg
     } else {
-        file.parent().unwrap_or(Path::new(""))
+        Path::new(file.file_name().unwrap_or(file.as_os_str()))
     };
-    let rel = file.strip_prefix(base).unwrap_or(file);
     format!("{prefix}{}", rel.to_string_lossy())
 }
 
@@ -258,6 +262,16 @@ fn ingest(config: Config, args: IngestArgs) -> Result<()> {
     }
     if files.is_empty() {
         bail!("no .txt, .md or .html files under the given paths");
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (id, path) in &files {
+        if let Some(other) = seen.insert(id.as_str(), path) {
+            bail!(
+                "{} and {} would both get the document id {id:?}; ingest them separately with different --id-prefix values",
+                other.display(),
+                path.display()
+            );
+        }
     }
     let direct = DirectStore::open(&config)?;
     let started = std::time::Instant::now();
