@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/fetch-models.sh
+scripts/python-env.sh
 if [ ! -d ../shared/reference ]; then
   echo "error: ../shared/reference (the reference outputs the tests compare against) is missing" >&2
   exit 1

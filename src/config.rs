@@ -23,6 +23,11 @@ pub struct Config {
     pub device: String,
     /// Threads for model compute; unset means one per core.
     pub threads: Option<usize>,
+    /// Bearer keys; when any are set, every route but `/healthz` and
+    /// `/readyz` requires one.
+    pub api_keys: Vec<String>,
+    /// Allow listening on a non-loopback address with no `api_keys`.
+    pub allow_unauthenticated: bool,
     pub models: ModelsConfig,
     pub retrieval: RetrievalConfig,
     pub generation: GenerationConfig,
@@ -103,6 +108,8 @@ impl Default for Config {
             data_dir: "data".into(),
             device: "cpu".into(),
             threads: None,
+            api_keys: Vec::new(),
+            allow_unauthenticated: false,
             models: ModelsConfig::default(),
             retrieval: RetrievalConfig::default(),
             generation: GenerationConfig::default(),
@@ -176,6 +183,12 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
     #[arg(long, env = "HEARTH_LISTEN")]
     pub listen: Option<String>,
+    /// An accepted bearer key (repeatable; the variable takes a comma-separated list).
+    #[arg(long = "api-key", env = "HEARTH_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Listen on a non-loopback address even with no API keys.
+    #[arg(long, env = "HEARTH_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
     #[arg(long, env = "HEARTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "HEARTH_EMBEDDER")]
@@ -264,6 +277,12 @@ impl Config {
             self.threads = threads;
         }
         set(&mut self.listen, &a.listen);
+        if !a.api_keys.is_empty() {
+            self.api_keys = a.api_keys.clone();
+        }
+        if a.allow_unauthenticated {
+            self.allow_unauthenticated = true;
+        }
         set(&mut self.data_dir, &a.data_dir);
         set(&mut self.models.embedder, &a.embedder);
         set(&mut self.models.rag_generator, &a.rag_generator);
@@ -299,6 +318,16 @@ impl Config {
                 "listen must be an address such as 127.0.0.1:8080, got {:?}",
                 self.listen
             ));
+        }
+        let addr: std::net::SocketAddr = self.listen.parse().expect("checked above");
+        if !addr.ip().is_loopback() && self.api_keys.is_empty() && !self.allow_unauthenticated {
+            return bad(&format!(
+                "listen {addr} is reachable from other machines but no api_keys are set; \
+                 set api_keys (HEARTH_API_KEYS), listen on 127.0.0.1, or set allow_unauthenticated = true"
+            ));
+        }
+        if self.api_keys.iter().any(|k| k.len() < 8) {
+            return bad("api_keys must be at least 8 characters each");
         }
         let r = &self.retrieval;
         if r.top_k == 0 || r.top_k > r.max_top_k {
@@ -376,6 +405,18 @@ mod tests {
             (7, "cuda:1", Some(2))
         );
         assert_eq!(c.listen, "0.0.0.0:9000");
+        // Reachable from other machines without keys: refused unless allowed.
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("api_keys"), "{err}");
+        c.apply(
+            &ConfigArgs {
+                api_keys: vec!["a-long-enough-key".into()],
+                ..Default::default()
+            },
+            None,
+            None,
+        );
+        c.validate().unwrap();
         c.retrieval.chunk_overlap = 500;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("chunk_overlap"), "{err}");

@@ -23,6 +23,7 @@ use std::time::Instant;
 /// Everything a unified (`all`) process serves, loaded and running.
 pub struct Services {
     pub store: Arc<DocumentStore>,
+    pub embed: EmbedWorker,
     pub ingestor: Ingestor,
     pub rag: Rag,
     pub fine_tuned: FineTuned,
@@ -104,6 +105,20 @@ impl DocumentPipeline {
 }
 
 impl Services {
+    /// Embed texts (on the embedding worker) and count their tokens.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
+        let worker = self.embed.clone();
+        let counted = texts.clone();
+        let tokens = ingest::blocking(move || {
+            counted
+                .iter()
+                .map(|t| worker.embedder().count_tokens(t))
+                .sum::<Result<usize>>()
+        })
+        .await?;
+        Ok((self.embed.embed(texts).await?, tokens))
+    }
+
     /// Load the models, open the store and start the workers. Blocking:
     /// call it from a plain thread or `spawn_blocking`.
     pub fn load(config: &Config) -> Result<Self> {
@@ -159,6 +174,7 @@ impl Services {
         // weights when the models are the same file.
         let fine_tuned = FineTuned::new(Generator::spawn(ft_llm, limits));
         Ok(Self {
+            embed: docs.embed,
             ingestor: docs.ingestor,
             store: docs.store,
             rag,

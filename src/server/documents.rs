@@ -209,3 +209,27 @@ pub async fn search(
         "timings": { "embed_ms": found.embed_ms, "search_ms": found.search_ms },
     })))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct EmbedRequest {
+    /// A text or a list of texts.
+    input: Value,
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
+}
+
+/// `POST /embed`: vectors for texts (L2-normalised, in input order).
+pub async fn embed(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<EmbedRequest>,
+) -> Result<Json<Value>, ApiError> {
+    reject_unknown(&req.unknown)?;
+    let services = state.services()?;
+    let texts = super::openai::input_texts(req.input)?;
+    let (vectors, tokens) = services.embed(texts).await?;
+    Ok(Json(json!({
+        "embeddings": vectors,
+        "model": services.info.embedder.name,
+        "usage": { "prompt_tokens": tokens },
+    })))
+}

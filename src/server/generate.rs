@@ -41,6 +41,15 @@ pub enum StopField {
     Many(Vec<String>),
 }
 
+impl StopField {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StopField::One(s) => vec![s.clone()],
+            StopField::Many(v) => v.clone(),
+        }
+    }
+}
+
 impl SamplingFields {
     pub fn params(&self, defaults: &GenerationConfig, top_k: usize) -> SamplingParams {
         let base = SamplingParams::default();
@@ -51,11 +60,11 @@ impl SamplingFields {
             top_k,
             repetition_penalty: self.repetition_penalty.unwrap_or(base.repetition_penalty),
             seed: self.seed,
-            stop: match &self.stop {
-                None => Vec::new(),
-                Some(StopField::One(s)) => vec![s.clone()],
-                Some(StopField::Many(v)) => v.clone(),
-            },
+            stop: self
+                .stop
+                .as_ref()
+                .map(StopField::to_vec)
+                .unwrap_or_default(),
             ..base
         }
     }
@@ -185,7 +194,7 @@ pub async fn fine_tuned(
 
 /// Wait until the worker accepts the prompt, so that a prompt it refuses is
 /// an HTTP error rather than an event in a stream that already said 200.
-async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
+pub(super) async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
     match stream.next().await {
         Some(Event::Started { prompt_tokens }) => Ok(prompt_tokens),
         Some(Event::Error(e)) => Err(e.into()),
@@ -206,59 +215,72 @@ where
         let completion = stream.finish().await?;
         return Ok(Json(finish(completion)).into_response());
     }
-    Ok(Sse::new(sse_events(stream, finish))
+    let events = sse_stream(
+        stream,
+        |text| json_event("token", &json!({ "text": text })),
+        move |end| match end {
+            Ok(c) => vec![json_event("done", &finish(c))],
+            Err(e) => vec![json_event("error", &e.body())],
+        },
+    );
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-enum Progress<F> {
-    Running(GenerationStream, F),
-    Over,
+enum Progress<T, D> {
+    Running(GenerationStream, T, D),
+    Draining(std::collections::VecDeque<SseEvent>),
 }
 
-/// `token` events, then one `done` (or `error`) event. Dropping the stream
-/// (the client went away) drops the generation, which the worker cancels.
-fn sse_events<F>(
+/// A generation as SSE: `text` shapes each piece of text, `end` the events
+/// that close the stream (after the completion or an error). Dropping the
+/// stream (the client went away) drops the generation, which the worker
+/// then cancels.
+pub(super) fn sse_stream<T, D>(
     stream: GenerationStream,
-    finish: F,
+    text: T,
+    end: D,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
 where
-    F: FnOnce(Completion) -> Value + Send + 'static,
+    T: Fn(String) -> SseEvent + Send + 'static,
+    D: FnOnce(Result<Completion, ApiError>) -> Vec<SseEvent> + Send + 'static,
 {
-    stream::unfold(Progress::Running(stream, finish), |progress| async move {
-        let Progress::Running(mut stream, finish) = progress else {
-            return None;
-        };
-        loop {
-            let event = match stream.next().await {
-                Some(Event::Started { .. }) => continue,
-                Some(Event::Text(text)) => {
-                    let event = json_event("token", &json!({ "text": text }));
-                    return Some((Ok(event), Progress::Running(stream, finish)));
+    stream::unfold(
+        Progress::Running(stream, text, end),
+        |progress| async move {
+            match progress {
+                Progress::Draining(mut rest) => {
+                    let next = rest.pop_front()?;
+                    Some((Ok(next), Progress::Draining(rest)))
                 }
-                Some(Event::Done(c)) => json_event("done", &finish(c)),
-                Some(Event::Error(e)) => error_event(ApiError::from(e)),
-                None => error_event(ApiError::from(Error::Unavailable(
-                    "the generation worker stopped".into(),
-                ))),
-            };
-            return Some((Ok(event), Progress::Over));
-        }
-    })
+                Progress::Running(mut stream, text, end) => loop {
+                    let outcome = match stream.next().await {
+                        Some(Event::Started { .. }) => continue,
+                        Some(Event::Text(piece)) => {
+                            let event = text(piece);
+                            return Some((Ok(event), Progress::Running(stream, text, end)));
+                        }
+                        Some(Event::Done(c)) => Ok(c),
+                        Some(Event::Error(e)) => Err(ApiError::from(e)),
+                        None => Err(ApiError::from(Error::Unavailable(
+                            "the generation worker stopped".into(),
+                        ))),
+                    };
+                    let mut rest: std::collections::VecDeque<SseEvent> = end(outcome).into();
+                    let first = rest.pop_front()?;
+                    return Some((Ok(first), Progress::Draining(rest)));
+                },
+            }
+        },
+    )
 }
 
 fn json_event(name: &str, value: &Value) -> SseEvent {
     SseEvent::default().event(name).data(value.to_string())
 }
 
-fn error_event(e: ApiError) -> SseEvent {
-    json_event(
-        "error",
-        &json!({ "error": { "message": e.message, "type": e.kind(), "code": e.code } }),
-    )
-}
-
-fn usage(prompt_tokens: usize, c: &Completion) -> Value {
+pub(super) fn usage(prompt_tokens: usize, c: &Completion) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": c.tokens.len(),

@@ -7,6 +7,7 @@ mod documents;
 pub mod error;
 mod generate;
 mod health;
+mod openai;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -50,6 +51,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rag", post(generate::rag))
         .route("/fine-tuned", post(generate::fine_tuned))
         .route("/search", post(documents::search))
+        .route("/embed", post(documents::embed))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/documents", post(documents::create).get(documents::list))
         .route(
             "/documents/{id}",
@@ -57,6 +63,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         // Request spans at debug level; errors worth a look are logged
         // where they happen (500s in `ApiError`), not every 503 while loading.
@@ -66,6 +76,44 @@ pub fn router(state: Arc<AppState>) -> Router {
             ),
         )
         .with_state(state)
+}
+
+/// Routes anyone may call, keys or not: probes must work without secrets.
+const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz"];
+
+/// With `api_keys` set, require `Authorization: Bearer KEY` (compared in
+/// constant time) on every route but the probes.
+async fn authorize(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use subtle::ConstantTimeEq;
+    let keys = &state.config.api_keys;
+    if keys.is_empty() || OPEN_ROUTES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Check every key, so the time taken does not say which one matched.
+    let matched = keys.iter().fold(subtle::Choice::from(0), |acc, key| {
+        acc | key.as_bytes().ct_eq(given.as_bytes())
+    });
+    if bool::from(matched) {
+        next.run(request).await
+    } else {
+        let message = if given.is_empty() {
+            "missing API key: send `Authorization: Bearer KEY`"
+        } else {
+            "invalid API key"
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", message).into_response()
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -143,6 +191,12 @@ impl Server {
                 }
             })
             .expect("spawning the loader thread");
+        if self.config.api_keys.is_empty() {
+            tracing::info!(
+                "no api_keys configured: requests are not authenticated (listening on {})",
+                self.config.listen
+            );
+        }
         let saver = tokio::spawn(save_periodically(state.clone()));
         let app = router(state.clone());
         let failed = Arc::new(tokio::sync::Mutex::new(None));

@@ -1,0 +1,548 @@
+//! OpenAI's API shapes over hearth's pipelines, so that existing clients
+//! work unchanged: `/v1/models`, `/v1/chat/completions` (the `model` field
+//! picks the pipeline), `/v1/completions`, `/v1/embeddings`, and the SSE
+//! chunk format ending with `data: [DONE]`. Unknown request fields are
+//! ignored, as OpenAI clients send many.
+
+use super::error::{ApiError, ApiJson};
+use super::generate::{sources, sse_stream, started, usage, StopField};
+use super::AppState;
+use crate::engine::{Completion, GenerationStream};
+use crate::models::llm::chat::Message;
+use crate::models::llm::sampling::SamplingParams;
+use crate::pipelines::fine_tuned::{FineTuned, Input};
+use crate::pipelines::Services;
+use crate::store::Passage;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The model id of the RAG pipeline.
+pub const RAG_MODEL: &str = "hearth-rag";
+/// The model id of the fine-tuned pipeline.
+pub const FINE_TUNED_MODEL: &str = "hearth-fine-tuned";
+/// Most texts in one embeddings request (OpenAI's limit).
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fingerprint() -> String {
+    format!("hearth-{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
+/// What a `model` id runs.
+enum Target {
+    Rag,
+    Generate(FineTuned),
+}
+
+fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
+    let info = &services.info;
+    if model == RAG_MODEL {
+        Ok(Target::Rag)
+    } else if model == FINE_TUNED_MODEL || model == info.fine_tuned.name {
+        Ok(Target::Generate(services.fine_tuned.clone()))
+    } else if model == info.rag_generator.name {
+        Ok(Target::Generate(FineTuned::new(
+            services.rag.generator().clone(),
+        )))
+    } else {
+        Err(unknown_model(model))
+    }
+}
+
+fn unknown_model(model: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "model_not_found",
+        format!("the model `{model}` does not exist; GET /v1/models lists the served models"),
+    )
+    .param("model")
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message).param(param)
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let info = &state.services()?.info;
+    let mut ids = vec![
+        RAG_MODEL.to_string(),
+        FINE_TUNED_MODEL.to_string(),
+        info.fine_tuned.name.clone(),
+        info.rag_generator.name.clone(),
+        info.embedder.name.clone(),
+    ];
+    ids.dedup();
+    let created = unix_now() - state.started.elapsed().as_secs();
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": created, "owned_by": "hearth" }))
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// Sampling fields common to both completion routes.
+#[derive(Debug, Deserialize)]
+pub struct Sampling {
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+    stop: Option<StopField>,
+    n: Option<u32>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+impl Sampling {
+    fn params(&self, state: &AppState) -> Result<SamplingParams, ApiError> {
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(invalid("n", format!("only n = 1 is supported, got {n}")));
+            }
+        }
+        let defaults = &state.config.generation;
+        let params = SamplingParams {
+            max_tokens: self
+                .max_completion_tokens
+                .or(self.max_tokens)
+                .unwrap_or(defaults.max_tokens),
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(1.0),
+            seed: self.seed,
+            stop: self
+                .stop
+                .as_ref()
+                .map(StopField::to_vec)
+                .unwrap_or_default(),
+            ..SamplingParams::default()
+        };
+        params.validate().map_err(|e| {
+            let msg = e.to_string();
+            let param = ["max_tokens", "temperature", "top_p", "stop"]
+                .into_iter()
+                .find(|p| msg.starts_with(p) || msg.contains(&format!("{p} ")))
+                .unwrap_or("max_tokens");
+            invalid(param, msg)
+        })?;
+        Ok(params)
+    }
+
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+}
+
+/// Message content: a string, or a list of parts of which only text is
+/// understood.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    role: String,
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+fn to_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    if messages.is_empty() {
+        return Err(invalid("messages", "messages must not be empty"));
+    }
+    messages
+        .into_iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(invalid(
+                        "messages",
+                        format!("role `{other}` is not supported; use system, user or assistant"),
+                    ))
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for p in parts {
+                        match (p.kind.as_str(), p.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(invalid(
+                                    "messages",
+                                    format!(
+                                    "content parts of type `{kind}` are not supported; only text"
+                                ),
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            Ok(Message::new(role, content))
+        })
+        .collect()
+}
+
+/// How one completion route shapes its answers.
+struct Shape {
+    id: String,
+    created: u64,
+    model: String,
+    chat: bool,
+    include_usage: bool,
+    prompt_tokens: usize,
+    sources: Option<Vec<Passage>>,
+}
+
+impl Shape {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.chat, chunk) {
+            (true, false) => "chat.completion",
+            (true, true) => "chat.completion.chunk",
+            (false, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, chunk: bool, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(chunk),
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": fingerprint(),
+            "choices": choices,
+        })
+    }
+
+    fn whole(&self, c: &Completion) -> Value {
+        let choice = if self.chat {
+            json!({
+                "index": 0,
+                "message": { "role": "assistant", "content": c.text },
+                "finish_reason": c.finish_reason,
+                "logprobs": null,
+            })
+        } else {
+            json!({ "index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null })
+        };
+        let mut body = self.envelope(false, json!([choice]));
+        body["usage"] = usage(self.prompt_tokens, c);
+        if let Some(s) = &self.sources {
+            body["sources"] = sources(s);
+        }
+        body
+    }
+
+    fn delta(&self, text: Option<&str>, role: bool, finish: Option<Value>) -> Value {
+        let choice = if self.chat {
+            let mut delta = json!({});
+            if role {
+                delta["role"] = json!("assistant");
+            }
+            if let Some(t) = text {
+                delta["content"] = json!(t);
+            }
+            json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null })
+        } else {
+            json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null })
+        };
+        self.envelope(true, json!([choice]))
+    }
+}
+
+fn data(value: &Value) -> SseEvent {
+    SseEvent::default().data(value.to_string())
+}
+
+/// Answer whole, or as OpenAI's SSE chunks then `data: [DONE]`.
+async fn respond(
+    stream_it: bool,
+    mut stream: GenerationStream,
+    mut shape: Shape,
+) -> Result<Response, ApiError> {
+    shape.prompt_tokens = started(&mut stream).await?;
+    if !stream_it {
+        let completion = stream.finish().await?;
+        return Ok(Json(shape.whole(&completion)).into_response());
+    }
+    let shape = Arc::new(shape);
+    // Chat streams open with the assistant's role, as OpenAI's do.
+    let opening = shape.chat.then(|| data(&shape.delta(Some(""), true, None)));
+    let text_shape = shape.clone();
+    let events = sse_stream(
+        stream,
+        move |text| data(&text_shape.delta(Some(&text), false, None)),
+        move |end| {
+            let mut events = Vec::new();
+            match end {
+                Ok(c) => {
+                    let mut last = shape.delta(None, false, Some(json!(c.finish_reason)));
+                    if let Some(s) = &shape.sources {
+                        last["sources"] = sources(s);
+                    }
+                    events.push(data(&last));
+                    if shape.include_usage {
+                        let mut u = shape.envelope(true, json!([]));
+                        u["usage"] = usage(shape.prompt_tokens, &c);
+                        events.push(data(&u));
+                    }
+                }
+                Err(e) => events.push(data(&e.body())),
+            }
+            events.push(SseEvent::default().data("[DONE]"));
+            events
+        },
+    );
+    let events =
+        futures_util::StreamExt::chain(futures_util::stream::iter(opening.map(Ok)), events);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let services = state.services()?;
+    let target = target(services, &req.model)?;
+    let params = req.sampling.params(&state)?;
+    let messages = to_messages(req.messages)?;
+    let mut shape = Shape {
+        id: new_id("chatcmpl"),
+        created: unix_now(),
+        model: req.model.clone(),
+        chat: true,
+        include_usage: req.sampling.include_usage(),
+        prompt_tokens: 0,
+        sources: None,
+    };
+    let stream = match target {
+        Target::Rag => {
+            // The question is the last user message.
+            let question = messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map(|m| m.content.clone())
+                .ok_or_else(|| invalid("messages", "hearth-rag needs a user message to answer"))?;
+            let answer = services.rag.answer(&question, None, params).await?;
+            shape.sources = Some(answer.passages);
+            answer.stream
+        }
+        Target::Generate(pipeline) => pipeline.generate(Input::Messages(messages), params)?,
+    };
+    respond(req.sampling.stream, stream, shape).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptField {
+    One(String),
+    Many(Vec<Value>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    model: String,
+    prompt: PromptField,
+    #[serde(default)]
+    echo: bool,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+/// `POST /v1/completions`: a raw prompt, continued.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let services = state.services()?;
+    let target = target(services, &req.model)?;
+    let params = req.sampling.params(&state)?;
+    if req.echo {
+        return Err(invalid("echo", "echo is not supported"));
+    }
+    let prompt = match req.prompt {
+        PromptField::One(p) => p,
+        PromptField::Many(mut items) => match (items.len(), items.pop()) {
+            (1, Some(Value::String(p))) => p,
+            _ => {
+                return Err(invalid(
+                    "prompt",
+                    "prompt must be a string or a list of one string (token arrays and batches are not supported)",
+                ))
+            }
+        },
+    };
+    let mut shape = Shape {
+        id: new_id("cmpl"),
+        created: unix_now(),
+        model: req.model.clone(),
+        chat: false,
+        include_usage: req.sampling.include_usage(),
+        prompt_tokens: 0,
+        sources: None,
+    };
+    let stream = match target {
+        Target::Rag => {
+            let answer = services.rag.answer(&prompt, None, params).await?;
+            shape.sources = Some(answer.passages);
+            answer.stream
+        }
+        Target::Generate(pipeline) => pipeline.generate(Input::Prompt(prompt), params)?,
+    };
+    respond(req.sampling.stream, stream, shape).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsRequest {
+    model: String,
+    input: Value,
+    encoding_format: Option<String>,
+    dimensions: Option<usize>,
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<EmbeddingsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let services = state.services()?;
+    let dim = services.info.embedder.dimensions.unwrap_or(0);
+    if req.model != services.info.embedder.name {
+        return Err(unknown_model(&req.model));
+    }
+    if req.dimensions.is_some_and(|d| d != dim) {
+        return Err(invalid(
+            "dimensions",
+            format!("this embedder produces {dim} dimensions only"),
+        ));
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(invalid(
+                "encoding_format",
+                format!("encoding_format must be float or base64, got `{other}`"),
+            ))
+        }
+    };
+    let texts = input_texts(req.input)?;
+    let (vectors, tokens) = services.embed(texts).await?;
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                json!(encode_base64(v))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": req.model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    })))
+}
+
+pub(super) fn input_texts(input: Value) -> Result<Vec<String>, ApiError> {
+    let texts = match input {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                _ => unreachable!("checked to be strings"),
+            })
+            .collect(),
+        Value::Array(_) => {
+            return Err(invalid(
+                "input",
+                "input must be a string or a list of strings; token arrays are not supported",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "input",
+                "input must be a string or a list of strings",
+            ))
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+        return Err(invalid(
+            "input",
+            format!("input must hold 1 to {MAX_EMBED_INPUTS} texts"),
+        ));
+    }
+    if texts.iter().any(|t| t.is_empty()) {
+        return Err(invalid("input", "input texts must not be empty"));
+    }
+    Ok(texts)
+}
+
+/// Little-endian f32s in standard base64, as OpenAI encodes them.
+fn encode_base64(v: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -1,0 +1,145 @@
+"""hearth's OpenAI-compatible API, spoken to by the official `openai` package.
+
+Run by tests/openai.rs against a live server: HEARTH_URL is its base URL and
+HEARTH_API_KEY a key it accepts. Uses only the standard library besides openai.
+"""
+
+import base64
+import json
+import os
+import struct
+import unittest
+import urllib.request
+
+import openai
+
+URL = os.environ["HEARTH_URL"]
+KEY = os.environ["HEARTH_API_KEY"]
+
+
+def native(path, body):
+    """POST to one of hearth's own routes."""
+    req = urllib.request.Request(
+        URL + path,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {KEY}"},
+    )
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+
+
+class OpenAICompat(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.client = openai.OpenAI(base_url=URL + "/v1", api_key=KEY, max_retries=0)
+        native("/documents", {
+            "id": "volcano",
+            "text": "Mount Zorblax is a dormant volcano on the island of Quillon. It last erupted in the year 1723.",
+        })
+        models = cls.client.models.list()
+        cls.ids = [m.id for m in models.data]
+        cls.embedder = [i for i in cls.ids if "minilm" in i][0]
+
+    def test_lists_the_pipelines_and_models(self):
+        for want in ["hearth-rag", "hearth-fine-tuned", "SmolLM2-135M-Instruct.Q4_1", self.embedder]:
+            self.assertIn(want, self.ids)
+
+    def test_chat_on_both_pipelines_whole_and_streamed(self):
+        for model, messages in [
+            ("hearth-fine-tuned", [{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "Say hello."}]),
+            ("hearth-rag", [{"role": "user", "content": "When did Mount Zorblax last erupt?"}]),
+        ]:
+            whole = self.client.chat.completions.create(
+                model=model, messages=messages, max_tokens=16, temperature=0)
+            self.assertEqual(whole.object, "chat.completion")
+            self.assertTrue(whole.id.startswith("chatcmpl-"))
+            self.assertEqual(whole.model, model)
+            self.assertTrue(whole.system_fingerprint)
+            choice = whole.choices[0]
+            self.assertEqual(choice.message.role, "assistant")
+            self.assertIn(choice.finish_reason, ("stop", "length"))
+            self.assertTrue(choice.message.content)
+            u = whole.usage
+            self.assertEqual(u.total_tokens, u.prompt_tokens + u.completion_tokens)
+            self.assertLessEqual(u.completion_tokens, 16)
+            if model == "hearth-rag":
+                sources = whole.model_extra["sources"]
+                self.assertEqual(sources[0]["document_id"], "volcano")
+
+            chunks = list(self.client.chat.completions.create(
+                model=model, messages=messages, max_tokens=16, temperature=0,
+                stream=True, stream_options={"include_usage": True}))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            self.assertEqual(text, choice.message.content)
+            self.assertEqual(chunks[0].choices[0].delta.role, "assistant")
+            finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+            self.assertEqual(len(finals), 1)
+            self.assertEqual(finals[0].choices[0].finish_reason, choice.finish_reason)
+            self.assertEqual(chunks[-1].choices, [])
+            self.assertEqual(chunks[-1].usage.completion_tokens, u.completion_tokens)
+
+    def test_length_and_stop(self):
+        r = self.client.chat.completions.create(
+            model="hearth-fine-tuned", max_completion_tokens=3,
+            messages=[{"role": "user", "content": "Count from one to twenty."}])
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        self.assertEqual(r.usage.completion_tokens, 3)
+        r = self.client.completions.create(
+            model="hearth-fine-tuned", prompt="1, 2, 3, 4,", max_tokens=12, stop=["7"])
+        self.assertEqual(r.choices[0].finish_reason, "stop")
+        self.assertNotIn("7", r.choices[0].text)
+        self.assertIn("5", r.choices[0].text)
+
+    def test_completions_whole_and_streamed(self):
+        whole = self.client.completions.create(
+            model="hearth-fine-tuned", prompt="The capital of France is", max_tokens=4)
+        self.assertEqual(whole.object, "text_completion")
+        self.assertIn("Paris", whole.choices[0].text)
+        streamed = self.client.completions.create(
+            model="hearth-fine-tuned", prompt="The capital of France is", max_tokens=4, stream=True)
+        self.assertEqual("".join(c.choices[0].text for c in streamed), whole.choices[0].text)
+
+    def test_embeddings_match_the_native_route(self):
+        texts = ["What is ownership?", "Ferris is a crab."]
+        want = native("/embed", {"input": texts})["embeddings"]
+        one = self.client.embeddings.create(model=self.embedder, input=texts[0], encoding_format="float")
+        self.assertEqual(len(one.data), 1)
+        self.assertEqual(one.data[0].embedding, want[0])
+        self.assertGreater(one.usage.prompt_tokens, 0)
+        batch = self.client.embeddings.create(model=self.embedder, input=texts, encoding_format="float")
+        self.assertEqual([d.index for d in batch.data], [0, 1])
+        self.assertEqual([d.embedding for d in batch.data], want)
+        # The SDK's default asks for base64 and decodes it itself.
+        default = self.client.embeddings.create(model=self.embedder, input=texts)
+        for got, exp in zip(default.data, want):
+            self.assertEqual(got.embedding, exp)
+        raw = self.client.embeddings.with_raw_response.create(
+            model=self.embedder, input=texts[1], encoding_format="base64")
+        b64 = json.loads(raw.text)["data"][0]["embedding"]
+        decoded = list(struct.unpack(f"<{len(want[1])}f", base64.b64decode(b64)))
+        self.assertEqual(decoded, want[1])
+
+    def test_errors_have_openai_shape(self):
+        with self.assertRaises(openai.NotFoundError) as e:
+            self.client.chat.completions.create(
+                model="gpt-imaginary", messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(e.exception.code, "model_not_found")
+        self.assertEqual(e.exception.param, "model")
+        for bad in [{"n": 2}, {"temperature": 5}, {"max_tokens": 0}]:
+            with self.assertRaises(openai.BadRequestError) as e:
+                self.client.chat.completions.create(
+                    model="hearth-fine-tuned", messages=[{"role": "user", "content": "hi"}], **bad)
+            self.assertEqual(e.exception.param, list(bad)[0], bad)
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.client.embeddings.create(model=self.embedder, input=[[1, 2, 3]])
+        self.assertEqual(e.exception.param, "input")
+        with self.assertRaises(openai.NotFoundError):
+            self.client.embeddings.create(model="text-embedding-3-small", input="hi")
+        anonymous = openai.OpenAI(base_url=URL + "/v1", api_key="wrong-key-0000", max_retries=0)
+        with self.assertRaises(openai.AuthenticationError):
+            anonymous.models.list()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
