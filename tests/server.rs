@@ -610,6 +610,51 @@ async fn bad_input_gets_a_clear_json_error() {
         "method_not_allowed",
     )
     .await;
+
+    // The OpenAPI document describes every route, with the request schemas.
+    let (status, doc) = get(&client, server.at("/openapi.json")).await;
+    assert_eq!(status, S::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for route in [
+        "/rag",
+        "/fine-tuned",
+        "/documents",
+        "/documents/{id}",
+        "/search",
+        "/embed",
+        "/healthz",
+        "/readyz",
+        "/info",
+        "/openapi.json",
+        "/v1/models",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    ] {
+        assert!(
+            paths.contains(&route),
+            "{route} is missing from /openapi.json: {paths:?}"
+        );
+    }
+    // Request schemas come from the request types: flattened sampling
+    // fields included, the catch-all for unknown fields left out.
+    let schemas = &doc["components"]["schemas"];
+    let rag = schemas["RagRequest"].to_string();
+    assert!(
+        rag.contains("\"question\"") && rag.contains("SamplingFields"),
+        "{rag}"
+    );
+    assert!(!rag.contains("unknown"), "{rag}");
+    assert!(
+        schemas["SamplingFields"]["properties"]["max_tokens"].is_object(),
+        "{schemas}"
+    );
 }
 
 #[tokio::test]

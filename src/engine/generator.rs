@@ -31,7 +31,7 @@ pub enum Prompt {
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// End-of-turn token or a stop sequence.
@@ -114,7 +114,7 @@ pub struct GeneratorStats {
 }
 
 /// A copy of [`GeneratorStats`] at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     pub active: usize,
     /// Waiting in the queue.

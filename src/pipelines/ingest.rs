@@ -23,7 +23,7 @@ pub struct DocumentInput {
 }
 
 /// What ingestion did with one document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Ingested {
     pub id: String,
     pub chunks: usize,

@@ -1,34 +1,40 @@
 //! `/documents` (ingest, read, list, delete) and `/search` (retrieval alone).
 
-use super::error::{reject_unknown, ApiError, ApiJson};
-use super::generate::sources;
+use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::AppState;
+use crate::pipelines::ingest::Ingested;
 use crate::pipelines::ingest::{blocking, DocumentInput, Ingestor};
 use crate::store::chunking::TextKind;
+use crate::store::{Chunk, DocumentInfo, Passage};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// Most documents in one `POST /documents`.
 pub const MAX_BATCH: usize = 1000;
 /// Most documents per page of `GET /documents`.
 pub const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Deserialize)]
-struct DocumentBody {
+/// A document to ingest. `POST /documents` takes one, an array of them, or
+/// `{"documents": [...]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DocumentBody {
     id: Option<String>,
     text: String,
     source: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: Value,
     /// "markdown" or "text" (default): how the text may be cut.
     format: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: Map<String, Value>,
 }
 
@@ -70,8 +76,22 @@ impl DocumentBody {
     }
 }
 
-/// `POST /documents`: one document object, an array of them, or
-/// `{"documents": [...]}`. The whole batch is checked before any is written.
+/// What `POST /documents` stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    pub documents: Vec<Ingested>,
+}
+
+/// Ingest documents: one object, an array of them, or `{"documents": [...]}`.
+/// The whole batch is checked before any is written; an existing id is replaced.
+#[utoipa::path(post, path = "/documents", tag = "documents", request_body = DocumentBody,
+    responses(
+        (status = 201, description = "Stored, durably", body = Created),
+        (status = 400, description = "Invalid document (empty text, bad id, duplicate ids in a batch)", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 422, description = "Missing field, wrong type or unknown field", body = ErrorBody),
+        (status = 503, description = "Loading or overloaded", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<Value>,
@@ -92,7 +112,12 @@ pub async fn create(
         one @ Value::Object(_) => {
             let doc = DocumentBody::parse(one, None)?;
             let done = services.ingestor.ingest(doc).await?;
-            return Ok((StatusCode::CREATED, Json(json!({ "documents": [done] }))));
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!(Created {
+                    documents: vec![done]
+                })),
+            ));
         }
         _ => {
             return Err(ApiError::new(
@@ -128,44 +153,112 @@ pub async fn create(
         .buffered(4)
         .try_collect()
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "documents": done }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!(Created { documents: done })),
+    ))
 }
 
-/// `GET /documents/{id}`: the document, its text and its chunks.
+/// A document with its text and chunks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Document {
+    #[serde(flatten)]
+    pub info: DocumentInfoWithoutCount,
+    pub text: String,
+    pub chunks: Vec<Chunk>,
+}
+
+/// [`DocumentInfo`] less its chunk count (the chunks themselves follow).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentInfoWithoutCount {
+    pub id: String,
+    pub source: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub chars: usize,
+}
+
+/// One document, its text and its chunks.
+#[utoipa::path(get, path = "/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "Document id")),
+    responses(
+        (status = 200, body = Document),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Document>, ApiError> {
     let store = state.services()?.store.clone();
     let (info, text, chunks) = blocking(move || store.get(&id)).await?;
-    let mut body = serde_json::to_value(info).expect("document info serialises");
-    body["text"] = json!(text);
-    body["chunks"] = json!(chunks);
-    Ok(Json(body))
+    Ok(Json(Document {
+        info: DocumentInfoWithoutCount {
+            id: info.id,
+            source: info.source,
+            metadata: info.metadata,
+            created_at: info.created_at,
+            chars: info.chars,
+        },
+        text,
+        chunks,
+    }))
 }
 
-/// `DELETE /documents/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+    /// Chunks removed with it.
+    pub chunks: usize,
+}
+
+/// Delete a document; it is no longer retrieved from this moment.
+#[utoipa::path(delete, path = "/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "Document id")),
+    responses(
+        (status = 200, body = Deleted),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let store = state.services()?.store.clone();
     let doc_id = id.clone();
     let chunks = blocking(move || store.delete(&doc_id)).await?;
-    Ok(Json(json!({ "id": id, "deleted": true, "chunks": chunks })))
+    Ok(Json(Deleted {
+        id,
+        deleted: true,
+        chunks,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
 }
 
-/// `GET /documents?limit&offset`, in id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentPage {
+    pub documents: Vec<DocumentInfo>,
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Documents in id order, a page at a time.
+#[utoipa::path(get, path = "/documents", tag = "documents", params(Page),
+    responses(
+        (status = 200, body = DocumentPage),
+        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     page: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DocumentPage>, ApiError> {
     let Query(page) = page?;
     let limit = page.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
@@ -176,12 +269,15 @@ pub async fn list(
     let offset = page.offset.unwrap_or(0);
     let store = state.services()?.store.clone();
     let (docs, total) = blocking(move || store.list(limit, offset)).await?;
-    Ok(Json(
-        json!({ "documents": docs, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(Json(DocumentPage {
+        documents: docs,
+        total,
+        limit,
+        offset,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SearchRequest {
     query: String,
     top_k: Option<usize>,
@@ -189,14 +285,34 @@ pub struct SearchRequest {
     #[serde(default)]
     exact: bool,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: Map<String, Value>,
 }
 
-/// `POST /search`: scored chunks, without generation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    /// Best first; `score` is the cosine similarity.
+    pub results: Vec<Passage>,
+    pub timings: SearchTimings,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchTimings {
+    pub embed_ms: f64,
+    pub search_ms: f64,
+}
+
+/// Retrieval alone: scored chunks, without generation.
+#[utoipa::path(post, path = "/search", tag = "documents", request_body = SearchRequest,
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 400, description = "Empty query or top_k out of range", body = ErrorBody),
+        (status = 422, description = "Missing field, wrong type or unknown field", body = ErrorBody),
+    ))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<SearchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchResponse>, ApiError> {
     reject_unknown(&req.unknown)?;
     let services = state.services()?;
     let found = services
@@ -204,32 +320,62 @@ pub async fn search(
         .retriever()
         .search(&req.query, req.top_k, req.exact)
         .await?;
-    Ok(Json(json!({
-        "results": sources(&found.passages),
-        "timings": { "embed_ms": found.embed_ms, "search_ms": found.search_ms },
-    })))
+    Ok(Json(SearchResponse {
+        results: found.passages,
+        timings: SearchTimings {
+            embed_ms: found.embed_ms,
+            search_ms: found.search_ms,
+        },
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbedRequest {
     /// A text or a list of texts.
+    #[schema(value_type = Object)]
     input: Value,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: Map<String, Value>,
 }
 
-/// `POST /embed`: vectors for texts (L2-normalised, in input order).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbedResponse {
+    /// One L2-normalised vector per input text, in order. The f32 values
+    /// are written exactly (as their f64 expansion), so they equal what
+    /// `/v1/embeddings` returns, as floats or base64.
+    pub embeddings: Vec<Vec<f64>>,
+    pub model: String,
+    pub usage: EmbedUsage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbedUsage {
+    pub prompt_tokens: usize,
+}
+
+/// Vectors for texts.
+#[utoipa::path(post, path = "/embed", tag = "embeddings", request_body = EmbedRequest,
+    responses(
+        (status = 200, body = EmbedResponse),
+        (status = 400, description = "Empty input or too many texts", body = ErrorBody),
+    ))]
 pub async fn embed(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<EmbedRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbedResponse>, ApiError> {
     reject_unknown(&req.unknown)?;
     let services = state.services()?;
     let texts = super::openai::input_texts(req.input)?;
     let (vectors, tokens) = services.embed(texts).await?;
-    Ok(Json(json!({
-        "embeddings": vectors,
-        "model": services.info.embedder.name,
-        "usage": { "prompt_tokens": tokens },
-    })))
+    Ok(Json(EmbedResponse {
+        embeddings: vectors
+            .iter()
+            .map(|v| v.iter().map(|&x| f64::from(x)).collect())
+            .collect(),
+        model: services.info.embedder.name.clone(),
+        usage: EmbedUsage {
+            prompt_tokens: tokens,
+        },
+    }))
 }

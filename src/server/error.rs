@@ -41,12 +41,12 @@ impl ApiError {
 
     /// The JSON body: `{"error": {"message", "type", "param", "code"}}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind(),
-                "param": self.param,
-                "code": self.code,
+        serde_json::json!(ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind().into(),
+                param: self.param.map(String::from),
+                code: self.code.into(),
             }
         })
     }
@@ -131,6 +131,25 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Every error's body (for the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `not_found_error`, `authentication_error`,
+    /// `unavailable_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if any.
+    pub param: Option<String>,
+    /// A stable machine-readable code, e.g. `invalid_field`, `overloaded`.
+    pub code: String,
 }
 
 /// `axum::Json`, with its rejections answered in hearth's error shape.

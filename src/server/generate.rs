@@ -2,9 +2,10 @@
 //! as one JSON object or, with `"stream": true`, as Server-Sent Events (one
 //! `token` event per text piece, then one `done` event with the rest).
 
-use super::error::{reject_unknown, ApiError, ApiJson};
+use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::AppState;
 use crate::config::GenerationConfig;
+use crate::engine::FinishReason;
 use crate::engine::{Completion, Event, GenerationStream};
 use crate::error::Error;
 use crate::models::llm::chat::Message;
@@ -17,14 +18,15 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::ToSchema;
 
 /// Sampling fields shared by both routes; unset ones take the config's defaults.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct SamplingFields {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f32>,
@@ -34,7 +36,8 @@ pub struct SamplingFields {
     pub stop: Option<StopField>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A stop sequence or a list of them.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum StopField {
     One(String),
@@ -70,7 +73,7 @@ impl SamplingFields {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RagRequest {
     pub question: String,
     /// Passages to retrieve.
@@ -80,10 +83,12 @@ pub struct RagRequest {
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub unknown: Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Give `messages` (a conversation) or `prompt` (raw text), not both.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct FineTunedRequest {
     pub messages: Option<Vec<Message>>,
     pub prompt: Option<String>,
@@ -94,9 +99,83 @@ pub struct FineTunedRequest {
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub unknown: Map<String, Value>,
 }
 
+/// Token counts of one generation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// Where the time went, in milliseconds (`ttft_ms` and `total_ms` from the
+/// request's arrival).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerationTimings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_ms: Option<f64>,
+    pub queue_ms: f64,
+    pub prompt_ms: f64,
+    pub generate_ms: f64,
+    pub ttft_ms: f64,
+    pub total_ms: f64,
+    pub tokens_per_s: f64,
+}
+
+impl GenerationTimings {
+    fn of(c: &Completion, began: Instant) -> Self {
+        let total_ms = ms(began);
+        Self {
+            embed_ms: None,
+            search_ms: None,
+            queue_ms: c.timings.queue_ms,
+            prompt_ms: c.timings.prompt_ms,
+            generate_ms: c.timings.generate_ms,
+            ttft_ms: total_ms - (c.timings.total_ms - c.timings.ttft_ms),
+            total_ms,
+            tokens_per_s: c.timings.tokens_per_s,
+        }
+    }
+}
+
+/// `POST /rag`'s answer (also the `done` event of its stream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RagResponse {
+    pub answer: String,
+    /// The passages in the prompt, best first.
+    pub sources: Vec<Passage>,
+    pub model: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: GenerationTimings,
+    /// Retrieved passages left out so the prompt fits the context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passages_dropped: Option<usize>,
+}
+
+/// `POST /fine-tuned`'s answer (also the `done` event of its stream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FineTunedResponse {
+    pub text: String,
+    pub model: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: GenerationTimings,
+}
+
+/// Answer a question from the stored documents.
+#[utoipa::path(post, path = "/rag", tag = "pipelines", request_body = RagRequest,
+    responses(
+        (status = 200, description = "The answer and its sources; with `stream: true`, SSE: `token` events `{\"text\"}` then one `done` event holding this object", body = RagResponse),
+        (status = 400, description = "Invalid value, or the question does not fit the context", body = ErrorBody),
+        (status = 422, description = "Missing field, wrong type or unknown field", body = ErrorBody),
+        (status = 503, description = "Loading or overloaded; see Retry-After", body = ErrorBody),
+    ))]
 pub async fn rag(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<RagRequest>,
@@ -118,33 +197,31 @@ pub async fn rag(
     );
     let dropped = answer.dropped;
     let finish = move |c: Completion| {
-        let total_ms = ms(began);
-        let mut body = json!({
-            "answer": c.text,
-            "sources": sources(&passages),
-            "model": model,
-            "finish_reason": c.finish_reason,
-            "usage": usage(prompt_tokens, &c),
-            "timings": {
-                "embed_ms": embed_ms,
-                "search_ms": search_ms,
-                "queue_ms": c.timings.queue_ms,
-                "prompt_ms": c.timings.prompt_ms,
-                "generate_ms": c.timings.generate_ms,
-                // From the request's arrival, retrieval included.
-                "ttft_ms": total_ms - (c.timings.total_ms - c.timings.ttft_ms),
-                "total_ms": total_ms,
-                "tokens_per_s": c.timings.tokens_per_s,
+        json!(RagResponse {
+            timings: GenerationTimings {
+                embed_ms: Some(embed_ms),
+                search_ms: Some(search_ms),
+                ..GenerationTimings::of(&c, began)
             },
-        });
-        if dropped > 0 {
-            body["passages_dropped"] = json!(dropped);
-        }
-        body
+            usage: usage(prompt_tokens, &c),
+            finish_reason: c.finish_reason,
+            answer: c.text,
+            sources: passages,
+            model,
+            passages_dropped: (dropped > 0).then_some(dropped),
+        })
     };
     respond(req.stream, answer.stream, finish).await
 }
 
+/// Generate with the fine-tuned model.
+#[utoipa::path(post, path = "/fine-tuned", tag = "pipelines", request_body = FineTunedRequest,
+    responses(
+        (status = 200, description = "The generated text; with `stream: true`, SSE: `token` events `{\"text\"}` then one `done` event holding this object", body = FineTunedResponse),
+        (status = 400, description = "Invalid value, or the prompt does not fit the context", body = ErrorBody),
+        (status = 422, description = "Missing field, wrong type or unknown field", body = ErrorBody),
+        (status = 503, description = "Loading or overloaded; see Retry-After", body = ErrorBody),
+    ))]
 pub async fn fine_tuned(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<FineTunedRequest>,
@@ -173,20 +250,12 @@ pub async fn fine_tuned(
     let prompt_tokens = started(&mut stream).await?;
     let model = services.fine_tuned.generator().llm().name.clone();
     let finish = move |c: Completion| {
-        let total_ms = ms(began);
-        json!({
-            "text": c.text,
-            "model": model,
-            "finish_reason": c.finish_reason,
-            "usage": usage(prompt_tokens, &c),
-            "timings": {
-                "queue_ms": c.timings.queue_ms,
-                "prompt_ms": c.timings.prompt_ms,
-                "generate_ms": c.timings.generate_ms,
-                "ttft_ms": total_ms - (c.timings.total_ms - c.timings.ttft_ms),
-                "total_ms": total_ms,
-                "tokens_per_s": c.timings.tokens_per_s,
-            },
+        json!(FineTunedResponse {
+            timings: GenerationTimings::of(&c, began),
+            usage: usage(prompt_tokens, &c),
+            finish_reason: c.finish_reason,
+            text: c.text,
+            model,
         })
     };
     respond(req.stream, stream, finish).await
@@ -280,29 +349,10 @@ fn json_event(name: &str, value: &Value) -> SseEvent {
     SseEvent::default().event(name).data(value.to_string())
 }
 
-pub(super) fn usage(prompt_tokens: usize, c: &Completion) -> Value {
-    json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": c.tokens.len(),
-        "total_tokens": prompt_tokens + c.tokens.len(),
-    })
-}
-
-/// Sources as the API shows them.
-pub fn sources(passages: &[Passage]) -> Value {
-    Value::Array(
-        passages
-            .iter()
-            .map(|p| {
-                json!({
-                    "document_id": p.document_id,
-                    "chunk_id": p.chunk_id,
-                    "score": p.score,
-                    "text": p.text,
-                    "source": p.source,
-                    "metadata": p.metadata,
-                })
-            })
-            .collect(),
-    )
+pub(super) fn usage(prompt_tokens: usize, c: &Completion) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens: c.tokens.len(),
+        total_tokens: prompt_tokens + c.tokens.len(),
+    }
 }

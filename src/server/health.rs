@@ -1,7 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (models loaded, index ready)
 //! and `/info` (what this process serves).
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::pipelines::ingest::blocking;
 use axum::extract::State;
@@ -9,15 +9,37 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (alive) or `ready`.
+    pub status: String,
 }
 
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+/// The process is alive (models may still be loading).
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
+}
+
+/// Models loaded and index ready.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, body = Status),
+    (status = 503, description = "Still loading; see Retry-After", body = ErrorBody),
+))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Status>, ApiError> {
     state.services()?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Status {
+        status: "ready".into(),
+    }))
 }
 
+/// What this process serves: version, role, models and device, index size,
+/// queue counters per generation worker.
+#[utoipa::path(get, path = "/info", tag = "health", responses(
+    (status = 200, description = "`name`, `version`, `role`, `listen`, `uptime_s`, `ready`; once ready also `models`, `index`, `index_origin`, `generation`", body = Object),
+))]
 pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let mut body = json!({
         "name": "hearth",

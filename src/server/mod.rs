@@ -8,6 +8,7 @@ pub mod error;
 mod generate;
 mod health;
 mod openai;
+mod openapi;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -48,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/info", get(health::info))
+        .route("/openapi.json", get(openapi::document))
         .route("/rag", post(generate::rag))
         .route("/fine-tuned", post(generate::fine_tuned))
         .route("/search", post(documents::search))
@@ -78,8 +80,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Routes anyone may call, keys or not: probes must work without secrets.
-const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz"];
+/// Routes anyone may call, keys or not: probes must work without secrets,
+/// and the API's description holds none.
+const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
 
 /// With `api_keys` set, require `Authorization: Bearer KEY` (compared in
 /// constant time) on every route but the probes.

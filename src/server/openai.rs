@@ -4,8 +4,9 @@
 //! chunk format ending with `data: [DONE]`. Unknown request fields are
 //! ignored, as OpenAI clients send many.
 
+use super::error::ErrorBody;
 use super::error::{ApiError, ApiJson};
-use super::generate::{sources, sse_stream, started, usage, StopField};
+use super::generate::{sse_stream, started, usage, StopField};
 use super::AppState;
 use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::chat::Message;
@@ -21,6 +22,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// The model id of the RAG pipeline.
 pub const RAG_MODEL: &str = "hearth-rag";
@@ -81,7 +83,10 @@ fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message).param(param)
 }
 
-/// `GET /v1/models`.
+/// The served models: `hearth-rag`, `hearth-fine-tuned`, the LLM and the embedder.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses(
+    (status = 200, description = "OpenAI's model list: `{\"object\": \"list\", \"data\": [{\"id\", \"object\", \"created\", \"owned_by\"}]}`", body = Object),
+))]
 pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let info = &state.services()?.info;
     let mut ids = vec![
@@ -101,7 +106,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
 }
 
 /// Sampling fields common to both completion routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Sampling {
     max_tokens: Option<usize>,
     max_completion_tokens: Option<usize>,
@@ -115,7 +120,7 @@ pub struct Sampling {
     stream_options: Option<StreamOptions>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, ToSchema, Default)]
 pub struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
@@ -164,27 +169,27 @@ impl Sampling {
 
 /// Message content: a string, or a list of parts of which only text is
 /// understood.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessage {
     role: String,
     content: Option<Content>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatRequest {
     model: String,
     messages: Vec<ChatMessage>,
@@ -279,9 +284,9 @@ impl Shape {
             json!({ "index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null })
         };
         let mut body = self.envelope(false, json!([choice]));
-        body["usage"] = usage(self.prompt_tokens, c);
+        body["usage"] = json!(usage(self.prompt_tokens, c));
         if let Some(s) = &self.sources {
-            body["sources"] = sources(s);
+            body["sources"] = json!(s);
         }
         body
     }
@@ -331,12 +336,12 @@ async fn respond(
                 Ok(c) => {
                     let mut last = shape.delta(None, false, Some(json!(c.finish_reason)));
                     if let Some(s) = &shape.sources {
-                        last["sources"] = sources(s);
+                        last["sources"] = json!(s);
                     }
                     events.push(data(&last));
                     if shape.include_usage {
                         let mut u = shape.envelope(true, json!([]));
-                        u["usage"] = usage(shape.prompt_tokens, &c);
+                        u["usage"] = json!(usage(shape.prompt_tokens, &c));
                         events.push(data(&u));
                     }
                 }
@@ -353,7 +358,15 @@ async fn respond(
         .into_response())
 }
 
-/// `POST /v1/chat/completions`.
+/// OpenAI chat completions; `model` picks the pipeline.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatRequest,
+    responses(
+        (status = 200, description = "OpenAI's `chat.completion` object (plus `sources` for hearth-rag); with `stream`, `chat.completion.chunk` events ending with `data: [DONE]`", body = Object),
+        (status = 400, description = "Invalid value (`param` names it)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 503, description = "Loading or overloaded", body = ErrorBody),
+    ))]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<ChatRequest>,
@@ -389,14 +402,14 @@ pub async fn chat_completions(
     respond(req.sampling.stream, stream, shape).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PromptField {
     One(String),
     Many(Vec<Value>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     model: String,
     prompt: PromptField,
@@ -406,7 +419,13 @@ pub struct CompletionRequest {
     sampling: Sampling,
 }
 
-/// `POST /v1/completions`: a raw prompt, continued.
+/// OpenAI text completions: a raw prompt, continued.
+#[utoipa::path(post, path = "/v1/completions", tag = "openai", request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "OpenAI's `text_completion` object; with `stream`, chunks ending with `data: [DONE]`", body = Object),
+        (status = 400, description = "Invalid value (`param` names it)", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+    ))]
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<CompletionRequest>,
@@ -449,15 +468,23 @@ pub async fn completions(
     respond(req.sampling.stream, stream, shape).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
     model: String,
+    /// A string or a list of strings.
+    #[schema(value_type = Object)]
     input: Value,
     encoding_format: Option<String>,
     dimensions: Option<usize>,
 }
 
-/// `POST /v1/embeddings`.
+/// OpenAI embeddings, as floats or base64.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "OpenAI's embedding list with `usage`", body = Object),
+        (status = 400, description = "Invalid input (`param` names it)", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+    ))]
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<EmbeddingsRequest>,

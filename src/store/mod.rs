@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// A piece of a document, with its byte offsets in the document's text.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Chunk {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
@@ -30,10 +30,11 @@ pub struct Chunk {
 }
 
 /// A stored document, without its text.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DocumentInfo {
     pub id: String,
     pub source: Option<String>,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     /// Unix seconds.
     pub created_at: i64,
@@ -43,18 +44,19 @@ pub struct DocumentInfo {
 
 /// A retrieved chunk with its score (cosine similarity) and its document's
 /// details.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Passage {
     pub document_id: String,
     pub chunk_id: i64,
     pub score: f32,
     pub text: String,
     pub source: Option<String>,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
 }
 
 /// Counts for `/info`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoreStats {
     pub documents: usize,
     pub chunks: usize,
@@ -64,7 +66,7 @@ pub struct StoreStats {
 }
 
 /// Where the index came from at open.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IndexOrigin {
     pub loaded: bool,
     /// Chunks inserted after loading because the saved index predated them.

@@ -9,7 +9,7 @@ use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub role: String,
     pub content: String,
