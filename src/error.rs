@@ -7,6 +7,13 @@ pub enum Error {
     /// The caller asked for something invalid (bad parameter, empty input, ...).
     #[error("{0}")]
     InvalidInput(String),
+    /// One request field holds an invalid value; `field` names it, so that
+    /// APIs can point at it (OpenAI's `param`).
+    #[error("{message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
     /// The input is valid but does not fit a limit (context window, max tokens).
     #[error("{0}")]
     TooLarge(String),

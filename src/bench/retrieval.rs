@@ -112,8 +112,7 @@ pub async fn ingest_sections(
     mut progress: impl FnMut(usize),
 ) -> Result<usize> {
     use futures_util::{StreamExt, TryStreamExt};
-    let have = store.list(usize::MAX >> 1, 0)?.1;
-    if have == sections.len() {
+    if store.stats()?.documents == sections.len() {
         return Ok(0);
     }
     let docs = sections.iter().map(|s| DocumentInput {

@@ -180,10 +180,13 @@ impl Generator {
     pub fn check(&self, params: &SamplingParams) -> Result<()> {
         params.validate()?;
         if params.max_tokens > self.limits.max_tokens {
-            return Err(Error::InvalidInput(format!(
-                "max_tokens must be at most {}, got {}",
-                self.limits.max_tokens, params.max_tokens
-            )));
+            return Err(Error::InvalidField {
+                field: "max_tokens",
+                message: format!(
+                    "max_tokens must be at most {}, got {}",
+                    self.limits.max_tokens, params.max_tokens
+                ),
+            });
         }
         Ok(())
     }

@@ -78,6 +78,10 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, code) = match &e {
             Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::InvalidField { field, .. } => {
+                return Self::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+                    .param(field)
+            }
             Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "context_length_exceeded"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Unavailable(_) => {

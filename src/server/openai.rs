@@ -6,7 +6,7 @@
 
 use super::error::ErrorBody;
 use super::error::{ApiError, ApiJson};
-use super::generate::{sse_stream, started, usage, StopField};
+use super::generate::{sse_stream, started, usage, SamplingFields};
 use super::AppState;
 use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::chat::Message;
@@ -108,12 +108,12 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
 /// Sampling fields common to both completion routes.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Sampling {
-    max_tokens: Option<usize>,
+    /// hearth's own sampling fields (`max_tokens`, `temperature`, `top_p`,
+    /// `seed`, `stop`, ...), with the config's defaults.
+    #[serde(flatten)]
+    fields: SamplingFields,
+    /// Overrides `max_tokens` (OpenAI's newer name).
     max_completion_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-    stop: Option<StopField>,
     n: Option<u32>,
     #[serde(default)]
     stream: bool,
@@ -133,30 +133,11 @@ impl Sampling {
                 return Err(invalid("n", format!("only n = 1 is supported, got {n}")));
             }
         }
-        let defaults = &state.config.generation;
-        let params = SamplingParams {
-            max_tokens: self
-                .max_completion_tokens
-                .or(self.max_tokens)
-                .unwrap_or(defaults.max_tokens),
-            temperature: self.temperature.unwrap_or(defaults.temperature),
-            top_p: self.top_p.unwrap_or(1.0),
-            seed: self.seed,
-            stop: self
-                .stop
-                .as_ref()
-                .map(StopField::to_vec)
-                .unwrap_or_default(),
-            ..SamplingParams::default()
-        };
-        params.validate().map_err(|e| {
-            let msg = e.to_string();
-            let param = ["max_tokens", "temperature", "top_p", "stop"]
-                .into_iter()
-                .find(|p| msg.starts_with(p) || msg.contains(&format!("{p} ")))
-                .unwrap_or("max_tokens");
-            invalid(param, msg)
-        })?;
+        // Values are checked by the pipelines, whose errors name the field.
+        let mut params = self.fields.params(&state.config.generation, 0);
+        if let Some(max) = self.max_completion_tokens {
+            params.max_tokens = max;
+        }
         Ok(params)
     }
 

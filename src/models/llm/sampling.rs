@@ -50,40 +50,52 @@ pub const MAX_STOP_LEN: usize = 256;
 impl SamplingParams {
     /// Reject values that make no sense, with a message naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::InvalidInput(msg));
+        let bad =
+            |field: &'static str, message: String| Err(Error::InvalidField { field, message });
         if self.max_tokens == 0 {
-            return bad("max_tokens must be at least 1".into());
+            return bad("max_tokens", "max_tokens must be at least 1".into());
         }
         if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
-            return bad(format!(
-                "temperature must be between 0 and 2, got {}",
-                self.temperature
-            ));
+            return bad(
+                "temperature",
+                format!(
+                    "temperature must be between 0 and 2, got {}",
+                    self.temperature
+                ),
+            );
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+            return bad(
+                "top_p",
+                format!("top_p must be in (0, 1], got {}", self.top_p),
+            );
         }
         if !(self.repetition_penalty.is_finite()
             && (0.01..=100.0).contains(&self.repetition_penalty))
         {
-            return bad(format!(
-                "repetition_penalty must be between 0.01 and 100, got {}",
-                self.repetition_penalty
-            ));
+            return bad(
+                "repetition_penalty",
+                format!(
+                    "repetition_penalty must be between 0.01 and 100, got {}",
+                    self.repetition_penalty
+                ),
+            );
         }
         if self.stop.len() > MAX_STOP_SEQUENCES {
-            return bad(format!(
-                "at most {MAX_STOP_SEQUENCES} stop sequences are allowed"
-            ));
+            return bad(
+                "stop",
+                format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed"),
+            );
         }
         if self
             .stop
             .iter()
             .any(|s| s.is_empty() || s.len() > MAX_STOP_LEN)
         {
-            return bad(format!(
-                "stop sequences must be non-empty and at most {MAX_STOP_LEN} bytes"
-            ));
+            return bad(
+                "stop",
+                format!("stop sequences must be non-empty and at most {MAX_STOP_LEN} bytes"),
+            );
         }
         Ok(())
     }
