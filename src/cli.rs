@@ -2,15 +2,16 @@
 //! glue that turns them into library calls. `main.rs` only parses and calls
 //! [`run`].
 
-use crate::config::{Config, ConfigArgs};
+use crate::config::{Config, ConfigArgs, LlmSlot, Role};
 use crate::engine::{Event, Generator, GeneratorLimits, Prompt};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
 use crate::models::{device, Embedder, Llm, ModelSource, DEFAULT_EMBEDDER, DEFAULT_LLM};
 use crate::pipelines::ingest::DocumentInput;
 use crate::pipelines::DocumentPipeline;
-use crate::server::{lock_data_dir, Server};
+use crate::server::{lock_data_dir, Backends, Server, Spec};
 use crate::store::chunking::{collect_files, read_file};
+use crate::topology::{self, Topology};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, Write};
@@ -44,6 +45,11 @@ pub struct Global {
 pub enum Command {
     /// Run the server: both pipelines (RAG and fine-tuned) on one port.
     Serve(ServeArgs),
+    /// Start a whole topology (its processes, from this binary and config),
+    /// supervise it, and stop it cleanly on Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Write an nginx config equivalent to the built-in gateway.
+    GatewayConfig(GatewayConfigArgs),
     /// Add files (.txt, .md, .html; directories are walked) to the document
     /// store, with no server running on it.
     Ingest(IngestArgs),
@@ -142,6 +148,39 @@ pub struct ChatArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// What this process runs: `all` is the unified server; the others
+    /// are the parts of the split topologies (see `hearth up`).
+    #[arg(long, value_enum, default_value = "all", env = "HEARTH_ROLE")]
+    pub role: Role,
+    /// For `--role generate`: which configured LLM to serve.
+    #[arg(long, value_enum, default_value = "rag-generator")]
+    pub model: LlmSlot,
+    /// For `--role gateway`: the `rag` process's URL.
+    #[arg(long)]
+    pub rag_url: Option<String>,
+    /// For `--role gateway`: the `fine-tuned` process's URL.
+    #[arg(long)]
+    pub fine_tuned_url: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[arg(long, value_enum, default_value = "unified")]
+    pub topology: Topology,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayConfigArgs {
+    /// Write nginx's config (the only kind so far).
+    #[arg(long, required = true)]
+    pub nginx: bool,
+    /// Directory for `hearth.conf` and `hearth-route.js`.
+    #[arg(long, default_value = "target/nginx")]
+    pub out: PathBuf,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -182,7 +221,26 @@ pub fn run(cli: Cli) -> Result<()> {
     let load_config = |args: &ConfigArgs| Config::load(args, device_name, cli.global.threads);
     let device = || device::open(device_name.unwrap_or("cpu"));
     match cli.command {
-        Command::Serve(args) => serve(load_config(&args.config)?),
+        Command::Serve(args) => {
+            let config = load_config(&args.config)?;
+            serve(config, spec(&args)?)
+        }
+        Command::Up(args) => {
+            let config = load_config(&args.config)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(topology::up(&config, args.topology))?;
+            Ok(())
+        }
+        Command::GatewayConfig(args) => {
+            let config = load_config(&args.config)?;
+            let written = topology::nginx::write(&config, &args.out)?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Ingest(args) => ingest(load_config(&args.config)?, args),
         Command::EvalRetrieval(args) => eval_retrieval(load_config(&args.config)?, args),
         Command::Embed(args) => embed(args, &device()?),
@@ -197,9 +255,28 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn serve(config: Config) -> Result<()> {
+fn spec(args: &ServeArgs) -> Result<Spec> {
+    let gateway = args.role == Role::Gateway;
+    if gateway && args.rag_url.is_none() && args.fine_tuned_url.is_none() {
+        bail!("--role gateway needs --rag-url and/or --fine-tuned-url");
+    }
+    if !gateway && (args.rag_url.is_some() || args.fine_tuned_url.is_some()) {
+        bail!("--rag-url and --fine-tuned-url are for --role gateway");
+    }
+    let url = |u: &Option<String>| u.as_ref().map(|u| u.trim_end_matches('/').to_string());
+    Ok(Spec {
+        role: args.role,
+        model: args.model,
+        backends: Backends {
+            rag: url(&args.rag_url),
+            fine_tuned: url(&args.fine_tuned_url),
+        },
+    })
+}
+
+fn serve(config: Config, spec: Spec) -> Result<()> {
     runtime()?.block_on(async move {
-        let server = Server::bind(config).await?;
+        let server = Server::bind(config, spec).await?;
         // On stdout, for scripts and tests that wait for it.
         println!("hearth listening on http://{}", server.local_addr());
         server.run().await?;
@@ -220,7 +297,7 @@ impl DirectStore {
         let device = device::open(&config.device)?;
         let embedder = Embedder::load(&ModelSource::parse(&config.models.embedder)?, &device)?;
         Ok(Self {
-            docs: DocumentPipeline::open(config, Arc::new(embedder))?,
+            docs: DocumentPipeline::open_local(config, Arc::new(embedder))?,
             _lock: lock,
         })
     }

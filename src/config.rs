@@ -37,13 +37,70 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsConfig {
-    /// Embedding model: a directory or `hf:owner/name`.
+    /// Embedding model: a directory, `hf:owner/name`, or the URL of a
+    /// hearth `embed` process (`http://127.0.0.1:8103`).
     pub embedder: String,
-    /// The LLM that answers RAG questions.
+    /// The LLM that answers RAG questions: a .gguf file, a directory,
+    /// `hf:owner/name/file.gguf`, or the URL of a hearth `generate` process.
     pub rag_generator: String,
-    /// The fine-tuned LLM served by `/fine-tuned`. When it names the same
-    /// file as `rag_generator`, the weights are loaded once and shared.
+    /// The fine-tuned LLM served by `/fine-tuned` (same forms). When it
+    /// names the same file as `rag_generator`, the weights are loaded once
+    /// and shared.
     pub fine_tuned: String,
+}
+
+/// Whether a model setting names another hearth process rather than files.
+pub fn is_remote(model: &str) -> bool {
+    model.starts_with("http://") || model.starts_with("https://")
+}
+
+/// What one `hearth serve` process runs. The role decides which components
+/// are local, which are remote clients, and so which routes it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Both pipelines, the store and the embedder: the unified server.
+    All,
+    /// The RAG pipeline: store, index, embedder and generator (each model
+    /// local or remote).
+    Rag,
+    /// The fine-tuned pipeline alone.
+    FineTuned,
+    /// The embedder alone (`/embed`, `/v1/embeddings`).
+    Embed,
+    /// One LLM alone (`/generate`); with `--model fine-tuned` it also
+    /// serves the fine-tuned pipeline's routes.
+    Generate,
+    /// The front door: a reverse proxy to `rag` and `fine-tuned` processes.
+    Gateway,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Rag => "rag",
+            Role::FineTuned => "fine-tuned",
+            Role::Embed => "embed",
+            Role::Generate => "generate",
+            Role::Gateway => "gateway",
+        }
+    }
+}
+
+/// Which configured LLM a `generate` process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmSlot {
+    RagGenerator,
+    FineTuned,
+}
+
+impl LlmSlot {
+    pub fn name(self) -> &'static str {
+        match self {
+            LlmSlot::RagGenerator => "rag-generator",
+            LlmSlot::FineTuned => "fine-tuned",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -26,6 +26,10 @@ pub enum Error {
     /// The worker is gone or overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// This process's role does not run the part asked for; the message
+    /// names the role that does.
+    #[error("{0}")]
+    NotServed(String),
     /// The named thing (a document, a route) does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +39,15 @@ pub enum Error {
     /// A fault inside a tensor computation.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    /// Another hearth process (a remote embedder or generator) refused the
+    /// request; its status and error are passed on as they are.
+    #[error("{message}")]
+    Remote {
+        status: u16,
+        code: String,
+        param: Option<String>,
+        message: String,
+    },
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
     #[error("I/O error on {path}: {source}")]

@@ -4,7 +4,8 @@
 //! Dependencies point one way: `config` and `models` (loading and running
 //! models) <- `store` (documents, chunks, the vector index) <- `engine`
 //! (worker threads and channels) <- `pipelines` (RAG, fine-tuned,
-//! ingestion) <- `server` (HTTP), `bench` (measurements) <- `cli`.
+//! ingestion) <- `server` (HTTP, every role) <- `topology` (the launcher),
+//! `bench` (measurements) <- `cli`.
 
 pub mod bench;
 pub mod cli;
@@ -15,5 +16,6 @@ pub mod models;
 pub mod pipelines;
 pub mod server;
 pub mod store;
+pub mod topology;
 
 pub use error::{Error, Result};

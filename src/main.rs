@@ -7,6 +7,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "hearth=info,warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Plain text when read by a program (`hearth up` relays children's logs).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match hearth::cli::run(hearth::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,38 +4,53 @@
 
 mod common;
 
-use common::{repo, TestServer};
+use common::{repo, TestServer, TestTopology};
 
 const KEY: &str = "hearth-test-key-0123";
 
-#[tokio::test]
-async fn the_official_openai_client_works_unchanged() {
+fn python() -> std::path::PathBuf {
     let python = repo().join("target/py-venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/python-env.sh (scripts/test.sh does it for you)",
         python.display()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &["--api-key", KEY]).await;
+    python
+}
 
-    // Without the key, every route but the probes is refused.
+/// Without the key, every route but the probes is refused.
+async fn check_keys_required(url: &str) {
     let client = reqwest::Client::new();
-    let r = client.get(server.at("/info")).send().await.unwrap();
+    let r = client.get(format!("{url}/info")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "authentication_error");
-    assert_eq!(
-        client
-            .get(server.at("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let r = client.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
 
-    let url = server.url.clone();
+#[tokio::test]
+async fn the_official_openai_client_works_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--api-key", KEY]).await;
+    check_keys_required(&server.url).await;
+    run_python_suite(server.url.clone()).await;
+}
+
+/// The same checks through the gateway topology's front door, which routes
+/// the OpenAI routes to separate processes by the body's `model`.
+#[tokio::test]
+async fn the_official_openai_client_works_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = TestTopology::up("gateway", dir.path(), &["--api-key", KEY]);
+    let url = topo.endpoint("gateway").url.clone();
+    check_keys_required(&url).await;
+    run_python_suite(url).await;
+    topo.stop();
+}
+
+async fn run_python_suite(url: String) {
+    let python = python();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
             .arg(repo().join("tests/openai/test_openai.py"))

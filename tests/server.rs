@@ -151,23 +151,7 @@ async fn serves_both_pipelines_and_keeps_documents_across_restarts() {
     assert_eq!(status, StatusCode::OK, "{ft}");
     let text = ft["text"].as_str().unwrap().to_string();
     assert!(!text.trim().is_empty(), "{ft}");
-    let mut chat_stream = chat.clone();
-    chat_stream["stream"] = json!(true);
-    let body = client
-        .post(server.at("/fine-tuned"))
-        .json(&chat_stream)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let events = sse_events(&body);
-    let joined: String = events
-        .iter()
-        .filter(|(e, _)| e == "token")
-        .map(|(_, d)| d["text"].as_str().unwrap())
-        .collect();
+    let (events, joined) = common::stream(&client, server.at("/fine-tuned"), &chat).await;
     assert_eq!(joined, text);
     assert_eq!(events.last().unwrap().1["usage"], ft["usage"]);
     let (status, raw) = post(

@@ -13,25 +13,29 @@ use crate::models::llm::llama::KvCache;
 use crate::models::llm::sampling::{Sampler, SamplingParams};
 use crate::models::llm::stream::{StopCheck, StopMatcher, TextDecoder};
 use crate::models::Llm;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// What to generate from.
-#[derive(Debug, Clone)]
+/// What to generate from. On the wire (`POST /generate`) it is one of the
+/// fields `prompt`, `messages` or `tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Prompt {
     /// Raw text, tokenized as is (BOS added if the model wants one).
+    #[serde(rename = "prompt")]
     Text(String),
     /// A conversation, rendered with the model's chat template.
+    #[serde(rename = "messages")]
     Chat(Vec<Message>),
     /// Token ids, fed as they are.
+    #[serde(rename = "tokens")]
     Tokens(Vec<u32>),
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// End-of-turn token or a stop sequence.
@@ -41,7 +45,7 @@ pub enum FinishReason {
 }
 
 /// Wall-clock figures of one generation, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     /// Waiting in the queue before the worker took the request.
     pub queue_ms: f64,
@@ -58,7 +62,7 @@ pub struct Timings {
 }
 
 /// The finished result of a generation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Completion {
     pub text: String,
     pub prompt_tokens: Vec<u32>,
@@ -228,6 +232,11 @@ pub struct GenerationStream {
 }
 
 impl GenerationStream {
+    /// A stream fed by someone else (a remote generator's client).
+    pub(crate) fn from_channel(events: mpsc::UnboundedReceiver<Event>) -> Self {
+        Self { events }
+    }
+
     pub async fn next(&mut self) -> Option<Event> {
         self.events.recv().await
     }

@@ -4,9 +4,23 @@
 
 pub mod embedder;
 pub mod generator;
+pub mod handle;
+pub mod remote;
 
 pub use embedder::EmbedWorker;
 pub use generator::{
     Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt,
     StatsSnapshot, Timings,
 };
+pub use handle::{Embedding, Generation};
+
+use crate::error::{Error, Result};
+
+/// Run blocking work (disk, tokenizing) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(format!("a background task failed: {e}")))?
+}

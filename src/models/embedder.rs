@@ -111,11 +111,7 @@ impl Embedder {
 
     /// Token count of a text after truncation (for chunking and usage).
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(Error::tokenizer)?;
-        Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
+        count_tokens(&self.tokenizer, text)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -147,4 +143,10 @@ impl Embedder {
         let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         Ok(mean.broadcast_div(&norm)?.to_vec2()?)
     }
+}
+
+/// Tokens an embedder with this tokenizer sees of `text` (after truncation).
+pub fn count_tokens(tokenizer: &Tokenizer, text: &str) -> Result<usize> {
+    let enc = tokenizer.encode(text, true).map_err(Error::tokenizer)?;
+    Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
 }

@@ -1,7 +1,7 @@
 //! The fine-tuned pipeline: generation straight from the fine-tuned LLM,
 //! from a conversation (through its chat template) or a raw prompt.
 
-use crate::engine::{GenerationStream, Generator, Prompt};
+use crate::engine::{Generation, GenerationStream, Prompt};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
@@ -15,17 +15,17 @@ pub enum Input {
 
 #[derive(Clone)]
 pub struct FineTuned {
-    generator: Generator,
+    generator: Generation,
 }
 
 const ROLES: &[&str] = &["system", "user", "assistant"];
 
 impl FineTuned {
-    pub fn new(generator: Generator) -> Self {
+    pub fn new(generator: Generation) -> Self {
         Self { generator }
     }
 
-    pub fn generator(&self) -> &Generator {
+    pub fn generator(&self) -> &Generation {
         &self.generator
     }
 

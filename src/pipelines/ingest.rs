@@ -1,7 +1,8 @@
 //! Ingestion: validate a document, chunk it, embed the chunks on the
 //! embedding worker, and write it to the store (durable when this returns).
 
-use crate::engine::EmbedWorker;
+use crate::engine::blocking;
+use crate::engine::Embedding;
 use crate::error::{Error, Result};
 use crate::store::chunking::{Chunker, TextKind};
 use crate::store::{DocumentStore, NewDocument};
@@ -34,12 +35,12 @@ pub struct Ingested {
 #[derive(Clone)]
 pub struct Ingestor {
     store: Arc<DocumentStore>,
-    embedder: EmbedWorker,
+    embedder: Embedding,
     chunker: Arc<Chunker>,
 }
 
 impl Ingestor {
-    pub fn new(store: Arc<DocumentStore>, embedder: EmbedWorker, chunker: Chunker) -> Self {
+    pub fn new(store: Arc<DocumentStore>, embedder: Embedding, chunker: Chunker) -> Self {
         Self {
             store,
             embedder,
@@ -102,15 +103,6 @@ impl Ingestor {
         })
         .await
     }
-}
-
-/// Run blocking work (disk, tokenizing) off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store(format!("a background task failed: {e}")))?
 }
 
 fn new_id() -> String {

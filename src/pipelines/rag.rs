@@ -2,9 +2,9 @@
 //! passages into the prompt (dropping the lowest-scoring ones until prompt
 //! and answer fit the context window), and generate.
 
-use super::ingest::blocking;
 use crate::config::RetrievalConfig;
-use crate::engine::{EmbedWorker, GenerationStream, Generator, Prompt};
+use crate::engine::blocking;
+use crate::engine::{Embedding, Generation, GenerationStream, Prompt};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
@@ -16,7 +16,7 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct Retriever {
     store: Arc<DocumentStore>,
-    embedder: EmbedWorker,
+    embedder: Embedding,
     config: RetrievalConfig,
     max_query_chars: usize,
 }
@@ -31,7 +31,7 @@ pub struct Retrieved {
 impl Retriever {
     pub fn new(
         store: Arc<DocumentStore>,
-        embedder: EmbedWorker,
+        embedder: Embedding,
         config: RetrievalConfig,
         max_query_chars: usize,
     ) -> Self {
@@ -41,10 +41,6 @@ impl Retriever {
             config,
             max_query_chars,
         }
-    }
-
-    pub fn config(&self) -> &RetrievalConfig {
-        &self.config
     }
 
     /// Check a query and a requested `top_k`; return the `top_k` to use.
@@ -109,7 +105,7 @@ impl Retriever {
 #[derive(Clone)]
 pub struct Rag {
     retriever: Retriever,
-    generator: Generator,
+    generator: Generation,
     template: Arc<minijinja::Environment<'static>>,
 }
 
@@ -126,7 +122,7 @@ pub struct RagAnswer {
 }
 
 impl Rag {
-    pub fn new(retriever: Retriever, generator: Generator) -> Result<Self> {
+    pub fn new(retriever: Retriever, generator: Generation) -> Result<Self> {
         let mut env = minijinja::Environment::new();
         env.add_template_owned("user", retriever.config.prompt_template.clone())
             .map_err(|e| Error::InvalidInput(format!("retrieval.prompt_template: {e}")))?;
@@ -141,7 +137,7 @@ impl Rag {
         &self.retriever
     }
 
-    pub fn generator(&self) -> &Generator {
+    pub fn generator(&self) -> &Generation {
         &self.generator
     }
 
@@ -155,11 +151,9 @@ impl Rag {
         self.generator.check(&params)?;
         let retrieved = self.retriever.search(question, top_k, false).await?;
         let found = retrieved.passages.len();
-        let this = self.clone();
-        let question = question.to_string();
-        let max_tokens = params.max_tokens;
-        let (prompt, passages) =
-            blocking(move || this.fit_prompt(&question, retrieved.passages, max_tokens)).await?;
+        let (prompt, passages) = self
+            .fit_prompt(question, retrieved.passages, params.max_tokens)
+            .await?;
         let dropped = found - passages.len();
         let stream = self.generator.submit(Prompt::Tokens(prompt), params)?;
         Ok(RagAnswer {
@@ -173,33 +167,31 @@ impl Rag {
     }
 
     /// The prompt's tokens with as many of the best passages as fit.
-    fn fit_prompt(
+    async fn fit_prompt(
         &self,
         question: &str,
         mut passages: Vec<Passage>,
         max_tokens: usize,
     ) -> Result<(Vec<u32>, Vec<Passage>)> {
-        let llm = self.generator.llm();
-        let context = llm.context_length();
+        let context = self.generator.context_length();
         let limit = self
             .generator
-            .limits()
-            .max_prompt_tokens
+            .max_prompt_tokens()
             .min(context - 1)
             .min(context.saturating_sub(max_tokens));
-        let template = self
-            .template
-            .get_template("user")
-            .map_err(|e| Error::InvalidInput(format!("retrieval.prompt_template: {e}")))?;
         loop {
-            let user = template
-                .render(minijinja::context! { question => question, passages => &passages })
+            let user = self
+                .template
+                .get_template("user")
+                .and_then(|t| {
+                    t.render(minijinja::context! { question => question, passages => &passages })
+                })
                 .map_err(|e| Error::InvalidInput(format!("retrieval.prompt_template: {e}")))?;
-            let messages = [
+            let messages = vec![
                 Message::new("system", self.retriever.config.system_prompt.clone()),
                 Message::new("user", user),
             ];
-            let tokens = llm.encode_chat(&messages)?;
+            let tokens = self.generator.encode_chat(messages).await?;
             if tokens.len() <= limit {
                 return Ok((tokens, passages));
             }

@@ -2,8 +2,9 @@
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::AppState;
+use crate::engine::blocking;
 use crate::pipelines::ingest::Ingested;
-use crate::pipelines::ingest::{blocking, DocumentInput, Ingestor};
+use crate::pipelines::ingest::{DocumentInput, Ingestor};
 use crate::store::chunking::TextKind;
 use crate::store::{Chunk, DocumentInfo, Passage};
 use axum::extract::rejection::QueryRejection;
@@ -111,7 +112,7 @@ pub async fn create(
         },
         one @ Value::Object(_) => {
             let doc = DocumentBody::parse(one, None)?;
-            let done = services.ingestor.ingest(doc).await?;
+            let done = services.docs()?.ingestor.ingest(doc).await?;
             return Ok((
                 StatusCode::CREATED,
                 Json(json!(Created {
@@ -147,7 +148,7 @@ pub async fn create(
         )));
     }
     // A few documents in flight keep the embedder's batches full.
-    let ingestor = &services.ingestor;
+    let ingestor = &services.docs()?.ingestor;
     let done: Vec<_> = futures_util::stream::iter(docs)
         .map(|d| ingestor.ingest(d))
         .buffered(4)
@@ -191,7 +192,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Document>, ApiError> {
-    let store = state.services()?.store.clone();
+    let store = state.services()?.docs()?.store.clone();
     let (info, text, chunks) = blocking(move || store.get(&id)).await?;
     Ok(Json(Document {
         info: DocumentInfoWithoutCount {
@@ -225,7 +226,7 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let store = state.services()?.store.clone();
+    let store = state.services()?.docs()?.store.clone();
     let doc_id = id.clone();
     let chunks = blocking(move || store.delete(&doc_id)).await?;
     Ok(Json(Deleted {
@@ -267,7 +268,7 @@ pub async fn list(
         )));
     }
     let offset = page.offset.unwrap_or(0);
-    let store = state.services()?.store.clone();
+    let store = state.services()?.docs()?.store.clone();
     let (docs, total) = blocking(move || store.list(limit, offset)).await?;
     Ok(Json(DocumentPage {
         documents: docs,
@@ -316,7 +317,7 @@ pub async fn search(
     reject_unknown(&req.unknown)?;
     let services = state.services()?;
     let found = services
-        .rag
+        .rag()?
         .retriever()
         .search(&req.query, req.top_k, req.exact)
         .await?;
@@ -373,7 +374,7 @@ pub async fn embed(
             .iter()
             .map(|v| v.iter().map(|&x| f64::from(x)).collect())
             .collect(),
-        model: services.info.embedder.name.clone(),
+        model: services.embedding()?.name().to_string(),
         usage: EmbedUsage {
             prompt_tokens: tokens,
         },

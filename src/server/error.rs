@@ -8,33 +8,38 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     /// The request field at fault, when there is one (OpenAI's `param`).
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
     /// Seconds for `Retry-After` (503s).
     pub retry_after: Option<u32>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             message: message.into(),
-            code,
+            code: code.into(),
             param: None,
             retry_after: None,
         }
     }
 
     /// Name the request field at fault.
-    pub fn param(self, param: &'static str) -> Self {
+    pub fn param(self, param: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            param: Some(param),
+            param: Some(param.into()),
             ..self
         }
     }
@@ -45,8 +50,8 @@ impl ApiError {
             error: ErrorDetail {
                 message: self.message.clone(),
                 kind: self.kind().into(),
-                param: self.param.map(String::from),
-                code: self.code.into(),
+                param: self.param.as_deref().map(String::from),
+                code: self.code.to_string(),
             }
         })
     }
@@ -80,10 +85,26 @@ impl From<Error> for ApiError {
             Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Error::InvalidField { field, .. } => {
                 return Self::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-                    .param(field)
+                    .param(*field)
             }
             Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "context_length_exceeded"),
+            Error::Remote {
+                status,
+                code,
+                param,
+                message,
+            } => {
+                let status =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut passed = Self::new(status, code.clone(), message.clone());
+                passed.param = param.clone().map(Cow::Owned);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    passed.retry_after = Some(1);
+                }
+                return passed;
+            }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::NotServed(_) => (StatusCode::NOT_FOUND, "not_served_here"),
             Error::Unavailable(_) => {
                 return Self {
                     retry_after: Some(1),

@@ -184,11 +184,11 @@ pub async fn rag(
     let services = state.services()?;
     let params = req.sampling.params(&state.config.generation, 0);
     let mut answer = services
-        .rag
+        .rag()?
         .answer(&req.question, req.top_k, params)
         .await?;
     let prompt_tokens = started(&mut answer.stream).await?;
-    let model = services.rag.generator().llm().name.clone();
+    let model = services.rag()?.generator().name().to_string();
     let (passages, embed_ms, search_ms, began) = (
         answer.passages,
         answer.embed_ms,
@@ -246,9 +246,9 @@ pub async fn fine_tuned(
     let params = req
         .sampling
         .params(&state.config.generation, req.top_k.unwrap_or(0));
-    let mut stream = services.fine_tuned.generate(input, params)?;
+    let mut stream = services.fine_tuned()?.generate(input, params)?;
     let prompt_tokens = started(&mut stream).await?;
-    let model = services.fine_tuned.generator().llm().name.clone();
+    let model = services.fine_tuned()?.generator().name().to_string();
     let finish = move |c: Completion| {
         json!(FineTunedResponse {
             timings: GenerationTimings::of(&c, began),

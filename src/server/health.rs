@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::pipelines::ingest::blocking;
+use crate::engine::blocking;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
@@ -38,27 +38,31 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Status>, 
 /// What this process serves: version, role, models and device, index size,
 /// queue counters per generation worker.
 #[utoipa::path(get, path = "/info", tag = "health", responses(
-    (status = 200, description = "`name`, `version`, `role`, `listen`, `uptime_s`, `ready`; once ready also `models`, `index`, `index_origin`, `generation`", body = Object),
+    (status = 200, description = "`name`, `version`, `role`, `listen`, `pid`, `uptime_s`, `ready`; once ready also `models`, `index`, `index_origin`, `generation`", body = Object),
 ))]
 pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let mut body = json!({
         "name": "hearth",
         "version": env!("CARGO_PKG_VERSION"),
-        "role": state.role,
-        "listen": state.config.listen,
+        "role": state.spec.role.name(),
+        "listen": state.addr.to_string(),
+        "pid": std::process::id(),
         "uptime_s": state.started.elapsed().as_secs_f64(),
         "ready": state.services.get().is_some(),
     });
     if let Some(services) = state.services.get() {
-        let store = services.store.clone();
-        let stats = blocking(move || store.stats()).await?;
         body["models"] = json!(services.info);
-        body["index"] = json!(stats);
-        body["index_origin"] = json!(services.store.origin());
-        body["generation"] = json!({
-            "rag": services.rag.generator().stats(),
-            "fine_tuned": services.fine_tuned.generator().stats(),
-        });
+        if let Ok(docs) = services.docs() {
+            let store = docs.store.clone();
+            body["index"] = json!(blocking(move || store.stats()).await?);
+            body["index_origin"] = json!(docs.store.origin());
+        }
+        let generation: serde_json::Map<String, Value> = services
+            .generators()
+            .into_iter()
+            .filter_map(|(name, g)| Some((name.to_string(), json!(g.stats()?))))
+            .collect();
+        body["generation"] = Value::Object(generation);
     }
     Ok(Json(body))
 }

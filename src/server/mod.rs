@@ -5,14 +5,19 @@
 
 mod documents;
 pub mod error;
+mod gateway;
 mod generate;
 mod health;
 mod openai;
 mod openapi;
+mod raw;
+mod topology;
 
-use crate::config::Config;
+pub use gateway::Backends;
+
+use crate::config::{Config, LlmSlot, Role};
+use crate::engine::blocking;
 use crate::error::{Error, Result};
-use crate::pipelines::ingest::blocking;
 use crate::pipelines::Services;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -24,13 +29,43 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+/// What one `hearth serve` process is: its role, which LLM a `generate`
+/// process serves, and the processes a gateway fronts.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub role: Role,
+    pub model: LlmSlot,
+    pub backends: Backends,
+}
+
+impl Spec {
+    pub fn unified() -> Self {
+        Self {
+            role: Role::All,
+            model: LlmSlot::RagGenerator,
+            backends: Backends::default(),
+        }
+    }
+
+    /// Whether this process owns (and so locks and writes) the store.
+    fn owns_store(&self) -> bool {
+        matches!(self.role, Role::All | Role::Rag)
+    }
+}
+
 /// What every handler can reach.
 pub struct AppState {
     pub config: Config,
+    pub spec: Spec,
+    /// The address actually bound (the config may say port 0).
+    pub addr: SocketAddr,
     /// Set once the models are loaded and the index is ready.
     pub services: OnceLock<Services>,
-    pub role: &'static str,
     pub started: Instant,
+    /// For gateways and remote probes.
+    pub client: reqwest::Client,
+    /// A gateway's map from model id to backend.
+    pub model_routes: gateway::ModelRoutes,
 }
 
 impl AppState {
@@ -42,14 +77,22 @@ impl AppState {
     }
 }
 
-/// Every route of the unified (`all`) process.
+/// Every route, in every role but the gateway: a route whose part this
+/// role does not run answers 404 naming the role that does.
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.config.limits.max_body_bytes;
-    Router::new()
+    if state.spec.role == Role::Gateway {
+        return layers(gateway::router(), state);
+    }
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/info", get(health::info))
+        .route("/topology", get(topology::topology))
         .route("/openapi.json", get(openapi::document))
+        .route("/generate", post(raw::generate))
+        .route("/tokenize", post(raw::tokenize))
+        .route("/generator", get(raw::generator))
+        .route("/embedder", get(raw::embedder))
         .route("/rag", post(generate::rag))
         .route("/fine-tuned", post(generate::fine_tuned))
         .route("/search", post(documents::search))
@@ -64,7 +107,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(documents::get).delete(documents::delete),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    layers(routes, state)
+}
+
+/// Authentication, body limits and tracing, around any role's routes.
+fn layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    let max_body = state.config.limits.max_body_bytes;
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -139,14 +189,21 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 pub struct Server {
     listener: TcpListener,
     config: Config,
-    /// Held for the process's life: one process per data directory.
-    _lock: std::fs::File,
+    spec: Spec,
+    /// Held for the process's life by the process that owns the store: one
+    /// writer per data directory.
+    _lock: Option<std::fs::File>,
 }
 
 impl Server {
-    /// Take the data directory and bind the listening socket.
-    pub async fn bind(config: Config) -> Result<Self> {
-        let lock = lock_data_dir(&config.data_dir)?;
+    /// Take the data directory (if this role owns the store) and bind the
+    /// listening socket.
+    pub async fn bind(config: Config, spec: Spec) -> Result<Self> {
+        let lock = if spec.owns_store() {
+            Some(lock_data_dir(&config.data_dir)?)
+        } else {
+            None
+        };
         let addr: SocketAddr = config
             .listen
             .parse()
@@ -157,6 +214,7 @@ impl Server {
         Ok(Self {
             listener,
             config,
+            spec,
             _lock: lock,
         })
     }
@@ -173,27 +231,42 @@ impl Server {
     pub async fn run(self) -> Result<()> {
         let state = Arc::new(AppState {
             config: self.config.clone(),
+            spec: self.spec.clone(),
+            addr: self.local_addr(),
             services: OnceLock::new(),
-            role: "all",
             started: Instant::now(),
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| Error::Unavailable(format!("building the HTTP client: {e}")))?,
+            model_routes: Default::default(),
         });
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
-        let loader = state.clone();
-        std::thread::Builder::new()
-            .name("load".into())
-            .spawn(move || match Services::load(&loader.config) {
-                Ok(services) => {
-                    tracing::info!(
-                        load_ms = services.info.load_ms as u64,
-                        "models loaded; ready"
-                    );
-                    let _ = loader.services.set(services);
-                }
-                Err(e) => {
-                    let _ = failed_tx.send(e);
-                }
-            })
-            .expect("spawning the loader thread");
+        if self.spec.role != Role::Gateway {
+            let loader = state.clone();
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("load".into())
+                .spawn(move || {
+                    let spec = &loader.spec;
+                    match Services::load(&loader.config, spec.role, spec.model, &runtime) {
+                        Ok(services) => {
+                            tracing::info!(
+                                role = spec.role.name(),
+                                load_ms = services.info.load_ms as u64,
+                                "models loaded; ready"
+                            );
+                            let _ = loader.services.set(services);
+                        }
+                        Err(e) => {
+                            let _ = failed_tx.send(e);
+                        }
+                    }
+                })
+                .expect("spawning the loader thread");
+        } else {
+            drop(failed_tx);
+        }
         if self.config.api_keys.is_empty() {
             tracing::info!(
                 "no api_keys configured: requests are not authenticated (listening on {})",
@@ -220,8 +293,8 @@ impl Server {
         if let Some(e) = failed.lock().await.take() {
             return Err(e);
         }
-        if let Some(services) = state.services.get() {
-            let store = services.store.clone();
+        if let Some(docs) = state.services.get().and_then(|s| s.docs().ok()) {
+            let store = docs.store.clone();
             blocking(move || store.flush()).await?;
             tracing::info!("index saved; bye");
         }
@@ -237,10 +310,10 @@ async fn save_periodically(state: Arc<AppState>) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let Some(services) = state.services.get() else {
+        let Some(docs) = state.services.get().and_then(|s| s.docs().ok()) else {
             continue;
         };
-        let store = services.store.clone();
+        let store = docs.store.clone();
         let done = blocking(move || {
             let compacted = store.compact_if_needed()?;
             Ok((compacted, store.save_index()?))

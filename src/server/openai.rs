@@ -56,17 +56,25 @@ enum Target {
 }
 
 fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
-    let info = &services.info;
     if model == RAG_MODEL {
-        Ok(Target::Rag)
-    } else if model == FINE_TUNED_MODEL || model == info.fine_tuned.name {
-        Ok(Target::Generate(services.fine_tuned.clone()))
-    } else if model == info.rag_generator.name {
-        Ok(Target::Generate(FineTuned::new(
-            services.rag.generator().clone(),
-        )))
-    } else {
-        Err(unknown_model(model))
+        services.rag()?;
+        return Ok(Target::Rag);
+    }
+    if model == FINE_TUNED_MODEL {
+        return Ok(Target::Generate(services.fine_tuned()?.clone()));
+    }
+    // An LLM by name: the fine-tuned pipeline's first, as in every role.
+    let by_name = services
+        .fine_tuned()
+        .ok()
+        .map(|f| f.generator().clone())
+        .into_iter()
+        .chain(services.rag().ok().map(|r| r.generator().clone()))
+        .chain(services.generator().ok().cloned())
+        .find(|g| g.name() == model);
+    match by_name {
+        Some(g) => Ok(Target::Generate(FineTuned::new(g))),
+        None => Err(unknown_model(model)),
     }
 }
 
@@ -88,15 +96,25 @@ fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
     (status = 200, description = "OpenAI's model list: `{\"object\": \"list\", \"data\": [{\"id\", \"object\", \"created\", \"owned_by\"}]}`", body = Object),
 ))]
 pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let info = &state.services()?.info;
-    let mut ids = vec![
-        RAG_MODEL.to_string(),
-        FINE_TUNED_MODEL.to_string(),
-        info.fine_tuned.name.clone(),
-        info.rag_generator.name.clone(),
-        info.embedder.name.clone(),
-    ];
-    ids.dedup();
+    let services = state.services()?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut add = |id: &str| {
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_string());
+        }
+    };
+    if services.rag().is_ok() {
+        add(RAG_MODEL);
+    }
+    if services.fine_tuned().is_ok() {
+        add(FINE_TUNED_MODEL);
+    }
+    for (_, g) in services.generators() {
+        add(g.name());
+    }
+    if let Ok(e) = services.embedding() {
+        add(e.name());
+    }
     let created = unix_now() - state.started.elapsed().as_secs();
     let data: Vec<Value> = ids
         .iter()
@@ -374,7 +392,7 @@ pub async fn chat_completions(
                 .find(|m| m.role == "user")
                 .map(|m| m.content.clone())
                 .ok_or_else(|| invalid("messages", "hearth-rag needs a user message to answer"))?;
-            let answer = services.rag.answer(&question, None, params).await?;
+            let answer = services.rag()?.answer(&question, None, params).await?;
             shape.sources = Some(answer.passages);
             answer.stream
         }
@@ -440,7 +458,7 @@ pub async fn completions(
     };
     let stream = match target {
         Target::Rag => {
-            let answer = services.rag.answer(&prompt, None, params).await?;
+            let answer = services.rag()?.answer(&prompt, None, params).await?;
             shape.sources = Some(answer.passages);
             answer.stream
         }
@@ -471,8 +489,9 @@ pub async fn embeddings(
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
-    let dim = services.info.embedder.dimensions.unwrap_or(0);
-    if req.model != services.info.embedder.name {
+    let embedding = services.embedding()?;
+    let dim = embedding.dim();
+    if req.model != embedding.name() {
         return Err(unknown_model(&req.model));
     }
     if req.dimensions.is_some_and(|d| d != dim) {

@@ -2,7 +2,7 @@
 //! annotations and the request and response types (utoipa), served at
 //! `GET /openapi.json`.
 
-use super::{documents, error, generate, health, openai};
+use super::{documents, error, generate, health, openai, topology};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -24,6 +24,7 @@ use utoipa::OpenApi;
         health::healthz,
         health::readyz,
         health::info,
+        topology::topology,
         openai::models,
         openai::chat_completions,
         openai::completions,

@@ -148,13 +148,22 @@ impl VectorIndex {
 
     /// Write the index to `dir`, replacing what was there only once the new
     /// copy is complete.
+    /// An empty index is saved as no index (hnsw_rs cannot dump an empty
+    /// graph), which the next start rebuilds from the empty database.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let tmp = sibling(dir, "tmp");
         let old = sibling(dir, "old");
-        for d in [&tmp, &old] {
+        let mut stale: Vec<&Path> = vec![&tmp, &old];
+        if self.is_empty() {
+            stale.push(dir);
+        }
+        for d in stale {
             if d.exists() {
                 std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
             }
+        }
+        if self.is_empty() {
+            return Ok(());
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let max_id = self.max_id();

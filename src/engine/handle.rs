@@ -1,0 +1,161 @@
+//! A model worker in this process or in another one, behind one type each:
+//! [`Embedding`] and [`Generation`]. Pipelines hold these, so the same
+//! pipeline code runs whether a role loads a model itself or uses a remote
+//! `embed` / `generate` process.
+
+use super::remote::{RemoteEmbedder, RemoteGenerator};
+use super::{EmbedWorker, GenerationStream, Generator, Prompt, StatsSnapshot};
+use crate::error::{Error, Result};
+use crate::models::embedder::count_tokens;
+use crate::models::llm::chat::Message;
+use crate::models::llm::sampling::SamplingParams;
+use std::sync::Arc;
+use tokenizers::Tokenizer;
+
+/// The embedding model: a local worker or a remote `embed` process.
+#[derive(Clone)]
+pub enum Embedding {
+    Local(EmbedWorker),
+    Remote(Arc<RemoteEmbedder>),
+}
+
+impl Embedding {
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Embedding::Local(w) => w.embed(texts).await,
+            Embedding::Remote(r) => r.embed(texts).await,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Embedding::Local(w) => &w.embedder().name,
+            Embedding::Remote(r) => &r.info.name,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Embedding::Local(w) => w.embedder().dim,
+            Embedding::Remote(r) => r.info.dimensions,
+        }
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Embedding::Local(w) => w.embedder().max_tokens,
+            Embedding::Remote(r) => r.info.max_tokens,
+        }
+    }
+
+    /// The weights' path, or the remote process's URL.
+    pub fn location(&self) -> String {
+        match self {
+            Embedding::Local(w) => w.embedder().path.display().to_string(),
+            Embedding::Remote(r) => r.url.clone(),
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Embedding::Local(w) => w.embedder().tokenizer(),
+            Embedding::Remote(r) => r.tokenizer(),
+        }
+    }
+
+    /// Tokens the embedder sees of `text` (after truncation). CPU work:
+    /// call it off the async runtime for long texts.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        count_tokens(self.tokenizer(), text)
+    }
+}
+
+/// An LLM: a local generation worker or a remote `generate` process.
+#[derive(Clone)]
+pub enum Generation {
+    Local(Generator),
+    Remote(Arc<RemoteGenerator>),
+}
+
+impl Generation {
+    pub fn name(&self) -> &str {
+        match self {
+            Generation::Local(g) => &g.llm().name,
+            Generation::Remote(r) => &r.info.name,
+        }
+    }
+
+    /// The weights' path, or the remote process's URL.
+    pub fn location(&self) -> String {
+        match self {
+            Generation::Local(g) => g.llm().path.display().to_string(),
+            Generation::Remote(r) => r.url.clone(),
+        }
+    }
+
+    pub fn context_length(&self) -> usize {
+        match self {
+            Generation::Local(g) => g.llm().context_length(),
+            Generation::Remote(r) => r.info.context_length,
+        }
+    }
+
+    pub fn max_prompt_tokens(&self) -> usize {
+        match self {
+            Generation::Local(g) => g.limits().max_prompt_tokens,
+            Generation::Remote(r) => r.info.max_prompt_tokens,
+        }
+    }
+
+    /// Check sampling parameters against this model's limits.
+    pub fn check(&self, params: &SamplingParams) -> Result<()> {
+        match self {
+            Generation::Local(g) => g.check(params),
+            Generation::Remote(r) => {
+                params.validate()?;
+                let limit = r.info.max_tokens_limit;
+                if params.max_tokens > limit {
+                    return Err(Error::InvalidField {
+                        field: "max_tokens",
+                        message: format!(
+                            "max_tokens must be at most {limit}, got {}",
+                            params.max_tokens
+                        ),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Render a conversation with the model's chat template and tokenize it.
+    pub async fn encode_chat(&self, messages: Vec<Message>) -> Result<Vec<u32>> {
+        match self {
+            Generation::Local(g) => {
+                let llm = g.llm().clone();
+                crate::engine::blocking(move || llm.encode_chat(&messages)).await
+            }
+            Generation::Remote(r) => r.encode_chat(&messages).await,
+        }
+    }
+
+    /// Start a generation. Parameters are checked here; prompt errors
+    /// arrive as the stream's first event.
+    pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
+        match self {
+            Generation::Local(g) => g.submit(prompt, params),
+            Generation::Remote(r) => {
+                self.check(&params)?;
+                Ok(r.submit(prompt, params))
+            }
+        }
+    }
+
+    /// Queue counters, for a local worker.
+    pub fn stats(&self) -> Option<StatsSnapshot> {
+        match self {
+            Generation::Local(g) => Some(g.stats()),
+            Generation::Remote(_) => None,
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The front door of the `gateway` topology: one URL for clients, routing
+//! each request to the process that serves it, streaming both ways.
+//!
+//! - By path: `/rag`, `/search`, `/embed`, `/documents...` go to the `rag`
+//!   process (the one store writer); `/fine-tuned` to the `fine-tuned` one.
+//! - By the body's `model`: `/v1/chat/completions`, `/v1/completions` and
+//!   `/v1/embeddings` go to the process whose `/v1/models` lists it.
+//! - Itself: `/healthz`, `/readyz` (every backend ready), `/info`,
+//!   `/topology`, `/openapi.json`, and `/v1/models` (the backends' union).
+//!
+//! A backend that does not answer gives a 502 JSON error at once, never a
+//! hang; requests to the other backend are unaffected.
+
+use super::error::ApiError;
+use super::{health, openapi, topology, AppState};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The processes behind a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    /// The `rag` process (also owns the document store).
+    pub rag: Option<String>,
+    pub fine_tuned: Option<String>,
+}
+
+impl Backends {
+    /// Fine-tuned first: an LLM name both processes serve goes to the
+    /// fine-tuned pipeline, as it does in a unified process.
+    fn all(&self) -> Vec<(&'static str, &str)> {
+        let mut all = Vec::new();
+        if let Some(url) = &self.fine_tuned {
+            all.push(("fine-tuned", url.as_str()));
+        }
+        if let Some(url) = &self.rag {
+            all.push(("rag", url.as_str()));
+        }
+        all
+    }
+}
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(readyz))
+        .route("/info", get(info))
+        .route("/topology", get(topology::topology))
+        .route("/openapi.json", get(openapi::document))
+        .route("/v1/models", get(models))
+        .fallback(proxy)
+}
+
+/// Ready when every backend is.
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<health::Status>, ApiError> {
+    for (name, url) in state.spec.backends.all() {
+        let ok = state
+            .client
+            .get(format!("{url}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            return Err(ApiError::not_ready(format!(
+                "the {name} process at {url} is not ready"
+            )));
+        }
+    }
+    Ok(Json(health::Status {
+        status: "ready".into(),
+    }))
+}
+
+async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let backends: serde_json::Map<String, Value> = state
+        .spec
+        .backends
+        .all()
+        .into_iter()
+        .map(|(name, url)| (name.to_string(), json!(url)))
+        .collect();
+    Json(json!({
+        "name": "hearth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "role": "gateway",
+        "listen": state.addr.to_string(),
+        "pid": std::process::id(),
+        "uptime_s": state.started.elapsed().as_secs_f64(),
+        "ready": true,
+        "backends": backends,
+    }))
+}
+
+fn unreachable(name: &str, url: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "backend_unavailable",
+            format!("the {name} process at {url} is not answering: {e}"),
+        )
+    }
+}
+
+/// The models of every backend that answers, without repeats.
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let mut data: Vec<Value> = Vec::new();
+    let mut last_error = None;
+    for (name, url) in state.spec.backends.all() {
+        match fetch_models(&state.client, url, &headers).await {
+            Ok(list) => {
+                for model in list {
+                    if !data.iter().any(|m| m["id"] == model["id"]) {
+                        data.push(model);
+                    }
+                }
+            }
+            Err(Fetch::Refused(response)) => return response,
+            Err(Fetch::Unreachable(e)) => last_error = Some(unreachable(name, url, e)),
+        }
+    }
+    match (data.is_empty(), last_error) {
+        (true, Some(e)) => e.into_response(),
+        _ => Json(json!({ "object": "list", "data": data })).into_response(),
+    }
+}
+
+enum Fetch {
+    /// The backend answered with an error (401, 503): pass it on.
+    Refused(Response),
+    Unreachable(String),
+}
+
+async fn fetch_models(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &HeaderMap,
+) -> Result<Vec<Value>, Fetch> {
+    let mut request = client.get(format!("{url}/v1/models"));
+    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+        request = request.header(axum::http::header::AUTHORIZATION, auth);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Fetch::Unreachable(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(Fetch::Refused(relay(response)));
+    }
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| Fetch::Unreachable(e.to_string()))?;
+    Ok(body["data"].as_array().cloned().unwrap_or_default())
+}
+
+/// Which backend serves a path, when the path alone decides.
+fn by_path(path: &str) -> Option<&'static str> {
+    match path {
+        "/rag" | "/search" | "/embed" | "/documents" => Some("rag"),
+        "/fine-tuned" => Some("fine-tuned"),
+        p if p.starts_with("/documents/") => Some("rag"),
+        _ => None,
+    }
+}
+
+/// OpenAI routes, where the body's `model` decides.
+const BY_MODEL: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+
+async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match route(&state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let path = request.uri().path().to_string();
+    let backends = &state.spec.backends;
+    let url_of = |name: &str| match name {
+        "rag" => backends.rag.as_deref(),
+        _ => backends.fine_tuned.as_deref(),
+    };
+    if let Some(name) = by_path(&path) {
+        let url = url_of(name).ok_or_else(|| no_backend(name))?;
+        return forward(state, name, url, request, None).await;
+    }
+    if !BY_MODEL.contains(&path.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            format!("no route {path}"),
+        ));
+    }
+    // Read the body to find the model; anything unreadable goes to the rag
+    // process, whose answer (a JSON error) is the one a unified server gives.
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, state.config.limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!(
+                    "the request body is larger than {} bytes",
+                    state.config.limits.max_body_bytes
+                ),
+            )
+        })?;
+    let model = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["model"].as_str().map(String::from));
+    let request = Request::from_parts(parts, Body::empty());
+    let name = match model {
+        None => "rag",
+        Some(model) => owner_of(state, &model, request.headers()).await?,
+    };
+    let url = url_of(name).ok_or_else(|| no_backend(name))?;
+    forward(state, name, url, request, Some(bytes)).await
+}
+
+fn no_backend(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_served_here",
+        format!("this gateway has no {name} process behind it"),
+    )
+}
+
+/// Which backend serves each model id, learnt from their `/v1/models` on
+/// first use (a process serves the models of its config, restart or not).
+#[derive(Debug, Default)]
+pub struct ModelRoutes(std::sync::Mutex<std::collections::HashMap<String, &'static str>>);
+
+/// The backend whose `/v1/models` lists `model`.
+async fn owner_of(
+    state: &AppState,
+    model: &str,
+    headers: &HeaderMap,
+) -> Result<&'static str, ApiError> {
+    let routes = &state.model_routes.0;
+    if let Some(&name) = routes.lock().expect("not poisoned").get(model) {
+        return Ok(name);
+    }
+    let mut unreachable_error = None;
+    let mut lists = Vec::new();
+    for (name, url) in state.spec.backends.all() {
+        match fetch_models(&state.client, url, headers).await {
+            Ok(list) => lists.push((name, list)),
+            Err(Fetch::Refused(_)) => {}
+            Err(Fetch::Unreachable(e)) => unreachable_error = Some(unreachable(name, url, e)),
+        }
+    }
+    let owner = lists
+        .iter()
+        .find(|(_, list)| list.iter().any(|m| m["id"] == model))
+        .map(|(name, _)| *name);
+    // Remember the map only once every backend answered, so that a model
+    // both serve is not pinned to the one that happened to be up.
+    if unreachable_error.is_none() {
+        let mut known = routes.lock().expect("not poisoned");
+        for (name, list) in &lists {
+            for id in list.iter().filter_map(|m| m["id"].as_str()) {
+                known.entry(id.to_string()).or_insert(name);
+            }
+        }
+    }
+    if let Some(name) = owner {
+        return Ok(name);
+    }
+    // A backend that is down may be the one serving it: say so rather than
+    // claim the model does not exist.
+    if let Some(e) = unreachable_error {
+        return Err(e);
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "model_not_found",
+        format!("the model `{model}` does not exist; GET /v1/models lists the served models"),
+    )
+    .param("model"))
+}
+
+/// Headers that belong to one connection, not to the request.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Send the request on and stream the answer back. Dropping the answer
+/// (the client went away) closes the backend connection, which cancels the
+/// generation there.
+async fn forward(
+    state: &AppState,
+    name: &str,
+    base: &str,
+    request: Request,
+    buffered: Option<axum::body::Bytes>,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let target = format!(
+        "{base}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut outgoing = state.client.request(parts.method, &target);
+    for (key, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(&key.as_str()) {
+            outgoing = outgoing.header(key, value);
+        }
+    }
+    outgoing = match buffered {
+        Some(bytes) => outgoing.body(bytes),
+        None => outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream())),
+    };
+    let response = outgoing
+        .send()
+        .await
+        .map_err(|e| unreachable(name, base, e))?;
+    Ok(relay(response))
+}
+
+fn relay(response: reqwest::Response) -> Response {
+    let mut builder = Response::builder().status(response.status());
+    for (key, value) in response.headers() {
+        if !HOP_BY_HOP.contains(&key.as_str()) {
+            builder = builder.header(key, value);
+        }
+    }
+    builder
+        .body(Body::from_stream(response.bytes_stream()))
+        .unwrap_or_else(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_backend_response",
+                format!("could not relay the backend's answer: {e}"),
+            )
+            .into_response()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_pick_backends() {
+        assert_eq!(by_path("/rag"), Some("rag"));
+        assert_eq!(by_path("/documents/a%2Fb"), Some("rag"));
+        assert_eq!(by_path("/fine-tuned"), Some("fine-tuned"));
+        assert_eq!(by_path("/v1/chat/completions"), None);
+        assert_eq!(by_path("/nope"), None);
+    }
+}

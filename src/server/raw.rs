@@ -1,0 +1,95 @@
+//! The model-level routes that `generate` and `embed` processes serve to
+//! the `rag` processes using them (see `engine::remote`): `GET /generator`,
+//! `POST /tokenize`, `POST /generate` (SSE: `started`, `text`, `done`,
+//! `error`), and `GET /embedder`. They are hearth's internal protocol, not
+//! a client API, and are left out of the OpenAPI document.
+
+use super::error::{ApiError, ApiJson};
+use super::generate::{sse_stream, started};
+use super::AppState;
+use crate::engine::remote::{
+    EmbedderInfo, GenerateRequest, GeneratorInfo, TokenizeRequest, Tokenized,
+};
+use crate::engine::Generation;
+use crate::error::Error;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::Arc;
+
+fn event(name: &str, value: &serde_json::Value) -> SseEvent {
+    SseEvent::default().event(name).data(value.to_string())
+}
+
+/// The LLM this process serves and its limits.
+pub async fn generator(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<GeneratorInfo>, ApiError> {
+    let g = state.services()?.generator()?;
+    let Generation::Local(local) = g else {
+        return Err(Error::NotServed("this process's generator is remote".into()).into());
+    };
+    Ok(Json(GeneratorInfo {
+        name: g.name().to_string(),
+        context_length: g.context_length(),
+        max_prompt_tokens: g.max_prompt_tokens(),
+        max_tokens_limit: local.limits().max_tokens,
+    }))
+}
+
+/// A conversation rendered with the model's chat template, as token ids.
+pub async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<TokenizeRequest>,
+) -> Result<Json<Tokenized>, ApiError> {
+    let g = state.services()?.generator()?.clone();
+    Ok(Json(Tokenized {
+        tokens: g.encode_chat(req.messages).await?,
+    }))
+}
+
+/// Generate from a prompt, a conversation or token ids.
+pub async fn generate(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<GenerateRequest>,
+) -> Result<Response, ApiError> {
+    let g = state.services()?.generator()?;
+    let mut stream = g.submit(req.prompt, req.params)?;
+    let prompt_tokens = started(&mut stream).await?;
+    if !req.stream {
+        return Ok(Json(stream.finish().await?).into_response());
+    }
+    let first = futures_util::stream::once(async move {
+        Ok(event("started", &json!({ "prompt_tokens": prompt_tokens })))
+    });
+    let rest = sse_stream(
+        stream,
+        |text| event("text", &json!({ "text": text })),
+        |end| match end {
+            Ok(c) => vec![event("done", &json!(c))],
+            Err(e) => vec![event("error", &e.body())],
+        },
+    );
+    use futures_util::StreamExt;
+    Ok(Sse::new(first.chain(rest))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The embedder this process serves, with its tokenizer.
+pub async fn embedder(State(state): State<Arc<AppState>>) -> Result<Json<EmbedderInfo>, ApiError> {
+    let e = state.services()?.embedding()?;
+    let tokenizer = e
+        .tokenizer()
+        .to_string(false)
+        .map_err(crate::error::Error::tokenizer)?;
+    Ok(Json(EmbedderInfo {
+        name: e.name().to_string(),
+        dimensions: e.dim(),
+        max_tokens: e.max_tokens(),
+        tokenizer: serde_json::from_str(&tokenizer)
+            .map_err(|e| Error::tokenizer(format!("serialising the tokenizer: {e}")))?,
+    }))
+}

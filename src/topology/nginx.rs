@@ -1,0 +1,240 @@
+//! `hearth gateway-config --nginx`: an nginx config equivalent to the
+//! built-in gateway, for users who put a production proxy in front of the
+//! `separated` processes. Routing by path is plain `location` blocks;
+//! routing the OpenAI routes by the body's `model`, and merging
+//! `/v1/models`, needs njs (`ngx_http_js_module`, Debian's
+//! `libnginx-mod-http-js`), whose script is written beside the config.
+
+use super::{plan, Topology};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Write `hearth.conf` and `hearth-route.js` into `dir`; return their paths.
+pub fn write(config: &Config, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+    let listen: std::net::SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|_| Error::InvalidInput(format!("bad listen address {:?}", config.listen)))?;
+    if listen.port() == 0 {
+        return Err(Error::InvalidInput(
+            "nginx needs fixed ports: set `listen` to a real port (the backends take the next ones)".into(),
+        ));
+    }
+    let conf = dir.join("hearth.conf");
+    let js = dir.join("hearth-route.js");
+    std::fs::write(&conf, conf_text(config, listen, &dir)).map_err(|e| Error::io(&conf, e))?;
+    std::fs::write(&js, js_text(config)).map_err(|e| Error::io(&js, e))?;
+    Ok(vec![conf, js])
+}
+
+/// The LLM name a model setting gives (its file stem), when it names a
+/// local .gguf file or a directory holding one.
+fn llm_name(setting: &str) -> Option<String> {
+    let path = Path::new(setting);
+    let file = if path.is_dir() {
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "gguf"))?
+    } else {
+        path.to_path_buf()
+    };
+    Some(file.file_stem()?.to_string_lossy().into_owned())
+}
+
+fn conf_text(config: &Config, listen: std::net::SocketAddr, dir: &Path) -> String {
+    let parts = plan(Topology::Gateway, listen.port());
+    let port_of = |name: &str| {
+        parts
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.port)
+            .expect("the gateway plan has rag and fine-tuned")
+    };
+    let host = listen.ip();
+    let body_kib = config.limits.max_body_bytes.div_ceil(1024);
+    format!(
+        r#"# nginx in front of hearth's `separated` processes: the equivalent of
+# `hearth up --topology gateway`, with nginx as the front door.
+# Written by `hearth gateway-config --nginx` from the config's `listen`.
+#
+#   hearth up --topology separated --listen {listen}   # rag :{rag}, fine-tuned :{ft}
+#   nginx -c {dir}/hearth.conf
+#
+# Needs njs (Debian: libnginx-mod-http-js) to route the OpenAI routes by the
+# request's `model` and merge /v1/models. In your own nginx.conf, take the
+# `http {{}}` block's contents and drop the first two lines.
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
+events {{}}
+pid {dir}/nginx.pid;
+error_log stderr notice;
+
+http {{
+    access_log off;
+    js_path "{dir}";
+    js_import route from hearth-route.js;
+
+    upstream hearth_rag {{
+        server {host}:{rag};
+        keepalive 16;
+    }}
+    upstream hearth_fine_tuned {{
+        server {host}:{ft};
+        keepalive 16;
+    }}
+
+    server {{
+        listen {listen};
+
+        # Bodies up to hearth's max_body_bytes, kept in memory so that njs
+        # can read `model`.
+        client_max_body_size {body_kib}k;
+        client_body_buffer_size {body_kib}k;
+
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        # Stream tokens (SSE) as they are generated.
+        proxy_buffering off;
+        proxy_read_timeout 1h;
+        # A backend that is down is a 502 at once, not a hang.
+        proxy_connect_timeout 5s;
+        proxy_intercept_errors off;
+        error_page 502 504 = @backend_down;
+
+        # The rag process owns the document store: everything about
+        # documents and retrieval goes there.
+        location = /rag       {{ proxy_pass http://hearth_rag; }}
+        location = /search    {{ proxy_pass http://hearth_rag; }}
+        location = /embed     {{ proxy_pass http://hearth_rag; }}
+        location /documents   {{ proxy_pass http://hearth_rag; }}
+        location = /fine-tuned {{ proxy_pass http://hearth_fine_tuned; }}
+
+        # OpenAI routes: the body's `model` picks the process.
+        location = /v1/chat/completions {{ js_content route.by_model; }}
+        location = /v1/completions      {{ js_content route.by_model; }}
+        location = /v1/embeddings       {{ js_content route.by_model; }}
+        location = /v1/models           {{ js_content route.models; }}
+        location @rag        {{ proxy_pass http://hearth_rag; }}
+        location @fine_tuned {{ proxy_pass http://hearth_fine_tuned; }}
+        location /_rag/        {{ internal; proxy_pass http://hearth_rag/; }}
+        location /_fine_tuned/ {{ internal; proxy_pass http://hearth_fine_tuned/; }}
+
+        # The front door's own probes; /readyz, /info and /topology come
+        # from the rag process, /openapi.json from either (it is the same).
+        location = /healthz {{
+            default_type application/json;
+            return 200 '{{"status":"ok"}}';
+        }}
+        location = /readyz       {{ proxy_pass http://hearth_rag; }}
+        location = /info         {{ proxy_pass http://hearth_rag; }}
+        location = /topology     {{ proxy_pass http://hearth_rag; }}
+        location = /openapi.json {{ proxy_pass http://hearth_rag; }}
+
+        location / {{
+            default_type application/json;
+            return 404 '{{"error":{{"message":"no route $uri","type":"not_found_error","param":null,"code":"route_not_found"}}}}';
+        }}
+        location @backend_down {{
+            default_type application/json;
+            add_header Retry-After 1 always;
+            return 502 '{{"error":{{"message":"the process serving $uri is not answering","type":"server_error","param":null,"code":"backend_unavailable"}}}}';
+        }}
+    }}
+}}
+"#,
+        rag = port_of("rag"),
+        ft = port_of("fine-tuned"),
+        dir = dir.display(),
+    )
+}
+
+fn js_text(config: &Config) -> String {
+    let mut fine_tuned = vec!["hearth-fine-tuned".to_string()];
+    // An LLM named by both pipelines goes to the fine-tuned one, as in a
+    // unified process and the built-in gateway.
+    if let Some(name) = llm_name(&config.models.fine_tuned) {
+        fine_tuned.push(name);
+    }
+    let list = serde_json::to_string(&fine_tuned).expect("strings serialise");
+    format!(
+        r#"// njs routing for hearth's nginx front door (see hearth.conf).
+// Written by `hearth gateway-config --nginx`; the model ids come from the
+// config's models.fine_tuned.
+
+const FINE_TUNED_MODELS = {list};
+
+// Send the request to the process serving its `model`; anything else
+// (other models, unreadable bodies) to the rag process, which answers as a
+// unified server would (404 model_not_found, 400 for bad JSON).
+function by_model(r) {{
+    let model = null;
+    try {{
+        model = JSON.parse(r.requestText || "").model;
+    }} catch (e) {{
+        model = null;
+    }}
+    r.internalRedirect(FINE_TUNED_MODELS.includes(model) ? "@fine_tuned" : "@rag");
+}}
+
+// The union of both processes' model lists, fine-tuned first.
+async function models(r) {{
+    const seen = new Set();
+    const data = [];
+    for (const prefix of ["/_fine_tuned", "/_rag"]) {{
+        try {{
+            const reply = await r.subrequest(prefix + "/v1/models");
+            if (reply.status !== 200) {{
+                if (reply.status === 401) {{
+                    r.headersOut["Content-Type"] = "application/json";
+                    r.return(401, reply.responseText);
+                    return;
+                }}
+                continue;
+            }}
+            for (const m of JSON.parse(reply.responseText).data) {{
+                if (!seen.has(m.id)) {{
+                    seen.add(m.id);
+                    data.push(m);
+                }}
+            }}
+        }} catch (e) {{
+            // That process is down; list the other's models.
+        }}
+    }}
+    r.headersOut["Content-Type"] = "application/json";
+    r.return(200, JSON.stringify({{ object: "list", data: data }}));
+}}
+
+export default {{ by_model, models }};
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_the_backends_and_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            listen: "127.0.0.1:9000".into(),
+            ..Config::default()
+        };
+        let written = write(&config, dir.path()).unwrap();
+        let conf = std::fs::read_to_string(&written[0]).unwrap();
+        assert!(conf.contains("server 127.0.0.1:9001;"), "{conf}");
+        assert!(conf.contains("server 127.0.0.1:9002;"));
+        assert!(conf.contains("listen 127.0.0.1:9000;"));
+        let js = std::fs::read_to_string(&written[1]).unwrap();
+        assert!(js.contains("\"hearth-fine-tuned\""));
+        let port_zero = Config {
+            listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        assert!(write(&port_zero, dir.path()).is_err());
+    }
+}
