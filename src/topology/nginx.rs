@@ -170,38 +170,42 @@ const FINE_TUNED_MODELS = {list};
 // (other models, unreadable bodies) to the rag process, which answers as a
 // unified server would (404 model_not_found, 400 for bad JSON).
 function by_model(r) {{
-    let model = null;
+    var model = null;
     try {{
         model = JSON.parse(r.requestText || "").model;
     }} catch (e) {{
         model = null;
     }}
-    r.internalRedirect(FINE_TUNED_MODELS.includes(model) ? "@fine_tuned" : "@rag");
+    r.internalRedirect(FINE_TUNED_MODELS.indexOf(model) >= 0 ? "@fine_tuned" : "@rag");
 }}
 
-// The union of both processes' model lists, fine-tuned first.
+// The union of both processes' model lists, fine-tuned first. (Plain
+// loops and objects: njs 0.7, as Debian 12 ships it, lacks for-of and Set.)
 async function models(r) {{
-    const seen = new Set();
-    const data = [];
-    for (const prefix of ["/_fine_tuned", "/_rag"]) {{
+    var seen = {{}};
+    var data = [];
+    var prefixes = ["/_fine_tuned", "/_rag"];
+    for (var i = 0; i < prefixes.length; i++) {{
+        var reply;
         try {{
-            const reply = await r.subrequest(prefix + "/v1/models");
-            if (reply.status !== 200) {{
-                if (reply.status === 401) {{
-                    r.headersOut["Content-Type"] = "application/json";
-                    r.return(401, reply.responseText);
-                    return;
-                }}
-                continue;
-            }}
-            for (const m of JSON.parse(reply.responseText).data) {{
-                if (!seen.has(m.id)) {{
-                    seen.add(m.id);
-                    data.push(m);
-                }}
-            }}
+            reply = await r.subrequest(prefixes[i] + "/v1/models");
         }} catch (e) {{
-            // That process is down; list the other's models.
+            continue; // that process is down: list the other's models
+        }}
+        if (reply.status === 401) {{
+            r.headersOut["Content-Type"] = "application/json";
+            r.return(401, reply.responseText);
+            return;
+        }}
+        if (reply.status !== 200) {{
+            continue;
+        }}
+        var list = JSON.parse(reply.responseText).data;
+        for (var j = 0; j < list.length; j++) {{
+            if (!seen[list[j].id]) {{
+                seen[list[j].id] = true;
+                data.push(list[j]);
+            }}
         }}
     }}
     r.headersOut["Content-Type"] = "application/json";
