@@ -2,9 +2,11 @@
 # hearth's main job: fetch the default models if missing, build in release,
 # ingest a sample corpus on first start (hearth's own docs, and the Rust book
 # from the local Rust documentation when present), then serve both pipelines
-# on one port and print curl examples. Ctrl-C stops it gracefully.
+# (one process on one port, or any topology) and print curl examples.
+# Ctrl-C stops it gracefully.
 #
 #   scripts/run.sh                 # http://127.0.0.1:8080, data in ./data
+#   HEARTH_TOPOLOGY=gateway scripts/run.sh   # unified|separated|per-model|gateway
 #   HEARTH_LISTEN=127.0.0.1:9000 HEARTH_DATA_DIR=/tmp/h scripts/run.sh
 #   HEARTH_SKIP_BOOK=1 scripts/run.sh   # skip the Rust book (a few minutes on 2 cores)
 set -euo pipefail
@@ -28,26 +30,43 @@ if [ ! -f "$data_dir/.sample-ingested" ]; then
   touch "$data_dir/.sample-ingested"
 fi
 
-"$bin" serve &
+topology=${HEARTH_TOPOLOGY:-unified}
+url="http://$listen"
+rag=$url
+fine_tuned=$url
+case $topology in
+  unified) "$bin" serve & ;;
+  gateway) "$bin" up --topology gateway & ;;
+  separated | per-model)
+    # The rag process takes the next port, the fine-tuned one the one after.
+    host=${listen%:*} port=${listen##*:}
+    rag="http://$host:$((port + 1))"
+    fine_tuned="http://$host:$((port + 2))"
+    "$bin" up --topology "$topology" &
+    ;;
+  *) echo "HEARTH_TOPOLOGY must be unified, separated, per-model or gateway" >&2; exit 2 ;;
+esac
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; exit 0' INT TERM
-url="http://$listen"
-until curl -sf "$url/readyz" >/dev/null; do
-  if ! kill -0 "$server" 2>/dev/null; then
-    wait "$server"
-    exit 1
-  fi
-  sleep 0.2
+for ready in "$rag/readyz" "$fine_tuned/readyz"; do
+  until curl -sf "$ready" >/dev/null; do
+    if ! kill -0 "$server" 2>/dev/null; then
+      wait "$server"
+      exit 1
+    fi
+    sleep 0.2
+  done
 done
+url=$rag
 
 cat <<EXAMPLES
 
-hearth is ready at $url. Try:
+hearth ($topology) is ready. Try:
 
   curl -s $url/rag -H 'content-type: application/json' \\
     -d '{"question": "What is ownership in Rust?", "max_tokens": 64}'
 
-  curl -sN $url/fine-tuned -H 'content-type: application/json' \\
+  curl -sN $fine_tuned/fine-tuned -H 'content-type: application/json' \\
     -d '{"messages": [{"role": "user", "content": "Write a haiku about crabs."}], "stream": true}'
 
   curl -s $url/search -H 'content-type: application/json' \\
@@ -56,7 +75,7 @@ hearth is ready at $url. Try:
   curl -s $url/documents -H 'content-type: application/json' \\
     -d '{"id": "note-1", "text": "The staging cluster is called kestrel."}'
 
-  curl -s $url/info
+  curl -s $url/topology      # the processes, their pids and health
 
 Ctrl-C stops the server (in-flight requests finish, the index is saved).
 EXAMPLES
