@@ -1,6 +1,7 @@
-//! Micro-benchmarks of the model hot paths on the real default models:
-//! embedding a batch, prompt processing of 128 tokens, one decode step.
-//! Run with `cargo bench --bench models` (needs scripts/fetch-models.sh).
+//! Micro-benchmarks of the hot paths: embedding a batch, prompt processing
+//! of 128 tokens and one decode step on the real default models, and an
+//! HNSW search at the default settings. Run with `cargo bench --bench
+//! models` (needs scripts/fetch-models.sh).
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -65,5 +66,29 @@ fn llm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, embeddings, llm);
+/// One search (k = 4, ef_search = 64, M = 16, ef_construction = 200) in an
+/// index of 10,000 random unit vectors of MiniLM's 384 dimensions.
+fn hnsw(c: &mut Criterion) {
+    use hearth::store::index::{IndexParams, VectorIndex};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut unit = || {
+        let v: Vec<f32> = (0..384).map(|_| rng.random::<f32>() - 0.5).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect::<Vec<f32>>()
+    };
+    let points: Vec<(i64, Vec<f32>)> = (1..=10_000).map(|i| (i, unit())).collect();
+    let index = VectorIndex::new(384, IndexParams::default(), points.len());
+    index.insert(&points);
+    let queries: Vec<Vec<f32>> = (0..100).map(|_| unit()).collect();
+    let mut i = 0;
+    c.bench_function("hnsw_search_10k_k4_ef64", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            index.search(&queries[i], 4, 64, &|_| true)
+        })
+    });
+}
+
+criterion_group!(benches, embeddings, llm, hnsw);
 criterion_main!(benches);

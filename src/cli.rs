@@ -2,6 +2,7 @@
 //! glue that turns them into library calls. `main.rs` only parses and calls
 //! [`run`].
 
+use crate::bench::runner::Scenario;
 use crate::config::{Config, ConfigArgs, LlmSlot, Role};
 use crate::engine::{Event, Generator, GeneratorLimits, Prompt};
 use crate::models::llm::chat::Message;
@@ -50,6 +51,10 @@ pub enum Command {
     Up(UpArgs),
     /// Write an nginx config equivalent to the built-in gateway.
     GatewayConfig(GatewayConfigArgs),
+    /// Measure topologies side by side under one workload; write
+    /// results.json, report.md and charts. `hearth bench compare A B`
+    /// prints the ratios between two runs.
+    Bench(BenchArgs),
     /// Add files (.txt, .md, .html; directories are walked) to the document
     /// store, with no server running on it.
     Ingest(IngestArgs),
@@ -186,6 +191,50 @@ pub struct GatewayConfigArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub action: Option<BenchAction>,
+    /// Topologies to bring up and measure, in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "unified,separated"
+    )]
+    pub topology: Vec<Topology>,
+    /// The workload file.
+    #[arg(long, default_value = "benches/workloads/light.toml")]
+    pub workload: PathBuf,
+    /// Scenarios to run (steady includes the cost figures).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "steady")]
+    pub scenario: Vec<Scenario>,
+    /// Runs per load level.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Where results.json, report.md and the charts go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Measure a deployment already running here (loopback only) instead
+    /// of bringing topologies up; /fine-tuned goes to --fine-tuned-url if given.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, requires = "url")]
+    pub fine_tuned_url: Option<String>,
+    /// With --url: ingest the workload's corpus into that deployment first.
+    #[arg(long, requires = "url")]
+    pub ingest: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchAction {
+    /// Print B's figures as ratios of A's.
+    Compare { a: PathBuf, b: PathBuf },
+}
+
+#[derive(Args, Debug)]
 pub struct IngestArgs {
     /// Files and directories to ingest.
     #[arg(required = true)]
@@ -241,6 +290,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => bench(args, &load_config),
         Command::Ingest(args) => ingest(load_config(&args.config)?, args),
         Command::EvalRetrieval(args) => eval_retrieval(load_config(&args.config)?, args),
         Command::Embed(args) => embed(args, &device()?),
@@ -253,6 +303,43 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+fn bench(
+    args: BenchArgs,
+    load_config: &dyn Fn(&ConfigArgs) -> crate::Result<Config>,
+) -> Result<()> {
+    use crate::bench::{load::Targets, report, runner};
+    if let Some(BenchAction::Compare { a, b }) = &args.action {
+        print!("{}", report::compare(&report::read(a)?, &report::read(b)?));
+        return Ok(());
+    }
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let config = load_config(&args.config)?;
+    let plan = runner::Plan {
+        topologies: args.topology.clone(),
+        workload: crate::bench::workload::Workload::load(&args.workload)?,
+        scenarios: args.scenario.clone(),
+        repeat: args.repeat,
+        running: args.url.as_ref().map(|u| Targets {
+            rag: u.trim_end_matches('/').to_string(),
+            fine_tuned: args
+                .fine_tuned_url
+                .as_deref()
+                .unwrap_or(u)
+                .trim_end_matches('/')
+                .to_string(),
+        }),
+        ingest_running: args.ingest,
+        out: args.out.clone(),
+    };
+    let results = runtime()?.block_on(runner::run(&config, &plan))?;
+    for path in report::write(&results, &args.out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn spec(args: &ServeArgs) -> Result<Spec> {
