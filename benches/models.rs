@@ -67,7 +67,8 @@ fn llm(c: &mut Criterion) {
 }
 
 /// One search (k = 4, ef_search = 64, M = 16, ef_construction = 200) in an
-/// index of 10,000 random unit vectors of MiniLM's 384 dimensions.
+/// index of 10,000 random unit vectors of MiniLM's 384 dimensions (1,000
+/// in unoptimised builds, where `cargo test --all-targets` runs it once).
 fn hnsw(c: &mut Criterion) {
     use hearth::store::index::{IndexParams, VectorIndex};
     use rand::{Rng, SeedableRng};
@@ -77,12 +78,17 @@ fn hnsw(c: &mut Criterion) {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.into_iter().map(|x| x / norm).collect::<Vec<f32>>()
     };
-    let points: Vec<(i64, Vec<f32>)> = (1..=10_000).map(|i| (i, unit())).collect();
+    let n = if cfg!(debug_assertions) {
+        1_000
+    } else {
+        10_000
+    };
+    let points: Vec<(i64, Vec<f32>)> = (1..=n).map(|i| (i, unit())).collect();
     let index = VectorIndex::new(384, IndexParams::default(), points.len());
     index.insert(&points);
     let queries: Vec<Vec<f32>> = (0..100).map(|_| unit()).collect();
     let mut i = 0;
-    c.bench_function("hnsw_search_10k_k4_ef64", |b| {
+    c.bench_function(&format!("hnsw_search_{n}_k4_ef64"), |b| {
         b.iter(|| {
             i = (i + 1) % queries.len();
             index.search(&queries[i], 4, 64, &|_| true)
