@@ -232,6 +232,62 @@ pub struct BenchArgs {
 pub enum BenchAction {
     /// Print B's figures as ratios of A's.
     Compare { a: PathBuf, b: PathBuf },
+    /// One LLM speed measurement (prompt processing, greedy decode) as a
+    /// JSON line; `scripts/bench-peers.sh` compares it with llama.cpp.
+    Llm {
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// The prompt's text (repeated four times, cut to --prompt-tokens).
+        #[arg(long, default_value = "scripts/peers/prompt.txt")]
+        prompt_file: PathBuf,
+        #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+        llm: String,
+    },
+    /// One embedding speed measurement (texts/s at a batch size over the
+    /// cached corpus' passages, single-query latency) as a JSON line.
+    Embed {
+        #[arg(long, default_value = "target/bench-peers/corpus")]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Passages embedded (the corpus' first ones).
+        #[arg(long, default_value_t = 128)]
+        passages: usize,
+        /// Single-query embeddings timed (the median is reported).
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+        #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
+        embedder: String,
+    },
+    /// Chunk and embed the local Rust documentation (the book and the
+    /// reference by default) once, for `bench embed` and `bench hnsw`.
+    Corpus {
+        #[arg(long, default_value = "target/bench-peers/corpus")]
+        out: PathBuf,
+        /// Directories or files [default: the toolchain's book and reference].
+        sources: Vec<PathBuf>,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
+        embedder: String,
+    },
+    /// HNSW build time, recall@10 and single-thread queries/s per
+    /// ef_search on the cached corpus, as a JSON line.
+    Hnsw {
+        #[arg(long, default_value = "target/bench-peers/corpus")]
+        corpus: PathBuf,
+        /// The corpus' last N vectors are the queries, the rest the base.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        ef: Vec<usize>,
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -310,9 +366,8 @@ fn bench(
     load_config: &dyn Fn(&ConfigArgs) -> crate::Result<Config>,
 ) -> Result<()> {
     use crate::bench::{load::Targets, report, runner};
-    if let Some(BenchAction::Compare { a, b }) = &args.action {
-        print!("{}", report::compare(&report::read(a)?, &report::read(b)?));
-        return Ok(());
+    if let Some(action) = args.action {
+        return bench_action(action);
     }
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
@@ -339,6 +394,89 @@ fn bench(
     for path in report::write(&results, &args.out)? {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// `hearth bench compare` and the micro-benchmarks behind
+/// `scripts/bench-peers.sh`: each prints one JSON line.
+fn bench_action(action: BenchAction) -> Result<()> {
+    use crate::bench::{micro, report};
+    let device = device::open("cpu")?;
+    let (kind, mut value) = match action {
+        BenchAction::Compare { a, b } => {
+            print!(
+                "{}",
+                report::compare(&report::read(&a)?, &report::read(&b)?)
+            );
+            return Ok(());
+        }
+        BenchAction::Llm {
+            prompt_tokens,
+            gen_tokens,
+            prompt_file,
+            llm,
+        } => {
+            let text = std::fs::read_to_string(&prompt_file)
+                .with_context(|| format!("reading {}", prompt_file.display()))?;
+            let llm = Llm::load(&ModelSource::parse(&llm)?, &device)?;
+            ("llm", micro::llm(&llm, &text, prompt_tokens, gen_tokens)?)
+        }
+        BenchAction::Embed {
+            corpus,
+            batch,
+            passages,
+            queries,
+            embedder,
+        } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device)?;
+            let mut texts = micro::Corpus::read(&corpus)
+                .with_context(|| "run `hearth bench corpus` first".to_string())?
+                .texts;
+            texts.truncate(passages);
+            ("embed", micro::embed(&embedder, &texts, batch, queries)?)
+        }
+        BenchAction::Corpus {
+            out,
+            mut sources,
+            max_tokens,
+            embedder,
+        } => {
+            if sources.is_empty() {
+                let Some(book) = default_book() else {
+                    bail!("the local Rust documentation was not found; name the sources");
+                };
+                let html = book.parent().expect("book has a parent").to_path_buf();
+                sources = vec![book, html.join("reference")];
+            }
+            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device)?;
+            (
+                "corpus",
+                micro::corpus(&embedder, &sources, max_tokens, &out)?,
+            )
+        }
+        BenchAction::Hnsw {
+            corpus,
+            queries,
+            ef,
+            m,
+            ef_construction,
+        } => {
+            let corpus = micro::Corpus::read(&corpus)
+                .with_context(|| "run `hearth bench corpus` first".to_string())?;
+            let params = crate::store::index::IndexParams {
+                max_connections: m,
+                ef_construction,
+            };
+            ("hnsw", micro::hnsw(&corpus, queries, params, &ef)?)
+        }
+    };
+    value["peer"] = "hearth".into();
+    value["kind"] = kind.into();
+    value["threads"] = candle_core::utils::get_num_threads().into();
+    println!("{value}");
     Ok(())
 }
 

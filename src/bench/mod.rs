@@ -5,6 +5,7 @@
 //! ([`procs`]), written up as JSON, Markdown and SVG ([`report`]).
 
 pub mod load;
+pub mod micro;
 pub mod procs;
 pub mod report;
 pub mod retrieval;

@@ -7,9 +7,10 @@
 //! grouped-query attention, SwiGLU MLP, tied embeddings when the file has no
 //! `output.weight`).
 
+use super::qmatmul::QMatrix;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
@@ -91,16 +92,45 @@ impl LlamaConfig {
     }
 }
 
+/// `t` (f32) rounded to the nearest f16 values, kept in f32.
+fn round_f16(t: &Tensor) -> Result<Tensor> {
+    Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+}
+
+/// A quantized weight matrix applied as `x @ W^T`: Q4_1 and Q8_0 on the CPU
+/// go through hearth's SIMD kernels ([`super::qmatmul`]), everything else
+/// through candle's.
+enum Linear {
+    Candle(QMatMul),
+    Own(QMatrix),
+}
+
+impl Linear {
+    fn new(t: QTensor, device: &Device) -> Result<Self> {
+        if device.is_cpu() && QMatrix::supports(t.dtype()) {
+            return Ok(Self::Own(QMatrix::from_qtensor(&t)?));
+        }
+        Ok(Self::Candle(QMatMul::from_qtensor(t)?))
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(m) => Ok(m.forward(x)?),
+            Self::Own(m) => m.forward(x),
+        }
+    }
+}
+
 struct Layer {
     attn_norm: RmsNorm,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     ffn_norm: RmsNorm,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
 }
 
 /// The model's weights. Immutable after loading; share with `Arc`.
@@ -109,7 +139,7 @@ pub struct Llama {
     embed: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -154,10 +184,8 @@ impl Llama {
         };
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
-            let mut q = |suffix: &str| -> Result<QMatMul> {
-                Ok(QMatMul::from_qtensor(tensor(&format!(
-                    "blk.{i}.{suffix}.weight"
-                ))?)?)
+            let mut q = |suffix: &str| -> Result<Linear> {
+                Linear::new(tensor(&format!("blk.{i}.{suffix}.weight"))?, device)
             };
             let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
             let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
@@ -187,7 +215,7 @@ impl Llama {
             embed,
             layers,
             norm,
-            output: QMatMul::from_qtensor(output)?,
+            output: Linear::new(output, device)?,
             cos,
             sin,
             device: device.clone(),
@@ -262,11 +290,16 @@ impl Llama {
             let k = candle_transformers::utils::repeat_kv(k, n_rep)?.to_dtype(DType::F32)?;
             let v = candle_transformers::utils::repeat_kv(v, n_rep)?.to_dtype(DType::F32)?;
             let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+            // llama.cpp multiplies the f16 cache by f16 copies of the queries
+            // and of the attention weights: rounding them the same way keeps
+            // greedy output on its path where logits nearly tie.
+            let q = round_f16(&q)?;
             let mut att = (q.matmul(&k.t()?)? * scale)?;
             if let Some(mask) = &mask {
                 att = att.broadcast_add(mask)?;
             }
             let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = round_f16(&att)?;
             let y = att
                 .matmul(&v)?
                 .transpose(1, 2)?

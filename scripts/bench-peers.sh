@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Hearth against its peers on the same model files, machine and thread
+# counts: llama.cpp (llama-cpp-python, built from source), sentence-transformers
+# on PyTorch, and hnswlib. Runs alternate hearth / peer so machine drift
+# cancels; the table reports medians and ratios (hearth / peer).
+#
+# Usage: scripts/bench-peers.sh [--reps N] [--threads "1 2"] [--quick]
+# Writes target/bench-peers/results.json and target/bench-peers/results.md.
+# The peers' virtualenv (target/bench-peers/venv) and the embedded corpus
+# (target/bench-peers/corpus) are made on the first run and reused after.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+reps=5
+threads_list="1 2"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) reps="$2"; shift 2 ;;
+    --threads) threads_list="$2"; shift 2 ;;
+    --quick) reps=1; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+out=target/bench-peers
+venv=$out/venv
+corpus=$out/corpus
+raw=$out/raw.jsonl
+mkdir -p "$out"
+
+# Pinned peers; llama-cpp-python compiles llama.cpp for this CPU (-march=native).
+LLAMA_CPP_PYTHON=0.3.36
+SENTENCE_TRANSFORMERS=6.2.0
+HNSWLIB=0.8.0
+if ! "$venv/bin/python" -c "import llama_cpp, sentence_transformers, hnswlib, numpy" 2>/dev/null; then
+  echo "bench-peers: building the peers into $venv (first run only; llama.cpp compiles for minutes)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install --quiet --disable-pip-version-check --no-binary llama-cpp-python \
+    numpy torch "hnswlib==$HNSWLIB" "sentence-transformers==$SENTENCE_TRANSFORMERS" "llama-cpp-python==$LLAMA_CPP_PYTHON"
+fi
+py="$venv/bin/python"
+
+scripts/fetch-models.sh >/dev/null
+llm_model=models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+embed_model=models/minilm-l6-v2
+echo "bench-peers: building hearth (release)"
+cargo build --release --quiet
+hearth=target/release/hearth
+
+"$hearth" bench corpus --out "$corpus" >/dev/null
+: >"$raw"
+record() { # runs a command printing one JSON line, appends it with the rep number
+  local rep="$1"; shift
+  local line
+  line="$("$@")"
+  echo "$line" | "$py" -c "import json,sys; d=json.loads(sys.stdin.read()); d['rep']=$rep; print(json.dumps(d))" >>"$raw"
+}
+
+for rep in $(seq 1 "$reps"); do
+  echo "bench-peers: repetition $rep/$reps"
+  for t in $threads_list; do
+    record "$rep" "$hearth" --threads "$t" bench llm
+    record "$rep" "$py" scripts/peers/llm.py --model "$llm_model" --threads "$t" --prompt-text scripts/peers/prompt.txt
+    for b in 1 8 32; do
+      record "$rep" "$hearth" --threads "$t" bench embed --batch "$b" --corpus "$corpus"
+      record "$rep" "$py" scripts/peers/embed.py --model "$embed_model" --corpus "$corpus" --threads "$t" --batch "$b"
+    done
+  done
+  # Queries are single-threaded on both sides; the build uses every thread.
+  t_max="${threads_list##* }"
+  record "$rep" "$hearth" --threads "$t_max" bench hnsw --corpus "$corpus"
+  record "$rep" "$py" scripts/peers/hnsw.py --corpus "$corpus" --threads "$t_max"
+done
+
+"$py" scripts/peers/report.py "$raw" "$out/results.json" "$out/results.md"
+cat "$out/results.md"

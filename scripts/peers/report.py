@@ -1,0 +1,114 @@
+"""Aggregate bench-peers' raw runs into results.json and a Markdown table.
+
+Usage: report.py RAW.jsonl RESULTS.json RESULTS.md
+Each raw line is one measurement (hearth's or a peer's); the report gives
+medians per (metric, threads) and the ratio hearth / peer, with the target
+the issue sets and whether it is met. Ratios above 1 mean hearth is faster,
+except for latency, where the ratio is hearth's time over the peer's.
+"""
+import json
+import platform
+import statistics
+import sys
+from collections import defaultdict
+
+raw_path, json_path, md_path = sys.argv[1:4]
+rows = [json.loads(line) for line in open(raw_path, encoding="utf-8") if line.strip()]
+values = defaultdict(list)  # (kind, metric, threads, extra, peer) -> [value]
+recall = defaultdict(list)
+build = defaultdict(list)
+for r in rows:
+    side = "hearth" if r["peer"] == "hearth" else "peer"
+    t = r["threads"]
+    if r["kind"] == "llm":
+        values[("llm", "prompt tok/s", t, r["prompt_tokens"], side)].append(r["pp_tok_s"])
+        values[("llm", "decode tok/s", t, r["gen_tokens"], side)].append(r["tg_tok_s"])
+    elif r["kind"] == "embed":
+        values[("embed", "texts/s", t, r["batch"], side)].append(r["texts_per_s"])
+        if r["batch"] == 1:
+            values[("embed", "query ms", t, 1, side)].append(r["query_ms"])
+    elif r["kind"] == "hnsw":
+        build[side].append(r["build_s"])
+        for p in r["curve"]:
+            values[("hnsw", "queries/s", 1, p["ef"], side)].append(p["queries_per_s"])
+            recall[(p["ef"], side)].append(p["recall_at_10"])
+
+peers = {"llm": "llama.cpp", "embed": "sentence-transformers", "hnsw": "hnswlib"}
+med = statistics.median
+# The ef_search the HNSW target is judged at: the smallest where both reach 0.95.
+efs = sorted({k[0] for k in recall})
+target_ef = next((ef for ef in efs
+                  if recall[(ef, "hearth")] and recall[(ef, "peer")]
+                  and med(recall[(ef, "hearth")]) >= 0.95 and med(recall[(ef, "peer")]) >= 0.95), None)
+
+
+def target(kind, metric, extra):
+    if kind == "llm":
+        return 1.0
+    if kind == "embed" and metric == "texts/s" and extra == 32:
+        return 1.2
+    if kind == "embed" and metric == "query ms":
+        return 1.0
+    if kind == "hnsw" and extra == target_ef:
+        return 1.0
+    return None
+
+
+table = []
+for key in sorted({k[:4] for k in values}, key=lambda k: (list(peers).index(k[0]), k[1], k[2], k[3])):
+    kind, metric, t, extra = key
+    h, p = values[key + ("hearth",)], values[key + ("peer",)]
+    if not h or not p:
+        continue
+    hm, pm = med(h), med(p)
+    latency = metric.endswith("ms")
+    ratio = hm / pm
+    goal = target(kind, metric, extra)
+    met = None if goal is None else (ratio <= goal if latency else ratio >= goal)
+    row = {"kind": kind, "peer": peers[kind], "metric": metric, "threads": t,
+           "hearth": hm, "peer_value": pm, "ratio": ratio, "runs": min(len(h), len(p)),
+           "target": goal, "met": met}
+    if kind == "llm":
+        row["tokens"] = extra
+    elif kind == "embed":
+        row["batch"] = extra
+    else:
+        row["ef"] = extra
+        row["recall_hearth"] = med(recall[(extra, "hearth")])
+        row["recall_peer"] = med(recall[(extra, "peer")])
+    table.append(row)
+
+result = {
+    "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+    "hnsw_target_ef": target_ef,
+    "hnsw_build_s": {side: med(v) for side, v in build.items()},
+    "rows": table,
+}
+json.dump(result, open(json_path, "w", encoding="utf-8"), indent=2)
+
+
+def fmt(x):
+    return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
+lines = ["| what | peer | threads | hearth | peer | hearth / peer | target | met |",
+         "|---|---|---:|---:|---:|---:|---:|:---:|"]
+for r in table:
+    if r["kind"] == "llm":
+        what = f"LLM {r['metric']} ({r['tokens']} tokens)"
+    elif r["kind"] == "embed":
+        what = "embed query latency, ms" if r["metric"] == "query ms" else f"embed texts/s, batch {r['batch']}"
+    else:
+        what = f"HNSW queries/s, ef {r['ef']} (recall@10 {r['recall_hearth']:.3f} / {r['recall_peer']:.3f})"
+    goal = "" if r["target"] is None else (f"<= {r['target']:.1f}x" if r["metric"].endswith("ms") else f">= {r['target']:.1f}x")
+    met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+    lines.append(f"| {what} | {r['peer']} | {r['threads']} | {fmt(r['hearth'])} | {fmt(r['peer_value'])} "
+                 f"| {r['ratio']:.2f}x | {goal} | {met} |")
+if build:
+    hb, pb = med(build.get("hearth", [float("nan")])), med(build.get("peer", [float("nan")]))
+    lines.append(f"| HNSW build, s | hnswlib | all | {hb:.2f} | {pb:.2f} | {hb / pb:.2f}x | | |")
+runs = min((r["runs"] for r in table), default=0)
+lines.append("")
+lines.append(f"Medians of {runs} alternating runs each. Ratios are hearth / peer "
+             "(higher is better, except latency and build time, where lower is).")
+open(md_path, "w", encoding="utf-8").write("\n".join(lines) + "\n")

@@ -1,0 +1,300 @@
+//! Hearth's side of the peer comparison (`scripts/bench-peers.sh`): one
+//! measurement per call, printed as one JSON line, the same quantities the
+//! peer scripts (`scripts/peers/*.py`: llama.cpp, sentence-transformers,
+//! hnswlib) print, so the script can alternate hearth and peer runs and
+//! compare medians.
+//!
+//! - [`llm`]: prompt processing of an N-token prompt and greedy decode of M
+//!   tokens (tokens/s, the prompt excluded from decode).
+//! - [`embed`]: texts/s at a batch size over real ~128-token passages, and
+//!   one short query's latency.
+//! - [`hnsw`]: build time, recall@10 against exact search and single-thread
+//!   queries/s per `ef_search`, on embeddings of a real corpus.
+//! - [`corpus`]: makes that corpus once (the local Rust documentation,
+//!   chunked and embedded) and caches it as `texts.json` + `vectors.f32`.
+
+use crate::error::{Error, Result};
+use crate::models::llm::sampling::argmax;
+use crate::models::{Embedder, Llm};
+use crate::store::chunking::{collect_files, read_file, Chunker};
+use crate::store::index::{dot, IndexParams, VectorIndex};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The query whose single-text embedding latency is measured.
+pub const QUERY: &str = "How do I borrow a value mutably in Rust?";
+
+/// One greedy run: the first `prompt_tokens` tokens of `text` (repeated
+/// four times) processed at once, then `gen_tokens` decode steps, each
+/// feeding the argmax of the last.
+pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> Result<Value> {
+    let text = text.repeat(4);
+    let mut prompt = model.tokenizer.encode(&text)?;
+    if prompt.len() < prompt_tokens {
+        return Err(Error::InvalidInput(format!(
+            "the benchmark prompt has only {} tokens",
+            prompt.len()
+        )));
+    }
+    prompt.truncate(prompt_tokens);
+    let mut cache = model.model.new_cache(prompt_tokens + gen_tokens);
+    let start = Instant::now();
+    let logits = model.model.forward(&prompt, &mut cache)?;
+    let mut next = argmax(&logits.to_vec1::<f32>()?);
+    let pp = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut generated = Vec::with_capacity(gen_tokens);
+    for _ in 0..gen_tokens {
+        generated.push(next);
+        let logits = model.model.forward(&[next], &mut cache)?;
+        next = argmax(&logits.to_vec1::<f32>()?);
+    }
+    let tg = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "pp_tok_s": prompt_tokens as f64 / pp,
+        "tg_tok_s": gen_tokens as f64 / tg,
+        "prompt_head": &prompt[..prompt.len().min(8)],
+        "first_tokens": &generated[..generated.len().min(8)],
+    }))
+}
+
+/// Texts/s embedding `passages` in batches of `batch` (every passage once),
+/// and the median latency of embedding [`QUERY`] alone over `queries` calls.
+pub fn embed(
+    embedder: &Embedder,
+    passages: &[String],
+    batch: usize,
+    queries: usize,
+) -> Result<Value> {
+    let texts: Vec<&str> = passages.iter().map(String::as_str).collect();
+    embedder.embed(&texts[..batch.min(texts.len())])?; // warm-up
+    let start = Instant::now();
+    for group in texts.chunks(batch) {
+        embedder.embed(group)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat = Vec::with_capacity(queries);
+    for _ in 0..queries {
+        let t = Instant::now();
+        embedder.embed(&[QUERY])?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(json!({
+        "batch": batch,
+        "texts": texts.len(),
+        "texts_per_s": texts.len() as f64 / secs,
+        "query_ms": lat.get(lat.len() / 2).copied(),
+    }))
+}
+
+/// The cached corpus: chunk texts and their unit-length embeddings.
+pub struct Corpus {
+    pub texts: Vec<String>,
+    pub dim: usize,
+    pub vectors: Vec<f32>,
+}
+
+impl Corpus {
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    pub fn vector(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Read `dir/texts.json` and `dir/vectors.f32` (little-endian f32 rows).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let texts_path = dir.join("texts.json");
+        let texts: Vec<String> = serde_json::from_slice(
+            &std::fs::read(&texts_path).map_err(|e| Error::io(&texts_path, e))?,
+        )
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", texts_path.display())))?;
+        let vec_path = dir.join("vectors.f32");
+        let bytes = std::fs::read(&vec_path).map_err(|e| Error::io(&vec_path, e))?;
+        let vectors: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if texts.is_empty() || !vectors.len().is_multiple_of(texts.len()) {
+            return Err(Error::InvalidInput(format!(
+                "{} does not hold one vector per text",
+                dir.display()
+            )));
+        }
+        let dim = vectors.len() / texts.len();
+        Ok(Self {
+            texts,
+            dim,
+            vectors,
+        })
+    }
+}
+
+/// Chunk every HTML/Markdown/text file under `sources` into passages of at
+/// most `max_tokens` embedder tokens, embed them, and write the corpus to
+/// `out` (unless it is already there).
+pub fn corpus(
+    embedder: &Embedder,
+    sources: &[PathBuf],
+    max_tokens: usize,
+    out: &Path,
+) -> Result<Value> {
+    if out.join("vectors.f32").exists() && out.join("texts.json").exists() {
+        let c = Corpus::read(out)?;
+        return Ok(json!({"cached": true, "texts": c.len(), "dim": c.dim}));
+    }
+    let chunker = Chunker::new(embedder.tokenizer(), max_tokens, 0)?;
+    let mut texts = Vec::new();
+    for file in collect_files(sources)? {
+        let (text, kind) = read_file(&file)?;
+        texts.extend(
+            chunker
+                .split(&text, kind)
+                .into_iter()
+                .map(|c| c.text)
+                .filter(|t| t.split_whitespace().count() >= 8),
+        );
+    }
+    if texts.is_empty() {
+        return Err(Error::InvalidInput(
+            "the corpus sources hold no text".into(),
+        ));
+    }
+    let start = Instant::now();
+    let mut bytes = Vec::with_capacity(texts.len() * embedder.dim * 4);
+    for group in texts.chunks(32) {
+        let refs: Vec<&str> = group.iter().map(String::as_str).collect();
+        for v in embedder.embed(&refs)? {
+            bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let texts_path = out.join("texts.json");
+    std::fs::write(
+        &texts_path,
+        serde_json::to_vec(&texts).expect("strings serialise"),
+    )
+    .map_err(|e| Error::io(&texts_path, e))?;
+    let vec_path = out.join("vectors.f32");
+    std::fs::write(&vec_path, bytes).map_err(|e| Error::io(&vec_path, e))?;
+    Ok(json!({
+        "cached": false,
+        "texts": texts.len(),
+        "dim": embedder.dim,
+        "embed_s": start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// How the corpus is split for the HNSW comparison: the last `queries`
+/// vectors are the queries, the rest the indexed base.
+pub fn split(corpus: &Corpus, queries: usize) -> Result<usize> {
+    if corpus.len() <= queries * 2 {
+        return Err(Error::InvalidInput(format!(
+            "the corpus has {} vectors, too few for {queries} queries",
+            corpus.len()
+        )));
+    }
+    Ok(corpus.len() - queries)
+}
+
+/// Exact top-`k` base ids of every query, by brute force.
+pub fn exact_neighbours(corpus: &Corpus, base: usize, k: usize) -> Vec<Vec<usize>> {
+    (base..corpus.len())
+        .map(|q| {
+            let query = corpus.vector(q);
+            let mut scored: Vec<(f32, usize)> = (0..base)
+                .map(|i| (dot(query, corpus.vector(i)), i))
+                .collect();
+            scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            scored.truncate(k);
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            scored.into_iter().map(|(_, i)| i).collect()
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct EfPoint {
+    ef: usize,
+    recall_at_10: f64,
+    queries_per_s: f64,
+}
+
+/// Build hearth's index (the server's [`VectorIndex`], M and
+/// ef_construction from `params`) over the base, then for each `ef` run
+/// every query on one thread and score recall@10 against exact search.
+pub fn hnsw(corpus: &Corpus, queries: usize, params: IndexParams, efs: &[usize]) -> Result<Value> {
+    let base = split(corpus, queries)?;
+    let truth = exact_neighbours(corpus, base, 10);
+    let points: Vec<(i64, Vec<f32>)> = (0..base)
+        .map(|i| (i as i64 + 1, corpus.vector(i).to_vec()))
+        .collect();
+    let start = Instant::now();
+    let index = VectorIndex::new(corpus.dim, params, base);
+    index.insert(&points);
+    let build_s = start.elapsed().as_secs_f64();
+    let keep = |_: usize| true;
+    let mut curve = Vec::new();
+    for &ef in efs {
+        let start = Instant::now();
+        let found: Vec<Vec<i64>> = (base..corpus.len())
+            .map(|q| {
+                index
+                    .search(corpus.vector(q), 10, ef, &keep)
+                    .into_iter()
+                    .map(|(id, _)| id - 1)
+                    .collect()
+            })
+            .collect();
+        let secs = start.elapsed().as_secs_f64();
+        let hits: usize = found
+            .iter()
+            .zip(&truth)
+            .map(|(f, t)| f.iter().filter(|id| t.contains(&(**id as usize))).count())
+            .sum();
+        curve.push(EfPoint {
+            ef,
+            recall_at_10: hits as f64 / (10 * truth.len()) as f64,
+            queries_per_s: truth.len() as f64 / secs,
+        });
+    }
+    Ok(json!({
+        "base": base,
+        "queries": queries,
+        "dim": corpus.dim,
+        "m": params.max_connections,
+        "ef_construction": params.ef_construction,
+        "build_s": build_s,
+        "curve": curve,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_neighbours_rank_by_dot_product() {
+        // Four unit vectors on a circle; the query is the last one.
+        let angles = [0.0f32, 0.3, 1.5, 3.0, 0.25];
+        let corpus = Corpus {
+            texts: vec![String::new(); angles.len()],
+            dim: 2,
+            vectors: angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect(),
+        };
+        let base = split(&corpus, 1).unwrap();
+        assert_eq!(base, 4);
+        let truth = exact_neighbours(&corpus, base, 3);
+        assert_eq!(truth, vec![vec![1, 0, 2]]);
+    }
+}

@@ -1,0 +1,383 @@
+//! Matrix multiplication against Q4_1 and Q8_0 weights on the CPU, with
+//! AVX2 dot products: candle 0.11 runs Q4_1 through its generic scalar
+//! code, which made it the largest cost of every forward pass (the default
+//! LLM's layers are all Q4_1; its output matrix is Q8_0).
+//!
+//! The numerics are ggml's (`ggml_vec_dot_q4_1_q8_1`,
+//! `ggml_vec_dot_q8_0_q8_0`): each row of activations is quantized to 8-bit
+//! blocks of 32 (an f16 scale `d`, and for Q4_1 `s = d * sum(q)`); a Q4_1
+//! block's dot product is `d_w * d_x * sum(q_w * q_x) + m_w * s_x`, a Q8_0
+//! block's `d_w * d_x * sum(q_w * q_x)`, summed in the same lanes and order
+//! as ggml's AVX2 code, so greedy output follows llama.cpp's where logits
+//! nearly tie. Scales are widened to f32 once, at load, so the inner loop
+//! converts nothing.
+//!
+//! Work is split over output columns on candle's CPU thread pool, the one
+//! its own quantized kernels use, so hearth never runs two pools at once.
+
+use crate::error::{Error, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use half::f16;
+
+const QK: usize = 32;
+
+/// One Q4_1 block: 32 weights `d * q + m`, `q` in 0..16, low nibbles first.
+#[derive(Clone, Copy)]
+struct BlockQ4 {
+    d: f32,
+    m: f32,
+    qs: [u8; QK / 2],
+}
+
+/// One 8-bit block of 32 values `d * q`: a Q8_0 weight block, or a row of
+/// activations quantized as Q8_1, which also carries `s = d * sum(q)`.
+#[derive(Clone, Copy)]
+struct BlockQ8 {
+    d: f32,
+    s: f32,
+    qs: [i8; QK],
+}
+
+/// The weights' blocks, row-major: row `j` is `[j * k / 32..(j + 1) * k / 32]`.
+enum Blocks {
+    Q4_1(Vec<BlockQ4>),
+    Q8_0(Vec<BlockQ8>),
+}
+
+/// A `[n, k]` Q4_1 or Q8_0 weight matrix, applied as `x @ W^T`.
+pub struct QMatrix {
+    n: usize,
+    k: usize,
+    blocks: Blocks,
+}
+
+impl QMatrix {
+    /// Whether [`QMatrix::from_qtensor`] takes tensors of this type.
+    pub fn supports(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
+    }
+
+    /// Take a Q4_1 or Q8_0 tensor's blocks (`[n, k]`, `k` a multiple of 32).
+    pub fn from_qtensor(t: &QTensor) -> Result<Self> {
+        let dtype = t.dtype();
+        if !Self::supports(dtype) {
+            return Err(Error::Model(format!(
+                "expected Q4_1 or Q8_0, got {dtype:?}"
+            )));
+        }
+        let (n, k) = t
+            .shape()
+            .dims2()
+            .map_err(|e| Error::Model(format!("{dtype:?} weight: {e}")))?;
+        if !k.is_multiple_of(QK) {
+            return Err(Error::Model(format!(
+                "{dtype:?} row length {k} is not a multiple of 32"
+            )));
+        }
+        let data = t.data()?;
+        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let (blocks, count) = if dtype == GgmlDType::Q4_1 {
+            let blocks: Vec<BlockQ4> = data
+                .chunks_exact(20)
+                .map(|b| BlockQ4 {
+                    d: half(&b[0..2]),
+                    m: half(&b[2..4]),
+                    qs: b[4..20].try_into().expect("16 bytes"),
+                })
+                .collect();
+            let count = blocks.len();
+            (Blocks::Q4_1(blocks), count)
+        } else {
+            let blocks: Vec<BlockQ8> = data
+                .chunks_exact(34)
+                .map(|b| BlockQ8 {
+                    d: half(&b[0..2]),
+                    s: 0.0,
+                    qs: std::array::from_fn(|i| b[2 + i] as i8),
+                })
+                .collect();
+            let count = blocks.len();
+            (Blocks::Q8_0(blocks), count)
+        };
+        if count != n * k / QK {
+            return Err(Error::Model(format!(
+                "{dtype:?} weight [{n}, {k}] holds {count} blocks"
+            )));
+        }
+        Ok(Self { n, k, blocks })
+    }
+
+    /// `x @ W^T` for `x` of shape `[..., k]` (f32, CPU): shape `[..., n]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = *dims.last().unwrap_or(&0);
+        if k != self.k {
+            return Err(Error::Model(format!(
+                "quantized matmul: input width {k}, weight width {}",
+                self.k
+            )));
+        }
+        let input = x.flatten_all()?.to_vec1::<f32>()?;
+        let m = input.len() / k;
+        let xq: Vec<BlockQ8> = input.chunks_exact(QK).map(quantize_q8_1).collect();
+        let mut out = vec![0f32; m * self.n];
+        match &self.blocks {
+            Blocks::Q4_1(w) => matmul(w, self.n, &xq, m, &mut out, dot_q4_1()),
+            Blocks::Q8_0(w) => matmul(w, self.n, &xq, m, &mut out, dot_q8_0()),
+        }
+        let mut shape = dims;
+        *shape.last_mut().expect("non-empty") = self.n;
+        Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+    }
+}
+
+/// `out[r * n + j] = dot(x row r, W row j)` for `m` rows of quantized `x`.
+fn matmul<W: Sync>(w: &[W], n: usize, xq: &[BlockQ8], m: usize, out: &mut [f32], dot: DotFn<W>) {
+    let kb = w.len() / n;
+    let out_ptr = out.as_mut_ptr() as usize;
+    // Columns in groups of 4: each group reads its weight rows once for all
+    // m activation rows (which stay in cache).
+    let groups = n.div_ceil(4);
+    candle_core::utils::barrier_pool().execute_chunked(groups, |range| {
+        for g in range {
+            for j in g * 4..(g * 4 + 4).min(n) {
+                let row = &w[j * kb..(j + 1) * kb];
+                for r in 0..m {
+                    let v = dot(row, &xq[r * kb..(r + 1) * kb]);
+                    // SAFETY: each (r, j) is written by exactly one work
+                    // item, and `out` holds m * n values.
+                    unsafe { *(out_ptr as *mut f32).add(r * n + j) = v };
+                }
+            }
+        }
+    });
+}
+
+/// ggml's `quantize_row_q8_1` as its AVX2 code computes it: scale by
+/// `127 / amax`, round half to even; `d` and `s` are rounded through f16 as
+/// ggml stores them. Bit-for-bit agreement here keeps greedy output on
+/// llama.cpp's path where logits nearly tie.
+fn quantize_q8_1(x: &[f32]) -> BlockQ8 {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; QK];
+    let mut sum = 0i32;
+    for (q, v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+        sum += *q as i32;
+    }
+    let round_f16 = |v: f32| f16::from_f32(v).to_f32();
+    BlockQ8 {
+        d: round_f16(d),
+        s: round_f16(d * sum as f32),
+        qs,
+    }
+}
+
+type DotFn<W> = fn(&[W], &[BlockQ8]) -> f32;
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn dot_q4_1() -> DotFn<BlockQ4> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return |w, x| unsafe { dot_q4_1_avx2(w, x) };
+    }
+    dot_q4_1_scalar
+}
+
+fn dot_q8_0() -> DotFn<BlockQ8> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return |w, x| unsafe { dot_q8_0_avx2(w, x) };
+    }
+    dot_q8_0_scalar
+}
+
+fn dot_q4_1_scalar(w: &[BlockQ4], x: &[BlockQ8]) -> f32 {
+    let mut sum = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let mut acc = 0i32;
+        for j in 0..QK / 2 {
+            acc += (w.qs[j] & 0x0F) as i32 * x.qs[j] as i32;
+            acc += (w.qs[j] >> 4) as i32 * x.qs[j + QK / 2] as i32;
+        }
+        sum += w.d * x.d * acc as f32 + w.m * x.s;
+    }
+    sum
+}
+
+fn dot_q8_0_scalar(w: &[BlockQ8], x: &[BlockQ8]) -> f32 {
+    let mut sum = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let acc: i32 =
+            w.qs.iter()
+                .zip(&x.qs)
+                .map(|(a, b)| *a as i32 * *b as i32)
+                .sum();
+        sum += w.d * x.d * acc as f32;
+    }
+    sum
+}
+
+/// ggml's `hsum_float_8`: the same additions in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let quad = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    let one = _mm_add_ss(pair, _mm_movehdup_ps(pair));
+    _mm_cvtss_f32(one)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q4_1_avx2(w: &[BlockQ4], x: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        // 32 weights as bytes: low nibbles (0..16), then high ones (16..32).
+        let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
+        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+        let qw = _mm256_and_si256(both, low);
+        let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        // u8 * i8 pairs summed to i16, then pairs of those to i32.
+        let pairs = _mm256_maddubs_epi16(qw, qx);
+        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc);
+        offsets += w.m * x.s;
+    }
+    hsum(acc) + offsets
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q8_0_avx2(w: &[BlockQ8], x: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    for (w, x) in w.iter().zip(x) {
+        let qw = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
+        let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        // maddubs wants one unsigned operand: |w| times x with w's sign.
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc);
+    }
+    hsum(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(n: usize, k: usize, dtype: GgmlDType) -> (Tensor, QTensor) {
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        (w, q)
+    }
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
+    #[test]
+    fn matches_candle_and_the_dequantized_product() {
+        let (n, k, m) = (70, 128, 5);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (w, q) = weights(n, k, dtype);
+            let ours = QMatrix::from_qtensor(&q).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (1, m, k), &Device::Cpu).unwrap();
+            let got = ours.forward(&x).unwrap();
+            assert_eq!(got.dims(), [1, m, n]);
+            // candle's own kernel: the same quantized arithmetic, though it
+            // multiplies Q4_1's scales in f16 where ggml's AVX2 code (and
+            // hearth) use f32, so they agree to f16 precision.
+            let same = QTensor::quantize(&w, dtype).unwrap();
+            let candle = candle_core::quantized::QMatMul::from_qtensor(same).unwrap();
+            let want = candle_core::Module::forward(&candle, &x).unwrap();
+            let diff = max_abs(&(&got - &want).unwrap());
+            let scale = max_abs(&want);
+            assert!(
+                diff < 2e-3 * scale,
+                "{dtype:?}: differs from candle by {diff} (max {scale})"
+            );
+            // And close to the exact product with the dequantized weights.
+            let exact = x
+                .broadcast_matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+                .unwrap();
+            let diff = max_abs(&(&got - &exact).unwrap());
+            assert!(
+                diff < 0.02 * scale,
+                "{dtype:?}: differs from the exact product by {diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn simd_and_scalar_dots_agree() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let xq: Vec<BlockQ8> = x.chunks_exact(QK).map(quantize_q8_1).collect();
+        let close =
+            |a: f32, b: f32| assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+        let (_, q) = weights(3, 256, GgmlDType::Q4_1);
+        let Blocks::Q4_1(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
+            panic!("Q4_1 blocks expected")
+        };
+        for row in w.chunks_exact(256 / QK) {
+            close(dot_q4_1_scalar(row, &xq), dot_q4_1()(row, &xq));
+        }
+        let (_, q) = weights(3, 256, GgmlDType::Q8_0);
+        let Blocks::Q8_0(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
+            panic!("Q8_0 blocks expected")
+        };
+        for row in w.chunks_exact(256 / QK) {
+            close(dot_q8_0_scalar(row, &xq), dot_q8_0()(row, &xq));
+        }
+    }
+
+    #[test]
+    fn quantizes_activations_as_ggml_does() {
+        // amax 127 gives id exactly 1: halves round to even, as the AVX2 code's.
+        let mut x = [0f32; QK];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        x[3] = 0.5;
+        let b = quantize_q8_1(&x);
+        assert_eq!((b.d, &b.qs[..4]), (1.0, &[127, 2, -4, 0][..]));
+        assert_eq!(b.s, 125.0);
+        assert_eq!(quantize_q8_1(&[0.0; QK]).d, 0.0);
+    }
+
+    #[test]
+    fn rejects_other_types_and_widths() {
+        let w = Tensor::zeros((4, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let q4 = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
+        assert!(!QMatrix::supports(GgmlDType::Q4_0));
+        assert!(QMatrix::from_qtensor(&q4).is_err());
+        let (_, q) = weights(4, 64, GgmlDType::Q4_1);
+        let ours = QMatrix::from_qtensor(&q).unwrap();
+        let x = Tensor::zeros((1, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(ours.forward(&x).is_err());
+    }
+}
