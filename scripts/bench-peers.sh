@@ -48,7 +48,7 @@ echo "bench-peers: building hearth (release)"
 cargo build --release --quiet
 hearth=target/release/hearth
 
-"$hearth" bench corpus --out "$corpus" >/dev/null
+"$hearth" bench corpus --out "$corpus" >/dev/null  # minutes, the first time only
 : >"$raw"
 record() { # runs a command printing one JSON line, appends it with the rep number
   local rep="$1"; shift

@@ -140,7 +140,8 @@ impl Corpus {
     }
 }
 
-/// Chunk every HTML/Markdown/text file under `sources` into passages of at
+/// Chunk every HTML/Markdown/text file under `sources` (but mdBook's
+/// `print.html`) into passages of at
 /// most `max_tokens` embedder tokens, embed them, and write the corpus to
 /// `out` (unless it is already there).
 pub fn corpus(
@@ -155,7 +156,12 @@ pub fn corpus(
     }
     let chunker = Chunker::new(embedder.tokenizer(), max_tokens, 0)?;
     let mut texts = Vec::new();
-    for file in collect_files(sources)? {
+    // mdBook's print.html is every page again on one page: skip it, or
+    // every passage would be in the corpus twice.
+    let files = collect_files(sources)?
+        .into_iter()
+        .filter(|f| f.file_name().is_none_or(|n| n != "print.html"));
+    for file in files {
         let (text, kind) = read_file(&file)?;
         texts.extend(
             chunker
@@ -172,7 +178,10 @@ pub fn corpus(
     }
     let start = Instant::now();
     let mut bytes = Vec::with_capacity(texts.len() * embedder.dim * 4);
-    for group in texts.chunks(32) {
+    for (i, group) in texts.chunks(32).enumerate() {
+        if i % 20 == 0 {
+            eprintln!("bench corpus: embedding {}/{} chunks", i * 32, texts.len());
+        }
         let refs: Vec<&str> = group.iter().map(String::as_str).collect();
         for v in embedder.embed(&refs)? {
             bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
