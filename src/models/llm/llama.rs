@@ -119,6 +119,24 @@ impl Linear {
             Self::Own(m) => m.forward(x),
         }
     }
+
+    /// Several products of the same input: one quantization of `x` and one
+    /// thread-pool dispatch when all are hearth's kernels.
+    fn forward_many<const N: usize>(ws: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+        let own: Vec<&QMatrix> = ws
+            .iter()
+            .filter_map(|w| match w {
+                Self::Own(m) => Some(m),
+                Self::Candle(_) => None,
+            })
+            .collect();
+        let outs = if own.len() == N {
+            QMatrix::forward_many(&own, x)?
+        } else {
+            ws.iter().map(|w| w.forward(x)).collect::<Result<_>>()?
+        };
+        Ok(outs.try_into().expect("one product per matrix"))
+    }
 }
 
 struct Layer {
@@ -268,9 +286,12 @@ impl Llama {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = heads(layer.wq.forward(&h)?, cfg.n_head)?;
-            let k = heads(layer.wk.forward(&h)?, cfg.n_kv_head)?;
-            let v = heads(layer.wv.forward(&h)?, cfg.n_kv_head)?;
+            let [q, k, v] = Linear::forward_many([&layer.wq, &layer.wk, &layer.wv], &h)?;
+            let (q, k, v) = (
+                heads(q, cfg.n_head)?,
+                heads(k, cfg.n_kv_head)?,
+                heads(v, cfg.n_kv_head)?,
+            );
             let (q, k) = if cfg.rope_is_neox {
                 (
                     candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
@@ -282,33 +303,35 @@ impl Llama {
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 )
             };
-            // Keys and values are cached in f16, as llama.cpp stores them by
-            // default: half the memory, and greedy output that follows
-            // llama.cpp's where logits nearly tie. Products run in f32.
-            let (k, v) = kv.append(&k.to_dtype(DType::F16)?, &v.to_dtype(DType::F16)?)?;
+            // Keys and values are cached with f16 precision, as llama.cpp
+            // stores them by default, but held as f32 so that no token pays
+            // for converting the whole cache back. llama.cpp also multiplies
+            // the cache by f16 copies of the queries and of the attention
+            // weights: rounding them the same way keeps greedy output on its
+            // path where logits nearly tie.
+            let (k, v) = kv.append(&round_f16(&k)?, &round_f16(&v)?)?;
             let n_rep = cfg.n_head / cfg.n_kv_head;
-            let k = candle_transformers::utils::repeat_kv(k, n_rep)?.to_dtype(DType::F32)?;
-            let v = candle_transformers::utils::repeat_kv(v, n_rep)?.to_dtype(DType::F32)?;
             let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-            // llama.cpp multiplies the f16 cache by f16 copies of the queries
-            // and of the attention weights: rounding them the same way keeps
-            // greedy output on its path where logits nearly tie.
-            let q = round_f16(&q)?;
+            // Grouped-query attention without copying the cache per head:
+            // the n_rep query heads that share a kv head are stacked as rows.
+            let q = round_f16(&q)?.reshape((1, cfg.n_kv_head, n_rep * seq_len, cfg.head_dim))?;
             let mut att = (q.matmul(&k.t()?)? * scale)?;
             if let Some(mask) = &mask {
-                att = att.broadcast_add(mask)?;
+                att = att.broadcast_add(&mask.repeat((n_rep, 1))?)?;
             }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let att = round_f16(&att)?;
+            let att = round_f16(&candle_nn::ops::softmax_last_dim(&att)?)?;
             let y = att
                 .matmul(&v)?
+                .reshape((1, cfg.n_head, seq_len, cfg.head_dim))?
                 .transpose(1, 2)?
                 .reshape((1, seq_len, cfg.n_embd))?;
             x = (x + layer.wo.forward(&y)?)?;
 
             let h = layer.ffn_norm.forward(&x)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let y = layer.w_down.forward(&(gate * layer.w_up.forward(&h)?)?)?;
+            let [gate, up] = Linear::forward_many([&layer.w_gate, &layer.w_up], &h)?;
+            let y = layer
+                .w_down
+                .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x + y)?;
         }
         cache.len += seq_len;

@@ -110,48 +110,74 @@ impl QMatrix {
 
     /// `x @ W^T` for `x` of shape `[..., k]` (f32, CPU): shape `[..., n]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut out = Self::forward_many(&[self], x)?;
+        Ok(out.pop().expect("one matrix, one product"))
+    }
+
+    /// `x @ W^T` for several matrices of the same width (a layer's q/k/v,
+    /// or gate/up): `x` is quantized once and every product's columns are
+    /// shared out in one dispatch to the thread pool.
+    pub fn forward_many(ms: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
         let dims = x.dims().to_vec();
         let k = *dims.last().unwrap_or(&0);
-        if k != self.k {
+        if let Some(w) = ms.iter().find(|w| w.k != k) {
             return Err(Error::Model(format!(
                 "quantized matmul: input width {k}, weight width {}",
-                self.k
+                w.k
             )));
         }
         let input = x.flatten_all()?.to_vec1::<f32>()?;
-        let m = input.len() / k;
+        let m = input.len() / k.max(1);
         let xq: Vec<BlockQ8> = input.chunks_exact(QK).map(quantize_q8_1).collect();
-        let mut out = vec![0f32; m * self.n];
-        match &self.blocks {
-            Blocks::Q4_1(w) => matmul(w, self.n, &xq, m, &mut out, dot_q4_1()),
-            Blocks::Q8_0(w) => matmul(w, self.n, &xq, m, &mut out, dot_q8_0()),
+        let mut outs: Vec<Vec<f32>> = ms.iter().map(|w| vec![0f32; m * w.n]).collect();
+        // Columns in groups of 4: each group reads its weight rows once for
+        // all m activation rows (which stay in cache). Group g belongs to the
+        // first matrix whose cumulative group count exceeds it.
+        let mut ends = Vec::with_capacity(ms.len());
+        let mut total = 0;
+        for w in ms {
+            total += w.n.div_ceil(4);
+            ends.push(total);
         }
-        let mut shape = dims;
-        *shape.last_mut().expect("non-empty") = self.n;
-        Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+        let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+        let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
+        candle_core::utils::barrier_pool().execute_chunked(total, |range| {
+            for g in range {
+                let i = ends.partition_point(|&e| e <= g);
+                let local = g - if i == 0 { 0 } else { ends[i - 1] };
+                let w = ms[i];
+                let out = ptrs[i] as *mut f32;
+                match &w.blocks {
+                    Blocks::Q4_1(b) => columns(b, w.n, &xq, m, local, out, q4_1),
+                    Blocks::Q8_0(b) => columns(b, w.n, &xq, m, local, out, q8_0),
+                }
+            }
+        });
+        Ok(ms
+            .iter()
+            .zip(outs)
+            .map(|(w, out)| {
+                let mut shape = dims.clone();
+                *shape.last_mut().expect("non-empty") = w.n;
+                Tensor::from_vec(out, shape, &Device::Cpu)
+            })
+            .collect::<candle_core::Result<_>>()?)
     }
 }
 
-/// `out[r * n + j] = dot(x row r, W row j)` for `m` rows of quantized `x`.
-fn matmul<W: Sync>(w: &[W], n: usize, xq: &[BlockQ8], m: usize, out: &mut [f32], dot: DotFn<W>) {
+/// Columns `4g..4g+4` of `x @ W^T` for `m` rows of quantized `x`, written to
+/// `out[r * n + j]`.
+fn columns<W>(w: &[W], n: usize, xq: &[BlockQ8], m: usize, g: usize, out: *mut f32, dot: DotFn<W>) {
     let kb = w.len() / n;
-    let out_ptr = out.as_mut_ptr() as usize;
-    // Columns in groups of 4: each group reads its weight rows once for all
-    // m activation rows (which stay in cache).
-    let groups = n.div_ceil(4);
-    candle_core::utils::barrier_pool().execute_chunked(groups, |range| {
-        for g in range {
-            for j in g * 4..(g * 4 + 4).min(n) {
-                let row = &w[j * kb..(j + 1) * kb];
-                for r in 0..m {
-                    let v = dot(row, &xq[r * kb..(r + 1) * kb]);
-                    // SAFETY: each (r, j) is written by exactly one work
-                    // item, and `out` holds m * n values.
-                    unsafe { *(out_ptr as *mut f32).add(r * n + j) = v };
-                }
-            }
+    for j in g * 4..(g * 4 + 4).min(n) {
+        let row = &w[j * kb..(j + 1) * kb];
+        for r in 0..m {
+            let v = dot(row, &xq[r * kb..(r + 1) * kb]);
+            // SAFETY: each (r, j) is written by exactly one work item, and
+            // `out` holds m * n values.
+            unsafe { *out.add(r * n + j) = v };
         }
-    });
+    }
 }
 
 /// ggml's `quantize_row_q8_1` as its AVX2 code computes it: scale by
