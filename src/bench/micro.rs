@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::models::llm::sampling::argmax;
 use crate::models::{Embedder, Llm};
 use crate::store::chunking::{collect_files, read_file, Chunker};
-use crate::store::index::{dot, IndexParams, VectorIndex};
+use crate::store::index::{dot, top_k, IndexParams, VectorIndex};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -221,13 +221,10 @@ pub fn exact_neighbours(corpus: &Corpus, base: usize, k: usize) -> Vec<Vec<usize
     (base..corpus.len())
         .map(|q| {
             let query = corpus.vector(q);
-            let mut scored: Vec<(f32, usize)> = (0..base)
-                .map(|i| (dot(query, corpus.vector(i)), i))
+            let scored = (0..base)
+                .map(|i| (i, dot(query, corpus.vector(i))))
                 .collect();
-            scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
-            scored.truncate(k);
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-            scored.into_iter().map(|(_, i)| i).collect()
+            top_k(scored, k).into_iter().map(|(i, _)| i).collect()
         })
         .collect()
 }

@@ -131,18 +131,13 @@ impl Embedder {
         // only to its own longest text: less padding, and attention matrices
         // that stay in cache (one batch of 32 long texts ran slower per text
         // than batches of 8).
-        let len =
-            |e: &tokenizers::Encoding| e.get_attention_mask().iter().filter(|&&m| m == 1).count();
+        let lens: Vec<usize> = encodings.iter().map(real_tokens).collect();
         let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| len(&encodings[i]));
+        order.sort_by_key(|&i| lens[i]);
         let mut out = vec![Vec::new(); encodings.len()];
         for group in order.chunks(SUB_BATCH) {
-            let width = group
-                .iter()
-                .map(|&i| len(&encodings[i]))
-                .max()
-                .unwrap_or(0)
-                .max(1);
+            // Sorted: the group's last text is its longest.
+            let width = lens[group[group.len() - 1]].max(1);
             let rows = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor> {
                 let data: Vec<Vec<u32>> = group
                     .iter()
@@ -180,5 +175,10 @@ const SUB_BATCH: usize = 8;
 /// Tokens an embedder with this tokenizer sees of `text` (after truncation).
 pub fn count_tokens(tokenizer: &Tokenizer, text: &str) -> Result<usize> {
     let enc = tokenizer.encode(text, true).map_err(Error::tokenizer)?;
-    Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
+    Ok(real_tokens(&enc))
+}
+
+/// Tokens of an encoding that are not padding.
+fn real_tokens(enc: &tokenizers::Encoding) -> usize {
+    enc.get_attention_mask().iter().filter(|&&m| m == 1).count()
 }

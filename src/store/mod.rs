@@ -241,14 +241,7 @@ impl DocumentStore {
         let mut scored: Vec<(i64, f32)> = Vec::new();
         self.db
             .embeddings_after(0, |id, v| scored.push((id, index::dot(query, &v))))?;
-        let k = k.min(scored.len());
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-        scored.truncate(k);
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        self.resolve(scored)
+        self.resolve(index::top_k(scored, k))
     }
 
     fn check_query(&self, query: &[f32]) -> Result<()> {

@@ -273,8 +273,13 @@ impl Llama {
         }
         let cfg = &self.config;
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let n_rep = cfg.n_head / cfg.n_kv_head;
+        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        // One row per query per head sharing a kv head (see the attention).
         let mask = (seq_len > 1)
-            .then(|| causal_mask(seq_len, pos, &self.device))
+            .then(|| -> Result<Tensor> {
+                Ok(causal_mask(seq_len, pos, &self.device)?.repeat((n_rep, 1))?)
+            })
             .transpose()?;
         let cos = self.cos.narrow(0, pos, seq_len)?;
         let sin = self.sin.narrow(0, pos, seq_len)?;
@@ -310,14 +315,12 @@ impl Llama {
             // weights: rounding them the same way keeps greedy output on its
             // path where logits nearly tie.
             let (k, v) = kv.append(&round_f16(&k)?, &round_f16(&v)?)?;
-            let n_rep = cfg.n_head / cfg.n_kv_head;
-            let scale = 1.0 / (cfg.head_dim as f64).sqrt();
             // Grouped-query attention without copying the cache per head:
             // the n_rep query heads that share a kv head are stacked as rows.
             let q = round_f16(&q)?.reshape((1, cfg.n_kv_head, n_rep * seq_len, cfg.head_dim))?;
             let mut att = (q.matmul(&k.t()?)? * scale)?;
             if let Some(mask) = &mask {
-                att = att.broadcast_add(&mask.repeat((n_rep, 1))?)?;
+                att = att.broadcast_add(mask)?;
             }
             let att = round_f16(&candle_nn::ops::softmax_last_dim(&att)?)?;
             let y = att

@@ -77,28 +77,30 @@ impl QMatrix {
         }
         let data = t.data()?;
         let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let (blocks, count) = if dtype == GgmlDType::Q4_1 {
-            let blocks: Vec<BlockQ4> = data
-                .chunks_exact(20)
-                .map(|b| BlockQ4 {
-                    d: half(&b[0..2]),
-                    m: half(&b[2..4]),
-                    qs: b[4..20].try_into().expect("16 bytes"),
-                })
-                .collect();
-            let count = blocks.len();
-            (Blocks::Q4_1(blocks), count)
+        let blocks = if dtype == GgmlDType::Q4_1 {
+            Blocks::Q4_1(
+                data.chunks_exact(20)
+                    .map(|b| BlockQ4 {
+                        d: half(&b[0..2]),
+                        m: half(&b[2..4]),
+                        qs: b[4..20].try_into().expect("16 bytes"),
+                    })
+                    .collect(),
+            )
         } else {
-            let blocks: Vec<BlockQ8> = data
-                .chunks_exact(34)
-                .map(|b| BlockQ8 {
-                    d: half(&b[0..2]),
-                    s: 0.0,
-                    qs: std::array::from_fn(|i| b[2 + i] as i8),
-                })
-                .collect();
-            let count = blocks.len();
-            (Blocks::Q8_0(blocks), count)
+            Blocks::Q8_0(
+                data.chunks_exact(34)
+                    .map(|b| BlockQ8 {
+                        d: half(&b[0..2]),
+                        s: 0.0,
+                        qs: std::array::from_fn(|i| b[2 + i] as i8),
+                    })
+                    .collect(),
+            )
+        };
+        let count = match &blocks {
+            Blocks::Q4_1(b) => b.len(),
+            Blocks::Q8_0(b) => b.len(),
         };
         if count != n * k / QK {
             return Err(Error::Model(format!(
