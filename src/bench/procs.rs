@@ -97,9 +97,14 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id();
         assert!(rss_mib(me).unwrap() > 1.0);
+        // Spin (opaque to the optimiser) until the kernel has counted a tick,
+        // which at 100 Hz takes 10 ms of CPU; give up after 5 s of wall time.
+        let start = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_add(i * i);
+        while cpu_seconds(me).unwrap() == 0.0 && start.elapsed() < Duration::from_secs(5) {
+            for i in 0..1_000_000u64 {
+                x = std::hint::black_box(x.wrapping_add(i * i));
+            }
         }
         assert!(x > 0);
         assert!(cpu_seconds(me).unwrap() > 0.0);
