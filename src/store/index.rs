@@ -3,11 +3,14 @@
 //! up, or corrupt. Saved as a directory holding hnsw_rs' two dump files and
 //! a manifest with their checksums, replaced whole by a rename.
 
+pub use super::graph::dot;
+use super::graph::FlatGraph;
 use crate::error::{Error, Result};
 use hnsw_rs::prelude::{Distance, FilterT, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Graph shape: links per node and construction breadth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,24 +38,6 @@ impl Distance<f32> for CosineDistance {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         (1.0 - dot(a, b)).max(0.0)
     }
-}
-
-/// Dot product in 8 independent lanes, which the compiler vectorises.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// The `k` highest-scored items, best first (all of them when fewer).
@@ -84,12 +69,20 @@ struct Manifest {
 }
 
 /// An HNSW graph over chunk ids, safe to search and insert into from many
-/// threads at once.
+/// threads at once. hnsw_rs builds, saves and loads the graph; searches run
+/// on a flattened snapshot of it ([`FlatGraph`]), renewed by the first
+/// search after an insert.
 pub struct VectorIndex {
     hnsw: Hnsw<'static, f32, CosineDistance>,
     params: IndexParams,
     dim: usize,
     max_id: AtomicI64,
+    /// Inserts finished so far.
+    generation: AtomicU64,
+    /// The snapshot and the generation it was begun at.
+    snapshot: RwLock<Option<(u64, Arc<FlatGraph>)>>,
+    /// Held while a snapshot is made, so only one search makes it.
+    flattening: Mutex<()>,
 }
 
 impl VectorIndex {
@@ -105,6 +98,9 @@ impl VectorIndex {
             params,
             dim,
             max_id: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
+            snapshot: RwLock::new(None),
+            flattening: Mutex::new(()),
         }
     }
 
@@ -124,6 +120,7 @@ impl VectorIndex {
         }
         let top = points.iter().map(|p| p.0).max().unwrap_or(0);
         self.max_id.fetch_max(top, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The `k` nearest ids accepted by `keep`, nearest first, with their
@@ -140,14 +137,23 @@ impl VectorIndex {
         // hnsw_rs's filtered search never stops early (it walks every
         // reachable point, ~10x slower), so it is only the fallback for when
         // too few candidates pass `keep` (many deleted chunks).
-        let hits: Vec<(i64, f32)> = self
-            .hnsw
-            .search(query, ef, ef)
-            .into_iter()
-            .filter(|n| keep(n.d_id))
-            .take(k)
-            .map(|n| (n.d_id as i64, 1.0 - n.distance))
-            .collect();
+        let hits: Vec<(i64, f32)> = match self.current_snapshot() {
+            Some(graph) => graph
+                .search(query, ef)
+                .into_iter()
+                .filter(|(id, _)| keep(*id))
+                .take(k)
+                .map(|(id, similarity)| (id as i64, similarity))
+                .collect(),
+            None => self
+                .hnsw
+                .search(query, ef, ef)
+                .into_iter()
+                .filter(|n| keep(n.d_id))
+                .take(k)
+                .map(|n| (n.d_id as i64, 1.0 - n.distance))
+                .collect(),
+        };
         if hits.len() == k.min(self.len()) {
             return hits;
         }
@@ -158,6 +164,40 @@ impl VectorIndex {
             .into_iter()
             .map(|n| (n.d_id as i64, 1.0 - n.distance))
             .collect()
+    }
+
+    /// Make the search snapshot now if it lags the graph (searches would
+    /// otherwise make it on first use).
+    pub fn refresh(&self) {
+        let _ = self.current_snapshot();
+    }
+
+    /// A snapshot of the graph after the last finished insert, made now if
+    /// the current one is older; `None` while another thread makes it (the
+    /// caller then searches hnsw_rs's graph directly).
+    fn current_snapshot(&self) -> Option<Arc<FlatGraph>> {
+        let current = || {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+            match &*snapshot {
+                Some((made_at, graph)) if *made_at == generation => Some(graph.clone()),
+                _ => None,
+            }
+        };
+        if let Some(graph) = current() {
+            return Some(graph);
+        }
+        let _making = self.flattening.try_lock().ok()?;
+        if let Some(graph) = current() {
+            return Some(graph);
+        }
+        // Read before copying: an insert finishing meanwhile makes the copy
+        // stale at once, and the next search copies again.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let graph = Arc::new(FlatGraph::from_hnsw(&self.hnsw)?);
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((generation, graph.clone()));
+        Some(graph)
     }
 
     /// Points in the graph, deleted ones included.
@@ -272,6 +312,9 @@ impl VectorIndex {
             params,
             dim,
             max_id: AtomicI64::new(m.max_id),
+            generation: AtomicU64::new(0),
+            snapshot: RwLock::new(None),
+            flattening: Mutex::new(()),
         })
     }
 }
@@ -333,6 +376,13 @@ mod tests {
         let loaded = VectorIndex::load(&path, 32, IndexParams::default()).unwrap();
         assert_eq!((loaded.len(), loaded.max_id()), (500, 500));
         assert_eq!(loaded.search(&points[42].1, 1, 64, &all)[0].0, 43);
+        // Points inserted after a search are found by the next one.
+        let more = unit_vectors(3, 32, 8);
+        let more: Vec<(i64, Vec<f32>)> = more.into_iter().map(|(id, v)| (id + 1000, v)).collect();
+        loaded.insert(&more);
+        for (id, v) in &more {
+            assert_eq!(loaded.search(v, 1, 64, &all)[0].0, *id);
+        }
 
         // Wrong settings and corruption are refused, never trusted.
         assert!(VectorIndex::load(&path, 16, IndexParams::default()).is_err());

@@ -8,6 +8,7 @@
 
 pub mod chunking;
 pub mod database;
+mod graph;
 pub mod index;
 
 use crate::error::{Error, Result};
@@ -141,6 +142,8 @@ impl DocumentStore {
                 (index, origin)
             }
         };
+        // Flatten the graph for search now rather than on the first query.
+        index.refresh();
         let dirty = origin.caught_up > 0 || !origin.loaded;
         let store = Self {
             db,
