@@ -5,7 +5,8 @@
 //! models) <- `store` (documents, chunks, the vector index) <- `engine`
 //! (worker threads and channels) <- `pipelines` (RAG, fine-tuned,
 //! ingestion) <- `server` (HTTP, every role) <- `topology` (the launcher),
-//! `bench` (measurements) <- `cli`.
+//! `bench` (measurements) <- `cli`. `simd` (vector arithmetic) is below them
+//! all.
 
 pub mod bench;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod models;
 pub mod pipelines;
 pub mod server;
+pub mod simd;
 pub mod store;
 pub mod topology;
 

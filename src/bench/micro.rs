@@ -16,8 +16,9 @@
 use crate::error::{Error, Result};
 use crate::models::llm::sampling::argmax;
 use crate::models::{Embedder, Llm};
+use crate::simd::dot;
 use crate::store::chunking::{collect_files, read_file, Chunker};
-use crate::store::index::{dot, top_k, IndexParams, VectorIndex};
+use crate::store::index::{top_k, IndexParams, VectorIndex};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

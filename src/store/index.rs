@@ -3,9 +3,9 @@
 //! up, or corrupt. Saved as a directory holding hnsw_rs' two dump files and
 //! a manifest with their checksums, replaced whole by a rename.
 
-pub use super::graph::dot;
 use super::graph::FlatGraph;
 use crate::error::{Error, Result};
+use crate::simd::dot;
 use hnsw_rs::prelude::{Distance, FilterT, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -243,7 +243,7 @@ impl DocumentStore {
         self.check_query(query)?;
         let mut scored: Vec<(i64, f32)> = Vec::new();
         self.db
-            .embeddings_after(0, |id, v| scored.push((id, index::dot(query, &v))))?;
+            .embeddings_after(0, |id, v| scored.push((id, crate::simd::dot(query, &v))))?;
         self.resolve(index::top_k(scored, k))
     }
 

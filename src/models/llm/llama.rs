@@ -7,6 +7,8 @@
 //! grouped-query attention, SwiGLU MLP, tied embeddings when the file has no
 //! `output.weight`).
 
+mod cpu;
+
 use super::qmatmul::QMatrix;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
@@ -14,6 +16,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
+use cpu::{HostKv, HostModel};
 use std::io::{Read, Seek};
 
 /// Shape of the network, from the GGUF `llama.*` metadata.
@@ -161,13 +164,21 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// Present when every matrix runs on hearth's CPU kernels: then the
+    /// forward pass runs on plain buffers ([`cpu`]).
+    host: Option<HostModel>,
 }
 
 /// Attention keys and values of one sequence, one preallocated buffer per
 /// layer (appends write in place instead of concatenating every token).
 pub struct KvCache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
+    layers: LayerCaches,
     len: usize,
+}
+
+enum LayerCaches {
+    Tensors(Vec<candle_nn::kv_cache::KvCache>),
+    Host(Vec<HostKv>),
 }
 
 impl KvCache {
@@ -194,27 +205,30 @@ impl Llama {
         };
         let embed_q = tensor("token_embd.weight")?;
         let embed = Embedding::new(embed_q.dequantize(device)?, config.n_embd);
-        let norm = RmsNorm::from_qtensor(tensor("output_norm.weight")?, config.rms_eps)?;
+        // The norms' weights, as tensors and as plain vectors.
+        let eps = config.rms_eps;
+        let norm_of = |t: QTensor| -> Result<(RmsNorm, Vec<f32>)> {
+            let host = t.dequantize(device)?.to_vec1::<f32>()?;
+            Ok((RmsNorm::from_qtensor(t, eps)?, host))
+        };
+        let (norm, norm_host) = norm_of(tensor("output_norm.weight")?)?;
         // Tied embeddings: small models reuse token_embd as the output layer.
         let output = match tensor("output.weight") {
             Ok(t) => t,
             Err(_) => embed_q,
         };
         let mut layers = Vec::with_capacity(config.n_layer);
+        let (mut attn_norms, mut ffn_norms) = (Vec::new(), Vec::new());
         for i in 0..config.n_layer {
             let mut q = |suffix: &str| -> Result<Linear> {
                 Linear::new(tensor(&format!("blk.{i}.{suffix}.weight"))?, device)
             };
             let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
             let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
-            let attn_norm = RmsNorm::from_qtensor(
-                tensor(&format!("blk.{i}.attn_norm.weight"))?,
-                config.rms_eps,
-            )?;
-            let ffn_norm = RmsNorm::from_qtensor(
-                tensor(&format!("blk.{i}.ffn_norm.weight"))?,
-                config.rms_eps,
-            )?;
+            let (attn_norm, attn_host) = norm_of(tensor(&format!("blk.{i}.attn_norm.weight"))?)?;
+            let (ffn_norm, ffn_host) = norm_of(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?;
+            attn_norms.push(attn_host);
+            ffn_norms.push(ffn_host);
             layers.push(Layer {
                 attn_norm,
                 wq,
@@ -227,16 +241,34 @@ impl Llama {
                 w_down,
             });
         }
+        let output = Linear::new(output, device)?;
         let (cos, sin) = rope_tables(&config, device)?;
+        let all_own = layers.iter().all(|l| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                .iter()
+                .all(|w| matches!(w, Linear::Own(_)))
+        }) && matches!(output, Linear::Own(_));
+        let host = if all_own {
+            Some(HostModel {
+                attn_norm: attn_norms,
+                ffn_norm: ffn_norms,
+                norm: norm_host,
+                cos: cos.flatten_all()?.to_vec1()?,
+                sin: sin.flatten_all()?.to_vec1()?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             config,
             embed,
             layers,
             norm,
-            output: Linear::new(output, device)?,
+            output,
             cos,
             sin,
             device: device.clone(),
+            host,
         })
     }
 
@@ -244,12 +276,18 @@ impl Llama {
     /// grows if needed, up to the context length checked by the caller).
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let capacity = capacity.clamp(1, self.config.context_length);
-        KvCache {
-            layers: (0..self.config.n_layer)
-                .map(|_| candle_nn::kv_cache::KvCache::new(2, capacity))
-                .collect(),
-            len: 0,
-        }
+        let n = self.config.n_layer;
+        let layers = if self.host.is_some() {
+            let values = capacity * self.config.n_kv_head * self.config.head_dim;
+            LayerCaches::Host((0..n).map(|_| HostKv::with_capacity(values)).collect())
+        } else {
+            LayerCaches::Tensors(
+                (0..n)
+                    .map(|_| candle_nn::kv_cache::KvCache::new(2, capacity))
+                    .collect(),
+            )
+        };
+        KvCache { layers, len: 0 }
     }
 
     pub fn device(&self) -> &Device {
@@ -271,6 +309,17 @@ impl Llama {
                 self.config.context_length
             )));
         }
+        let caches = match (&mut cache.layers, &self.host) {
+            (LayerCaches::Host(layers), Some(host)) => {
+                let logits = self.forward_host(host, tokens, pos, layers)?;
+                cache.len += seq_len;
+                return Ok(logits);
+            }
+            (LayerCaches::Tensors(layers), _) => layers,
+            (LayerCaches::Host(_), None) => {
+                return Err(Error::Model("a cache made for another model".into()))
+            }
+        };
         let cfg = &self.config;
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let n_rep = cfg.n_head / cfg.n_kv_head;
@@ -284,7 +333,7 @@ impl Llama {
         let cos = self.cos.narrow(0, pos, seq_len)?;
         let sin = self.sin.narrow(0, pos, seq_len)?;
         let mut x = self.embed.forward(&input)?;
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (layer, kv) in self.layers.iter().zip(caches.iter_mut()) {
             let h = layer.attn_norm.forward(&x)?;
             let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
                 t.reshape((1, seq_len, n, cfg.head_dim))?
@@ -502,6 +551,36 @@ mod tests {
         let mut cache = model.new_cache(4);
         let err = model.forward(&[1; 65], &mut cache).unwrap_err();
         assert!(matches!(err, Error::TooLarge(_)), "{err}");
+    }
+
+    #[test]
+    fn buffer_and_tensor_paths_agree() {
+        let mut model = tiny_model();
+        assert!(
+            model.host.is_some(),
+            "Q4_1/Q8_0 weights on the CPU take the buffer path"
+        );
+        // A prompt, then single tokens, past the caches' initial capacity.
+        let steps: [&[u32]; 4] = [&[3, 17, 5, 42, 8], &[1], &[30], &[47]];
+        let mut cache = model.new_cache(4);
+        assert!(matches!(cache.layers, LayerCaches::Host(_)));
+        let host: Vec<Tensor> = steps
+            .iter()
+            .map(|t| model.forward(t, &mut cache).unwrap())
+            .collect();
+        let buffers = model.host.take();
+        let mut tensor_cache = model.new_cache(4);
+        assert!(matches!(tensor_cache.layers, LayerCaches::Tensors(_)));
+        for (tokens, want) in steps.iter().zip(&host) {
+            let got = model.forward(tokens, &mut tensor_cache).unwrap();
+            let diff = max_diff(&got, want);
+            assert!(diff < 1e-3, "paths differ by {diff} after {tokens:?}");
+        }
+        assert_eq!((cache.len(), tensor_cache.len()), (8, 8));
+        // A buffer cache cannot feed the tensor path.
+        let err = model.forward(&[1], &mut cache).unwrap_err();
+        assert!(matches!(err, Error::Model(_)), "{err}");
+        model.host = buffers;
     }
 
     #[test]

@@ -129,7 +129,35 @@ impl QMatrix {
             )));
         }
         let input = x.flatten_all()?.to_vec1::<f32>()?;
-        let m = input.len() / k.max(1);
+        let outs = Self::matmul_many(ms, &input)?;
+        Ok(ms
+            .iter()
+            .zip(outs)
+            .map(|(w, out)| {
+                let mut shape = dims.clone();
+                *shape.last_mut().expect("non-empty") = w.n;
+                Tensor::from_vec(out, shape, &Device::Cpu)
+            })
+            .collect::<candle_core::Result<_>>()?)
+    }
+
+    /// [`forward_many`](Self::forward_many) on plain buffers: `input` holds
+    /// `m` rows of `k` values; each product is `m` rows of its matrix's `n`.
+    pub fn matmul_many(ms: &[&QMatrix], input: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let k = ms.first().map_or(0, |w| w.k);
+        if let Some(w) = ms.iter().find(|w| w.k != k) {
+            return Err(Error::Model(format!(
+                "quantized matmul: weight widths {k} and {} in one product",
+                w.k
+            )));
+        }
+        if k == 0 || !input.len().is_multiple_of(k) {
+            return Err(Error::Model(format!(
+                "quantized matmul: {} inputs for rows of width {k}",
+                input.len()
+            )));
+        }
+        let m = input.len() / k;
         let xq: Vec<BlockQ8> = input.chunks_exact(QK).map(quantize_q8_1).collect();
         let mut outs: Vec<Vec<f32>> = ms.iter().map(|w| vec![0f32; m * w.n]).collect();
         // Columns in groups of 4: each group reads its weight rows once for
@@ -155,15 +183,7 @@ impl QMatrix {
                 }
             }
         });
-        Ok(ms
-            .iter()
-            .zip(outs)
-            .map(|(w, out)| {
-                let mut shape = dims.clone();
-                *shape.last_mut().expect("non-empty") = w.n;
-                Tensor::from_vec(out, shape, &Device::Cpu)
-            })
-            .collect::<candle_core::Result<_>>()?)
+        Ok(outs)
     }
 }
 
