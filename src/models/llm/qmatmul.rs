@@ -207,6 +207,24 @@ fn columns<W>(w: &[W], n: usize, xq: &[BlockQ8], m: usize, g: usize, out: *mut f
 /// ggml stores them. Bit-for-bit agreement here keeps greedy output on
 /// llama.cpp's path where logits nearly tie.
 fn quantize_q8_1(x: &[f32]) -> BlockQ8 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { quantize_q8_1_avx2(x) };
+    }
+    quantize_q8_1_portable(x)
+}
+
+/// The same code compiled for AVX2, where rounding is one instruction
+/// instead of a call into libm (4% of a decode step).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_q8_1_avx2(x: &[f32]) -> BlockQ8 {
+    quantize_q8_1_portable(x)
+}
+
+#[inline(always)]
+fn quantize_q8_1_portable(x: &[f32]) -> BlockQ8 {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
