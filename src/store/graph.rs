@@ -79,7 +79,15 @@ impl FlatGraph {
     /// inserted while the copy is made are left out (those points are not
     /// in the copy either).
     pub fn from_hnsw<D: Distance<f32> + Send + Sync>(hnsw: &Hnsw<'_, f32, D>) -> Option<Self> {
-        let points: Vec<_> = hnsw.get_point_indexation().into_iter().collect();
+        // Layer by layer, each layer's lock held only while it is listed:
+        // hnsw_rs's whole-graph iterator takes the lock again while holding
+        // it (a deadlock once an insert waits to write) and panics on a
+        // graph whose entry point is not set yet (empty, or mid-insert).
+        let indexation = hnsw.get_point_indexation();
+        let points: Vec<_> = (0..hnsw.get_max_level())
+            .filter(|&layer| indexation.get_layer_nb_point(layer) > 0)
+            .flat_map(|layer| indexation.get_layer_iterator(layer).collect::<Vec<_>>())
+            .collect();
         let first = points.first()?;
         let dim = first.get_v().len();
         let index: HashMap<PointId, u32> = points

@@ -354,6 +354,18 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_index_searches_to_nothing() {
+        let index = VectorIndex::new(8, IndexParams::default(), 10);
+        index.refresh();
+        assert!(index.search(&[0.5; 8], 3, 16, &|_| true).is_empty());
+        index.insert(&unit_vectors(1, 8, 1));
+        assert_eq!(
+            index.search(&unit_vectors(1, 8, 1)[0].1, 3, 16, &|_| true)[0].0,
+            1
+        );
+    }
+
+    #[test]
     fn finds_each_point_as_its_own_nearest_and_survives_save_and_load() {
         let points = unit_vectors(500, 32, 7);
         let index = VectorIndex::new(32, IndexParams::default(), 500);
