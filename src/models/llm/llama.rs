@@ -164,8 +164,8 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
-    /// Present when every matrix runs on hearth's CPU kernels: then the
-    /// forward pass runs on plain buffers ([`cpu`]).
+    /// Present when every matrix runs on hearth's CPU kernels and the CPU
+    /// has FMA: then the forward pass runs on plain buffers ([`cpu`]).
     host: Option<HostModel>,
 }
 
@@ -248,7 +248,7 @@ impl Llama {
                 .iter()
                 .all(|w| matches!(w, Linear::Own(_)))
         }) && matches!(output, Linear::Own(_));
-        let host = if all_own {
+        let host = if all_own && cpu::supported() {
             Some(HostModel {
                 attn_norm: attn_norms,
                 ffn_norm: ffn_norms,

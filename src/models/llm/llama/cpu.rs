@@ -50,6 +50,19 @@ impl HostKv {
     }
 }
 
+/// Whether this CPU can run the buffer path: its kernels are compiled with
+/// FMA on x86-64 (elsewhere they are portable code).
+pub(super) fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
 /// llama.cpp (without flash attention) sizes the attended cache in
 /// multiples of this many cells.
 const KV_PAD: usize = 32;
@@ -282,7 +295,7 @@ impl Llama {
                     let seen = pos + r + 1;
                     scores.clear();
                     scores.extend((0..seen).map(|t| {
-                        // SAFETY: `fma` is present where the buffer path runs.
+                        // SAFETY: the buffer path runs only where `supported()`.
                         unsafe { dot8(query, &keys[t * kv_dim + at..][..hd]) }
                     }));
                     // llama.cpp attends over the cache padded to KV_PAD
@@ -312,7 +325,7 @@ impl Llama {
             let [mut gate, up]: [Vec<f32>; 2] = QMatrix::matmul_many(&gate_up, &h)?
                 .try_into()
                 .expect("two products");
-            // SAFETY: `fma` is present where the buffer path runs.
+            // SAFETY: the buffer path runs only where `supported()`.
             unsafe { swiglu(&mut gate, &up) };
             let down = QMatrix::matmul_many(&[own(&layer.w_down)?], &gate)?;
             for (x, y) in x.iter_mut().zip(&down[0]) {
