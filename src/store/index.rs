@@ -77,12 +77,18 @@ pub struct VectorIndex {
     params: IndexParams,
     dim: usize,
     max_id: AtomicI64,
+    snapshot: Snapshot,
+}
+
+/// The flattened copy searches run on, and what tells whether it is current.
+#[derive(Default)]
+struct Snapshot {
     /// Inserts finished so far.
     generation: AtomicU64,
-    /// The snapshot and the generation it was begun at.
-    snapshot: RwLock<Option<(u64, Arc<FlatGraph>)>>,
-    /// Held while a snapshot is made, so only one search makes it.
-    flattening: Mutex<()>,
+    /// The copy and the generation it was begun at.
+    graph: RwLock<Option<(u64, Arc<FlatGraph>)>>,
+    /// Held while a copy is made, so only one search makes it.
+    making: Mutex<()>,
 }
 
 impl VectorIndex {
@@ -98,9 +104,7 @@ impl VectorIndex {
             params,
             dim,
             max_id: AtomicI64::new(0),
-            generation: AtomicU64::new(0),
-            snapshot: RwLock::new(None),
-            flattening: Mutex::new(()),
+            snapshot: Snapshot::default(),
         }
     }
 
@@ -120,7 +124,7 @@ impl VectorIndex {
         }
         let top = points.iter().map(|p| p.0).max().unwrap_or(0);
         self.max_id.fetch_max(top, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.snapshot.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The `k` nearest ids accepted by `keep`, nearest first, with their
@@ -137,23 +141,21 @@ impl VectorIndex {
         // hnsw_rs's filtered search never stops early (it walks every
         // reachable point, ~10x slower), so it is only the fallback for when
         // too few candidates pass `keep` (many deleted chunks).
-        let hits: Vec<(i64, f32)> = match self.current_snapshot() {
-            Some(graph) => graph
-                .search(query, ef)
-                .into_iter()
-                .filter(|(id, _)| keep(*id))
-                .take(k)
-                .map(|(id, similarity)| (id as i64, similarity))
-                .collect(),
+        let nearest: Vec<(usize, f32)> = match self.current_snapshot() {
+            Some(graph) => graph.search(query, ef),
             None => self
                 .hnsw
                 .search(query, ef, ef)
                 .into_iter()
-                .filter(|n| keep(n.d_id))
-                .take(k)
-                .map(|n| (n.d_id as i64, 1.0 - n.distance))
+                .map(|n| (n.d_id, 1.0 - n.distance))
                 .collect(),
         };
+        let hits: Vec<(i64, f32)> = nearest
+            .into_iter()
+            .filter(|(id, _)| keep(*id))
+            .take(k)
+            .map(|(id, similarity)| (id as i64, similarity))
+            .collect();
         if hits.len() == k.min(self.len()) {
             return hits;
         }
@@ -176,10 +178,11 @@ impl VectorIndex {
     /// the current one is older; `None` while another thread makes it (the
     /// caller then searches hnsw_rs's graph directly).
     fn current_snapshot(&self) -> Option<Arc<FlatGraph>> {
+        let snapshot = &self.snapshot;
         let current = || {
-            let generation = self.generation.load(Ordering::SeqCst);
-            let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
-            match &*snapshot {
+            let generation = snapshot.generation.load(Ordering::SeqCst);
+            let graph = snapshot.graph.read().unwrap_or_else(|p| p.into_inner());
+            match &*graph {
                 Some((made_at, graph)) if *made_at == generation => Some(graph.clone()),
                 _ => None,
             }
@@ -187,15 +190,15 @@ impl VectorIndex {
         if let Some(graph) = current() {
             return Some(graph);
         }
-        let _making = self.flattening.try_lock().ok()?;
+        let _making = snapshot.making.try_lock().ok()?;
         if let Some(graph) = current() {
             return Some(graph);
         }
         // Read before copying: an insert finishing meanwhile makes the copy
         // stale at once, and the next search copies again.
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = snapshot.generation.load(Ordering::SeqCst);
         let graph = Arc::new(FlatGraph::from_hnsw(&self.hnsw)?);
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) =
+        *snapshot.graph.write().unwrap_or_else(|p| p.into_inner()) =
             Some((generation, graph.clone()));
         Some(graph)
     }
@@ -312,9 +315,7 @@ impl VectorIndex {
             params,
             dim,
             max_id: AtomicI64::new(m.max_id),
-            generation: AtomicU64::new(0),
-            snapshot: RwLock::new(None),
-            flattening: Mutex::new(()),
+            snapshot: Snapshot::default(),
         })
     }
 }

@@ -123,16 +123,18 @@ impl Linear {
         }
     }
 
+    /// hearth's kernel, when this matrix runs on it.
+    fn as_own(&self) -> Option<&QMatrix> {
+        match self {
+            Self::Own(m) => Some(m),
+            Self::Candle(_) => None,
+        }
+    }
+
     /// Several products of the same input: one quantization of `x` and one
     /// thread-pool dispatch when all are hearth's kernels.
     fn forward_many<const N: usize>(ws: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
-        let own: Vec<&QMatrix> = ws
-            .iter()
-            .filter_map(|w| match w {
-                Self::Own(m) => Some(m),
-                Self::Candle(_) => None,
-            })
-            .collect();
+        let own: Vec<&QMatrix> = ws.iter().filter_map(|w| w.as_own()).collect();
         let outs = if own.len() == N {
             QMatrix::forward_many(&own, x)?
         } else {
@@ -242,19 +244,22 @@ impl Llama {
             });
         }
         let output = Linear::new(output, device)?;
-        let (cos, sin) = rope_tables(&config, device)?;
+        let (cos_host, sin_host) = rope_tables(&config);
+        let shape = (config.context_length, config.head_dim / 2);
+        let cos = Tensor::from_slice(&cos_host, shape, device)?;
+        let sin = Tensor::from_slice(&sin_host, shape, device)?;
         let all_own = layers.iter().all(|l| {
             [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
                 .iter()
-                .all(|w| matches!(w, Linear::Own(_)))
-        }) && matches!(output, Linear::Own(_));
+                .all(|w| w.as_own().is_some())
+        }) && output.as_own().is_some();
         let host = if all_own && cpu::supported() {
             Some(HostModel {
                 attn_norm: attn_norms,
                 ffn_norm: ffn_norms,
                 norm: norm_host,
-                cos: cos.flatten_all()?.to_vec1()?,
-                sin: sin.flatten_all()?.to_vec1()?,
+                cos: cos_host,
+                sin: sin_host,
             })
         } else {
             None
@@ -393,7 +398,8 @@ impl Llama {
     }
 }
 
-fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+/// RoPE's cos and sin, `[context_length, head_dim / 2]` row-major.
+fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     // As ggml computes it: theta starts at the position and is multiplied by
     // base^(-2/d) for each pair (not recomputed with powf), in f32.
     let half = cfg.head_dim / 2;
@@ -407,11 +413,7 @@ fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
             theta *= theta_scale;
         }
     }
-    let shape = (cfg.context_length, half);
-    Ok((
-        Tensor::from_vec(cos, shape, device)?,
-        Tensor::from_vec(sin, shape, device)?,
-    ))
+    (cos, sin)
 }
 
 /// Additive mask `[seq_len, pos + seq_len]`: query i sees keys up to pos + i.

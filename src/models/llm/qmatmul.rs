@@ -116,6 +116,12 @@ impl QMatrix {
         Ok(out.pop().expect("one matrix, one product"))
     }
 
+    /// [`forward`](Self::forward) on a plain buffer of rows of `k` values.
+    pub fn matmul(&self, input: &[f32]) -> Result<Vec<f32>> {
+        let mut out = Self::matmul_many(&[self], input)?;
+        Ok(out.pop().expect("one matrix, one product"))
+    }
+
     /// `x @ W^T` for several matrices of the same width (a layer's q/k/v,
     /// or gate/up): `x` is quantized once and every product's columns are
     /// shared out in one dispatch to the thread pool.

@@ -35,7 +35,6 @@ pub(super) struct HostModel {
 
 /// One layer's cached keys and values: a row of `n_kv_head * head_dim` per
 /// position, at f16 precision held in f32.
-#[derive(Default)]
 pub(super) struct HostKv {
     k: Vec<f32>,
     v: Vec<f32>,
@@ -68,12 +67,9 @@ pub(super) fn supported() -> bool {
 const KV_PAD: usize = 32;
 
 fn own(l: &Linear) -> Result<&QMatrix> {
-    match l {
-        Linear::Own(m) => Ok(m),
-        Linear::Candle(_) => Err(Error::Model(
-            "the buffer forward pass needs hearth's kernels for every matrix".into(),
-        )),
-    }
+    l.as_own().ok_or_else(|| {
+        Error::Model("the buffer forward pass needs hearth's kernels for every matrix".into())
+    })
 }
 
 /// ggml's `rms_norm` followed by its multiplication by the weight: the sum
@@ -311,12 +307,12 @@ impl Llama {
                             hd,
                         )
                     };
-                    // SAFETY: as above.
+                    // SAFETY: `supported()`, as for `dot8`.
                     unsafe { weighted_sum(&scores[..seen], values, kv_dim, at, &mut lanes, dst) };
                 }
             });
-            let o = QMatrix::matmul_many(&[own(&layer.wo)?], &y)?;
-            for (x, o) in x.iter_mut().zip(&o[0]) {
+            let o = own(&layer.wo)?.matmul(&y)?;
+            for (x, o) in x.iter_mut().zip(&o) {
                 *x += o;
             }
 
@@ -327,14 +323,13 @@ impl Llama {
                 .expect("two products");
             // SAFETY: the buffer path runs only where `supported()`.
             unsafe { swiglu(&mut gate, &up) };
-            let down = QMatrix::matmul_many(&[own(&layer.w_down)?], &gate)?;
-            for (x, y) in x.iter_mut().zip(&down[0]) {
+            let down = own(&layer.w_down)?.matmul(&gate)?;
+            for (x, y) in x.iter_mut().zip(&down) {
                 *x += y;
             }
         }
         let last = rms_norm(&x[(rows - 1) * d..], &host.norm, eps);
-        let mut logits = QMatrix::matmul_many(&[own(&self.output)?], &last)?;
-        let logits = logits.pop().expect("one product");
+        let logits = own(&self.output)?.matmul(&last)?;
         let n = logits.len();
         Ok(Tensor::from_vec(logits, n, &Device::Cpu)?)
     }
