@@ -67,6 +67,70 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
+/// Whether the CPU has AVX2 and FMA, which hearth's own kernels are
+/// compiled for (checked once per call site's use; the check is cheap).
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The pieces of ggml's vectorised `ggml_v_expf` (the range-reduced
+/// degree-5 polynomial of Arm's optimized-routines `expf`): `n = round(x /
+/// ln 2)`, `e` = n's bits in an f32 exponent field, `j ~ exp(x - n ln 2) - 1`.
+/// Every `mul_add` is the fused operation ggml uses.
+#[inline(always)]
+fn exp_parts(x: f32) -> (f32, u32, f32) {
+    let c = f32::from_bits;
+    let shift = c(0x4b40_0000); // 1.5 * 2^23: rounds to an integer
+    let z = x.mul_add(c(0x3fb8_aa3b), shift); // x / ln 2 + shift
+    let n = z - shift;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x)); // x - n ln 2
+    let e = z.to_bits() << 23;
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    (n, e, j)
+}
+
+/// `exp(x)` as ggml's `ggml_v_expf` computes it, one lane at a time, over
+/// all of f32's range.
+#[inline(always)]
+pub fn exp_ggml(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let (n, e, j) = exp_parts(x);
+    if n.abs() <= 126.0 {
+        let k = c(e.wrapping_add(1f32.to_bits())); // 2^n
+        return j.mul_add(k, k);
+    }
+    // 2^n out of f32's normal range: split it into two factors.
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = c(g.wrapping_add(0x7f00_0000));
+    let s2 = c(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// `exp(x)` for `x <= 88` by the same polynomial, without branches so that
+/// loops over it vectorise; below -87 it gives `exp(-87)` (~1.6e-38), which
+/// is as good as zero where it is used (softmax terms, erf's tail).
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    let (_, e, j) = exp_parts(x.max(-87.0));
+    let k = f32::from_bits(e.wrapping_add(1f32.to_bits())); // 2^n
+    j.mul_add(k, k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +143,23 @@ mod tests {
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             assert!((dot(&a, &b) as f64 - exact).abs() < 1e-3, "n = {n}");
             assert!((dot_lanes(&a, &b) as f64 - exact).abs() < 1e-3, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn polynomial_exps_are_close_to_the_library_exp() {
+        for i in -1000..=880 {
+            let x = i as f32 / 10.0;
+            let want = (x as f64).exp();
+            let rel = |got: f32| ((got as f64 - want) / want).abs();
+            if want > f32::MIN_POSITIVE as f64 {
+                assert!(rel(exp_ggml(x)) < 1e-6, "exp_ggml({x}) = {}", exp_ggml(x));
+            }
+            if x >= -87.0 {
+                assert!(rel(exp_fast(x)) < 1e-6, "exp_fast({x}) = {}", exp_fast(x));
+            } else {
+                assert_eq!(exp_fast(x), exp_fast(-87.0));
+            }
         }
     }
 }

@@ -433,11 +433,22 @@ mod tests {
 
     /// A random-weight llama (2 layers, GQA 2:1) written as GGUF in memory.
     fn tiny_model() -> Llama {
-        let dev = Device::Cpu;
+        load(&tiny_gguf(), &Device::Cpu)
+    }
+
+    fn load(gguf: &[u8], dev: &Device) -> Llama {
+        let mut buf = std::io::Cursor::new(gguf);
+        let content = gguf_file::Content::read(&mut buf).unwrap();
+        Llama::from_gguf(&content, &mut buf, dev).unwrap()
+    }
+
+    /// The GGUF bytes of a random-weight llama (2 layers, GQA 2:1).
+    fn tiny_gguf() -> Vec<u8> {
+        let cpu = Device::Cpu;
         let (embd, ffn, vocab) = (64usize, 64usize, 48usize);
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
         let mut add = |name: &str, shape: &[usize], dtype: GgmlDType| {
-            let t = (Tensor::randn(0f32, 0.5, shape, &dev).unwrap())
+            let t = (Tensor::randn(0f32, 0.5, shape, &cpu).unwrap())
                 .abs()
                 .unwrap();
             let t = if name.contains("norm") {
@@ -508,9 +519,7 @@ mod tests {
         let tensor_refs: Vec<(&str, &QTensor)> =
             tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         gguf_file::write(&mut buf, &meta_refs, &tensor_refs).unwrap();
-        buf.set_position(0);
-        let content = gguf_file::Content::read(&mut buf).unwrap();
-        Llama::from_gguf(&content, &mut buf, &dev).unwrap()
+        buf.into_inner()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -583,6 +592,30 @@ mod tests {
         let err = model.forward(&[1], &mut cache).unwrap_err();
         assert!(matches!(err, Error::Model(_)), "{err}");
         model.host = buffers;
+    }
+
+    /// The GPU path (candle's CUDA kernels) against the CPU's on the same
+    /// weights: a prompt, then single tokens.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_and_cpu_agree() {
+        let gpu = Device::new_cuda(0).expect("built with --features cuda: a CUDA GPU is required");
+        // One random draw, loaded on both devices.
+        let gguf = tiny_gguf();
+        let (model, on_gpu) = (load(&gguf, &Device::Cpu), load(&gguf, &gpu));
+        let steps: [&[u32]; 4] = [&[3, 17, 5, 42, 8], &[1], &[30], &[47]];
+        let (mut c, mut g) = (model.new_cache(4), on_gpu.new_cache(4));
+        assert!(matches!(g.layers, LayerCaches::Tensors(_)));
+        for tokens in steps {
+            let want = model.forward(tokens, &mut c).unwrap();
+            let got = on_gpu
+                .forward(tokens, &mut g)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap();
+            let diff = max_diff(&got, &want);
+            assert!(diff < 2e-2, "GPU and CPU differ by {diff} after {tokens:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 use super::{Linear, Llama};
 use crate::error::{Error, Result};
 use crate::models::llm::qmatmul::QMatrix;
+use crate::simd;
 use candle_core::{Device, Tensor};
 use half::f16;
 
@@ -108,45 +109,14 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
     }
 }
 
-/// `exp(x)` as ggml's vectorised `ggml_v_expf` computes it (the
-/// range-reduced degree-5 polynomial of Arm's optimized-routines `expf`),
-/// one lane at a time; every `mul_add` is the fused operation ggml uses.
-#[inline(always)]
-fn expf_ggml(x: f32) -> f32 {
-    let c = f32::from_bits;
-    let shift = c(0x4b40_0000); // 1.5 * 2^23: rounds to an integer
-    let z = x.mul_add(c(0x3fb8_aa3b), shift); // x / ln 2 + shift
-    let n = z - shift;
-    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x)); // x - n ln 2
-    let e = z.to_bits() << 23;
-    let k = c(e.wrapping_add(1f32.to_bits())); // 2^n
-    let u = b * b;
-    let j = c(0x3c07_2010)
-        .mul_add(b, c(0x3d2b_9f17))
-        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
-        .mul_add(u, c(0x3f7f_fff6) * b);
-    if n.abs() <= 126.0 {
-        return j.mul_add(k, k);
-    }
-    // 2^n out of f32's normal range: split it into two factors.
-    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
-    let s1 = c(g.wrapping_add(0x7f00_0000));
-    let s2 = c(e.wrapping_sub(g));
-    if n.abs() > 192.0 {
-        s1 * s1
-    } else {
-        s2.mul_add(j, s2) * s1
-    }
-}
-
 /// SwiGLU as ggml computes it: `g / (1 + exp(-g)) * u`, exp as in
-/// [`expf_ggml`] for whole groups of 8, the C library's for the rest.
+/// [`simd::exp_ggml`] for whole groups of 8, the C library's for the rest.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
 unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     let whole = gate.len() / 8 * 8;
     for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
         let e = if i < whole {
-            expf_ggml(-*g)
+            simd::exp_ggml(-*g)
         } else {
             (-*g).exp()
         };
@@ -154,7 +124,7 @@ unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// ggml's `soft_max` of `xs * scale` in place: exp as in [`expf_ggml`] in
+/// ggml's `soft_max` of `xs * scale` in place: exp as in [`simd::exp_ggml`] in
 /// groups of 8 (each group summed in f32 as ggml's AVX2 code does, the
 /// groups in f64), the C library's exp for the rest, then the result
 /// rounded through f16 as llama.cpp rounds attention weights.
@@ -168,7 +138,7 @@ unsafe fn softmax_f16(xs: &mut [f32], scale: f32) {
     let mut groups = xs.chunks_exact_mut(8);
     for group in &mut groups {
         for x in group.iter_mut() {
-            *x = expf_ggml(*x - max);
+            *x = simd::exp_ggml(*x - max);
         }
         let l: [f32; 4] = std::array::from_fn(|i| group[4 + i] + group[i]);
         sum += ((l[0] + l[2]) + (l[1] + l[3])) as f64;
