@@ -27,6 +27,13 @@ pub fn llm_path() -> PathBuf {
     model(hearth::models::DEFAULT_LLM)
 }
 
+/// The device the model tests run on: `HEARTH_TEST_DEVICE` (e.g. `cuda`,
+/// with a build that has the feature), else the CPU.
+pub fn device() -> candle_core::Device {
+    let name = std::env::var("HEARTH_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    hearth::models::device::open(&name).unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e}"))
+}
+
 /// A file of `../shared/reference/`, parsed.
 pub fn reference(name: &str) -> serde_json::Value {
     let path = repo().join("../shared/reference").join(name);

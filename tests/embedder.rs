@@ -7,7 +7,7 @@ use hearth::models::{Embedder, ModelSource};
 fn load() -> Embedder {
     Embedder::load(
         &ModelSource::Local(common::embedder_path()),
-        &candle_core::Device::Cpu,
+        &common::device(),
     )
     .expect("loading the default embedder")
 }

@@ -14,11 +14,8 @@ use std::sync::OnceLock;
 fn llm() -> &'static Llm {
     static LLM: OnceLock<Llm> = OnceLock::new();
     LLM.get_or_init(|| {
-        Llm::load(
-            &ModelSource::Local(common::llm_path()),
-            &candle_core::Device::Cpu,
-        )
-        .expect("loading the default LLM")
+        Llm::load(&ModelSource::Local(common::llm_path()), &common::device())
+            .expect("loading the default LLM")
     })
 }
 
@@ -72,6 +69,12 @@ fn tokenizer_from_gguf_matches_llama_cpp() {
 fn greedy_generation_matches_llama_cpp() {
     let reference = common::reference("llm_reference.json");
     let g = generator();
+    // The CPU forward pass follows ggml's CPU arithmetic, so only near-ties
+    // may round the other way. Elsewhere (HEARTH_TEST_DEVICE=cuda: candle's
+    // CUDA kernels, which sum in their own order) choices drift further:
+    // measured on an H200, 123/132 teacher-forced, worst gap 1.75.
+    let ggml_numerics = llm().model.device().is_cpu();
+    let (min_agree_pct, max_gap) = if ggml_numerics { (97, 0.5) } else { (90, 2.5) };
     let (mut matched, mut total, mut forced_agree) = (0, 0, 0);
     let mut report = Vec::new();
     for item in reference["items"].as_array().unwrap() {
@@ -122,13 +125,18 @@ fn greedy_generation_matches_llama_cpp() {
             want.len(),
             want.len()
         ));
+        eprintln!(
+            "reference answer {}: {}",
+            report.len(),
+            report[report.len() - 1]
+        );
         let leading = gaps.iter().take_while(|g| **g == 0.0).count();
         assert_eq!(
             same,
             leading.min(got.tokens.len()),
             "the generator follows the model"
         );
-        if let Some(gap) = gaps.get(same) {
+        if let Some(gap) = gaps.get(same).filter(|_| ggml_numerics) {
             assert!(
                 *gap < 0.01,
                 "greedy output leaves llama.cpp's after {same} tokens where its choice is {gap} \
@@ -139,7 +147,7 @@ fn greedy_generation_matches_llama_cpp() {
             );
         }
         assert!(
-            worst < 0.5,
+            worst < max_gap,
             "llama.cpp's token is {worst} below our best logit somewhere in {:?}: {gaps:?}",
             item["messages"]
         );
@@ -149,9 +157,10 @@ fn greedy_generation_matches_llama_cpp() {
         report.join("; ")
     );
     // Rounding differences from ggml can flip a near-tie now and then, not
-    // more: 97% of the teacher-forced choices must be llama.cpp's.
+    // more: 97% of the teacher-forced choices must be llama.cpp's (90% off
+    // the CPU).
     assert!(
-        forced_agree * 100 >= total * 97,
+        forced_agree * 100 >= total * min_agree_pct,
         "only {forced_agree}/{total} teacher-forced choices are llama.cpp's"
     );
 }

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 /// Tokens per work item: large enough that each matrix product amortises
 /// packing its weights, small enough that activations stay in cache.
-const ITEM_TOKENS: usize = 1024;
+const ITEM_TOKENS: usize = 512;
 
 /// Whether this CPU can run the buffer path (its kernels are compiled for
 /// AVX2 and FMA).
