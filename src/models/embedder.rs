@@ -1,9 +1,9 @@
 //! Sentence embeddings with a BERT-family model (safetensors + tokenizer.json):
-//! padded batches with an attention mask, truncation at the model's maximum
-//! length, mean pooling over real tokens, L2 normalisation. Matches
-//! sentence-transformers for models such as all-MiniLM-L6-v2. On a CPU
-//! with AVX2 and FMA a plain BERT runs on hearth's own buffer forward pass
-//! ([`cpu`]); elsewhere on candle's `BertModel`.
+//! truncation at the model's maximum length, mean pooling over real tokens,
+//! L2 normalisation. Matches sentence-transformers for models such as
+//! all-MiniLM-L6-v2. On a CPU with AVX2 and FMA a plain BERT runs on
+//! hearth's own buffer forward pass ([`cpu`], no padding); elsewhere on
+//! candle's `BertModel`, in padded batches with an attention mask.
 
 mod cpu;
 
