@@ -7,7 +7,7 @@
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { dot_avx2(a, b) };
     }
@@ -68,7 +68,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Whether the CPU has AVX2 and FMA, which hearth's own kernels are
-/// compiled for (checked once per call site's use; the check is cheap).
+/// compiled for (a cached run-time check).
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

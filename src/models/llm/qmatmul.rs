@@ -214,7 +214,7 @@ fn columns<W>(w: &[W], n: usize, xq: &[BlockQ8], m: usize, g: usize, out: *mut f
 /// llama.cpp's path where logits nearly tie.
 fn quantize_q8_1(x: &[f32]) -> BlockQ8 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return unsafe { quantize_q8_1_avx2(x) };
     }
@@ -250,20 +250,9 @@ fn quantize_q8_1_portable(x: &[f32]) -> BlockQ8 {
 
 type DotFn<W> = fn(&[W], &[BlockQ8]) -> f32;
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 fn dot_q4_1() -> DotFn<BlockQ4> {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return |w, x| unsafe { dot_q4_1_avx2(w, x) };
     }
@@ -272,7 +261,7 @@ fn dot_q4_1() -> DotFn<BlockQ4> {
 
 fn dot_q8_0() -> DotFn<BlockQ8> {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return |w, x| unsafe { dot_q8_0_avx2(w, x) };
     }
