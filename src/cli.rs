@@ -174,6 +174,10 @@ pub struct ServeArgs {
 pub struct UpArgs {
     #[arg(long, value_enum, default_value = "unified")]
     pub topology: Topology,
+    /// Write the deployment (every process's URL and pid, and which URL
+    /// serves each pipeline) as JSON to this file, once more when ready.
+    #[arg(long)]
+    pub endpoints_file: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -335,7 +339,11 @@ pub fn run(cli: Cli) -> Result<()> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(topology::up(&config, args.topology))?;
+                .block_on(topology::up(
+                    &config,
+                    args.topology,
+                    args.endpoints_file.as_deref(),
+                ))?;
             Ok(())
         }
         Command::GatewayConfig(args) => {
@@ -579,30 +587,27 @@ fn ingest(config: Config, args: IngestArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let bar = progress_bar(files.len(), "files");
     let chunks = runtime()?.block_on(async {
-        use futures_util::{StreamExt, TryStreamExt};
+        use futures_util::TryStreamExt;
         let ingestor = &direct.docs.ingestor;
         let bar = &bar;
-        let mut done = futures_util::stream::iter(files)
-            .map(|(id, path)| async move {
-                let (text, kind) = read_file(&path)?;
-                if text.trim().is_empty() {
-                    bar.println(format!("skipped {} (no text)", path.display()));
-                    return Ok(0);
-                }
-                let doc = DocumentInput {
-                    id: Some(id),
-                    text,
-                    source: Some(path.display().to_string()),
-                    metadata: serde_json::json!({ "path": path.display().to_string() }),
-                    kind,
-                };
-                let done = ingestor.ingest(doc).await?;
-                Ok::<_, anyhow::Error>(done.chunks)
-            })
-            .buffered(4);
+        let done = ingestor.ingest_all(files, |(id, path): (String, PathBuf)| {
+            let (text, kind) = read_file(&path)?;
+            if text.trim().is_empty() {
+                bar.println(format!("skipped {} (no text)", path.display()));
+                return Ok(None);
+            }
+            Ok(Some(DocumentInput {
+                id: Some(id),
+                text,
+                source: Some(path.display().to_string()),
+                metadata: serde_json::json!({ "path": path.display().to_string() }),
+                kind,
+            }))
+        });
+        let mut done = std::pin::pin!(done);
         let mut chunks = 0;
-        while let Some(n) = done.try_next().await? {
-            chunks += n;
+        while let Some(ingested) = done.try_next().await? {
+            chunks += ingested.map_or(0, |d| d.chunks);
             bar.inc(1);
         }
         Ok::<_, anyhow::Error>(chunks)

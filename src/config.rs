@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::{DEFAULT_EMBEDDER, DEFAULT_LLM};
+pub use crate::roles::{LlmSlot, Role};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -52,55 +53,6 @@ pub struct ModelsConfig {
 /// Whether a model setting names another hearth process rather than files.
 pub fn is_remote(model: &str) -> bool {
     model.starts_with("http://") || model.starts_with("https://")
-}
-
-/// What one `hearth serve` process runs. The role decides which components
-/// are local, which are remote clients, and so which routes it serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Both pipelines, the store and the embedder: the unified server.
-    All,
-    /// The RAG pipeline: store, index, embedder and generator (each model
-    /// local or remote).
-    Rag,
-    /// The fine-tuned pipeline alone.
-    FineTuned,
-    /// The embedder alone (`/embed`, `/v1/embeddings`).
-    Embed,
-    /// One LLM alone (`/generate`); with `--model fine-tuned` it also
-    /// serves the fine-tuned pipeline's routes.
-    Generate,
-    /// The front door: a reverse proxy to `rag` and `fine-tuned` processes.
-    Gateway,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::All => "all",
-            Role::Rag => "rag",
-            Role::FineTuned => "fine-tuned",
-            Role::Embed => "embed",
-            Role::Generate => "generate",
-            Role::Gateway => "gateway",
-        }
-    }
-}
-
-/// Which configured LLM a `generate` process serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LlmSlot {
-    RagGenerator,
-    FineTuned,
-}
-
-impl LlmSlot {
-    pub fn name(self) -> &'static str {
-        match self {
-            LlmSlot::RagGenerator => "rag-generator",
-            LlmSlot::FineTuned => "fine-tuned",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -367,16 +319,20 @@ impl Config {
         set(&mut l.index_save_secs, &a.index_save_secs);
     }
 
+    /// `listen` as a socket address.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr> {
+        self.listen.parse().map_err(|_| {
+            Error::InvalidInput(format!(
+                "config: listen must be an address such as 127.0.0.1:8080, got {:?}",
+                self.listen
+            ))
+        })
+    }
+
     /// Reject values that cannot work, naming the key.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: &str| Err(Error::InvalidInput(format!("config: {msg}")));
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(&format!(
-                "listen must be an address such as 127.0.0.1:8080, got {:?}",
-                self.listen
-            ));
-        }
-        let addr: std::net::SocketAddr = self.listen.parse().expect("checked above");
+        let addr = self.listen_addr()?;
         if !addr.ip().is_loopback() && self.api_keys.is_empty() && !self.allow_unauthenticated {
             return bad(&format!(
                 "listen {addr} is reachable from other machines but no api_keys are set; \

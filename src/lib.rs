@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod models;
 pub mod pipelines;
+pub mod roles;
 pub mod server;
 pub mod simd;
 pub mod store;

@@ -2,9 +2,8 @@
 //! unified server: every figure is present, non-zero and consistent, and
 //! the report and charts are written.
 
-mod common;
-
-use common::TestServer;
+use crate::common;
+use crate::common::TestServer;
 use serde_json::Value;
 
 const WORKLOAD: &str = r#"

@@ -2,6 +2,11 @@
 //! reference outputs are, with a clear failure when they are missing.
 #![allow(dead_code)]
 
+use hearth::engine::protocol::SseDecoder;
+use hearth::engine::remote::wait_until_ready;
+use hearth::topology::{Deployment, Endpoint, TOPOLOGY_FILE_ENV};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
 use std::path::PathBuf;
 
 pub fn repo() -> PathBuf {
@@ -85,15 +90,12 @@ impl TestServer {
             url,
         };
         let client = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = client.get(server.at("/readyz")).send().await {
-                if r.status() == 200 {
-                    return server;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let every = std::time::Duration::from_millis(100);
+        if !wait_until_ready(&client, &server.url, every, deadline).await {
+            panic!("hearth did not become ready within 60 s");
         }
-        panic!("hearth did not become ready within 60 s");
+        server
     }
 
     pub fn at(&self, path: &str) -> String {
@@ -135,40 +137,44 @@ impl Drop for TestServer {
 
 /// The events of a Server-Sent Events body, as (event, parsed data).
 pub fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
-    body.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .filter_map(|block| {
-            let mut event = String::from("message");
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event: ") {
-                    event = e.to_string();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            (!data.is_empty()).then(|| (event, serde_json::from_str(&data).expect("JSON data")))
+    SseDecoder::decode_all(body)
+        .into_iter()
+        .map(|frame| {
+            let data = frame.json().expect("JSON data");
+            (frame.event, data)
         })
         .collect()
 }
 
-/// One process of a running topology, as `hearth up` lists it.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub name: String,
-    pub role: String,
-    pub url: String,
-    pub pid: u32,
+/// POST JSON; the answer must be JSON whatever the status.
+pub async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
+    let r = client.post(url).json(&body).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
+    (status, value)
+}
+
+/// GET; the answer must be JSON whatever the status.
+pub async fn get(client: &Client, url: String) -> (StatusCode, Value) {
+    let r = client.get(url).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
+    (status, value)
 }
 
 /// A real `hearth up --topology T` launcher and its children, on loopback
-/// ports, over a data directory.
+/// ports, over a data directory; where everything is comes from the
+/// deployment file the launcher writes.
 pub struct TestTopology {
     child: Option<std::process::Child>,
-    pub topology: String,
-    pub endpoints: Vec<Endpoint>,
-    /// Lines the launcher printed after it was ready (restarts, ...).
-    pub later: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub deployment: Deployment,
+    /// The launcher's endpoints file.
+    file: PathBuf,
+    _files: tempfile::TempDir,
 }
 
 impl TestTopology {
@@ -177,6 +183,8 @@ impl TestTopology {
     pub fn up(topology: &str, data_dir: &std::path::Path, extra: &[&str]) -> Self {
         embedder_path();
         llm_path();
+        let files = tempfile::tempdir().unwrap();
+        let file = files.path().join("endpoints.json");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
             .current_dir(repo())
             .env("RUST_LOG", "hearth=warn")
@@ -189,76 +197,52 @@ impl TestTopology {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .arg("--endpoints-file")
+            .arg(&file)
             .args(extra)
-            .stdout(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("starting hearth up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let later = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let later_lines = later.clone();
-        // Keep reading for the launcher's whole life, so it never blocks
-        // on a full pipe.
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut endpoints = Vec::new();
-            let mut ready = false;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if ready {
-                    later_lines.lock().unwrap().push(line);
-                    continue;
-                }
-                if line == "hearth up: ready" {
-                    ready = true;
-                    let _ = tx.send(std::mem::take(&mut endpoints));
-                    continue;
-                }
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                if line.starts_with("  ") && fields.len() == 4 && fields[0] != "NAME" {
-                    endpoints.push(Endpoint {
-                        name: fields[0].into(),
-                        role: fields[1].into(),
-                        url: fields[2].into(),
-                        pid: fields[3].parse().expect("a pid"),
-                    });
-                }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        let deployment = loop {
+            if let Some(d) = Deployment::read(&file).unwrap().filter(|d| d.ready) {
+                break d;
             }
-        });
-        let endpoints = rx
-            .recv_timeout(std::time::Duration::from_secs(180))
-            .unwrap_or_else(|_| panic!("hearth up --topology {topology} did not become ready"));
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("hearth up --topology {topology} exited with {status} before it was ready");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("hearth up --topology {topology} did not become ready");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         Self {
             child: Some(child),
-            topology: topology.into(),
-            endpoints,
-            later,
+            deployment,
+            file,
+            _files: files,
         }
     }
 
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.deployment.endpoints
+    }
+
     pub fn endpoint(&self, name: &str) -> &Endpoint {
-        self.endpoints
-            .iter()
-            .find(|e| e.name == name)
-            .unwrap_or_else(|| panic!("no {name} process in {:?}", self.endpoints))
+        self.deployment
+            .endpoint(name)
+            .unwrap_or_else(|| panic!("no {name} process in {:?}", self.deployment))
     }
 
     /// Where clients send `/rag` (and `/documents`).
     pub fn rag_url(&self) -> String {
-        match self.topology.as_str() {
-            "unified" => self.endpoint("unified").url.clone(),
-            "gateway" => self.endpoint("gateway").url.clone(),
-            _ => self.endpoint("rag").url.clone(),
-        }
+        self.deployment.serves.rag.clone()
     }
 
     /// Where clients send `/fine-tuned`.
     pub fn fine_tuned_url(&self) -> String {
-        match self.topology.as_str() {
-            "unified" => self.endpoint("unified").url.clone(),
-            "gateway" => self.endpoint("gateway").url.clone(),
-            _ => self.endpoint("fine-tuned").url.clone(),
-        }
+        self.deployment.serves.fine_tuned.clone()
     }
 
     pub fn launcher_pid(&self) -> u32 {
@@ -275,27 +259,15 @@ impl TestTopology {
         let pids = std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+        let marker = format!("{TOPOLOGY_FILE_ENV}={}", self.file.display());
         let orphans: Vec<u32> = pids
             .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                    env.contains(&format!(
-                        "HEARTH_TOPOLOGY_FILE={}",
-                        topology_file(child.id())
-                    ))
-                })
+                std::fs::read_to_string(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.contains(&marker))
             })
             .collect();
         assert!(orphans.is_empty(), "processes left behind: {orphans:?}");
     }
-}
-
-/// The topology file a launcher with this pid gives its children.
-fn topology_file(launcher: u32) -> String {
-    std::env::temp_dir()
-        .join(format!("hearth-up-{launcher}"))
-        .join("topology.json")
-        .display()
-        .to_string()
 }
 
 /// Send `kill -SIG pid`.
@@ -318,11 +290,7 @@ impl Drop for TestTopology {
 
 /// POST `body` with `"stream": true` and return the SSE events and the
 /// text of their `token` events joined.
-pub async fn stream(
-    client: &reqwest::Client,
-    url: String,
-    body: &serde_json::Value,
-) -> (Vec<(String, serde_json::Value)>, String) {
+pub async fn stream(client: &Client, url: String, body: &Value) -> (Vec<(String, Value)>, String) {
     let mut body = body.clone();
     body["stream"] = serde_json::json!(true);
     let text = client

@@ -1,7 +1,6 @@
 //! The default embedder against sentence-transformers' own outputs.
 
-mod common;
-
+use crate::common;
 use hearth::models::{Embedder, ModelSource};
 
 fn load() -> Embedder {

@@ -1,8 +1,7 @@
 //! The default LLM against llama.cpp's own tokenizer and greedy outputs, and
 //! generation behaviour through the worker: seeds, stops, UTF-8, bad input.
 
-mod common;
-
+use crate::common;
 use hearth::engine::{Event, FinishReason, Generator, GeneratorLimits, Prompt};
 use hearth::models::llm::chat::Message;
 use hearth::models::llm::sampling::SamplingParams;

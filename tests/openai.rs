@@ -2,9 +2,7 @@
 //! package (tests/openai/test_openai.py) against the real server, with an
 //! API key configured.
 
-mod common;
-
-use common::{repo, TestServer, TestTopology};
+use crate::common::{repo, TestServer, TestTopology};
 
 const KEY: &str = "hearth-test-key-0123";
 

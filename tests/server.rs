@@ -1,9 +1,8 @@
 //! The unified server end to end: the real binary on a loopback port, the
 //! real models, a real SQLite file, spoken to over HTTP.
 
-mod common;
-
-use common::{sse_events, TestServer};
+use crate::common;
+use crate::common::{get, post, sse_events, TestServer};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -12,18 +11,6 @@ const FACTS: &[(&str, &str)] = &[
     ("volcano", "Mount Zorblax is a dormant volcano on the island of Quillon. It last erupted in the year 1723."),
     ("bread", "To bake lumenbread, mix two cups of starlight flour with one cup of river water and bake it for forty minutes."),
 ];
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let r = client.post(url).json(&body).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap())
-}
-
-async fn get(client: &Client, url: String) -> (StatusCode, Value) {
-    let r = client.get(url).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap())
-}
 
 async fn ingest_facts(client: &Client, server: &TestServer) {
     let mut docs: Vec<Value> = FACTS

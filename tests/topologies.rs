@@ -3,9 +3,7 @@
 //! requests give the same greedy answers everywhere; a crashed process is
 //! isolated and restarted; stopping the launcher leaves nothing behind.
 
-mod common;
-
-use common::{signal, stream, TestTopology};
+use crate::common::{post, signal, stream, TestTopology};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -15,15 +13,6 @@ const FACTS: &[(&str, &str)] = &[
     ("bread", "To bake lumenbread, mix two cups of starlight flour with one cup of river water and bake it for forty minutes."),
     ("tides", "The harbor of Vellmoor sees tides of eleven meters every spring."),
 ];
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let r = client.post(url).json(&body).send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    let value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
-    (status, value)
-}
 
 async fn ingest(client: &Client, url: &str) {
     let docs: Vec<Value> = FACTS
@@ -54,21 +43,31 @@ struct Answers {
 
 async fn ask(client: &Client, topo: &TestTopology) -> Answers {
     let (status, rag) = post(client, format!("{}/rag", topo.rag_url()), rag_request()).await;
-    assert_eq!(status, StatusCode::OK, "{}: {rag}", topo.topology);
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}: {rag}",
+        topo.deployment.topology
+    );
     let (status, ft) = post(
         client,
         format!("{}/fine-tuned", topo.fine_tuned_url()),
         fine_tuned_request(),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{}: {ft}", topo.topology);
+    assert_eq!(status, StatusCode::OK, "{}: {ft}", topo.deployment.topology);
     let (events, streamed) = stream(
         client,
         format!("{}/fine-tuned", topo.fine_tuned_url()),
         &fine_tuned_request(),
     )
     .await;
-    assert_eq!(events.last().unwrap().0, "done", "{}", topo.topology);
+    assert_eq!(
+        events.last().unwrap().0,
+        "done",
+        "{}",
+        topo.deployment.topology
+    );
     Answers {
         rag: rag["answer"].as_str().unwrap().into(),
         sources: rag["sources"]
@@ -94,7 +93,7 @@ async fn every_topology_gives_the_same_greedy_answers() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let topo = TestTopology::up(topology, dir.path(), &[]);
-        assert_eq!(topo.endpoints.len(), processes, "{:?}", topo.endpoints);
+        assert_eq!(topo.endpoints().len(), processes, "{:?}", topo.endpoints());
         ingest(&client, &topo.rag_url()).await;
         let answers = ask(&client, &topo).await;
         assert!(answers.rag.contains("1723"), "{topology}: {answers:?}");
@@ -111,7 +110,7 @@ async fn every_topology_gives_the_same_greedy_answers() {
         assert_eq!(listed["topology"], topology);
         let procs = listed["processes"].as_array().unwrap();
         assert_eq!(procs.len(), processes, "{listed}");
-        for (p, e) in procs.iter().zip(&topo.endpoints) {
+        for (p, e) in procs.iter().zip(topo.endpoints()) {
             assert_eq!(p["name"], e.name.as_str());
             assert_eq!(p["role"], e.role.as_str(), "{listed}");
             assert_eq!(p["pid"], e.pid, "{listed}");

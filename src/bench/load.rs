@@ -4,6 +4,7 @@
 //! coordinated omission).
 
 use super::workload::{poisson_arrivals, Pipeline, Planned};
+use crate::engine::protocol::{event, SseDecoder};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -125,31 +126,19 @@ async fn read_stream(
     sample: &mut Sample,
 ) -> Result<(), String> {
     let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut frames = SseDecoder::new();
     let mut joined = String::new();
     let mut last_piece: Option<Instant> = None;
     while let Some(bytes) = body.next().await {
         let bytes = bytes.map_err(|e| format!("the stream broke: {e}"))?;
         let now = Instant::now();
-        buffer.extend_from_slice(&bytes);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
-            let frame = String::from_utf8_lossy(&frame);
-            let mut event = "";
-            let mut data = String::new();
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            let value: serde_json::Value = match serde_json::from_str(&data) {
-                Ok(v) => v,
-                Err(_) => continue, // keep-alive comments
+        frames.push(&bytes);
+        while let Some(frame) = frames.next_frame() {
+            let Ok(value) = frame.json::<serde_json::Value>() else {
+                continue; // not JSON: nothing hearth's pipelines send
             };
-            match event {
-                "token" => {
+            match frame.event.as_str() {
+                event::TOKEN => {
                     match last_piece {
                         None => sample.ttft_ms = Some(ms(now - scheduled)),
                         Some(prev) => sample.itl_ms.push(ms(now - prev)),
@@ -158,7 +147,7 @@ async fn read_stream(
                     sample.pieces += 1;
                     joined.push_str(value["text"].as_str().unwrap_or(""));
                 }
-                "done" => {
+                event::DONE => {
                     sample.tokens =
                         value["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
                     let text = value["answer"]
@@ -171,7 +160,7 @@ async fn read_stream(
                     }
                     return Ok(());
                 }
-                "error" => return Err(value.to_string()),
+                event::ERROR => return Err(value.to_string()),
                 _ => {}
             }
         }

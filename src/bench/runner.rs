@@ -18,11 +18,11 @@ use super::procs::{ProcessUsage, Sampler};
 use super::stats::{median, Summary};
 use super::workload::{Load, Pipeline, Workload};
 use crate::config::Config;
+use crate::engine::remote::wait_until_ready;
 use crate::error::{Error, Result};
-use crate::topology::Topology;
+use crate::topology::{Deployment, Serves, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,13 +88,8 @@ pub struct TopologyResult {
     pub fault: Option<Fault>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProcessInfo {
-    pub name: String,
-    pub role: String,
-    pub url: String,
-    pub pid: u32,
-}
+/// One process of a measured topology, as its launcher listed it.
+pub use crate::topology::Endpoint as ProcessInfo;
 
 /// One load level (a client count, or an arrival rate), run `repeat` times.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -659,21 +654,11 @@ async fn fault(
     }
     // Ready again: the restarted process (or the gateway, which checks its
     // backends) answers /readyz.
-    let mut ready_again = None;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    while Instant::now() < deadline {
-        let ready = client
-            .get(format!("{}/readyz", targets.fine_tuned))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            ready_again = Some(kill.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every = Duration::from_millis(50);
+    let ready_again = wait_until_ready(client, &targets.fine_tuned, every, deadline)
+        .await
+        .then(|| kill.elapsed());
     for l in loops {
         let _ = l.await;
     }
@@ -840,12 +825,12 @@ fn machine(config: &Config) -> Machine {
     }
 }
 
-/// A topology brought up by `hearth up`, its stdout read for the endpoint
-/// table, its logs in a file.
+/// A topology brought up by `hearth up`, its deployment read from the
+/// endpoints file the launcher writes, its logs in a file.
 struct Launched {
     child: Child,
     processes: Vec<ProcessInfo>,
-    topology: Topology,
+    serves: Serves,
     cold_start_ms: f64,
 }
 
@@ -853,87 +838,56 @@ impl Launched {
     fn start(topology: Topology, config: &Path, data: &Path, log: &Path) -> Result<Self> {
         let exe = std::env::current_exe().map_err(|e| Error::io("the hearth executable", e))?;
         let log_file = std::fs::File::create(log).map_err(|e| Error::io(log, e))?;
+        let endpoints = log.with_extension("endpoints.json");
         let started = Instant::now();
-        let mut child = Command::new(exe)
+        let child = Command::new(exe)
             .args(["up", "--topology", topology.name(), "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            .arg("--endpoints-file")
+            .arg(&endpoints)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .map_err(|e| Error::io("hearth up", e))?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut table = Vec::new();
-            let mut sent = false;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sent {
-                    continue; // keep draining: children's stdout comes through here
-                }
-                if line == "hearth up: ready" {
-                    let _ = tx.send(std::mem::take(&mut table));
-                    sent = true;
-                    continue;
-                }
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if line.starts_with("  ") && f.len() == 4 && f[0] != "NAME" {
-                    if let Ok(pid) = f[3].parse() {
-                        table.push(ProcessInfo {
-                            name: f[0].into(),
-                            role: f[1].into(),
-                            url: f[2].into(),
-                            pid,
-                        });
-                    }
-                }
-            }
-        });
-        let processes = match rx.recv_timeout(Duration::from_secs(300)) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::Unavailable(format!(
-                    "topology {} did not start; see {}",
-                    topology.name(),
-                    log.display()
-                )));
-            }
-        };
-        Ok(Self {
+        let mut launched = Self {
             child,
-            processes,
-            topology,
-            cold_start_ms: started.elapsed().as_secs_f64() * 1e3,
-        })
-    }
-
-    fn url(&self, name: &str) -> Option<String> {
-        self.processes
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.url.clone())
+            processes: Vec::new(),
+            serves: Serves::default(),
+            cold_start_ms: 0.0,
+        };
+        let failed = |why: &str| {
+            Error::Unavailable(format!(
+                "topology {} {why}; see {}",
+                topology.name(),
+                log.display()
+            ))
+        };
+        let deadline = started + Duration::from_secs(300);
+        let deployment = loop {
+            if let Some(d) = Deployment::read(&endpoints)?.filter(|d| d.ready) {
+                break d;
+            }
+            if let Ok(Some(status)) = launched.child.try_wait() {
+                return Err(failed(&format!("did not start ({status})")));
+            }
+            if Instant::now() >= deadline {
+                return Err(failed("was not ready within 300 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        launched.cold_start_ms = started.elapsed().as_secs_f64() * 1e3;
+        launched.processes = deployment.endpoints;
+        launched.serves = deployment.serves;
+        Ok(launched)
     }
 
     fn targets(&self) -> Targets {
-        let front = |n| self.url(n).unwrap_or_default();
-        match self.topology {
-            Topology::Unified => Targets {
-                rag: front("unified"),
-                fine_tuned: front("unified"),
-            },
-            Topology::Gateway => Targets {
-                rag: front("gateway"),
-                fine_tuned: front("gateway"),
-            },
-            Topology::Separated | Topology::PerModel => Targets {
-                rag: front("rag"),
-                fine_tuned: front("fine-tuned"),
-            },
+        Targets {
+            rag: self.serves.rag.clone(),
+            fine_tuned: self.serves.fine_tuned.clone(),
         }
     }
 

@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 
 struct Request {
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
+    /// The vectors, and the tokens the model saw of the texts.
+    reply: oneshot::Sender<Result<(Vec<Vec<f32>>, usize)>>,
 }
 
 /// Handle to an embedding worker. Cheap to clone.
@@ -53,8 +54,8 @@ impl EmbedWorker {
         &self.embedder
     }
 
-    /// Embed `texts`, in order.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    /// Embed `texts`, in order, and count the tokens the model saw of them.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         let (reply, rx) = oneshot::channel();
         self.queue
             .try_send(Request { texts, reply })
@@ -77,9 +78,13 @@ fn run_batch(model: &Embedder, batch: Vec<Request>, max_batch: usize) {
         .flat_map(|r| r.texts.iter().map(String::as_str))
         .collect();
     let mut vectors = Vec::with_capacity(texts.len());
+    let mut counts = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(max_batch) {
-        match model.embed(chunk) {
-            Ok(v) => vectors.extend(v),
+        match model.embed_counted(chunk) {
+            Ok((v, n)) => {
+                vectors.extend(v);
+                counts.extend(n);
+            }
             Err(e) => {
                 let msg = e.to_string();
                 for r in batch {
@@ -91,9 +96,10 @@ fn run_batch(model: &Embedder, batch: Vec<Request>, max_batch: usize) {
             }
         }
     }
-    let mut vectors = vectors.into_iter();
+    let (mut vectors, mut counts) = (vectors.into_iter(), counts.into_iter());
     for r in batch {
         let mine: Vec<Vec<f32>> = vectors.by_ref().take(r.texts.len()).collect();
-        let _ = r.reply.send(Ok(mine));
+        let tokens = counts.by_ref().take(r.texts.len()).sum();
+        let _ = r.reply.send(Ok((mine, tokens)));
     }
 }

@@ -81,6 +81,77 @@ pub enum Event {
     Error(Error),
 }
 
+/// Sampling parameters checked once against a generator's limits: what
+/// [`Generator::start`] (and `Generation::start`) take, so a request's
+/// parameters are validated once however many steps it passes.
+#[derive(Debug, Clone)]
+pub struct Checked(SamplingParams);
+
+impl Checked {
+    /// Validate `params` and hold `max_tokens` to `limit`.
+    pub fn new(params: SamplingParams, limit: usize) -> Result<Self> {
+        params.validate()?;
+        if params.max_tokens > limit {
+            return Err(Error::InvalidField {
+                field: "max_tokens",
+                message: format!(
+                    "max_tokens must be at most {limit}, got {}",
+                    params.max_tokens
+                ),
+            });
+        }
+        Ok(Self(params))
+    }
+
+    pub fn get(&self) -> &SamplingParams {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> SamplingParams {
+        self.0
+    }
+}
+
+/// How long a prompt may be: the one rule the worker enforces and the RAG
+/// pipeline fits its passages to.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptBudget {
+    /// The model's context window.
+    pub context: usize,
+    /// The configured longest prompt (`generation.max_prompt_tokens`).
+    pub max_prompt_tokens: usize,
+}
+
+impl PromptBudget {
+    /// The longest prompt accepted, whatever `max_tokens`.
+    pub fn max_prompt(&self) -> usize {
+        self.max_prompt_tokens.min(self.context - 1)
+    }
+
+    /// The longest prompt that also leaves room for `max_tokens`.
+    pub fn limit(&self, max_tokens: usize) -> usize {
+        self.max_prompt()
+            .min(self.context.saturating_sub(max_tokens))
+    }
+
+    /// Whether a prompt of `len` tokens fits with `max_tokens` to generate,
+    /// as an error that says which bound it passes.
+    pub fn check(&self, len: usize, max_tokens: usize) -> Result<()> {
+        let (context, max_prompt) = (self.context, self.max_prompt());
+        if len > max_prompt {
+            return Err(Error::TooLarge(format!(
+                "the prompt has {len} tokens; at most {max_prompt} are accepted (context window {context})"
+            )));
+        }
+        if len + max_tokens > context {
+            return Err(Error::TooLarge(format!(
+                "prompt ({len} tokens) plus max_tokens ({max_tokens}) exceeds the context window of {context} tokens"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Limits the worker enforces on every request.
 #[derive(Debug, Clone)]
 pub struct GeneratorLimits {
@@ -181,18 +252,8 @@ impl Generator {
     }
 
     /// Check parameters against the limits, without submitting anything.
-    pub fn check(&self, params: &SamplingParams) -> Result<()> {
-        params.validate()?;
-        if params.max_tokens > self.limits.max_tokens {
-            return Err(Error::InvalidField {
-                field: "max_tokens",
-                message: format!(
-                    "max_tokens must be at most {}, got {}",
-                    self.limits.max_tokens, params.max_tokens
-                ),
-            });
-        }
-        Ok(())
+    pub fn check(&self, params: SamplingParams) -> Result<Checked> {
+        Checked::new(params, self.limits.max_tokens)
     }
 
     pub fn llm(&self) -> &Llm {
@@ -203,10 +264,22 @@ impl Generator {
         &self.limits
     }
 
+    pub fn budget(&self) -> PromptBudget {
+        PromptBudget {
+            context: self.llm.context_length(),
+            max_prompt_tokens: self.limits.max_prompt_tokens,
+        }
+    }
+
     /// Submit a generation. Parameters are checked here; prompt-length
     /// errors arrive as the first event.
     pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
-        self.check(&params)?;
+        self.start(prompt, self.check(params)?)
+    }
+
+    /// Submit a generation whose parameters were checked already.
+    pub fn start(&self, prompt: Prompt, params: Checked) -> Result<GenerationStream> {
+        let params = params.into_inner();
         let (events, rx) = mpsc::unbounded_channel();
         let request = Request {
             prompt,
@@ -350,21 +423,11 @@ impl Worker {
                 "token id {bad} is outside the vocabulary (size {vocab})"
             )));
         }
-        let context = self.llm.context_length();
-        let max_prompt = self.limits.max_prompt_tokens.min(context - 1);
-        if prompt.len() > max_prompt {
-            return Err(Error::TooLarge(format!(
-                "the prompt has {} tokens; at most {max_prompt} are accepted (context window {context})",
-                prompt.len()
-            )));
-        }
-        if prompt.len() + request.params.max_tokens > context {
-            return Err(Error::TooLarge(format!(
-                "prompt ({} tokens) plus max_tokens ({}) exceeds the context window of {context} tokens",
-                prompt.len(),
-                request.params.max_tokens
-            )));
-        }
+        let budget = PromptBudget {
+            context: self.llm.context_length(),
+            max_prompt_tokens: self.limits.max_prompt_tokens,
+        };
+        budget.check(prompt.len(), request.params.max_tokens)?;
         Ok(prompt)
     }
 }

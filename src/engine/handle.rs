@@ -3,9 +3,10 @@
 //! pipeline code runs whether a role loads a model itself or uses a remote
 //! `embed` / `generate` process.
 
+use super::generator::{Checked, PromptBudget};
 use super::remote::{RemoteEmbedder, RemoteGenerator};
 use super::{EmbedWorker, GenerationStream, Generator, Prompt, StatsSnapshot};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::embedder::count_tokens;
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
@@ -20,7 +21,14 @@ pub enum Embedding {
 }
 
 impl Embedding {
+    /// Embed `texts`, in order.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_counted(texts).await?.0)
+    }
+
+    /// Embed `texts`, in order, and count the tokens the model saw of them
+    /// (tokenizing each text once for both).
+    pub async fn embed_counted(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         match self {
             Embedding::Local(w) => w.embed(texts).await,
             Embedding::Remote(r) => r.embed(texts).await,
@@ -107,24 +115,19 @@ impl Generation {
         }
     }
 
-    /// Check sampling parameters against this model's limits.
-    pub fn check(&self, params: &SamplingParams) -> Result<()> {
+    /// How long a prompt may be on this model.
+    pub fn budget(&self) -> PromptBudget {
+        PromptBudget {
+            context: self.context_length(),
+            max_prompt_tokens: self.max_prompt_tokens(),
+        }
+    }
+
+    /// Check sampling parameters against this model's limits, once.
+    pub fn check(&self, params: SamplingParams) -> Result<Checked> {
         match self {
             Generation::Local(g) => g.check(params),
-            Generation::Remote(r) => {
-                params.validate()?;
-                let limit = r.info.max_tokens_limit;
-                if params.max_tokens > limit {
-                    return Err(Error::InvalidField {
-                        field: "max_tokens",
-                        message: format!(
-                            "max_tokens must be at most {limit}, got {}",
-                            params.max_tokens
-                        ),
-                    });
-                }
-                Ok(())
-            }
+            Generation::Remote(r) => Checked::new(params, r.info.max_tokens_limit),
         }
     }
 
@@ -142,12 +145,14 @@ impl Generation {
     /// Start a generation. Parameters are checked here; prompt errors
     /// arrive as the stream's first event.
     pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
+        self.start(prompt, self.check(params)?)
+    }
+
+    /// Start a generation whose parameters were checked already.
+    pub fn start(&self, prompt: Prompt, params: Checked) -> Result<GenerationStream> {
         match self {
-            Generation::Local(g) => g.submit(prompt, params),
-            Generation::Remote(r) => {
-                self.check(&params)?;
-                Ok(r.submit(prompt, params))
-            }
+            Generation::Local(g) => g.start(prompt, params),
+            Generation::Remote(r) => Ok(r.submit(prompt, params.into_inner())),
         }
     }
 

@@ -5,12 +5,13 @@
 pub mod embedder;
 pub mod generator;
 pub mod handle;
+pub mod protocol;
 pub mod remote;
 
 pub use embedder::EmbedWorker;
 pub use generator::{
-    Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt,
-    StatsSnapshot, Timings,
+    Checked, Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt,
+    PromptBudget, StatsSnapshot, Timings,
 };
 pub use handle::{Embedding, Generation};
 

@@ -4,11 +4,15 @@
 //! remote refusal keeps its status and code; an unreachable process is
 //! [`Error::Unavailable`]).
 //!
-//! The wire protocol is hearth's own HTTP API: `GET /embedder` and
-//! `POST /embed`; `GET /generator`, `POST /tokenize` and `POST /generate`
-//! (SSE events `started`, `text`, `done`, `error`).
+//! The wire protocol (`GET /embedder` and `POST /embed`; `GET /generator`,
+//! `POST /tokenize` and `POST /generate` with its SSE events) is written
+//! once, in [`super::protocol`].
 
 use super::generator::{Completion, Event, GenerationStream, Prompt};
+use super::protocol::{
+    event, EmbedderInfo, ErrorBody, GenerateRequest, GeneratorInfo, SseDecoder, Started, Text,
+    TokenizeRequest, Tokenized,
+};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
@@ -18,48 +22,6 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
-
-/// What an embedding process serves at `GET /embedder`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EmbedderInfo {
-    pub name: String,
-    pub dimensions: usize,
-    pub max_tokens: usize,
-    /// The tokenizer (`tokenizer.json`), so that the client chunks and
-    /// counts tokens exactly as the embedder does.
-    pub tokenizer: serde_json::Value,
-}
-
-/// What a generation process serves at `GET /generator`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GeneratorInfo {
-    pub name: String,
-    pub context_length: usize,
-    pub max_prompt_tokens: usize,
-    pub max_tokens_limit: usize,
-}
-
-/// The body of `POST /generate`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct GenerateRequest {
-    #[serde(flatten)]
-    pub prompt: Prompt,
-    #[serde(flatten)]
-    pub params: SamplingParams,
-    #[serde(default)]
-    pub stream: bool,
-}
-
-/// `POST /tokenize`'s body and answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokenizeRequest {
-    pub messages: Vec<Message>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Tokenized {
-    pub tokens: Vec<u32>,
-}
 
 /// How long a client waits for its remote process to become ready at start.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(300);
@@ -87,14 +49,37 @@ fn unreachable(what: &str, url: &str, e: impl std::fmt::Display) -> Error {
 /// A refusal from the remote process, passed on with its status and code.
 async fn refusal(response: reqwest::Response) -> Error {
     let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let error = &body["error"];
-    let text = |k: &str| error[k].as_str().map(String::from);
-    Error::Remote {
-        status,
-        code: text("code").unwrap_or_else(|| "remote_error".into()),
-        param: text("param"),
-        message: text("message").unwrap_or_else(|| format!("the remote process answered {status}")),
+    let body = response.bytes().await.unwrap_or_default();
+    ErrorBody::parse(status, &body)
+}
+
+/// Whether the hearth process at `base` answers `GET /readyz` with 200
+/// (up, models loaded) within 2 s.
+pub async fn is_ready(client: &reqwest::Client, base: &str) -> bool {
+    client
+        .get(format!("{}/readyz", base.trim_end_matches('/')))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Poll [`is_ready`] every `every` until it says yes (true) or `deadline`
+/// passes (false).
+pub async fn wait_until_ready(
+    client: &reqwest::Client,
+    base: &str,
+    every: Duration,
+    deadline: Instant,
+) -> bool {
+    loop {
+        if is_ready(client, base).await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -187,13 +172,19 @@ impl RemoteEmbedder {
         &self.tokenizer
     }
 
-    /// Embed `texts`, in order.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    /// Embed `texts`, in order, and count the tokens the model saw of them.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         #[derive(Deserialize)]
         struct Embedded {
             embeddings: Vec<Vec<f64>>,
+            usage: Usage,
+        }
+        #[derive(Deserialize)]
+        struct Usage {
+            prompt_tokens: usize,
         }
         let mut vectors = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
         for chunk in texts.chunks(EMBED_CHUNK) {
             let body: Embedded = post_json(
                 &self.client,
@@ -203,6 +194,7 @@ impl RemoteEmbedder {
                 &serde_json::json!({ "input": chunk }),
             )
             .await?;
+            tokens += body.usage.prompt_tokens;
             // The values are f32s written exactly, so this loses nothing.
             vectors.extend(
                 body.embeddings
@@ -210,7 +202,7 @@ impl RemoteEmbedder {
                     .map(|v| v.into_iter().map(|x| x as f32).collect()),
             );
         }
-        Ok(vectors)
+        Ok((vectors, tokens))
     }
 }
 
@@ -282,55 +274,32 @@ async fn relay(
         return Err(refusal(response).await);
     }
     let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut frames = SseDecoder::new();
     while let Some(bytes) = body.next().await {
         let bytes =
             bytes.map_err(|e| unreachable("generator", url, format!("lost mid-answer: {e}")))?;
-        buffer.extend_from_slice(&bytes);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
-            let Some((name, data)) = parse_frame(&String::from_utf8_lossy(&frame)) else {
-                continue; // a keep-alive comment
-            };
+        frames.push(&bytes);
+        while let Some(frame) = frames.next_frame() {
             let bad = |e: serde_json::Error| {
                 Error::Unavailable(format!(
-                    "the generator at {url} sent a bad {name} event: {e}"
+                    "the generator at {url} sent a bad {} event: {e}",
+                    frame.event
                 ))
             };
-            let event = match name.as_str() {
-                "started" => {
-                    #[derive(Deserialize)]
-                    struct Started {
-                        prompt_tokens: usize,
-                    }
-                    let s: Started = serde_json::from_str(&data).map_err(bad)?;
+            let event = match frame.event.as_str() {
+                event::STARTED => {
+                    let s: Started = frame.json().map_err(bad)?;
                     Event::Started {
                         prompt_tokens: s.prompt_tokens,
                     }
                 }
-                "text" => {
-                    #[derive(Deserialize)]
-                    struct Text {
-                        text: String,
-                    }
-                    Event::Text(serde_json::from_str::<Text>(&data).map_err(bad)?.text)
-                }
-                "done" => {
-                    let c: Completion = serde_json::from_str(&data).map_err(bad)?;
+                event::TEXT => Event::Text(frame.json::<Text>().map_err(bad)?.text),
+                event::DONE => {
+                    let c: Completion = frame.json().map_err(bad)?;
                     let _ = events.send(Event::Done(c));
                     return Ok(());
                 }
-                "error" => {
-                    let body: serde_json::Value = serde_json::from_str(&data).map_err(bad)?;
-                    let error = &body["error"];
-                    let text = |k: &str| error[k].as_str().map(String::from);
-                    return Err(Error::Remote {
-                        status: 500,
-                        code: text("code").unwrap_or_else(|| "remote_error".into()),
-                        param: text("param"),
-                        message: text("message").unwrap_or_default(),
-                    });
-                }
+                event::ERROR => return Err(ErrorBody::parse(500, frame.data.as_bytes())),
                 _ => continue,
             };
             if events.send(event).is_err() {
@@ -343,53 +312,4 @@ async fn relay(
         url,
         "it closed the stream before finishing",
     ))
-}
-
-/// One SSE frame's event name and data.
-fn parse_frame(frame: &str) -> Option<(String, String)> {
-    let mut name = None;
-    let mut data = Vec::new();
-    for line in frame.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            name = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push(v.strip_prefix(' ').unwrap_or(v));
-        }
-    }
-    Some((name?, data.join("\n")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_parse() {
-        assert_eq!(
-            parse_frame("event: text\ndata: {\"text\":\"a\"}\n\n"),
-            Some(("text".into(), "{\"text\":\"a\"}".into()))
-        );
-        assert_eq!(parse_frame(":\n\n"), None);
-    }
-
-    #[test]
-    fn generate_request_round_trips() {
-        let req = GenerateRequest {
-            prompt: Prompt::Tokens(vec![1, 2, 3]),
-            params: SamplingParams {
-                max_tokens: 7,
-                ..SamplingParams::default()
-            },
-            stream: true,
-        };
-        let json = serde_json::to_value(&req).unwrap();
-        assert_eq!(json["tokens"], serde_json::json!([1, 2, 3]));
-        assert_eq!(json["max_tokens"], 7);
-        let back: GenerateRequest = serde_json::from_value(json).unwrap();
-        assert!(matches!(back.prompt, Prompt::Tokens(t) if t == vec![1, 2, 3]));
-        assert_eq!(back.params.max_tokens, 7);
-        let chat: GenerateRequest =
-            serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-        assert!(matches!(chat.prompt, Prompt::Chat(m) if m[0].content == "hi"));
-    }
 }

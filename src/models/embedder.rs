@@ -138,8 +138,14 @@ impl Embedder {
 
     /// Embed a batch of texts: one unit-length vector per text, in order.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_counted(texts)?.0)
+    }
+
+    /// [`embed`](Self::embed), and the tokens the model saw of each text
+    /// (after truncation): the texts are tokenized once for both.
+    pub fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let encodings = self
             .tokenizer
@@ -157,7 +163,7 @@ impl Embedder {
                         types: &e.get_type_ids()[..len],
                     })
                     .collect();
-                return host.embed(&texts);
+                return Ok((host.embed(&texts)?, lens));
             }
             Encoder::Candle(model) => model,
         };
@@ -188,7 +194,7 @@ impl Embedder {
                 out[i] = v;
             }
         }
-        Ok(out)
+        Ok((out, lens))
     }
 }
 

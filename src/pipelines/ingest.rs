@@ -105,6 +105,34 @@ impl Ingestor {
     }
 }
 
+/// Documents ingested at once by [`Ingestor::ingest_all`]: enough to keep
+/// the embedder's batches full.
+pub const IN_FLIGHT: usize = 4;
+
+impl Ingestor {
+    /// Ingest many documents, [`IN_FLIGHT`] at a time, answering in order.
+    /// `prepare` makes each item a document, or `None` to skip it (it runs
+    /// as the item's turn comes, so a failure stops the rest).
+    pub fn ingest_all<'a, T: 'a>(
+        &'a self,
+        items: impl IntoIterator<Item = T> + 'a,
+        prepare: impl Fn(T) -> Result<Option<DocumentInput>> + 'a,
+    ) -> impl futures_util::Stream<Item = Result<Option<Ingested>>> + 'a {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(items)
+            .map(move |item| {
+                let doc = prepare(item);
+                async move {
+                    match doc? {
+                        Some(doc) => self.ingest(doc).await.map(Some),
+                        None => Ok(None),
+                    }
+                }
+            })
+            .buffered(IN_FLIGHT)
+    }
+}
+
 fn new_id() -> String {
     use rand::Rng;
     let bytes: [u8; 12] = rand::rng().random();

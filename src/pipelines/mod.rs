@@ -9,12 +9,13 @@ pub mod rag;
 
 use crate::config::{is_remote, Config, LlmSlot, Role};
 use crate::engine::remote::{RemoteEmbedder, RemoteGenerator, CONNECT_WAIT};
-use crate::engine::{EmbedWorker, Embedding, Generation, Generator, GeneratorLimits};
+use crate::engine::{blocking, EmbedWorker, Embedding, Generation, Generator, GeneratorLimits};
 use crate::error::{Error, Result};
 use crate::models::source::Wanted;
 use crate::models::{device, Embedder, Llm, ModelSource};
+use crate::roles::Capability;
 use crate::store::chunking::Chunker;
-use crate::store::DocumentStore;
+use crate::store::{Chunk, DocumentInfo, DocumentStore, StoreStats};
 use fine_tuned::FineTuned;
 use ingest::Ingestor;
 use rag::{Rag, Retriever};
@@ -124,6 +125,47 @@ impl DocumentPipeline {
         })
     }
 
+    /// A document with its text and chunks.
+    pub async fn get(&self, id: String) -> Result<(DocumentInfo, String, Vec<Chunk>)> {
+        let store = self.store.clone();
+        blocking(move || store.get(&id)).await
+    }
+
+    /// A page of documents in id order, and how many there are.
+    pub async fn list(&self, limit: usize, offset: usize) -> Result<(Vec<DocumentInfo>, usize)> {
+        let store = self.store.clone();
+        blocking(move || store.list(limit, offset)).await
+    }
+
+    /// Delete a document; returns how many chunks went with it.
+    pub async fn delete(&self, id: String) -> Result<usize> {
+        let store = self.store.clone();
+        blocking(move || store.delete(&id)).await
+    }
+
+    /// Counts of documents, chunks and index points.
+    pub async fn stats(&self) -> Result<StoreStats> {
+        let store = self.store.clone();
+        blocking(move || store.stats()).await
+    }
+
+    /// Compact the index when deleted chunks crowd it, and save it when it
+    /// changed: (compacted, saved).
+    pub async fn maintain(&self) -> Result<(bool, bool)> {
+        let store = self.store.clone();
+        blocking(move || {
+            let compacted = store.compact_if_needed()?;
+            Ok((compacted, store.save_index()?))
+        })
+        .await
+    }
+
+    /// Write everything out (at shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        let store = self.store.clone();
+        blocking(move || store.flush()).await
+    }
+
     /// [`open`](Self::open) with an embedder loaded in this process.
     pub fn open_local(config: &Config, embedder: Arc<Embedder>) -> Result<Self> {
         Self::open(config, local_embedding(config, embedder))
@@ -138,62 +180,38 @@ fn local_embedding(config: &Config, embedder: Arc<Embedder>) -> Embedding {
     ))
 }
 
-/// Who serves what, for the error a process gives when asked for a part it
-/// does not run.
-fn not_served(role: Role, what: &str, by: &str) -> Error {
+/// The error a process gives when asked for a part it does not run,
+/// naming the processes that do (from the roles table).
+fn not_served(role: Role, part: Capability) -> Error {
     Error::NotServed(format!(
-        "this process (role `{}`) does not serve {what}; {by} does",
-        role.name()
+        "this process (role `{}`) does not serve {}; {} does",
+        role.name(),
+        part.describe(),
+        part.served_by()
     ))
 }
 
 impl Services {
     /// The document store and ingestion.
     pub fn docs(&self) -> Result<&DocumentPipeline> {
-        self.docs.as_ref().ok_or_else(|| {
-            not_served(
-                self.role,
-                "the document store",
-                "the `rag` process (or a unified `all` one)",
-            )
-        })
+        (self.docs.as_ref()).ok_or_else(|| not_served(self.role, Capability::Documents))
     }
 
     pub fn embedding(&self) -> Result<&Embedding> {
-        self.embedding.as_ref().ok_or_else(|| {
-            not_served(
-                self.role,
-                "embeddings",
-                "an `embed` or `rag` process (or a unified `all` one)",
-            )
-        })
+        (self.embedding.as_ref()).ok_or_else(|| not_served(self.role, Capability::Embeddings))
     }
 
     pub fn rag(&self) -> Result<&Rag> {
-        self.rag.as_ref().ok_or_else(|| {
-            not_served(
-                self.role,
-                "the RAG pipeline",
-                "the `rag` process (or a unified `all` one)",
-            )
-        })
+        (self.rag.as_ref()).ok_or_else(|| not_served(self.role, Capability::Rag))
     }
 
     pub fn fine_tuned(&self) -> Result<&FineTuned> {
-        self.fine_tuned.as_ref().ok_or_else(|| {
-            not_served(
-                self.role,
-                "the fine-tuned pipeline",
-                "the `fine-tuned` process (or `generate --model fine-tuned`, or a unified `all` one)",
-            )
-        })
+        (self.fine_tuned.as_ref()).ok_or_else(|| not_served(self.role, Capability::FineTuned))
     }
 
     /// The single LLM of a `generate` process.
     pub fn generator(&self) -> Result<&Generation> {
-        self.generator
-            .as_ref()
-            .ok_or_else(|| not_served(self.role, "raw generation", "a `generate` process"))
+        (self.generator.as_ref()).ok_or_else(|| not_served(self.role, Capability::Generator))
     }
 
     /// Every generation worker this process runs, by pipeline, for `/info`.
@@ -212,17 +230,7 @@ impl Services {
 
     /// Embed texts and count their tokens.
     pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
-        let embedding = self.embedding()?.clone();
-        let counter = embedding.clone();
-        let counted = texts.clone();
-        let tokens = crate::engine::blocking(move || {
-            counted
-                .iter()
-                .map(|t| counter.count_tokens(t))
-                .sum::<Result<usize>>()
-        })
-        .await?;
-        Ok((embedding.embed(texts).await?, tokens))
+        self.embedding()?.embed_counted(texts).await
     }
 
     /// Load what `role` runs: models, store, workers, remote clients
@@ -242,15 +250,31 @@ impl Services {
             runtime,
             llms: Vec::new(),
         };
+        if role == Role::Gateway {
+            return Err(Error::InvalidInput("the gateway loads no models".into()));
+        }
+        // What to load follows the roles table.
+        let serves = role.serves(slot);
         let (mut docs, mut embedding, mut rag, mut fine_tuned, mut generator) =
             (None, None, None, None, None);
-        match role {
-            Role::All | Role::Rag => {
-                let embed = loader.embedding()?;
-                let pipeline = DocumentPipeline::open(config, embed.clone())?;
+        if serves.contains(&Capability::Embeddings) {
+            let owns_model = !serves.contains(&Capability::Documents);
+            if owns_model && is_remote(&config.models.embedder) {
+                return Err(Error::InvalidInput(
+                    "an `embed` process runs the embedder itself: models.embedder must name files, not a URL".into(),
+                ));
+            }
+            embedding = Some(loader.embedding()?);
+        }
+        if serves.contains(&Capability::Documents) {
+            let embed = embedding
+                .clone()
+                .expect("the store's processes serve embeddings");
+            let pipeline = DocumentPipeline::open(config, embed.clone())?;
+            if serves.contains(&Capability::Rag) {
                 let retriever = Retriever::new(
                     pipeline.store.clone(),
-                    embed.clone(),
+                    embed,
                     config.retrieval.clone(),
                     config.limits.max_query_chars,
                 );
@@ -258,45 +282,30 @@ impl Services {
                     retriever,
                     loader.generation(&config.models.rag_generator)?,
                 )?);
-                if role == Role::All {
-                    fine_tuned = Some(FineTuned::new(
-                        loader.generation(&config.models.fine_tuned)?,
-                    ));
-                }
-                embedding = Some(embed);
-                docs = Some(pipeline);
             }
-            Role::FineTuned => {
-                fine_tuned = Some(FineTuned::new(
-                    loader.generation(&config.models.fine_tuned)?,
-                ));
+            docs = Some(pipeline);
+        }
+        if serves.contains(&Capability::Generator) {
+            let source = match slot {
+                LlmSlot::RagGenerator => &config.models.rag_generator,
+                LlmSlot::FineTuned => &config.models.fine_tuned,
+            };
+            if is_remote(source) {
+                return Err(Error::InvalidInput(format!(
+                    "a `generate` process runs its LLM itself: models.{} must name a file, not a URL",
+                    slot.name().replace('-', "_")
+                )));
             }
-            Role::Embed => {
-                if is_remote(&config.models.embedder) {
-                    return Err(Error::InvalidInput(
-                        "an `embed` process runs the embedder itself: models.embedder must name files, not a URL".into(),
-                    ));
-                }
-                embedding = Some(loader.embedding()?);
-            }
-            Role::Generate => {
-                let source = match slot {
-                    LlmSlot::RagGenerator => &config.models.rag_generator,
-                    LlmSlot::FineTuned => &config.models.fine_tuned,
-                };
-                if is_remote(source) {
-                    return Err(Error::InvalidInput(format!(
-                        "a `generate` process runs its LLM itself: models.{} must name a file, not a URL",
-                        slot.name().replace('-', "_")
-                    )));
-                }
-                let g = loader.generation(source)?;
-                if slot == LlmSlot::FineTuned {
-                    fine_tuned = Some(FineTuned::new(g.clone()));
-                }
-                generator = Some(g);
-            }
-            Role::Gateway => return Err(Error::InvalidInput("the gateway loads no models".into())),
+            generator = Some(loader.generation(source)?);
+        }
+        if serves.contains(&Capability::FineTuned) {
+            // A `generate --model fine-tuned` process serves the pipeline
+            // with the one LLM it runs.
+            let g = match &generator {
+                Some(g) => g.clone(),
+                None => loader.generation(&config.models.fine_tuned)?,
+            };
+            fine_tuned = Some(FineTuned::new(g));
         }
         let shared_weights = match (&rag, &fine_tuned) {
             (Some(r), Some(f)) => match (r.generator(), f.generator()) {

@@ -148,14 +148,14 @@ impl Rag {
         params: SamplingParams,
     ) -> Result<RagAnswer> {
         let started = Instant::now();
-        self.generator.check(&params)?;
+        let params = self.generator.check(params)?;
         let retrieved = self.retriever.search(question, top_k, false).await?;
         let found = retrieved.passages.len();
         let (prompt, passages) = self
-            .fit_prompt(question, retrieved.passages, params.max_tokens)
+            .fit_prompt(question, retrieved.passages, params.get().max_tokens)
             .await?;
         let dropped = found - passages.len();
-        let stream = self.generator.submit(Prompt::Tokens(prompt), params)?;
+        let stream = self.generator.start(Prompt::Tokens(prompt), params)?;
         Ok(RagAnswer {
             passages,
             embed_ms: retrieved.embed_ms,
@@ -173,12 +173,8 @@ impl Rag {
         mut passages: Vec<Passage>,
         max_tokens: usize,
     ) -> Result<(Vec<u32>, Vec<Passage>)> {
-        let context = self.generator.context_length();
-        let limit = self
-            .generator
-            .max_prompt_tokens()
-            .min(context - 1)
-            .min(context.saturating_sub(max_tokens));
+        let budget = self.generator.budget();
+        let (context, limit) = (budget.context, budget.limit(max_tokens));
         loop {
             let user = self
                 .template

@@ -2,7 +2,6 @@
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::AppState;
-use crate::engine::blocking;
 use crate::pipelines::ingest::Ingested;
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
 use crate::store::chunking::TextKind;
@@ -11,7 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -147,13 +146,12 @@ pub async fn create(
             w[0]
         )));
     }
-    // A few documents in flight keep the embedder's batches full.
     let ingestor = &services.docs()?.ingestor;
-    let done: Vec<_> = futures_util::stream::iter(docs)
-        .map(|d| ingestor.ingest(d))
-        .buffered(4)
+    let done: Vec<Option<Ingested>> = ingestor
+        .ingest_all(docs, |d| Ok(Some(d)))
         .try_collect()
         .await?;
+    let done: Vec<Ingested> = done.into_iter().flatten().collect();
     Ok((
         StatusCode::CREATED,
         Json(json!(Created { documents: done })),
@@ -192,8 +190,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Document>, ApiError> {
-    let store = state.services()?.docs()?.store.clone();
-    let (info, text, chunks) = blocking(move || store.get(&id)).await?;
+    let (info, text, chunks) = state.services()?.docs()?.get(id).await?;
     Ok(Json(Document {
         info: DocumentInfoWithoutCount {
             id: info.id,
@@ -226,9 +223,7 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let store = state.services()?.docs()?.store.clone();
-    let doc_id = id.clone();
-    let chunks = blocking(move || store.delete(&doc_id)).await?;
+    let chunks = state.services()?.docs()?.delete(id.clone()).await?;
     Ok(Json(Deleted {
         id,
         deleted: true,
@@ -268,8 +263,7 @@ pub async fn list(
         )));
     }
     let offset = page.offset.unwrap_or(0);
-    let store = state.services()?.docs()?.store.clone();
-    let (docs, total) = blocking(move || store.list(limit, offset)).await?;
+    let (docs, total) = state.services()?.docs()?.list(limit, offset).await?;
     Ok(Json(DocumentPage {
         documents: docs,
         total,
@@ -367,7 +361,7 @@ pub async fn embed(
 ) -> Result<Json<EmbedResponse>, ApiError> {
     reject_unknown(&req.unknown)?;
     let services = state.services()?;
-    let texts = super::openai::input_texts(req.input)?;
+    let texts = super::stream::input_texts(req.input)?;
     let (vectors, tokens) = services.embed(texts).await?;
     Ok(Json(EmbedResponse {
         embeddings: vectors

@@ -2,6 +2,7 @@
 //! `{"error": {"message", "type", "code"}}`, with the status decided here
 //! from the library's [`Error`] and from axum's extractor rejections.
 
+pub use crate::engine::protocol::{ErrorBody, ErrorDetail};
 use crate::error::Error;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
@@ -58,6 +59,16 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// A `model` that no process here serves.
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("the model `{model}` does not exist; GET /v1/models lists the served models"),
+        )
+        .param("model")
     }
 
     pub fn not_ready(message: impl Into<String>) -> Self {
@@ -156,25 +167,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// Every error's body (for the OpenAPI document).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    pub message: String,
-    /// `invalid_request_error`, `not_found_error`, `authentication_error`,
-    /// `unavailable_error` or `server_error`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The request field at fault, if any.
-    pub param: Option<String>,
-    /// A stable machine-readable code, e.g. `invalid_field`, `overloaded`.
-    pub code: String,
 }
 
 /// `axum::Json`, with its rejections answered in hearth's error shape.

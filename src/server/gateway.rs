@@ -12,7 +12,10 @@
 //! hang; requests to the other backend are unaffected.
 
 use super::error::ApiError;
-use super::{health, openapi, topology, AppState};
+use super::state::AppState;
+use super::{health, openapi, topology};
+use crate::engine::remote::is_ready;
+use crate::roles::{Capability, Role};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,30 +24,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// The processes behind a gateway.
-#[derive(Debug, Clone, Default)]
-pub struct Backends {
-    /// The `rag` process (also owns the document store).
-    pub rag: Option<String>,
-    pub fine_tuned: Option<String>,
-}
-
-impl Backends {
-    /// Fine-tuned first: an LLM name both processes serve goes to the
-    /// fine-tuned pipeline, as it does in a unified process.
-    fn all(&self) -> Vec<(&'static str, &str)> {
-        let mut all = Vec::new();
-        if let Some(url) = &self.fine_tuned {
-            all.push(("fine-tuned", url.as_str()));
-        }
-        if let Some(url) = &self.rag {
-            all.push(("rag", url.as_str()));
-        }
-        all
-    }
-}
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -60,14 +39,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// Ready when every backend is.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<health::Status>, ApiError> {
     for (name, url) in state.spec.backends.all() {
-        let ok = state
-            .client
-            .get(format!("{url}/readyz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if !ok {
+        if !is_ready(&state.client, url).await {
             return Err(ApiError::not_ready(format!(
                 "the {name} process at {url} is not ready"
             )));
@@ -161,14 +133,14 @@ async fn fetch_models(
     Ok(body["data"].as_array().cloned().unwrap_or_default())
 }
 
-/// Which backend serves a path, when the path alone decides.
+/// Which backend serves a path, when the path alone decides: the one
+/// whose role serves the path's part (the roles table).
 fn by_path(path: &str) -> Option<&'static str> {
-    match path {
-        "/rag" | "/search" | "/embed" | "/documents" => Some("rag"),
-        "/fine-tuned" => Some("fine-tuned"),
-        p if p.starts_with("/documents/") => Some("rag"),
-        _ => None,
-    }
+    let part = Capability::of_path(path)?;
+    [("rag", Role::Rag), ("fine-tuned", Role::FineTuned)]
+        .into_iter()
+        .find(|(_, role)| role.may_serve(part))
+        .map(|(name, _)| name)
 }
 
 /// OpenAI routes, where the body's `model` decides.
@@ -234,19 +206,13 @@ fn no_backend(name: &str) -> ApiError {
     )
 }
 
-/// Which backend serves each model id, learnt from their `/v1/models` on
-/// first use (a process serves the models of its config, restart or not).
-#[derive(Debug, Default)]
-pub struct ModelRoutes(std::sync::Mutex<std::collections::HashMap<String, &'static str>>);
-
 /// The backend whose `/v1/models` lists `model`.
 async fn owner_of(
     state: &AppState,
     model: &str,
     headers: &HeaderMap,
 ) -> Result<&'static str, ApiError> {
-    let routes = &state.model_routes.0;
-    if let Some(&name) = routes.lock().expect("not poisoned").get(model) {
+    if let Some(name) = state.model_routes.get(model) {
         return Ok(name);
     }
     let mut unreachable_error = None;
@@ -265,11 +231,9 @@ async fn owner_of(
     // Remember the map only once every backend answered, so that a model
     // both serve is not pinned to the one that happened to be up.
     if unreachable_error.is_none() {
-        let mut known = routes.lock().expect("not poisoned");
         for (name, list) in &lists {
-            for id in list.iter().filter_map(|m| m["id"].as_str()) {
-                known.entry(id.to_string()).or_insert(name);
-            }
+            let ids = list.iter().filter_map(|m| m["id"].as_str());
+            state.model_routes.learn(name, ids);
         }
     }
     if let Some(name) = owner {
@@ -280,12 +244,7 @@ async fn owner_of(
     if let Some(e) = unreachable_error {
         return Err(e);
     }
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "model_not_found",
-        format!("the model `{model}` does not exist; GET /v1/models lists the served models"),
-    )
-    .param("model"))
+    Err(ApiError::model_not_found(model))
 }
 
 /// Headers that belong to one connection, not to the request.

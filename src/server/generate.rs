@@ -3,75 +3,24 @@
 //! `token` event per text piece, then one `done` event with the rest).
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
+use super::stream::{json_event, sse_stream, started, usage, SamplingFields, Usage};
 use super::AppState;
-use crate::config::GenerationConfig;
+use crate::engine::protocol::{event, Text};
 use crate::engine::FinishReason;
-use crate::engine::{Completion, Event, GenerationStream};
-use crate::error::Error;
+use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::chat::Message;
-use crate::models::llm::sampling::SamplingParams;
 use crate::pipelines::fine_tuned::Input;
 use crate::pipelines::rag::ms;
 use crate::store::Passage;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 use utoipa::ToSchema;
-
-/// Sampling fields shared by both routes; unset ones take the config's defaults.
-#[derive(Debug, Deserialize, Default, ToSchema)]
-pub struct SamplingFields {
-    pub max_tokens: Option<usize>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub seed: Option<u64>,
-    pub stop: Option<StopField>,
-}
-
-/// A stop sequence or a list of them.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum StopField {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StopField {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            StopField::One(s) => vec![s.clone()],
-            StopField::Many(v) => v.clone(),
-        }
-    }
-}
-
-impl SamplingFields {
-    pub fn params(&self, defaults: &GenerationConfig, top_k: usize) -> SamplingParams {
-        let base = SamplingParams::default();
-        SamplingParams {
-            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
-            temperature: self.temperature.unwrap_or(defaults.temperature),
-            top_p: self.top_p.unwrap_or(base.top_p),
-            top_k,
-            repetition_penalty: self.repetition_penalty.unwrap_or(base.repetition_penalty),
-            seed: self.seed,
-            stop: self
-                .stop
-                .as_ref()
-                .map(StopField::to_vec)
-                .unwrap_or_default(),
-            ..base
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RagRequest {
@@ -101,14 +50,6 @@ pub struct FineTunedRequest {
     #[serde(flatten)]
     #[schema(ignore)]
     pub unknown: Map<String, Value>,
-}
-
-/// Token counts of one generation.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
 }
 
 /// Where the time went, in milliseconds (`ttft_ms` and `total_ms` from the
@@ -261,16 +202,6 @@ pub async fn fine_tuned(
     respond(req.stream, stream, finish).await
 }
 
-/// Wait until the worker accepts the prompt, so that a prompt it refuses is
-/// an HTTP error rather than an event in a stream that already said 200.
-pub(super) async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
-    match stream.next().await {
-        Some(Event::Started { prompt_tokens }) => Ok(prompt_tokens),
-        Some(Event::Error(e)) => Err(e.into()),
-        Some(_) | None => Err(Error::Unavailable("the generation worker stopped".into()).into()),
-    }
-}
-
 /// The whole answer as JSON, or the stream as SSE.
 async fn respond<F>(
     stream_it: bool,
@@ -286,73 +217,13 @@ where
     }
     let events = sse_stream(
         stream,
-        |text| json_event("token", &json!({ "text": text })),
+        |text| json_event(event::TOKEN, &json!(Text { text })),
         move |end| match end {
-            Ok(c) => vec![json_event("done", &finish(c))],
-            Err(e) => vec![json_event("error", &e.body())],
+            Ok(c) => vec![json_event(event::DONE, &finish(c))],
+            Err(e) => vec![json_event(event::ERROR, &e.body())],
         },
     );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-enum Progress<T, D> {
-    Running(GenerationStream, T, D),
-    Draining(std::collections::VecDeque<SseEvent>),
-}
-
-/// A generation as SSE: `text` shapes each piece of text, `end` the events
-/// that close the stream (after the completion or an error). Dropping the
-/// stream (the client went away) drops the generation, which the worker
-/// then cancels.
-pub(super) fn sse_stream<T, D>(
-    stream: GenerationStream,
-    text: T,
-    end: D,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
-where
-    T: Fn(String) -> SseEvent + Send + 'static,
-    D: FnOnce(Result<Completion, ApiError>) -> Vec<SseEvent> + Send + 'static,
-{
-    stream::unfold(
-        Progress::Running(stream, text, end),
-        |progress| async move {
-            match progress {
-                Progress::Draining(mut rest) => {
-                    let next = rest.pop_front()?;
-                    Some((Ok(next), Progress::Draining(rest)))
-                }
-                Progress::Running(mut stream, text, end) => loop {
-                    let outcome = match stream.next().await {
-                        Some(Event::Started { .. }) => continue,
-                        Some(Event::Text(piece)) => {
-                            let event = text(piece);
-                            return Some((Ok(event), Progress::Running(stream, text, end)));
-                        }
-                        Some(Event::Done(c)) => Ok(c),
-                        Some(Event::Error(e)) => Err(ApiError::from(e)),
-                        None => Err(ApiError::from(Error::Unavailable(
-                            "the generation worker stopped".into(),
-                        ))),
-                    };
-                    let mut rest: std::collections::VecDeque<SseEvent> = end(outcome).into();
-                    let first = rest.pop_front()?;
-                    return Some((Ok(first), Progress::Draining(rest)));
-                },
-            }
-        },
-    )
-}
-
-fn json_event(name: &str, value: &Value) -> SseEvent {
-    SseEvent::default().event(name).data(value.to_string())
-}
-
-pub(super) fn usage(prompt_tokens: usize, c: &Completion) -> Usage {
-    Usage {
-        prompt_tokens,
-        completion_tokens: c.tokens.len(),
-        total_tokens: prompt_tokens + c.tokens.len(),
-    }
 }

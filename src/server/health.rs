@@ -3,7 +3,6 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::engine::blocking;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
@@ -53,8 +52,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     if let Some(services) = state.services.get() {
         body["models"] = json!(services.info);
         if let Ok(docs) = services.docs() {
-            let store = docs.store.clone();
-            body["index"] = json!(blocking(move || store.stats()).await?);
+            body["index"] = json!(docs.stats().await?);
             body["index_origin"] = json!(docs.store.origin());
         }
         let generation: serde_json::Map<String, Value> = services

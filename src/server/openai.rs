@@ -6,16 +6,16 @@
 
 use super::error::ErrorBody;
 use super::error::{ApiError, ApiJson};
-use super::generate::{sse_stream, started, usage, SamplingFields};
+use super::stream::{input_texts, invalid, sse_stream, started, usage, SamplingFields};
 use super::AppState;
 use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
 use crate::pipelines::fine_tuned::{FineTuned, Input};
 use crate::pipelines::Services;
+use crate::roles::{FINE_TUNED_MODEL, RAG_MODEL};
 use crate::store::Passage;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -23,13 +23,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use utoipa::ToSchema;
-
-/// The model id of the RAG pipeline.
-pub const RAG_MODEL: &str = "hearth-rag";
-/// The model id of the fine-tuned pipeline.
-pub const FINE_TUNED_MODEL: &str = "hearth-fine-tuned";
-/// Most texts in one embeddings request (OpenAI's limit).
-pub const MAX_EMBED_INPUTS: usize = 2048;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -74,21 +67,8 @@ fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
         .find(|g| g.name() == model);
     match by_name {
         Some(g) => Ok(Target::Generate(FineTuned::new(g))),
-        None => Err(unknown_model(model)),
+        None => Err(ApiError::model_not_found(model)),
     }
-}
-
-fn unknown_model(model: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "model_not_found",
-        format!("the model `{model}` does not exist; GET /v1/models lists the served models"),
-    )
-    .param("model")
-}
-
-fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message).param(param)
 }
 
 /// The served models: `hearth-rag`, `hearth-fine-tuned`, the LLM and the embedder.
@@ -492,7 +472,7 @@ pub async fn embeddings(
     let embedding = services.embedding()?;
     let dim = embedding.dim();
     if req.model != embedding.name() {
-        return Err(unknown_model(&req.model));
+        return Err(ApiError::model_not_found(&req.model));
     }
     if req.dimensions.is_some_and(|d| d != dim) {
         return Err(invalid(
@@ -530,41 +510,6 @@ pub async fn embeddings(
         "model": req.model,
         "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
     })))
-}
-
-pub(super) fn input_texts(input: Value) -> Result<Vec<String>, ApiError> {
-    let texts = match input {
-        Value::String(s) => vec![s],
-        Value::Array(items) if items.iter().all(Value::is_string) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => s,
-                _ => unreachable!("checked to be strings"),
-            })
-            .collect(),
-        Value::Array(_) => {
-            return Err(invalid(
-                "input",
-                "input must be a string or a list of strings; token arrays are not supported",
-            ))
-        }
-        _ => {
-            return Err(invalid(
-                "input",
-                "input must be a string or a list of strings",
-            ))
-        }
-    };
-    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
-        return Err(invalid(
-            "input",
-            format!("input must hold 1 to {MAX_EMBED_INPUTS} texts"),
-        ));
-    }
-    if texts.iter().any(|t| t.is_empty()) {
-        return Err(invalid("input", "input texts must not be empty"));
-    }
-    Ok(texts)
 }
 
 /// Little-endian f32s in standard base64, as OpenAI encodes them.

@@ -1,27 +1,24 @@
 //! The model-level routes that `generate` and `embed` processes serve to
 //! the `rag` processes using them (see `engine::remote`): `GET /generator`,
 //! `POST /tokenize`, `POST /generate` (SSE: `started`, `text`, `done`,
-//! `error`), and `GET /embedder`. They are hearth's internal protocol, not
-//! a client API, and are left out of the OpenAPI document.
+//! `error`), and `GET /embedder`. They are hearth's internal protocol
+//! (its types and event names: `engine::protocol`), not a client API, and
+//! are left out of the OpenAPI document.
 
 use super::error::{ApiError, ApiJson};
-use super::generate::{sse_stream, started};
+use super::stream::{json_event, sse_stream, started};
 use super::AppState;
-use crate::engine::remote::{
-    EmbedderInfo, GenerateRequest, GeneratorInfo, TokenizeRequest, Tokenized,
+use crate::engine::protocol::{
+    event, EmbedderInfo, GenerateRequest, GeneratorInfo, Started, Text, TokenizeRequest, Tokenized,
 };
 use crate::engine::Generation;
 use crate::error::Error;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use std::sync::Arc;
-
-fn event(name: &str, value: &serde_json::Value) -> SseEvent {
-    SseEvent::default().event(name).data(value.to_string())
-}
 
 /// The LLM this process serves and its limits.
 pub async fn generator(
@@ -62,14 +59,17 @@ pub async fn generate(
         return Ok(Json(stream.finish().await?).into_response());
     }
     let first = futures_util::stream::once(async move {
-        Ok(event("started", &json!({ "prompt_tokens": prompt_tokens })))
+        Ok(json_event(
+            event::STARTED,
+            &json!(Started { prompt_tokens }),
+        ))
     });
     let rest = sse_stream(
         stream,
-        |text| event("text", &json!({ "text": text })),
+        |text| json_event(event::TEXT, &json!(Text { text })),
         |end| match end {
-            Ok(c) => vec![event("done", &json!(c))],
-            Err(e) => vec![event("error", &e.body())],
+            Ok(c) => vec![json_event(event::DONE, &json!(c))],
+            Err(e) => vec![json_event(event::ERROR, &e.body())],
         },
     );
     use futures_util::StreamExt;

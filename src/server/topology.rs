@@ -5,7 +5,7 @@
 //! gateway's backends, a `rag` process's remote embedder and generator).
 
 use super::AppState;
-use crate::topology::{endpoints_from_env, TOPOLOGY_ENV};
+use crate::topology::{Deployment, TOPOLOGY_ENV};
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
@@ -43,8 +43,11 @@ pub struct Topology {
 #[utoipa::path(get, path = "/topology", tag = "health", responses((status = 200, body = Topology)))]
 pub async fn topology(State(state): State<Arc<AppState>>) -> Json<Topology> {
     let topology = std::env::var(TOPOLOGY_ENV).unwrap_or_else(|_| "standalone".into());
-    if let Some(endpoints) = endpoints_from_env() {
-        let probes = endpoints.into_iter().map(|e| probe(&state, e.name, e.url));
+    if let Some(deployment) = Deployment::from_env() {
+        let probes = deployment
+            .endpoints
+            .into_iter()
+            .map(|e| probe(&state, e.name, e.url));
         return Json(Topology {
             topology,
             processes: futures_util::future::join_all(probes).await,

@@ -8,16 +8,14 @@
 use super::{plan, Topology};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::roles::{LlmSlot, Role, FINE_TUNED_MODEL};
 use std::path::{Path, PathBuf};
 
 /// Write `hearth.conf` and `hearth-route.js` into `dir`; return their paths.
 pub fn write(config: &Config, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
-    let listen: std::net::SocketAddr = config
-        .listen
-        .parse()
-        .map_err(|_| Error::InvalidInput(format!("bad listen address {:?}", config.listen)))?;
+    let listen: std::net::SocketAddr = config.listen_addr()?;
     if listen.port() == 0 {
         return Err(Error::InvalidInput(
             "nginx needs fixed ports: set `listen` to a real port (the backends take the next ones)".into(),
@@ -55,6 +53,7 @@ fn conf_text(config: &Config, listen: std::net::SocketAddr, dir: &Path) -> Strin
             .expect("the gateway plan has rag and fine-tuned")
     };
     let host = listen.ip();
+    let locations = locations();
     let body_kib = config.limits.max_body_bytes.div_ceil(1024);
     format!(
         r#"# nginx in front of hearth's `separated` processes: the equivalent of
@@ -104,13 +103,10 @@ http {{
         proxy_intercept_errors off;
         error_page 502 504 = @backend_down;
 
-        # The rag process owns the document store: everything about
-        # documents and retrieval goes there.
-        location = /rag       {{ proxy_pass http://hearth_rag; }}
-        location = /search    {{ proxy_pass http://hearth_rag; }}
-        location = /embed     {{ proxy_pass http://hearth_rag; }}
-        location /documents   {{ proxy_pass http://hearth_rag; }}
-        location = /fine-tuned {{ proxy_pass http://hearth_fine_tuned; }}
+        # By path, from hearth's roles table: the rag process owns the
+        # document store, so everything about documents and retrieval goes
+        # there.
+{locations}
 
         # OpenAI routes: the body's `model` picks the process.
         location = /v1/chat/completions {{ js_content route.by_model; }}
@@ -151,8 +147,28 @@ http {{
     )
 }
 
+/// One `location` per client route of the parts the `rag` and
+/// `fine-tuned` roles serve.
+fn locations() -> String {
+    let mut lines = Vec::new();
+    for (upstream, role) in [
+        ("hearth_rag", Role::Rag),
+        ("hearth_fine_tuned", Role::FineTuned),
+    ] {
+        for part in role.serves(LlmSlot::FineTuned) {
+            for route in part.routes() {
+                let exact = if route.ends_with('/') { "" } else { "= " };
+                lines.push(format!(
+                    "        location {exact}{route} {{ proxy_pass http://{upstream}; }}"
+                ));
+            }
+        }
+    }
+    lines.join("\n")
+}
+
 fn js_text(config: &Config) -> String {
-    let mut fine_tuned = vec!["hearth-fine-tuned".to_string()];
+    let mut fine_tuned = vec![FINE_TUNED_MODEL.to_string()];
     // An LLM named by both pipelines goes to the fine-tuned one, as in a
     // unified process and the built-in gateway.
     if let Some(name) = llm_name(&config.models.fine_tuned) {
@@ -233,6 +249,9 @@ mod tests {
         assert!(conf.contains("server 127.0.0.1:9001;"), "{conf}");
         assert!(conf.contains("server 127.0.0.1:9002;"));
         assert!(conf.contains("listen 127.0.0.1:9000;"));
+        assert!(conf.contains("location = /rag { proxy_pass http://hearth_rag; }"));
+        assert!(conf.contains("location /documents/ { proxy_pass http://hearth_rag; }"));
+        assert!(conf.contains("location = /fine-tuned { proxy_pass http://hearth_fine_tuned; }"));
         let js = std::fs::read_to_string(&written[1]).unwrap();
         assert!(js.contains("\"hearth-fine-tuned\""));
         let port_zero = Config {

@@ -1,0 +1,102 @@
+//! What every handler can reach: the process's [`Spec`] (its role, its
+//! LLM, the backends a gateway fronts) and its [`AppState`] (config, the
+//! pipelines once loaded, the HTTP client a gateway or probe uses).
+
+use super::error::ApiError;
+use crate::config::{Config, LlmSlot, Role};
+use crate::pipelines::Services;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+/// What one `hearth serve` process is: its role, which LLM a `generate`
+/// process serves, and the processes a gateway fronts.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub role: Role,
+    pub model: LlmSlot,
+    pub backends: Backends,
+}
+
+impl Spec {
+    pub fn unified() -> Self {
+        Self {
+            role: Role::All,
+            model: LlmSlot::RagGenerator,
+            backends: Backends::default(),
+        }
+    }
+
+    /// Whether this process owns (and so locks and writes) the store.
+    pub(super) fn owns_store(&self) -> bool {
+        matches!(self.role, Role::All | Role::Rag)
+    }
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub spec: Spec,
+    /// The address actually bound (the config may say port 0).
+    pub addr: SocketAddr,
+    /// Set once the models are loaded and the index is ready.
+    pub services: OnceLock<Services>,
+    pub started: Instant,
+    /// For gateways and remote probes.
+    pub client: reqwest::Client,
+    /// A gateway's map from model id to backend.
+    pub model_routes: ModelRoutes,
+}
+
+impl AppState {
+    /// The pipelines, or 503 while they load.
+    pub fn services(&self) -> Result<&Services, ApiError> {
+        self.services
+            .get()
+            .ok_or_else(|| ApiError::not_ready("hearth is loading its models; retry shortly"))
+    }
+}
+
+/// The processes behind a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    /// The `rag` process (also owns the document store).
+    pub rag: Option<String>,
+    pub fine_tuned: Option<String>,
+}
+
+impl Backends {
+    /// Fine-tuned first: an LLM name both processes serve goes to the
+    /// fine-tuned pipeline, as it does in a unified process.
+    pub fn all(&self) -> Vec<(&'static str, &str)> {
+        let mut all = Vec::new();
+        if let Some(url) = &self.fine_tuned {
+            all.push(("fine-tuned", url.as_str()));
+        }
+        if let Some(url) = &self.rag {
+            all.push(("rag", url.as_str()));
+        }
+        all
+    }
+}
+
+/// Which backend serves each model id, learnt from their `/v1/models` on
+/// first use (a process serves the models of its config, restart or not).
+#[derive(Debug, Default)]
+pub struct ModelRoutes(Mutex<HashMap<String, &'static str>>);
+
+impl ModelRoutes {
+    /// The backend known to serve `model`.
+    pub fn get(&self, model: &str) -> Option<&'static str> {
+        self.0.lock().expect("not poisoned").get(model).copied()
+    }
+
+    /// Remember which backend serves each of `ids` (the first one seen wins).
+    pub fn learn<'a>(&self, backend: &'static str, ids: impl Iterator<Item = &'a str>) {
+        let mut known = self.0.lock().expect("not poisoned");
+        for id in ids {
+            known.entry(id.to_string()).or_insert(backend);
+        }
+    }
+}

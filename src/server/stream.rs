@@ -1,0 +1,190 @@
+//! What the model routes share when they answer (and read texts): the
+//! sampling fields every generation route takes, the wait for a prompt to
+//! be accepted, a generation as Server-Sent Events, token usage, and the
+//! embedding routes' `input`. SSE events are encoded here only, with the
+//! names of [`crate::engine::protocol::event`].
+
+use super::error::ApiError;
+use crate::config::GenerationConfig;
+use crate::engine::{Completion, Event, GenerationStream};
+use crate::error::Error;
+use crate::models::llm::sampling::SamplingParams;
+use axum::http::StatusCode;
+use axum::response::sse::Event as SseEvent;
+use futures_util::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::convert::Infallible;
+use utoipa::ToSchema;
+
+/// Sampling fields shared by both routes; unset ones take the config's defaults.
+#[derive(Debug, Deserialize, Default, ToSchema)]
+pub struct SamplingFields {
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Option<StopField>,
+}
+
+/// A stop sequence or a list of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopField {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StopField::One(s) => vec![s.clone()],
+            StopField::Many(v) => v.clone(),
+        }
+    }
+}
+
+impl SamplingFields {
+    pub fn params(&self, defaults: &GenerationConfig, top_k: usize) -> SamplingParams {
+        let base = SamplingParams::default();
+        SamplingParams {
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            top_k,
+            repetition_penalty: self.repetition_penalty.unwrap_or(base.repetition_penalty),
+            seed: self.seed,
+            stop: self
+                .stop
+                .as_ref()
+                .map(StopField::to_vec)
+                .unwrap_or_default(),
+            ..base
+        }
+    }
+}
+
+/// Token counts of one generation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// Wait until the worker accepts the prompt, so that a prompt it refuses is
+/// an HTTP error rather than an event in a stream that already said 200.
+pub async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
+    match stream.next().await {
+        Some(Event::Started { prompt_tokens }) => Ok(prompt_tokens),
+        Some(Event::Error(e)) => Err(e.into()),
+        Some(_) | None => Err(Error::Unavailable("the generation worker stopped".into()).into()),
+    }
+}
+
+enum Progress<T, D> {
+    Running(GenerationStream, T, D),
+    Draining(std::collections::VecDeque<SseEvent>),
+}
+
+/// A generation as SSE: `text` shapes each piece of text, `end` the events
+/// that close the stream (after the completion or an error). Dropping the
+/// stream (the client went away) drops the generation, which the worker
+/// then cancels.
+pub fn sse_stream<T, D>(
+    stream: GenerationStream,
+    text: T,
+    end: D,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
+where
+    T: Fn(String) -> SseEvent + Send + 'static,
+    D: FnOnce(Result<Completion, ApiError>) -> Vec<SseEvent> + Send + 'static,
+{
+    stream::unfold(
+        Progress::Running(stream, text, end),
+        |progress| async move {
+            match progress {
+                Progress::Draining(mut rest) => {
+                    let next = rest.pop_front()?;
+                    Some((Ok(next), Progress::Draining(rest)))
+                }
+                Progress::Running(mut stream, text, end) => loop {
+                    let outcome = match stream.next().await {
+                        Some(Event::Started { .. }) => continue,
+                        Some(Event::Text(piece)) => {
+                            let event = text(piece);
+                            return Some((Ok(event), Progress::Running(stream, text, end)));
+                        }
+                        Some(Event::Done(c)) => Ok(c),
+                        Some(Event::Error(e)) => Err(ApiError::from(e)),
+                        None => Err(ApiError::from(Error::Unavailable(
+                            "the generation worker stopped".into(),
+                        ))),
+                    };
+                    let mut rest: std::collections::VecDeque<SseEvent> = end(outcome).into();
+                    let first = rest.pop_front()?;
+                    return Some((Ok(first), Progress::Draining(rest)));
+                },
+            }
+        },
+    )
+}
+
+/// One SSE event with JSON data.
+pub fn json_event(name: &str, value: &Value) -> SseEvent {
+    SseEvent::default().event(name).data(value.to_string())
+}
+
+pub fn usage(prompt_tokens: usize, c: &Completion) -> Usage {
+    Usage {
+        prompt_tokens,
+        completion_tokens: c.tokens.len(),
+        total_tokens: prompt_tokens + c.tokens.len(),
+    }
+}
+
+/// Most texts in one embeddings request (OpenAI's limit).
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+/// A 400 naming the request field at fault.
+pub fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message).param(param)
+}
+
+/// An embedding request's `input`: one text or a list of 1 to
+/// [`MAX_EMBED_INPUTS`] non-empty texts.
+pub fn input_texts(input: Value) -> Result<Vec<String>, ApiError> {
+    let texts = match input {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                _ => unreachable!("checked to be strings"),
+            })
+            .collect(),
+        Value::Array(_) => {
+            return Err(invalid(
+                "input",
+                "input must be a string or a list of strings; token arrays are not supported",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "input",
+                "input must be a string or a list of strings",
+            ))
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+        return Err(invalid(
+            "input",
+            format!("input must hold 1 to {MAX_EMBED_INPUTS} texts"),
+        ));
+    }
+    if texts.iter().any(|t| t.is_empty()) {
+        return Err(invalid("input", "input texts must not be empty"));
+    }
+    Ok(texts)
+}

@@ -1,0 +1,374 @@
+//! `hearth up`: start a topology's processes (children of this binary,
+//! dependencies first), wait for every `/readyz`, write the
+//! [`Deployment`] file and print the endpoints, restart a crashed child
+//! with exponential backoff (a child that dies before the topology is
+//! first ready is fatal instead), stop them gracefully (front first) on
+//! SIGINT/SIGTERM, and leave no orphans: each child also gets SIGTERM from
+//! the kernel if the launcher itself dies. What to start is decided by
+//! [`super::plan`].
+
+use super::plan::{plan, Deployment, Endpoint, Part, Topology, TOPOLOGY_ENV, TOPOLOGY_FILE_ENV};
+use crate::config::Config;
+use crate::engine::remote::wait_until_ready;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What a supervisor reports to the launcher.
+enum Report {
+    /// A child died before the topology was first ready.
+    Fatal(String),
+}
+
+/// A supervised child: its part, and its pid (0 while down).
+struct Supervised {
+    part: Part,
+    pid: Arc<AtomicU32>,
+    url: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Everything the supervisors share.
+struct Shared {
+    exe: PathBuf,
+    host: String,
+    config_file: PathBuf,
+    topology_file: PathBuf,
+    topology: Topology,
+    /// Set once every process was ready: after that a crash is restarted.
+    started: AtomicBool,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+/// Start `topology` and supervise it until SIGINT/SIGTERM, writing its
+/// [`Deployment`] to `endpoints_file` (default: a file in a temporary
+/// folder of the launcher's). Call from a current-thread runtime on the
+/// main thread: the kernel's parent-death signal is tied to the thread
+/// that spawns the children.
+pub async fn up(config: &Config, topology: Topology, endpoints_file: Option<&Path>) -> Result<()> {
+    let listen: std::net::SocketAddr = config.listen_addr()?;
+    let workdir = std::env::temp_dir().join(format!("hearth-up-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir).map_err(|e| Error::io(&workdir, e))?;
+    let file = match endpoints_file {
+        Some(path) => std::path::absolute(path).map_err(|e| Error::io(path, e))?,
+        None => workdir.join("topology.json"),
+    };
+    let result = run(config, topology, listen, &workdir, file).await;
+    let _ = std::fs::remove_dir_all(&workdir);
+    result
+}
+
+async fn run(
+    config: &Config,
+    topology: Topology,
+    listen: std::net::SocketAddr,
+    workdir: &Path,
+    topology_file: PathBuf,
+) -> Result<()> {
+    let began = Instant::now();
+    // Children read the launcher's resolved config, so that files,
+    // variables and flags given to `hearth up` reach every one of them.
+    let config_file = workdir.join("hearth.toml");
+    let text = toml::to_string(config)
+        .map_err(|e| Error::InvalidInput(format!("writing the config for children: {e}")))?;
+    std::fs::write(&config_file, text).map_err(|e| Error::io(&config_file, e))?;
+    let (reports, mut reported) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        exe: std::env::current_exe().map_err(|e| Error::io("the hearth executable", e))?,
+        host: listen.ip().to_string(),
+        config_file,
+        topology_file,
+        topology,
+        started: AtomicBool::new(false),
+        reports,
+    });
+    let mut signals = Signals::new()?;
+    let mut children: Vec<Supervised> = Vec::new();
+    let outcome = async {
+        let mut urls: HashMap<&'static str, String> = HashMap::new();
+        for part in plan(topology, listen.port()) {
+            let args: Vec<String> = part
+                .args
+                .iter()
+                .map(|a| match a.strip_prefix('{').and_then(|a| a.strip_suffix('}')) {
+                    Some(name) => urls.get(name).cloned().unwrap_or_default(),
+                    None => a.clone(),
+                })
+                .collect();
+            let (url_tx, url_rx) = oneshot::channel();
+            let (stop, stop_rx) = watch::channel(false);
+            let pid = Arc::new(AtomicU32::new(0));
+            let task = tokio::spawn(supervise(
+                shared.clone(),
+                part.clone(),
+                args,
+                pid.clone(),
+                url_tx,
+                stop_rx,
+            ));
+            let url = tokio::select! {
+                url = url_rx => url.ok(),
+                _ = signals.recv() => return Err(Error::Unavailable("interrupted while starting".into())),
+            };
+            let Some(url) = url else {
+                let why = match reported.recv().await {
+                    Some(Report::Fatal(why)) => why,
+                    None => format!("{} did not start", part.name),
+                };
+                children.push(Supervised { part, pid, url: String::new(), stop, task });
+                return Err(Error::Unavailable(why));
+            };
+            urls.insert(part.name, url.clone());
+            children.push(Supervised { part, pid, url, stop, task });
+            deployment(topology, &children, false).write(&shared.topology_file)?;
+        }
+        // Every process up: wait until each is ready.
+        let client = reqwest::Client::new();
+        for child in &children {
+            let forever = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+            let ready = wait_until_ready(&client, &child.url, Duration::from_millis(100), forever);
+            tokio::select! {
+                _ = ready => {}
+                Some(Report::Fatal(why)) = reported.recv() => return Err(Error::Unavailable(why)),
+                _ = signals.recv() => return Err(Error::Unavailable("interrupted while starting".into())),
+            }
+        }
+        shared.started.store(true, Ordering::SeqCst);
+        let ready = deployment(topology, &children, true);
+        ready.write(&shared.topology_file)?;
+        print_table(&ready, began.elapsed());
+        signals.recv().await;
+        eprintln!("[up] stopping {} (front first)", topology.name());
+        Ok(())
+    }
+    .await;
+    // Stop the front first, then what it depends on.
+    for child in children.into_iter().rev() {
+        let _ = child.stop.send(true);
+        let _ = child.task.await;
+    }
+    outcome
+}
+
+/// The deployment as it stands: the children started so far.
+fn deployment(topology: Topology, children: &[Supervised], ready: bool) -> Deployment {
+    let endpoints = children
+        .iter()
+        .map(|c| Endpoint {
+            name: c.part.name.into(),
+            role: c.part.role.name().into(),
+            url: c.url.clone(),
+            pid: c.pid.load(Ordering::SeqCst),
+        })
+        .collect();
+    Deployment::new(topology, endpoints, ready)
+}
+
+/// The endpoints for people; programs read the deployment file.
+fn print_table(deployment: &Deployment, took: Duration) {
+    println!(
+        "topology {} ready in {:.1} s",
+        deployment.topology,
+        took.as_secs_f64()
+    );
+    println!("  {:<14} {:<11} {:<28} PID", "NAME", "ROLE", "URL");
+    for e in &deployment.endpoints {
+        println!("  {:<14} {:<11} {:<28} {}", e.name, e.role, e.url, e.pid);
+    }
+    let serves = &deployment.serves;
+    println!("/rag and /documents: {}", serves.rag);
+    println!("/fine-tuned:         {}", serves.fine_tuned);
+    // A fixed last line, for scripts waiting on the launcher.
+    println!("hearth up: ready");
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that stayed up this long starts its backoff afresh.
+const STABLE: Duration = Duration::from_secs(60);
+/// How long a child has to stop gracefully before it is killed.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Run one child until told to stop, restarting it when it dies.
+async fn supervise(
+    shared: Arc<Shared>,
+    part: Part,
+    args: Vec<String>,
+    pid: Arc<AtomicU32>,
+    url_tx: oneshot::Sender<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut url_tx = Some(url_tx);
+    let mut port = part.port;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut child = match spawn(&shared, &part, &args, port) {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = shared
+                    .reports
+                    .send(Report::Fatal(format!("{}: {e}", part.name)));
+                return;
+            }
+        };
+        let id = child.id().unwrap_or(0);
+        pid.store(id, Ordering::SeqCst);
+        let since = Instant::now();
+        let (found_tx, found_rx) = oneshot::channel();
+        relay_output(&mut child, part.name, found_tx);
+        // Its URL (first start), and its port, kept for restarts.
+        if let Ok(url) = found_rx.await {
+            if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                port = p;
+            }
+            if let Some(tx) = url_tx.take() {
+                let _ = tx.send(url);
+            }
+        }
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = stop.changed() => {
+                terminate(&mut child, id).await;
+                pid.store(0, Ordering::SeqCst);
+                return;
+            }
+        };
+        pid.store(0, Ordering::SeqCst);
+        let status = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        if !shared.started.load(Ordering::SeqCst) {
+            let _ = shared.reports.send(Report::Fatal(format!(
+                "{} (role {}) exited during start-up ({status}); its log is above",
+                part.name,
+                part.role.name()
+            )));
+            return;
+        }
+        if since.elapsed() > STABLE {
+            backoff = MIN_BACKOFF;
+        }
+        eprintln!(
+            "[up] {} (pid {id}) exited ({status}); restarting in {:.1} s",
+            part.name,
+            backoff.as_secs_f64()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn spawn(
+    shared: &Shared,
+    part: &Part,
+    args: &[String],
+    port: u16,
+) -> Result<tokio::process::Child> {
+    let mut command = Command::new(&shared.exe);
+    command
+        .arg("serve")
+        .arg("--role")
+        .arg(part.role.name())
+        .args(args)
+        .arg("--config")
+        .arg(&shared.config_file)
+        .arg("--listen")
+        .arg(format!("{}:{port}", shared.host))
+        .env(TOPOLOGY_ENV, shared.topology.name())
+        .env(TOPOLOGY_FILE_ENV, &shared.topology_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only this process.
+    unsafe {
+        command.pre_exec(|| {
+            // If the launcher dies (even by SIGKILL), the child is told to stop.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| Error::io(&shared.exe, e))
+}
+
+/// Pass the child's output on, each line prefixed with its name, and
+/// report the URL it announces on stdout.
+fn relay_output(
+    child: &mut tokio::process::Child,
+    name: &'static str,
+    found: oneshot::Sender<String>,
+) {
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(async move {
+            let mut found = Some(found);
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match line.strip_prefix("hearth listening on ") {
+                    Some(url) if found.is_some() => {
+                        let _ = found.take().expect("checked").send(url.trim().to_string());
+                    }
+                    _ => println!("[{name}] {line}"),
+                }
+            }
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name}] {line}");
+            }
+        });
+    }
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child, pid: u32) {
+    if pid != 0 {
+        // SAFETY: plain kill(2) on our own child's pid, which we have not reaped.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let io = |e| Error::io("signal handlers", e);
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(io)?,
+            int: signal(SignalKind::interrupt()).map_err(io)?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
