@@ -31,33 +31,34 @@ if [ ! -f "$data_dir/.sample-ingested" ]; then
 fi
 
 topology=${HEARTH_TOPOLOGY:-unified}
-url="http://$listen"
-rag=$url
-fine_tuned=$url
 case $topology in
-  unified) "$bin" serve & ;;
-  gateway) "$bin" up --topology gateway & ;;
-  separated | per-model)
-    # The rag process takes the next port, the fine-tuned one the one after.
-    host=${listen%:*} port=${listen##*:}
-    rag="http://$host:$((port + 1))"
-    fine_tuned="http://$host:$((port + 2))"
-    "$bin" up --topology "$topology" &
-    ;;
+  unified | separated | per-model | gateway) ;;
   *) echo "HEARTH_TOPOLOGY must be unified, separated, per-model or gateway" >&2; exit 2 ;;
 esac
+# The launcher writes where each pipeline is served (and every process's
+# URL and pid) to this file, with "ready": true once all answer /readyz.
+endpoints="$(mktemp -d)/endpoints.json"
+"$bin" up --topology "$topology" --endpoints-file "$endpoints" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; exit 0' INT TERM
-for ready in "$rag/readyz" "$fine_tuned/readyz"; do
-  until curl -sf "$ready" >/dev/null; do
-    if ! kill -0 "$server" 2>/dev/null; then
-      wait "$server"
-      exit 1
-    fi
-    sleep 0.2
-  done
+serves() { # ready | rag | fine_tuned
+  python3 - "$endpoints" "$1" <<'PY' 2>/dev/null
+import json, sys
+d = json.load(open(sys.argv[1]))
+if sys.argv[2] == "ready":
+    sys.exit(0 if d["ready"] else 1)
+print(d["serves"][sys.argv[2]])
+PY
+}
+until serves ready; do
+  if ! kill -0 "$server" 2>/dev/null; then
+    wait "$server"
+    exit 1
+  fi
+  sleep 0.2
 done
-url=$rag
+url=$(serves rag)
+fine_tuned=$(serves fine_tuned)
 
 cat <<EXAMPLES
 

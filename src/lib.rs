@@ -1,12 +1,14 @@
 //! hearth: a local-inference server for two generative-AI pipelines (RAG and
 //! a fine-tuned LLM), runnable in every topology from one binary.
 //!
-//! Dependencies point one way: `config` and `models` (loading and running
-//! models) <- `store` (documents, chunks, the vector index) <- `engine`
-//! (worker threads and channels) <- `pipelines` (RAG, fine-tuned,
-//! ingestion) <- `server` (HTTP, every role) <- `topology` (the launcher),
-//! `bench` (measurements) <- `cli`. `simd` (vector arithmetic) is below them
-//! all.
+//! Dependencies point one way, each module using only those before it:
+//! `error`, `simd` and `roles` (leaves) <- `models` (loading and running
+//! models) <- `config` <- `store` (documents, chunks, the vector index) and
+//! `engine` (worker threads, channels, the wire protocol between hearth
+//! processes) <- `pipelines` (RAG, fine-tuned, documents, what each role
+//! loads) <- `topology` (the plan of each topology; the launcher) <-
+//! `server` (HTTP, every role) <- `bench` (measurements) <- `cli`. The
+//! module map and one request's path through it: `docs/architecture.md`.
 
 pub mod bench;
 pub mod cli;

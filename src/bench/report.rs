@@ -4,7 +4,7 @@
 //! per topology, throughput against concurrency, memory per topology. And
 //! `hearth bench compare`, the ratios between two runs.
 
-use super::runner::Results;
+use super::results::Results;
 use crate::error::{Error, Result};
 use plotters::prelude::*;
 use std::fmt::Write as _;

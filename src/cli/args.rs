@@ -1,0 +1,309 @@
+//! The command line's arguments: every subcommand and flag (clap).
+
+use crate::bench::results::Scenario;
+use crate::config::{ConfigArgs, LlmSlot, Role};
+use crate::models::llm::sampling::SamplingParams;
+use crate::models::{DEFAULT_EMBEDDER, DEFAULT_LLM};
+use crate::topology::Topology;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hearth",
+    version,
+    about = "Local inference: RAG and fine-tuned LLM pipelines, in every topology"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Compute device: cpu, cuda[:N] or metal[:N] [default: the config's, else cpu].
+    #[arg(long, global = true, env = "HEARTH_DEVICE")]
+    pub device: Option<String>,
+    /// CPU threads for model compute (default: physical cores).
+    #[arg(long, global = true, env = "HEARTH_THREADS")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: both pipelines (RAG and fine-tuned) on one port.
+    Serve(ServeArgs),
+    /// Start a whole topology (its processes, from this binary and config),
+    /// supervise it, and stop it cleanly on Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Write an nginx config equivalent to the built-in gateway.
+    GatewayConfig(GatewayConfigArgs),
+    /// Measure topologies side by side under one workload; write
+    /// results.json, report.md and charts. `hearth bench compare A B`
+    /// prints the ratios between two runs.
+    Bench(BenchArgs),
+    /// Add files (.txt, .md, .html; directories are walked) to the document
+    /// store, with no server running on it.
+    Ingest(IngestArgs),
+    /// Measure retrieval on the Rust book: hit@1/5/10 of the index and of
+    /// exact search, with each section heading as the query.
+    EvalRetrieval(EvalArgs),
+    /// Embed texts and print their vectors.
+    Embed(EmbedArgs),
+    /// Generate text from a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Talk to the LLM, turn after turn, with its chat template.
+    Chat(ChatArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Texts to embed; `-` reads one text per line from stdin.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+    /// Embedding model: a directory or hf:owner/name.
+    #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Print a JSON array of vectors instead of a summary per text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LlmArgs {
+    /// LLM: a .gguf file, a directory holding one, or hf:owner/name/file.gguf.
+    #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+    pub llm: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SamplingArgs {
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// 0 turns top-k off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop before this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl From<&SamplingArgs> for SamplingParams {
+    fn from(a: &SamplingArgs) -> Self {
+        SamplingParams {
+            max_tokens: a.max_tokens,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            repetition_penalty: a.repetition_penalty,
+            seed: a.seed,
+            stop: a.stop.clone(),
+            ..SamplingParams::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as one user message through the chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// Print {"text", "prompt_tokens", "tokens", "timings"} as JSON instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// What this process runs: `all` is the unified server; the others
+    /// are the parts of the split topologies (see `hearth up`).
+    #[arg(long, value_enum, default_value = "all", env = "HEARTH_ROLE")]
+    pub role: Role,
+    /// For `--role generate`: which configured LLM to serve.
+    #[arg(long, value_enum, default_value = "rag-generator")]
+    pub model: LlmSlot,
+    /// For `--role gateway`: the `rag` process's URL.
+    #[arg(long)]
+    pub rag_url: Option<String>,
+    /// For `--role gateway`: the `fine-tuned` process's URL.
+    #[arg(long)]
+    pub fine_tuned_url: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[arg(long, value_enum, default_value = "unified")]
+    pub topology: Topology,
+    /// Write the deployment (every process's URL and pid, and which URL
+    /// serves each pipeline) as JSON to this file, once more when ready.
+    #[arg(long)]
+    pub endpoints_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayConfigArgs {
+    /// Write nginx's config (the only kind so far).
+    #[arg(long, required = true)]
+    pub nginx: bool,
+    /// Directory for `hearth.conf` and `hearth-route.js`.
+    #[arg(long, default_value = "target/nginx")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub action: Option<BenchAction>,
+    /// Topologies to bring up and measure, in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "unified,separated"
+    )]
+    pub topology: Vec<Topology>,
+    /// The workload file.
+    #[arg(long, default_value = "benches/workloads/light.toml")]
+    pub workload: PathBuf,
+    /// Scenarios to run (steady includes the cost figures).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "steady")]
+    pub scenario: Vec<Scenario>,
+    /// Runs per load level.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Where results.json, report.md and the charts go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Measure a deployment already running here (loopback only) instead
+    /// of bringing topologies up; /fine-tuned goes to --fine-tuned-url if given.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, requires = "url")]
+    pub fine_tuned_url: Option<String>,
+    /// With --url: ingest the workload's corpus into that deployment first.
+    #[arg(long, requires = "url")]
+    pub ingest: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchAction {
+    /// Print B's figures as ratios of A's.
+    Compare { a: PathBuf, b: PathBuf },
+    /// One LLM speed measurement (prompt processing, greedy decode) as a
+    /// JSON line; `scripts/bench-peers.sh` compares it with llama.cpp.
+    Llm {
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// The prompt's text (repeated four times, cut to --prompt-tokens).
+        #[arg(long, default_value = "scripts/peers/prompt.txt")]
+        prompt_file: PathBuf,
+        #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+        llm: String,
+    },
+    /// One embedding speed measurement (texts/s at a batch size over the
+    /// cached corpus' passages, single-query latency) as a JSON line.
+    Embed {
+        #[arg(long, default_value = "target/bench-peers/corpus")]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Passages embedded (the corpus' first ones).
+        #[arg(long, default_value_t = 128)]
+        passages: usize,
+        /// Single-query embeddings timed (the median is reported).
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+        #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
+        embedder: String,
+    },
+    /// Chunk and embed the local Rust documentation (the book and the
+    /// reference by default) once, for `bench embed` and `bench hnsw`.
+    Corpus {
+        #[arg(long, default_value = "target/bench-peers/corpus")]
+        out: PathBuf,
+        /// Directories or files [default: the toolchain's book and reference].
+        sources: Vec<PathBuf>,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
+        embedder: String,
+    },
+    /// HNSW build time, recall@10 and single-thread queries/s per
+    /// ef_search on the cached corpus, as a JSON line.
+    Hnsw {
+        #[arg(long, default_value = "target/bench-peers/corpus")]
+        corpus: PathBuf,
+        /// The corpus' last N vectors are the queries, the rest the base.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        ef: Vec<usize>,
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Files and directories to ingest.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Prepended to every document id (ids are paths relative to the
+    /// argument's parent directory, or a file argument's name).
+    #[arg(long, default_value = "")]
+    pub id_prefix: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The Rust book's HTML directory [default: the toolchain's copy].
+    #[arg(long)]
+    pub book: Option<PathBuf>,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}

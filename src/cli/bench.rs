@@ -1,0 +1,128 @@
+//! `hearth bench`: topologies measured side by side, `bench compare`, and
+//! the micro-benchmarks behind `scripts/bench-peers.sh`.
+
+use super::args::{BenchAction, BenchArgs};
+use super::documents::default_book;
+use super::runtime;
+use crate::config::{Config, ConfigArgs};
+use crate::models::{device, Embedder, Llm, ModelSource};
+use anyhow::{bail, Context, Result};
+
+pub(super) fn bench(
+    args: BenchArgs,
+    load_config: &dyn Fn(&ConfigArgs) -> crate::Result<Config>,
+) -> Result<()> {
+    use crate::bench::{load::Targets, report, runner};
+    if let Some(action) = args.action {
+        return bench_action(action);
+    }
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let config = load_config(&args.config)?;
+    let plan = runner::Plan {
+        topologies: args.topology.clone(),
+        workload: crate::bench::workload::Workload::load(&args.workload)?,
+        scenarios: args.scenario.clone(),
+        repeat: args.repeat,
+        running: args.url.as_ref().map(|u| Targets {
+            rag: u.trim_end_matches('/').to_string(),
+            fine_tuned: args
+                .fine_tuned_url
+                .as_deref()
+                .unwrap_or(u)
+                .trim_end_matches('/')
+                .to_string(),
+        }),
+        ingest_running: args.ingest,
+        out: args.out.clone(),
+    };
+    let results = runtime()?.block_on(runner::run(&config, &plan))?;
+    for path in report::write(&results, &args.out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `hearth bench compare` and the micro-benchmarks behind
+/// `scripts/bench-peers.sh`: each prints one JSON line.
+fn bench_action(action: BenchAction) -> Result<()> {
+    use crate::bench::{micro, report};
+    let device = device::open("cpu")?;
+    let (kind, mut value) = match action {
+        BenchAction::Compare { a, b } => {
+            print!(
+                "{}",
+                report::compare(&report::read(&a)?, &report::read(&b)?)
+            );
+            return Ok(());
+        }
+        BenchAction::Llm {
+            prompt_tokens,
+            gen_tokens,
+            prompt_file,
+            llm,
+        } => {
+            let text = std::fs::read_to_string(&prompt_file)
+                .with_context(|| format!("reading {}", prompt_file.display()))?;
+            let llm = Llm::load(&ModelSource::parse(&llm)?, &device)?;
+            ("llm", micro::llm(&llm, &text, prompt_tokens, gen_tokens)?)
+        }
+        BenchAction::Embed {
+            corpus,
+            batch,
+            passages,
+            queries,
+            embedder,
+        } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device)?;
+            let mut texts = micro::Corpus::read(&corpus)
+                .with_context(|| "run `hearth bench corpus` first".to_string())?
+                .texts;
+            texts.truncate(passages);
+            ("embed", micro::embed(&embedder, &texts, batch, queries)?)
+        }
+        BenchAction::Corpus {
+            out,
+            mut sources,
+            max_tokens,
+            embedder,
+        } => {
+            if sources.is_empty() {
+                let Some(book) = default_book() else {
+                    bail!("the local Rust documentation was not found; name the sources");
+                };
+                let html = book.parent().expect("book has a parent").to_path_buf();
+                sources = vec![book, html.join("reference")];
+            }
+            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device)?;
+            (
+                "corpus",
+                micro::corpus(&embedder, &sources, max_tokens, &out)?,
+            )
+        }
+        BenchAction::Hnsw {
+            corpus,
+            queries,
+            ef,
+            m,
+            ef_construction,
+        } => {
+            let corpus = micro::Corpus::read(&corpus)
+                .with_context(|| "run `hearth bench corpus` first".to_string())?;
+            let params = crate::store::index::IndexParams {
+                max_connections: m,
+                ef_construction,
+            };
+            ("hnsw", micro::hnsw(&corpus, queries, params, &ef)?)
+        }
+    };
+    value["peer"] = "hearth".into();
+    value["kind"] = kind.into();
+    value["threads"] = candle_core::utils::get_num_threads().into();
+    println!("{value}");
+    Ok(())
+}

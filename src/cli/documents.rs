@@ -1,0 +1,194 @@
+//! The document store without a server: `hearth ingest` and
+//! `hearth eval-retrieval`.
+
+use super::args::{EvalArgs, IngestArgs};
+use super::runtime;
+use crate::config::Config;
+use crate::models::{device, Embedder, ModelSource};
+use crate::pipelines::ingest::DocumentInput;
+use crate::pipelines::DocumentPipeline;
+use crate::server::lock_data_dir;
+use crate::store::chunking::{collect_files, read_file};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The store, for commands that write it directly (no server may be running
+/// on it: the data directory is locked).
+struct DirectStore {
+    docs: DocumentPipeline,
+    _lock: std::fs::File,
+}
+
+impl DirectStore {
+    fn open(config: &Config) -> Result<Self> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let device = device::open(&config.device)?;
+        let embedder = Embedder::load(&ModelSource::parse(&config.models.embedder)?, &device)?;
+        Ok(Self {
+            docs: DocumentPipeline::open_local(config, Arc::new(embedder))?,
+            _lock: lock,
+        })
+    }
+}
+
+fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Document id for `file`, found under the argument `arg`: a directory's
+/// files are named from the directory's own name down, a relative file
+/// argument as given, an absolute one by its file name.
+fn document_id(prefix: &str, arg: &Path, file: &Path) -> String {
+    let rel = if arg.is_dir() {
+        file.strip_prefix(arg.parent().unwrap_or(Path::new("")))
+            .unwrap_or(file)
+    } else if arg.is_relative() {
+        arg
+    } else {
+        Path::new(file.file_name().unwrap_or(file.as_os_str()))
+    };
+    format!("{prefix}{}", rel.to_string_lossy())
+}
+
+pub(super) fn ingest(config: Config, args: IngestArgs) -> Result<()> {
+    let mut files = Vec::new();
+    for arg in &args.paths {
+        for file in collect_files(std::slice::from_ref(arg))? {
+            files.push((document_id(&args.id_prefix, arg, &file), file));
+        }
+    }
+    if files.is_empty() {
+        bail!("no .txt, .md or .html files under the given paths");
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (id, path) in &files {
+        if let Some(other) = seen.insert(id.as_str(), path) {
+            bail!(
+                "{} and {} would both get the document id {id:?}; ingest them separately with different --id-prefix values",
+                other.display(),
+                path.display()
+            );
+        }
+    }
+    let direct = DirectStore::open(&config)?;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(files.len(), "files");
+    let chunks = runtime()?.block_on(async {
+        use futures_util::TryStreamExt;
+        let ingestor = &direct.docs.ingestor;
+        let bar = &bar;
+        let done = ingestor.ingest_all(files, |(id, path): (String, PathBuf)| {
+            let (text, kind) = read_file(&path)?;
+            if text.trim().is_empty() {
+                bar.println(format!("skipped {} (no text)", path.display()));
+                return Ok(None);
+            }
+            Ok(Some(DocumentInput {
+                id: Some(id),
+                text,
+                source: Some(path.display().to_string()),
+                metadata: serde_json::json!({ "path": path.display().to_string() }),
+                kind,
+            }))
+        });
+        let mut done = std::pin::pin!(done);
+        let mut chunks = 0;
+        while let Some(ingested) = done.try_next().await? {
+            chunks += ingested.map_or(0, |d| d.chunks);
+            bar.inc(1);
+        }
+        Ok::<_, anyhow::Error>(chunks)
+    })?;
+    bar.finish_and_clear();
+    direct.docs.store.flush()?;
+    let secs = started.elapsed().as_secs_f64();
+    let stats = direct.docs.store.stats()?;
+    eprintln!(
+        "ingested {} files as {chunks} chunks in {secs:.1} s ({:.1} chunks/s); the store now holds {} documents, {} chunks",
+        bar.length().unwrap_or(0),
+        chunks as f64 / secs,
+        stats.documents,
+        stats.chunks
+    );
+    Ok(())
+}
+
+pub(super) fn default_book() -> Option<PathBuf> {
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let root = String::from_utf8(out.stdout).ok()?;
+    let book = Path::new(root.trim()).join("share/doc/rust/html/book");
+    book.is_dir().then_some(book)
+}
+
+pub(super) fn eval_retrieval(config: Config, args: EvalArgs) -> Result<()> {
+    use crate::bench::retrieval;
+    let book = match args.book.or_else(default_book) {
+        Some(b) => b,
+        None => bail!("the Rust book was not found; give --book DIR"),
+    };
+    let sections = retrieval::book_sections(&book)?;
+    let direct = DirectStore::open(&config)?;
+    let rt = runtime()?;
+    let bar = progress_bar(sections.len(), "sections");
+    let started = std::time::Instant::now();
+    let chunks = rt.block_on(retrieval::ingest_sections(
+        &direct.docs.ingestor,
+        &direct.docs.store,
+        &sections,
+        |n| bar.inc(n as u64),
+    ))?;
+    bar.finish_and_clear();
+    if chunks > 0 {
+        eprintln!(
+            "ingested {} sections as {chunks} chunks in {:.0} s",
+            sections.len(),
+            started.elapsed().as_secs_f64()
+        );
+        direct.docs.store.flush()?;
+    }
+    let headings: Vec<String> = sections.iter().map(|s| s.heading.clone()).collect();
+    let vectors = rt.block_on(direct.docs.embed.embed(headings))?;
+    let queries: Vec<(Vec<f32>, String)> = vectors
+        .into_iter()
+        .zip(&sections)
+        .map(|(v, s)| (v, s.id.clone()))
+        .collect();
+    let report = retrieval::evaluate(&direct.docs.store, &queries, config.retrieval.ef_search)?;
+    println!(
+        "retrieval on {}: {} queries (section headings) over {} chunks, ef_search {}",
+        book.display(),
+        report.queries,
+        report.chunks,
+        report.ef_search
+    );
+    println!("| search | hit@1 | hit@5 | hit@10 | ms/query |");
+    println!("|---|---|---|---|---|");
+    for (name, h, ms) in [
+        ("HNSW", &report.hnsw, report.hnsw_query_ms),
+        ("exact", &report.exact, report.exact_query_ms),
+    ] {
+        println!(
+            "| {name} | {:.1}% | {:.1}% | {:.1}% | {ms:.2} |",
+            h.hit_at_1 * 100.0,
+            h.hit_at_5 * 100.0,
+            h.hit_at_10 * 100.0
+        );
+    }
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

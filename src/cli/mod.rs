@@ -1,0 +1,97 @@
+//! The `hearth` command line: argument definitions (`args`) and the glue
+//! that turns them into library calls, by concept: serving and topologies
+//! here, the document store (`documents`: ingest, the retrieval eval), the
+//! models on their own (`models`: embed, generate, chat), and the
+//! benchmarks (`bench`). `main.rs` only parses and calls [`run`].
+
+mod args;
+mod bench;
+mod documents;
+mod models;
+
+pub use args::*;
+
+use crate::config::{Config, ConfigArgs, Role};
+use crate::models::device;
+use crate::server::{Backends, Server, Spec};
+use crate::topology;
+use anyhow::{bail, Result};
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.global.threads {
+        // Read by candle when it builds its thread pools, which it has not yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    let device_name = cli.global.device.as_deref();
+    let load_config = |args: &ConfigArgs| Config::load(args, device_name, cli.global.threads);
+    let device = || device::open(device_name.unwrap_or("cpu"));
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(&args.config)?;
+            serve(config, spec(&args)?)
+        }
+        Command::Up(args) => {
+            let config = load_config(&args.config)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(topology::up(
+                    &config,
+                    args.topology,
+                    args.endpoints_file.as_deref(),
+                ))?;
+            Ok(())
+        }
+        Command::GatewayConfig(args) => {
+            let config = load_config(&args.config)?;
+            let written = topology::nginx::write(&config, &args.out)?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench::bench(args, &load_config),
+        Command::Ingest(args) => documents::ingest(load_config(&args.config)?, args),
+        Command::EvalRetrieval(args) => documents::eval_retrieval(load_config(&args.config)?, args),
+        Command::Embed(args) => models::embed(args, &device()?),
+        Command::Generate(args) => models::generate(args, &device()?),
+        Command::Chat(args) => models::chat(args, &device()?),
+    }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn spec(args: &ServeArgs) -> Result<Spec> {
+    let gateway = args.role == Role::Gateway;
+    if gateway && args.rag_url.is_none() && args.fine_tuned_url.is_none() {
+        bail!("--role gateway needs --rag-url and/or --fine-tuned-url");
+    }
+    if !gateway && (args.rag_url.is_some() || args.fine_tuned_url.is_some()) {
+        bail!("--rag-url and --fine-tuned-url are for --role gateway");
+    }
+    let url = |u: &Option<String>| u.as_ref().map(|u| u.trim_end_matches('/').to_string());
+    Ok(Spec {
+        role: args.role,
+        model: args.model,
+        backends: Backends {
+            rag: url(&args.rag_url),
+            fine_tuned: url(&args.fine_tuned_url),
+        },
+    })
+}
+
+fn serve(config: Config, spec: Spec) -> Result<()> {
+    runtime()?.block_on(async move {
+        let server = Server::bind(config, spec).await?;
+        // On stdout, for scripts and tests that wait for it.
+        println!("hearth listening on http://{}", server.local_addr());
+        server.run().await?;
+        Ok(())
+    })
+}
