@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
 # hearth's test command: fetch the default models if missing, then format,
 # lint and run every test against the real models.
+#
+# The downloads (models, and the openai package the compatibility tests
+# use) run while the code is linted and built; the tests wait for them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/fetch-models.sh
-scripts/python-env.sh
 if [ ! -d ../shared/reference ]; then
   echo "error: ../shared/reference (the reference outputs the tests compare against) is missing" >&2
   exit 1
 fi
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+scripts/fetch-models.sh >"$logs/models" 2>&1 &
+models=$!
+scripts/python-env.sh >"$logs/python" 2>&1 &
+python=$!
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+cargo test --all-targets --no-run "$@"
+
+for job in "models:$models" "python:$python"; do
+  name=${job%%:*} pid=${job##*:}
+  if wait "$pid"; then
+    cat "$logs/$name"
+  else
+    cat "$logs/$name" >&2
+    echo "error: fetching what the tests need failed (see above)" >&2
+    exit 1
+  fi
+done
 cargo test --all-targets "$@"
