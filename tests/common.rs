@@ -92,7 +92,7 @@ impl TestServer {
         let client = reqwest::Client::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let every = std::time::Duration::from_millis(100);
-        if !wait_until_ready(&client, &server.url, every, deadline).await {
+        if !wait_until_ready(&client, &server.url, every, Some(deadline)).await {
             panic!("hearth did not become ready within 60 s");
         }
         server

@@ -211,7 +211,7 @@ pub(super) async fn fault(
     // backends) answers /readyz.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let every = Duration::from_millis(50);
-    let ready_again = wait_until_ready(client, &targets.fine_tuned, every, deadline)
+    let ready_again = wait_until_ready(client, &targets.fine_tuned, every, Some(deadline))
         .await
         .then(|| kill.elapsed());
     for l in loops {

@@ -64,19 +64,19 @@ pub async fn is_ready(client: &reqwest::Client, base: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// Poll [`is_ready`] every `every` until it says yes (true) or `deadline`
-/// passes (false).
+/// Poll [`is_ready`] every `every` until it says yes (true) or the
+/// deadline, if any, passes (false).
 pub async fn wait_until_ready(
     client: &reqwest::Client,
     base: &str,
     every: Duration,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> bool {
     loop {
         if is_ready(client, base).await {
             return true;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         tokio::time::sleep(every).await;

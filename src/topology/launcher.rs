@@ -133,8 +133,9 @@ async fn run(
         // Every process up: wait until each is ready.
         let client = reqwest::Client::new();
         for child in &children {
-            let forever = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-            let ready = wait_until_ready(&client, &child.url, Duration::from_millis(100), forever);
+            // No deadline: a child that dies is reported, and a slow
+            // model load is waited for.
+            let ready = wait_until_ready(&client, &child.url, Duration::from_millis(100), None);
             tokio::select! {
                 _ = ready => {}
                 Some(Report::Fatal(why)) = reported.recv() => return Err(Error::Unavailable(why)),
