@@ -7,7 +7,6 @@ use super::generator::{Checked, PromptBudget};
 use super::remote::{RemoteEmbedder, RemoteGenerator};
 use super::{EmbedWorker, GenerationStream, Generator, Prompt, StatsSnapshot};
 use crate::error::Result;
-use crate::models::embedder::count_tokens;
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
 use std::sync::Arc;
@@ -69,12 +68,6 @@ impl Embedding {
             Embedding::Local(w) => w.embedder().tokenizer(),
             Embedding::Remote(r) => r.tokenizer(),
         }
-    }
-
-    /// Tokens the embedder sees of `text` (after truncation). CPU work:
-    /// call it off the async runtime for long texts.
-    pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        count_tokens(self.tokenizer(), text)
     }
 }
 

@@ -96,7 +96,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     #[serde(default)]
     pub message: String,
@@ -120,12 +120,7 @@ impl ErrorBody {
         let detail = serde_json::from_slice::<ErrorBody>(body)
             .ok()
             .map(|b| b.error);
-        let detail = detail.unwrap_or(ErrorDetail {
-            message: String::new(),
-            kind: String::new(),
-            param: None,
-            code: String::new(),
-        });
+        let detail = detail.unwrap_or_default();
         Error::Remote {
             status,
             code: if detail.code.is_empty() {
