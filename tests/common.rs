@@ -9,8 +9,12 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// The checkout: where the tests were built, or `HEARTH_TEST_REPO` when the
+/// test binary runs elsewhere (`scripts/gpu-check.sh` on a GPU machine).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("HEARTH_TEST_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// A default model path, or a panic that says how to fetch it.

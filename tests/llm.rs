@@ -331,3 +331,37 @@ fn bad_input_gives_clear_errors() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     assert!(Llm::load(&ModelSource::Local(truncated), &candle_core::Device::Cpu).is_err());
 }
+
+#[test]
+fn random_weight_models_of_real_shapes_load_and_generate() {
+    use hearth::bench::shapes::{write_random_llm, Shape, WeightType};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.gguf");
+    let params =
+        write_random_llm(&common::llm_path(), Shape::Tiny, WeightType::Q8_0, &out).unwrap();
+    // 49,152 x 64 tied embeddings plus 2 layers.
+    assert!(params > 49_152 * 64, "{params}");
+    let model = Llm::load(&ModelSource::Local(out), &common::device()).unwrap();
+    // The real tokenizer and chat template came along.
+    assert_eq!(
+        model.tokenizer.encode("Hello world").unwrap(),
+        llm().tokenizer.encode("Hello world").unwrap()
+    );
+    let g = Generator::spawn(model, GeneratorLimits::default());
+    let done = run(&g, Prompt::Text("Hello".into()), greedy(4)).unwrap();
+    assert_eq!(done.tokens.len(), 4);
+    assert_eq!(done.finish_reason, FinishReason::Length);
+
+    // K-quants need rows of 256: the tiny shape's 64 cannot be written as Q4_K.
+    let k = dir.path().join("k.gguf");
+    let e = write_random_llm(&common::llm_path(), Shape::Tiny, WeightType::Q4k, &k).unwrap_err();
+    assert!(e.to_string().contains("whole blocks"), "{e}");
+    // A template without a tokenizer is refused.
+    let bare = dir.path().join("bare.gguf");
+    let arch = candle_core::quantized::gguf_file::Value::String("llama".into());
+    let mut f = std::fs::File::create(&bare).unwrap();
+    candle_core::quantized::gguf_file::write(&mut f, &[("general.architecture", &arch)], &[])
+        .unwrap();
+    let e = write_random_llm(&bare, Shape::Tiny, WeightType::Q8_0, &k).unwrap_err();
+    assert!(e.to_string().contains("no tokenizer"), "{e}");
+}

@@ -40,6 +40,14 @@ pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> 
         )));
     }
     prompt.truncate(prompt_tokens);
+    // Warm up (a GPU loads its kernels on first use), then time.
+    let mut warm = model.model.new_cache(16);
+    let logits = model
+        .model
+        .forward(&prompt[..prompt.len().min(8)], &mut warm)?;
+    model
+        .model
+        .forward(&[argmax(&logits.to_vec1::<f32>()?)], &mut warm)?;
     let mut cache = model.model.new_cache(prompt_tokens + gen_tokens);
     let start = Instant::now();
     let logits = model.model.forward(&prompt, &mut cache)?;

@@ -5,6 +5,7 @@
 //! beyond it ([`scenarios`]), with HDR percentiles ([`stats`]), memory and
 //! CPU from `/proc` ([`procs`]), the machine it ran on ([`machine`]), kept
 //! as [`results`] and written up as JSON, Markdown and SVG ([`report`]).
+//! [`shapes`] writes random-weight LLMs of real models' shapes for speed runs.
 
 pub mod load;
 pub mod machine;
@@ -15,5 +16,6 @@ pub mod results;
 pub mod retrieval;
 pub mod runner;
 pub mod scenarios;
+pub mod shapes;
 pub mod stats;
 pub mod workload;

@@ -266,6 +266,19 @@ pub enum BenchAction {
         #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
         embedder: String,
     },
+    /// Write a random-weight llama GGUF of a real model's shape (speed does
+    /// not depend on the weights' values), with the template's tokenizer.
+    RandomLlm {
+        #[arg(long, value_enum)]
+        shape: crate::bench::shapes::Shape,
+        #[arg(long, value_enum, default_value = "q4-1")]
+        dtype: crate::bench::shapes::WeightType,
+        /// The GGUF whose tokenizer and chat template are copied.
+        #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+        template: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// HNSW build time, recall@10 and single-thread queries/s per
     /// ef_search on the cached corpus, as a JSON line.
     Hnsw {

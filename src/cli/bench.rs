@@ -5,16 +5,18 @@ use super::args::{BenchAction, BenchArgs};
 use super::documents::default_book;
 use super::runtime;
 use crate::config::{Config, ConfigArgs};
-use crate::models::{device, Embedder, Llm, ModelSource};
+use crate::models::{Embedder, Llm, ModelSource};
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 
 pub(super) fn bench(
     args: BenchArgs,
     load_config: &dyn Fn(&ConfigArgs) -> crate::Result<Config>,
+    device: &dyn Fn() -> crate::Result<Device>,
 ) -> Result<()> {
     use crate::bench::{load::Targets, report, runner};
     if let Some(action) = args.action {
-        return bench_action(action);
+        return bench_action(action, device);
     }
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
@@ -45,10 +47,11 @@ pub(super) fn bench(
 }
 
 /// `hearth bench compare` and the micro-benchmarks behind
-/// `scripts/bench-peers.sh`: each prints one JSON line.
-fn bench_action(action: BenchAction) -> Result<()> {
+/// `scripts/bench-peers.sh` and `scripts/gpu-check.sh`: each prints one JSON
+/// line. The models run on the global `--device`.
+fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>) -> Result<()> {
     use crate::bench::{micro, report};
-    let device = device::open("cpu")?;
+    let device = device()?;
     let (kind, mut value) = match action {
         BenchAction::Compare { a, b } => {
             print!(
@@ -102,6 +105,18 @@ fn bench_action(action: BenchAction) -> Result<()> {
             (
                 "corpus",
                 micro::corpus(&embedder, &sources, max_tokens, &out)?,
+            )
+        }
+        BenchAction::RandomLlm {
+            shape,
+            dtype,
+            template,
+            out,
+        } => {
+            let params = crate::bench::shapes::write_random_llm(&template, shape, dtype, &out)?;
+            (
+                "random-llm",
+                serde_json::json!({"out": out, "parameters": params, "shape": format!("{shape:?}"), "dtype": format!("{dtype:?}")}),
             )
         }
         BenchAction::Hnsw {

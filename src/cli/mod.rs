@@ -52,7 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench(args) => bench::bench(args, &load_config),
+        Command::Bench(args) => bench::bench(args, &load_config, &device),
         Command::Ingest(args) => documents::ingest(load_config(&args.config)?, args),
         Command::EvalRetrieval(args) => documents::eval_retrieval(load_config(&args.config)?, args),
         Command::Embed(args) => models::embed(args, &device()?),

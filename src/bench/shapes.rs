@@ -1,0 +1,190 @@
+//! Random-weight LLMs of real models' shapes, for speed runs where the real
+//! weights cannot travel (a GPU machine with no network) or do not exist in
+//! the wanted quantization. Speed does not depend on the weights' values, so
+//! a file of the right shapes and tensor types measures what the real model
+//! would. The tokenizer and chat template are copied from a template GGUF
+//! (its vocabulary size is kept, so the output layer of the 1B and 8B shapes
+//! is that vocabulary's, not Llama 3's 128,256).
+
+use crate::error::{Error, Result};
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A llama-architecture shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// 2 layers of 64: loading tests and a small tokenizer carrier.
+    Tiny,
+    /// SmolLM2-135M: 30 layers of 576, 9 heads (3 KV), FFN 1536.
+    Smollm2_135m,
+    /// Llama 3.2 1B: 16 layers of 2048, 32 heads (8 KV), FFN 8192.
+    Llama1b,
+    /// Llama 3.1 8B: 32 layers of 4096, 32 heads (8 KV), FFN 14336, untied output.
+    Llama8b,
+}
+
+struct Dims {
+    layers: usize,
+    embd: usize,
+    ffn: usize,
+    heads: usize,
+    kv_heads: usize,
+    rope_base: f32,
+    tied: bool,
+}
+
+impl Shape {
+    fn dims(self) -> Dims {
+        let (layers, embd, ffn, heads, kv_heads, rope_base, tied) = match self {
+            Shape::Tiny => (2, 64, 128, 2, 1, 10_000.0, true),
+            Shape::Smollm2_135m => (30, 576, 1536, 9, 3, 100_000.0, true),
+            Shape::Llama1b => (16, 2048, 8192, 32, 8, 500_000.0, true),
+            Shape::Llama8b => (32, 4096, 14336, 32, 8, 500_000.0, false),
+        };
+        Dims {
+            layers,
+            embd,
+            ffn,
+            heads,
+            kv_heads,
+            rope_base,
+            tied,
+        }
+    }
+}
+
+/// The tensor types a random model can be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightType {
+    Q4_1,
+    Q8_0,
+    Q4k,
+    Q6k,
+    F16,
+}
+
+impl WeightType {
+    fn ggml(self) -> GgmlDType {
+        match self {
+            WeightType::Q4_1 => GgmlDType::Q4_1,
+            WeightType::Q8_0 => GgmlDType::Q8_0,
+            WeightType::Q4k => GgmlDType::Q4K,
+            WeightType::Q6k => GgmlDType::Q6K,
+            WeightType::F16 => GgmlDType::F16,
+        }
+    }
+}
+
+/// Write a random-weight llama of `shape` to `out`, every matrix in `dtype`
+/// (norms in F32), with the tokenizer metadata of `template`. Returns the
+/// number of parameters. Matrices of one shape share one random draw, so an
+/// 8B file takes seconds to make, not minutes.
+pub fn write_random_llm(
+    template: &Path,
+    shape: Shape,
+    dtype: WeightType,
+    out: &Path,
+) -> Result<u64> {
+    let mut file = std::fs::File::open(template).map_err(|e| Error::io(template, e))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| Error::Model(format!("{}: not a GGUF file: {e}", template.display())))?;
+    let vocab = match content.metadata.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(tokens)) if !tokens.is_empty() => tokens.len(),
+        _ => {
+            return Err(Error::Model(format!(
+                "{} carries no tokenizer (tokenizer.ggml.tokens)",
+                template.display()
+            )))
+        }
+    };
+    let d = shape.dims();
+    let mut meta: Vec<(String, Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer.") || k.as_str() == "general.alignment")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let u32_of = |n: usize| Value::U32(n as u32);
+    meta.extend([
+        ("general.architecture".into(), Value::String("llama".into())),
+        (
+            "general.name".into(),
+            Value::String(format!("random {shape:?} {dtype:?}")),
+        ),
+        ("llama.block_count".into(), u32_of(d.layers)),
+        ("llama.context_length".into(), u32_of(4096)),
+        ("llama.embedding_length".into(), u32_of(d.embd)),
+        ("llama.feed_forward_length".into(), u32_of(d.ffn)),
+        ("llama.attention.head_count".into(), u32_of(d.heads)),
+        ("llama.attention.head_count_kv".into(), u32_of(d.kv_heads)),
+        ("llama.rope.freq_base".into(), Value::F32(d.rope_base)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
+        ("llama.vocab_size".into(), u32_of(vocab)),
+    ]);
+
+    let head_dim = d.embd / d.heads;
+    let kv = d.kv_heads * head_dim;
+    let mut names: Vec<(String, [usize; 2])> = vec![
+        ("token_embd.weight".into(), [vocab, d.embd]),
+        ("output_norm.weight".into(), [1, d.embd]),
+    ];
+    if !d.tied {
+        names.push(("output.weight".into(), [vocab, d.embd]));
+    }
+    for i in 0..d.layers {
+        let blk = |n: &str| format!("blk.{i}.{n}.weight");
+        names.extend([
+            (blk("attn_norm"), [1, d.embd]),
+            (blk("ffn_norm"), [1, d.embd]),
+            (blk("attn_q"), [d.embd, d.embd]),
+            (blk("attn_k"), [kv, d.embd]),
+            (blk("attn_v"), [kv, d.embd]),
+            (blk("attn_output"), [d.embd, d.embd]),
+            (blk("ffn_gate"), [d.ffn, d.embd]),
+            (blk("ffn_up"), [d.ffn, d.embd]),
+            (blk("ffn_down"), [d.embd, d.ffn]),
+        ]);
+    }
+    let mut draws: HashMap<[usize; 2], QTensor> = HashMap::new();
+    let mut params = 0u64;
+    for (_, dims) in &names {
+        params += (dims[0] * dims[1]) as u64;
+        if draws.contains_key(dims) {
+            continue;
+        }
+        draws.insert(*dims, random_tensor(*dims, dtype.ggml())?);
+    }
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = names
+        .iter()
+        .map(|(name, dims)| (name.as_str(), &draws[dims]))
+        .collect();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| Error::io(out, e))?);
+    gguf_file::write(&mut w, &meta_refs, &tensor_refs)
+        .map_err(|e| Error::Model(format!("writing {}: {e}", out.display())))?;
+    Ok(params)
+}
+
+/// One random matrix (rows x cols), or a norm's weights (1 x n, F32 near 1),
+/// in `dtype`. Values are small so that activations stay finite.
+fn random_tensor(dims: [usize; 2], dtype: GgmlDType) -> Result<QTensor> {
+    let cpu = Device::Cpu;
+    let model = |e: candle_core::Error| Error::Model(format!("random weights {dims:?}: {e}"));
+    if dims[0] == 1 {
+        let t = (Tensor::randn(0f32, 0.1, dims[1], &cpu).map_err(model)? + 1.0).map_err(model)?;
+        return QTensor::quantize(&t, GgmlDType::F32).map_err(model);
+    }
+    let std = 1.0 / (dims[1] as f32).sqrt();
+    let t = Tensor::randn(0f32, std, (dims[0], dims[1]), &cpu).map_err(model)?;
+    QTensor::quantize(&t, dtype).map_err(|e| {
+        Error::Model(format!(
+            "cannot write a {dims:?} matrix as {dtype:?} (rows must be whole blocks): {e}"
+        ))
+    })
+}
