@@ -95,8 +95,16 @@ pub struct GenerationConfig {
 pub struct LimitsConfig {
     /// Generation requests waiting per model beyond the running ones; more get 503.
     pub generation_queue: usize,
-    /// Sequences one model worker interleaves at once.
-    pub max_active: usize,
+    /// Sequences one model worker runs at once (decoding or with a prompt
+    /// under way), batched into one forward pass per step.
+    #[serde(alias = "max_active")]
+    pub max_running: usize,
+    /// Tokens in one step's forward pass: one per decoding sequence, the
+    /// rest for prompt chunks (at least `max_running`).
+    pub max_batch_tokens: usize,
+    /// Longest piece of one prompt fed in a step, so that a long prompt does
+    /// not stall the sequences already decoding.
+    pub prefill_chunk: usize,
     /// Embedding requests waiting; more get 503.
     pub embed_queue: usize,
     /// Texts embedded together in one batch.
@@ -174,7 +182,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             generation_queue: 32,
-            max_active: 4,
+            max_running: 8,
+            max_batch_tokens: 512,
+            prefill_chunk: 256,
             embed_queue: 64,
             embed_batch: 32,
             max_body_bytes: 8 << 20,
@@ -230,8 +240,12 @@ pub struct ConfigArgs {
     pub max_prompt_tokens: Option<usize>,
     #[arg(long, env = "HEARTH_GENERATION_QUEUE")]
     pub generation_queue: Option<usize>,
-    #[arg(long, env = "HEARTH_MAX_ACTIVE")]
-    pub max_active: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_RUNNING", alias = "max-active")]
+    pub max_running: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: Option<usize>,
+    #[arg(long, env = "HEARTH_PREFILL_CHUNK")]
+    pub prefill_chunk: Option<usize>,
     #[arg(long, env = "HEARTH_EMBED_QUEUE")]
     pub embed_queue: Option<usize>,
     #[arg(long, env = "HEARTH_EMBED_BATCH")]
@@ -311,7 +325,9 @@ impl Config {
         set(&mut g.max_prompt_tokens, &a.max_prompt_tokens);
         let l = &mut self.limits;
         set(&mut l.generation_queue, &a.generation_queue);
-        set(&mut l.max_active, &a.max_active);
+        set(&mut l.max_running, &a.max_running);
+        set(&mut l.max_batch_tokens, &a.max_batch_tokens);
+        set(&mut l.prefill_chunk, &a.prefill_chunk);
         set(&mut l.embed_queue, &a.embed_queue);
         set(&mut l.embed_batch, &a.embed_batch);
         set(&mut l.max_body_bytes, &a.max_body_bytes);
@@ -366,8 +382,11 @@ impl Config {
             return bad("generation.max_prompt_tokens must be at least 1");
         }
         let l = &self.limits;
-        if l.generation_queue == 0 || l.max_active == 0 || l.embed_queue == 0 {
-            return bad("limits: queues and max_active must be at least 1");
+        if l.generation_queue == 0 || l.max_running == 0 || l.embed_queue == 0 {
+            return bad("limits: queues and max_running must be at least 1");
+        }
+        if l.prefill_chunk == 0 || l.max_batch_tokens < l.max_running {
+            return bad("limits: prefill_chunk must be at least 1 and max_batch_tokens at least max_running");
         }
         if l.embed_batch == 0 || l.max_body_bytes < 1024 || l.max_query_chars == 0 {
             return bad("limits: embed_batch, max_body_bytes (>= 1024) and max_query_chars must be positive");

@@ -365,3 +365,126 @@ fn random_weight_models_of_real_shapes_load_and_generate() {
     let e = write_random_llm(&bare, Shape::Tiny, WeightType::Q8_0, &k).unwrap_err();
     assert!(e.to_string().contains("no tokenizer"), "{e}");
 }
+
+fn scheduled(max_running: usize, prefill_chunk: usize) -> Generator {
+    Generator::spawn(
+        llm().clone(),
+        GeneratorLimits {
+            max_running,
+            prefill_chunk,
+            ..GeneratorLimits::default()
+        },
+    )
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn batched_greedy_output_is_the_same_as_alone() {
+    let questions = [
+        "Name three rivers.",
+        "What is a borrow checker?",
+        "Write a haiku about rain.",
+        "How do magnets work?",
+        "List two prime numbers.",
+        "What is the capital of Peru?",
+        "Describe a cat in one sentence.",
+        "Why is the sky blue?",
+    ];
+    let prompt = |q: &str| Prompt::Chat(vec![Message::new("user", q)]);
+    let g = scheduled(8, 16);
+    let alone: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| run(&g, prompt(q), greedy(24)).unwrap().tokens)
+        .collect();
+    // All eight at once: one forward pass per step for the whole batch,
+    // prompts fed 16 tokens at a time beside the sequences already decoding.
+    let streams: Vec<_> = questions
+        .iter()
+        .map(|q| g.submit(prompt(q), greedy(24)).unwrap())
+        .collect();
+    let batched: Vec<Vec<u32>> = streams
+        .into_iter()
+        .map(|s| block_on(s.finish()).unwrap().tokens)
+        .collect();
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        assert_eq!(
+            a, b,
+            "sequence {i} ({:?}) changed when batched",
+            questions[i]
+        );
+    }
+}
+
+#[test]
+fn a_long_prompt_is_fed_in_chunks_while_others_keep_decoding() {
+    use std::time::Instant;
+    let g = scheduled(4, 32);
+    // A: a raw-text count that greedy decoding carries on for a long time.
+    let mut a = g
+        .submit(Prompt::Text("1, 2, 3, 4, 5, 6, 7,".into()), greedy(150))
+        .unwrap();
+    let a_events = std::thread::spawn(move || {
+        let mut stamps = Vec::new();
+        while let Some(e) = a.blocking_next() {
+            match e {
+                Event::Text(_) => stamps.push(Instant::now()),
+                Event::Done(c) => return (stamps, c),
+                Event::Error(e) => panic!("{e}"),
+                Event::Started { .. } => {}
+            }
+        }
+        panic!("the worker went away")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // B: a prompt of ~600 tokens, which takes ~19 steps of 32.
+    let long = "The river runs past the old mill and under the stone bridge. ".repeat(45);
+    let submitted = Instant::now();
+    let b = block_on(g.submit(Prompt::Text(long), greedy(1)).unwrap().finish()).unwrap();
+    let b_done = Instant::now();
+    assert!(b.prompt_tokens.len() > 500, "{}", b.prompt_tokens.len());
+    let (stamps, a_done) = a_events.join().unwrap();
+    assert_eq!(
+        a_done.finish_reason,
+        FinishReason::Length,
+        "{:?}",
+        a_done.text
+    );
+    let during = stamps
+        .iter()
+        .filter(|t| **t > submitted && **t < b_done)
+        .count();
+    assert!(
+        during >= 8,
+        "A produced only {during} tokens while B's prompt was fed: the prompt stalled it"
+    );
+}
+
+#[test]
+fn cancelling_a_sequence_frees_its_slot() {
+    // One slot: B can only run once A has left it.
+    let g = scheduled(1, 256);
+    let mut a = g
+        .submit(Prompt::Text("1, 2, 3, 4, 5, 6, 7,".into()), greedy(2000))
+        .unwrap();
+    assert!(matches!(a.blocking_next(), Some(Event::Started { .. })));
+    assert!(matches!(a.blocking_next(), Some(Event::Text(_))));
+    drop(a); // the client goes away mid-generation
+    let b = run(&g, Prompt::Text("Hello".into()), greedy(4)).unwrap();
+    assert_eq!(b.tokens.len(), 4);
+    // The counters move just after B's last event: wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut stats = g.stats();
+    while stats.completed == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        stats = g.stats();
+    }
+    // Had A kept its slot, B would have waited for its 2,000 tokens and A
+    // would count as completed, not cancelled.
+    assert_eq!((stats.cancelled, stats.completed, stats.active), (1, 1, 0));
+}

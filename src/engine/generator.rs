@@ -1,17 +1,17 @@
-//! The generation worker: one thread owns an LLM's compute and runs every
-//! sequence submitted to it, interleaving them token by token (round robin),
-//! each with its own KV cache over the shared weights.
+//! The generation worker's handle and its vocabulary: one thread owns an
+//! LLM's compute ([`scheduler`](super::scheduler) decides what it runs each
+//! step); callers hold a [`Generator`], submit a [`Prompt`] with checked
+//! [`SamplingParams`], and read [`Event`]s.
 //!
 //! Requests arrive through a bounded channel; a full queue is refused at once
 //! ([`Error::Unavailable`]) rather than piling up. Each request gets its own
 //! event channel; when its receiver is dropped (the client went away), the
-//! sequence is dropped at its next token.
+//! sequence leaves at the next step and frees its cache.
 
+use super::scheduler::Scheduler;
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
-use crate::models::llm::llama::KvCache;
-use crate::models::llm::sampling::{Sampler, SamplingParams};
-use crate::models::llm::stream::{StopCheck, StopMatcher, TextDecoder};
+use crate::models::llm::sampling::SamplingParams;
 use crate::models::Llm;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -152,13 +152,19 @@ impl PromptBudget {
     }
 }
 
-/// Limits the worker enforces on every request.
+/// Limits the worker enforces on every request, and the size of its steps.
 #[derive(Debug, Clone)]
 pub struct GeneratorLimits {
     /// Requests waiting beyond the ones running; more are refused.
     pub queue: usize,
-    /// Sequences interleaved at once.
-    pub max_active: usize,
+    /// Sequences running at once (decoding, or with a prompt under way).
+    pub max_running: usize,
+    /// Tokens in one step's forward pass: one per decoding sequence, the
+    /// rest for prompt chunks.
+    pub max_batch_tokens: usize,
+    /// Longest piece of one prompt fed in a step, so that a long prompt
+    /// does not stall the sequences already decoding.
+    pub prefill_chunk: usize,
     /// Longest prompt accepted (also capped by the context window).
     pub max_prompt_tokens: usize,
     /// Largest `max_tokens` accepted.
@@ -169,7 +175,9 @@ impl Default for GeneratorLimits {
     fn default() -> Self {
         Self {
             queue: 64,
-            max_active: 8,
+            max_running: 8,
+            max_batch_tokens: 512,
+            prefill_chunk: 256,
             max_prompt_tokens: 7168,
             max_tokens: 2048,
         }
@@ -199,11 +207,11 @@ pub struct StatsSnapshot {
     pub failed: u64,
 }
 
-struct Request {
-    prompt: Prompt,
-    params: SamplingParams,
-    events: mpsc::UnboundedSender<Event>,
-    submitted: Instant,
+pub(super) struct Request {
+    pub prompt: Prompt,
+    pub params: SamplingParams,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub submitted: Instant,
 }
 
 /// Handle to a generation worker. Cheap to clone; the worker stops when the
@@ -221,13 +229,7 @@ impl Generator {
     pub fn spawn(llm: Llm, limits: GeneratorLimits) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue.max(1));
         let stats = Arc::new(GeneratorStats::default());
-        let worker = Worker {
-            llm: llm.clone(),
-            limits: limits.clone(),
-            requests: rx,
-            active: Vec::new(),
-            stats: stats.clone(),
-        };
+        let worker = Scheduler::new(llm.clone(), limits.clone(), rx, stats.clone());
         std::thread::Builder::new()
             .name(format!("generate-{}", llm.name))
             .spawn(move || worker.run())
@@ -334,244 +336,4 @@ impl GenerationStream {
 
 fn worker_gone() -> Error {
     Error::Unavailable("the generation worker stopped before finishing".into())
-}
-
-struct Worker {
-    llm: Llm,
-    limits: GeneratorLimits,
-    requests: mpsc::Receiver<Request>,
-    active: Vec<Sequence>,
-    stats: Arc<GeneratorStats>,
-}
-
-impl Worker {
-    fn run(mut self) {
-        loop {
-            if self.active.is_empty() {
-                match self.requests.blocking_recv() {
-                    Some(r) => self.admit(r),
-                    None => return,
-                }
-            }
-            while self.active.len() < self.limits.max_active.max(1) {
-                match self.requests.try_recv() {
-                    Ok(r) => self.admit(r),
-                    Err(_) => break,
-                }
-            }
-            let llm = &self.llm;
-            let stats = &self.stats;
-            self.active.retain_mut(|seq| match seq.step(llm) {
-                Step::Continue => true,
-                Step::Completed => {
-                    stats.completed.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Step::Cancelled => {
-                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Step::Failed => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-            });
-            stats.active.store(self.active.len(), Ordering::Relaxed);
-        }
-    }
-
-    fn admit(&mut self, request: Request) {
-        let taken = Instant::now();
-        match self.prepare(&request) {
-            Ok(prompt) => {
-                if request
-                    .events
-                    .send(Event::Started {
-                        prompt_tokens: prompt.len(),
-                    })
-                    .is_ok()
-                {
-                    self.active
-                        .push(Sequence::new(&self.llm, request, prompt, taken));
-                    self.stats
-                        .active
-                        .store(self.active.len(), Ordering::Relaxed);
-                } else {
-                    self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = request.events.send(Event::Error(e));
-            }
-        }
-    }
-
-    fn prepare(&self, request: &Request) -> Result<Vec<u32>> {
-        let tokenizer = &self.llm.tokenizer;
-        let prompt = match &request.prompt {
-            Prompt::Text(text) => tokenizer.encode_prompt(text)?,
-            Prompt::Chat(messages) => self.llm.encode_chat(messages)?,
-            Prompt::Tokens(ids) => ids.clone(),
-        };
-        if prompt.is_empty() {
-            return Err(Error::InvalidInput("the prompt is empty".into()));
-        }
-        let vocab = self.llm.model.config.vocab_size as u32;
-        if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
-            return Err(Error::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary (size {vocab})"
-            )));
-        }
-        let budget = PromptBudget {
-            context: self.llm.context_length(),
-            max_prompt_tokens: self.limits.max_prompt_tokens,
-        };
-        budget.check(prompt.len(), request.params.max_tokens)?;
-        Ok(prompt)
-    }
-}
-
-/// One generation in progress.
-struct Sequence {
-    request: Request,
-    prompt_len: usize,
-    /// Prompt then generated tokens.
-    tokens: Vec<u32>,
-    cache: KvCache,
-    sampler: Sampler,
-    decoder: TextDecoder,
-    stops: StopMatcher,
-    text: String,
-    taken: Instant,
-    first_token: Option<Instant>,
-}
-
-impl Sequence {
-    fn new(llm: &Llm, request: Request, prompt: Vec<u32>, taken: Instant) -> Self {
-        let cache = llm
-            .model
-            .new_cache(prompt.len() + request.params.max_tokens);
-        Self {
-            sampler: Sampler::new(&request.params),
-            stops: StopMatcher::new(&request.params.stop),
-            prompt_len: prompt.len(),
-            tokens: prompt,
-            cache,
-            decoder: TextDecoder::default(),
-            text: String::new(),
-            request,
-            taken,
-            first_token: None,
-        }
-    }
-
-    /// Produce one token.
-    fn step(&mut self, llm: &Llm) -> Step {
-        match self.try_step(llm) {
-            Ok(Some(reason)) => match self.finish(reason) {
-                true => Step::Completed,
-                false => Step::Cancelled,
-            },
-            Ok(None) => Step::Continue,
-            Err(StepEnd::Cancelled) => Step::Cancelled,
-            Err(StepEnd::Failed(e)) => {
-                let _ = self.request.events.send(Event::Error(e));
-                Step::Failed
-            }
-        }
-    }
-
-    fn try_step(&mut self, llm: &Llm) -> Result<Option<FinishReason>, StepEnd> {
-        if self.request.events.is_closed() {
-            return Err(StepEnd::Cancelled);
-        }
-        let input = &self.tokens[self.cache.len()..];
-        let logits = llm.model.forward(input, &mut self.cache)?;
-        let mut logits: Vec<f32> = logits.to_vec1().map_err(Error::from)?;
-        let token = self.sampler.sample(&mut logits, &self.tokens);
-        self.first_token.get_or_insert_with(Instant::now);
-        self.tokens.push(token);
-        let generated = self.tokens.len() - self.prompt_len;
-
-        if llm.tokenizer.is_end_of_turn(token) {
-            self.tokens.pop(); // the end-of-turn marker is not part of the answer
-            return Ok(Some(FinishReason::Stop));
-        }
-        if let Some(chunk) = self.decoder.push(&llm.tokenizer, token)? {
-            match self.stops.push(&chunk) {
-                StopCheck::Continue(text) => self.emit(text)?,
-                StopCheck::Stopped(text) => {
-                    self.emit(text)?;
-                    return Ok(Some(FinishReason::Stop));
-                }
-            }
-        }
-        if generated >= self.request.params.max_tokens {
-            return Ok(Some(FinishReason::Length));
-        }
-        Ok(None)
-    }
-
-    fn emit(&mut self, text: String) -> Result<(), StepEnd> {
-        if text.is_empty() {
-            return Ok(());
-        }
-        self.text.push_str(&text);
-        self.request
-            .events
-            .send(Event::Text(text))
-            .map_err(|_| StepEnd::Cancelled)
-    }
-
-    /// Send the completion; false if the client is gone.
-    fn finish(&mut self, reason: FinishReason) -> bool {
-        let rest = self.stops.flush();
-        if self.emit(rest).is_err() {
-            return false;
-        }
-        let now = Instant::now();
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        let first = self.first_token.unwrap_or(now);
-        let generated = self.tokens.len() - self.prompt_len;
-        let prompt_ms = ms(first - self.taken);
-        let generate_ms = ms(now - first);
-        let per_s = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
-        let timings = Timings {
-            queue_ms: ms(self.taken - self.request.submitted),
-            prompt_ms,
-            generate_ms,
-            ttft_ms: ms(first - self.request.submitted),
-            total_ms: ms(now - self.request.submitted),
-            prompt_tokens_per_s: per_s(self.prompt_len, prompt_ms),
-            tokens_per_s: per_s(generated.saturating_sub(1), generate_ms),
-        };
-        let completion = Completion {
-            text: std::mem::take(&mut self.text),
-            prompt_tokens: self.tokens[..self.prompt_len].to_vec(),
-            tokens: self.tokens[self.prompt_len..].to_vec(),
-            finish_reason: reason,
-            timings,
-        };
-        self.request.events.send(Event::Done(completion)).is_ok()
-    }
-}
-
-/// What one step left a sequence as.
-enum Step {
-    Continue,
-    Completed,
-    Cancelled,
-    Failed,
-}
-
-enum StepEnd {
-    Cancelled,
-    Failed(Error),
-}
-
-impl From<Error> for StepEnd {
-    fn from(e: Error) -> Self {
-        StepEnd::Failed(e)
-    }
 }

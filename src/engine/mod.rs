@@ -7,6 +7,7 @@ pub mod generator;
 pub mod handle;
 pub mod protocol;
 pub mod remote;
+pub mod scheduler;
 
 pub use embedder::EmbedWorker;
 pub use generator::{

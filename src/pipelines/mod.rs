@@ -391,7 +391,9 @@ impl Loader<'_> {
         let g = &self.config;
         let limits = GeneratorLimits {
             queue: g.limits.generation_queue,
-            max_active: g.limits.max_active,
+            max_running: g.limits.max_running,
+            max_batch_tokens: g.limits.max_batch_tokens,
+            prefill_chunk: g.limits.prefill_chunk,
             max_prompt_tokens: g.generation.max_prompt_tokens,
             max_tokens: g.generation.max_tokens_limit,
         };

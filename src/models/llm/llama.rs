@@ -16,7 +16,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
-use cpu::{HostKv, HostModel};
+use cpu::{HostKv, HostModel, HostSegment};
 use std::io::{Read, Seek};
 
 /// GGUF `general.architecture` values whose output matches llama.cpp's.
@@ -185,6 +185,16 @@ pub struct Llama {
     host: Option<HostModel>,
 }
 
+/// One sequence's part of a batched step ([`Llama::forward_batch`]).
+pub struct Segment<'a> {
+    /// The tokens to feed after what the cache holds.
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    /// Whether the logits after the last token are wanted (a prompt chunk
+    /// that does not finish the prompt needs none).
+    pub logits: bool,
+}
+
 /// Attention keys and values of one sequence, one preallocated buffer per
 /// layer (appends write in place instead of concatenating every token).
 pub struct KvCache {
@@ -316,8 +326,71 @@ impl Llama {
     /// Feed `tokens` after what `cache` holds; return the logits (f32,
     /// `[vocab]`) predicting the token after the last one.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let seq_len = tokens.len();
-        let pos = cache.len;
+        let mut one = [Segment {
+            tokens,
+            cache,
+            logits: true,
+        }];
+        let logits = self.forward_batch(&mut one)?.pop().flatten();
+        let logits = logits.expect("logits were asked for");
+        let n = logits.len();
+        Ok(Tensor::from_vec(logits, n, &Device::Cpu)?)
+    }
+
+    /// One step for several sequences at once: each segment's tokens are fed
+    /// after what its cache holds, and the logits after its last token come
+    /// back where asked for. On the buffer path the whole batch shares each
+    /// read of the weights; on the tensor path (GPUs, CPUs without FMA) the
+    /// segments run one after another. A sequence's logits are the same
+    /// whether it runs alone or in a batch.
+    pub fn forward_batch(&self, segments: &mut [Segment]) -> Result<Vec<Option<Vec<f32>>>> {
+        for s in segments.iter() {
+            self.check_segment(s.tokens.len(), s.cache.len)?;
+        }
+        if let Some(host) = &self.host {
+            if segments
+                .iter()
+                .all(|s| matches!(s.cache.layers, LayerCaches::Host(_)))
+            {
+                let mut parts: Vec<HostSegment> = segments
+                    .iter_mut()
+                    .map(|s| {
+                        let pos = s.cache.len;
+                        let LayerCaches::Host(layers) = &mut s.cache.layers else {
+                            unreachable!("checked above")
+                        };
+                        HostSegment {
+                            tokens: s.tokens,
+                            pos,
+                            cache: layers,
+                            logits: s.logits,
+                        }
+                    })
+                    .collect();
+                let out = self.forward_host(host, &mut parts)?;
+                drop(parts);
+                for s in segments.iter_mut() {
+                    s.cache.len += s.tokens.len();
+                }
+                return Ok(out);
+            }
+        }
+        segments
+            .iter_mut()
+            .map(|s| {
+                let LayerCaches::Tensors(layers) = &mut s.cache.layers else {
+                    return Err(Error::Model("a cache made for another model".into()));
+                };
+                let logits = self.forward_tensors(s.tokens, s.cache.len, layers)?;
+                s.cache.len += s.tokens.len();
+                s.logits
+                    .then(|| Ok(logits.to_device(&Device::Cpu)?.to_vec1::<f32>()?))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn check_segment(&self, seq_len: usize, pos: usize) -> Result<()> {
         if seq_len == 0 {
             return Err(Error::InvalidInput("no tokens to feed the model".into()));
         }
@@ -328,17 +401,17 @@ impl Llama {
                 self.config.context_length
             )));
         }
-        let caches = match (&mut cache.layers, &self.host) {
-            (LayerCaches::Host(layers), Some(host)) => {
-                let logits = self.forward_host(host, tokens, pos, layers)?;
-                cache.len += seq_len;
-                return Ok(logits);
-            }
-            (LayerCaches::Tensors(layers), _) => layers,
-            (LayerCaches::Host(_), None) => {
-                return Err(Error::Model("a cache made for another model".into()))
-            }
-        };
+        Ok(())
+    }
+
+    /// The forward pass through candle's tensors, for one sequence.
+    fn forward_tensors(
+        &self,
+        tokens: &[u32],
+        pos: usize,
+        caches: &mut [candle_nn::kv_cache::KvCache],
+    ) -> Result<Tensor> {
+        let seq_len = tokens.len();
         let cfg = &self.config;
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let n_rep = cfg.n_head / cfg.n_kv_head;
@@ -405,7 +478,6 @@ impl Llama {
                 .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x + y)?;
         }
-        cache.len += seq_len;
         let last = self.norm.forward(&x.i((.., seq_len - 1..seq_len, ..))?)?;
         let logits = self.output.forward(&last)?;
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
@@ -606,6 +678,93 @@ mod tests {
         let err = model.forward(&[1], &mut cache).unwrap_err();
         assert!(matches!(err, Error::Model(_)), "{err}");
         model.host = buffers;
+    }
+
+    #[test]
+    fn a_sequence_computes_the_same_alone_and_in_a_batch() {
+        let model = tiny_model();
+        // Three sequences: one alone, token by token after a prompt; then the
+        // same three in batched steps mixing a prompt chunk, a finished
+        // prompt and single decode tokens.
+        let prompts: [&[u32]; 3] = [&[3, 17, 5], &[9, 2, 40, 11, 7, 6], &[1]];
+        let follow: [u32; 3] = [21, 4, 33];
+        let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+            .iter()
+            .zip(follow)
+            .map(|(p, next)| {
+                let mut c = model.new_cache(8);
+                let a = model.forward(p, &mut c).unwrap().to_vec1().unwrap();
+                let b = model.forward(&[next], &mut c).unwrap().to_vec1().unwrap();
+                (a, b)
+            })
+            .collect();
+        let (mut c0, mut c1, mut c2) = (model.new_cache(8), model.new_cache(8), model.new_cache(8));
+        let (c0, c1, c2) = (&mut c0, &mut c1, &mut c2);
+        // Step 1: sequence 0's whole prompt, the first half of 1's (no
+        // logits wanted), sequence 2's one-token prompt.
+        let out = model
+            .forward_batch(&mut [
+                Segment {
+                    tokens: prompts[0],
+                    cache: c0,
+                    logits: true,
+                },
+                Segment {
+                    tokens: &prompts[1][..3],
+                    cache: c1,
+                    logits: false,
+                },
+                Segment {
+                    tokens: prompts[2],
+                    cache: c2,
+                    logits: true,
+                },
+            ])
+            .unwrap();
+        assert!(out[1].is_none());
+        assert_eq!(out[0].as_ref().unwrap(), &alone[0].0);
+        assert_eq!(out[2].as_ref().unwrap(), &alone[2].0);
+        // Step 2: decode tokens for 0 and 2, the rest of 1's prompt.
+        let out = model
+            .forward_batch(&mut [
+                Segment {
+                    tokens: &[follow[0]],
+                    cache: c0,
+                    logits: true,
+                },
+                Segment {
+                    tokens: &prompts[1][3..],
+                    cache: c1,
+                    logits: true,
+                },
+                Segment {
+                    tokens: &[follow[2]],
+                    cache: c2,
+                    logits: true,
+                },
+            ])
+            .unwrap();
+        assert_eq!(out[0].as_ref().unwrap(), &alone[0].1);
+        assert_eq!(out[1].as_ref().unwrap(), &alone[1].0);
+        assert_eq!(out[2].as_ref().unwrap(), &alone[2].1);
+        let out = model
+            .forward_batch(&mut [Segment {
+                tokens: &[follow[1]],
+                cache: c1,
+                logits: true,
+            }])
+            .unwrap();
+        assert_eq!(out[0].as_ref().unwrap(), &alone[1].1);
+        assert_eq!((c0.len(), c1.len(), c2.len()), (4, 7, 2));
+        // An empty segment is refused before any compute.
+        let err = model
+            .forward_batch(&mut [Segment {
+                tokens: &[],
+                cache: c0,
+                logits: true,
+            }])
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     }
 
     /// The GPU path (candle's CUDA kernels) against the CPU's on the same

@@ -194,16 +194,36 @@ impl QMatrix {
 }
 
 /// Columns `4g..4g+4` of `x @ W^T` for `m` rows of quantized `x`, written to
-/// `out[r * n + j]`.
-fn columns<W>(w: &[W], n: usize, xq: &[BlockQ8], m: usize, g: usize, out: *mut f32, dot: DotFn<W>) {
+/// `out[r * n + j]`. Rows go four at a time through `dots`, which unpacks
+/// each weight block once for the four; each row's sum is computed exactly
+/// as `dot` computes it alone, so results do not depend on `m`.
+fn columns<W>(
+    w: &[W],
+    n: usize,
+    xq: &[BlockQ8],
+    m: usize,
+    g: usize,
+    out: *mut f32,
+    (dot, dots): (DotFn<W>, Dot4Fn<W>),
+) {
     let kb = w.len() / n;
+    let x = |r: usize| &xq[r * kb..(r + 1) * kb];
     for j in g * 4..(g * 4 + 4).min(n) {
         let row = &w[j * kb..(j + 1) * kb];
-        for r in 0..m {
-            let v = dot(row, &xq[r * kb..(r + 1) * kb]);
-            // SAFETY: each (r, j) is written by exactly one work item, and
-            // `out` holds m * n values.
-            unsafe { *out.add(r * n + j) = v };
+        let mut r = 0;
+        while r < m {
+            // SAFETY (both writes): each (r, j) is written by exactly one
+            // work item, and `out` holds m * n values.
+            if r + 4 <= m {
+                let v = dots(row, [x(r), x(r + 1), x(r + 2), x(r + 3)]);
+                for (i, v) in v.into_iter().enumerate() {
+                    unsafe { *out.add((r + i) * n + j) = v };
+                }
+                r += 4;
+            } else {
+                unsafe { *out.add(r * n + j) = dot(row, x(r)) };
+                r += 1;
+            }
         }
     }
 }
@@ -249,23 +269,31 @@ fn quantize_q8_1_portable(x: &[f32]) -> BlockQ8 {
 }
 
 type DotFn<W> = fn(&[W], &[BlockQ8]) -> f32;
+/// One weight row against four activation rows.
+type Dot4Fn<W> = fn(&[W], [&[BlockQ8]; 4]) -> [f32; 4];
 
-fn dot_q4_1() -> DotFn<BlockQ4> {
+fn dot_q4_1() -> (DotFn<BlockQ4>, Dot4Fn<BlockQ4>) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return |w, x| unsafe { dot_q4_1_avx2(w, x) };
+        return (
+            |w, x| unsafe { dot_q4_1_avx2(w, x) },
+            |w, xs| unsafe { dot_q4_1_avx2_x4(w, xs) },
+        );
     }
-    dot_q4_1_scalar
+    (dot_q4_1_scalar, |w, xs| xs.map(|x| dot_q4_1_scalar(w, x)))
 }
 
-fn dot_q8_0() -> DotFn<BlockQ8> {
+fn dot_q8_0() -> (DotFn<BlockQ8>, Dot4Fn<BlockQ8>) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return |w, x| unsafe { dot_q8_0_avx2(w, x) };
+        return (
+            |w, x| unsafe { dot_q8_0_avx2(w, x) },
+            |w, xs| unsafe { dot_q8_0_avx2_x4(w, xs) },
+        );
     }
-    dot_q8_0_scalar
+    (dot_q8_0_scalar, |w, xs| xs.map(|x| dot_q8_0_scalar(w, x)))
 }
 
 fn dot_q4_1_scalar(w: &[BlockQ4], x: &[BlockQ8]) -> f32 {
@@ -326,6 +354,55 @@ unsafe fn dot_q4_1_avx2(w: &[BlockQ4], x: &[BlockQ8]) -> f32 {
         offsets += w.m * x.s;
     }
     hsum(acc) + offsets
+}
+
+/// [`dot_q4_1_avx2`] for four activation rows at once: each weight block
+/// is unpacked once; every row's lanes see the same operations in the same
+/// order as alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q4_1_avx2_x4(w: &[BlockQ4], xs: [&[BlockQ8]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0f32; 4];
+    for (b, w) in w.iter().enumerate() {
+        let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
+        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+        let qw = _mm256_and_si256(both, low);
+        for r in 0..4 {
+            let x = &xs[r][b];
+            let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+            let pairs = _mm256_maddubs_epi16(qw, qx);
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc[r]);
+            offsets[r] += w.m * x.s;
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]) + offsets[r])
+}
+
+/// [`dot_q8_0_avx2`] for four activation rows at once, as
+/// [`dot_q4_1_avx2_x4`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q8_0_avx2_x4(w: &[BlockQ8], xs: [&[BlockQ8]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (b, w) in w.iter().enumerate() {
+        let qw = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
+        let abs_w = _mm256_sign_epi8(qw, qw);
+        for r in 0..4 {
+            let x = &xs[r][b];
+            let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+            let pairs = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(qx, qw));
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -393,6 +470,30 @@ mod tests {
     }
 
     #[test]
+    fn each_row_is_the_same_whatever_the_rows_beside_it() {
+        // Rows go four at a time through the x4 kernels and the rest one at
+        // a time: every row must come out bit for bit as when alone.
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (_, q) = weights(13, 128, dtype);
+            let w = QMatrix::from_qtensor(&q).unwrap();
+            let x: Vec<f32> = (0..9 * 128)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
+                .collect();
+            for m in 1..=9 {
+                let all = w.matmul(&x[..m * 128]).unwrap();
+                for r in 0..m {
+                    let alone = w.matmul(&x[r * 128..(r + 1) * 128]).unwrap();
+                    assert_eq!(
+                        &all[r * 13..(r + 1) * 13],
+                        &alone[..],
+                        "{dtype:?}, row {r} of {m}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn simd_and_scalar_dots_agree() {
         let x: Vec<f32> = (0..256)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
@@ -405,14 +506,14 @@ mod tests {
             panic!("Q4_1 blocks expected")
         };
         for row in w.chunks_exact(256 / QK) {
-            close(dot_q4_1_scalar(row, &xq), dot_q4_1()(row, &xq));
+            close(dot_q4_1_scalar(row, &xq), dot_q4_1().0(row, &xq));
         }
         let (_, q) = weights(3, 256, GgmlDType::Q8_0);
         let Blocks::Q8_0(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
             panic!("Q8_0 blocks expected")
         };
         for row in w.chunks_exact(256 / QK) {
-            close(dot_q8_0_scalar(row, &xq), dot_q8_0()(row, &xq));
+            close(dot_q8_0_scalar(row, &xq), dot_q8_0().0(row, &xq));
         }
     }
 

@@ -20,7 +20,6 @@ use super::{Linear, Llama};
 use crate::error::{Error, Result};
 use crate::models::llm::qmatmul::QMatrix;
 use crate::simd;
-use candle_core::{Device, Tensor};
 use half::f16;
 
 /// The small per-model vectors the buffer path reads, copied out of their
@@ -197,38 +196,55 @@ unsafe fn weighted_sum(
     }
 }
 
+/// One sequence's share of a batched step on buffers: its new tokens, the
+/// position of the first, its per-layer caches, and whether its logits are
+/// wanted (a prompt chunk that does not end the prompt needs none).
+pub(super) struct HostSegment<'a> {
+    pub tokens: &'a [u32],
+    pub pos: usize,
+    pub cache: &'a mut [HostKv],
+    pub logits: bool,
+}
+
 impl Llama {
-    /// [`Llama::forward`] on buffers: feed `tokens` at position `pos` after
-    /// what `cache` holds (one [`HostKv`] per layer); the logits after the
-    /// last token.
+    /// [`Llama::forward_batch`] on buffers: every segment's rows go through
+    /// each matrix product together (the weights are read once per step for
+    /// the whole batch); RoPE, the cache and attention are per sequence.
+    /// Each row's arithmetic is the same whatever else is in the batch, so a
+    /// sequence's output does not depend on its neighbours.
     pub(super) fn forward_host(
         &self,
         host: &HostModel,
-        tokens: &[u32],
-        pos: usize,
-        cache: &mut [HostKv],
-    ) -> Result<Tensor> {
+        segments: &mut [HostSegment],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
         let cfg = &self.config;
         let (d, hd) = (cfg.n_embd, cfg.head_dim);
         let (q_dim, kv_dim) = (cfg.n_head * hd, cfg.n_kv_head * hd);
         let n_rep = cfg.n_head / cfg.n_kv_head;
-        let rows = tokens.len();
         let eps = cfg.rms_eps as f32;
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         let half = hd / 2;
+        // Row r belongs to segment seg_of[r] at position pos_of[r].
+        let (mut seg_of, mut pos_of) = (Vec::new(), Vec::new());
+        for (i, s) in segments.iter().enumerate() {
+            seg_of.extend(std::iter::repeat_n(i, s.tokens.len()));
+            pos_of.extend(s.pos..s.pos + s.tokens.len());
+        }
+        let rows = seg_of.len();
         let table = self.embed.embeddings();
         let mut x = Vec::with_capacity(rows * d);
-        for &t in tokens {
-            x.extend(table.get(t as usize)?.to_vec1::<f32>()?);
+        for s in segments.iter() {
+            for &t in s.tokens {
+                x.extend(table.get(t as usize)?.to_vec1::<f32>()?);
+            }
         }
-        for (li, (layer, kv)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
+        for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &host.attn_norm[li], eps);
             let qkv = [own(&layer.wq)?, own(&layer.wk)?, own(&layer.wv)?];
             let [mut q, mut k, mut v]: [Vec<f32>; 3] = QMatrix::matmul_many(&qkv, &h)?
                 .try_into()
                 .expect("three products");
-            for r in 0..rows {
-                let p = pos + r;
+            for (r, &p) in pos_of.iter().enumerate() {
                 let (cos, sin) = (
                     &host.cos[p * half..(p + 1) * half],
                     &host.sin[p * half..(p + 1) * half],
@@ -244,21 +260,32 @@ impl Llama {
             round_f16(&mut q);
             round_f16(&mut k);
             round_f16(&mut v);
-            kv.k.extend_from_slice(&k);
-            kv.v.extend_from_slice(&v);
+            let mut first = 0;
+            for s in segments.iter_mut() {
+                let n = s.tokens.len() * kv_dim;
+                let kv = &mut s.cache[li];
+                kv.k.extend_from_slice(&k[first..first + n]);
+                kv.v.extend_from_slice(&v[first..first + n]);
+                first += n;
+            }
 
-            // Attention, one work item per (row, head).
+            // Attention, one work item per (row, head), each row against its
+            // own sequence's cache.
+            let caches: Vec<(&[f32], &[f32])> = segments
+                .iter()
+                .map(|s| (s.cache[li].k.as_slice(), s.cache[li].v.as_slice()))
+                .collect();
             let mut y = vec![0f32; rows * q_dim];
             let out = y.as_mut_ptr() as usize;
-            let (keys, values) = (&kv.k, &kv.v);
             candle_core::utils::barrier_pool().execute_chunked(rows * cfg.n_head, |items| {
-                let mut scores = Vec::with_capacity(pos + rows + KV_PAD);
+                let mut scores = Vec::new();
                 let mut lanes = vec![0f32; 8 * hd];
                 for item in items {
                     let (r, head) = (item / cfg.n_head, item % cfg.n_head);
+                    let (keys, values) = caches[seg_of[r]];
                     let at = (head / n_rep) * hd;
                     let query = &q[r * q_dim + head * hd..][..hd];
-                    let seen = pos + r + 1;
+                    let seen = pos_of[r] + 1;
                     scores.clear();
                     scores.extend((0..seen).map(|t| {
                         // SAFETY: the buffer path runs only where `supported()`.
@@ -298,9 +325,33 @@ impl Llama {
                 *x += y;
             }
         }
-        let last = rms_norm(&x[(rows - 1) * d..], &host.norm, eps);
-        let logits = own(&self.output)?.matmul(&last)?;
-        let n = logits.len();
-        Ok(Tensor::from_vec(logits, n, &Device::Cpu)?)
+        // The last row of each segment that wants logits, through the
+        // output layer together.
+        let mut last = Vec::new();
+        let mut end = 0;
+        let mut wanted = Vec::with_capacity(segments.len());
+        for s in segments.iter() {
+            end += s.tokens.len();
+            wanted.push(s.logits);
+            if s.logits {
+                last.extend(rms_norm(&x[(end - 1) * d..end * d], &host.norm, eps));
+            }
+        }
+        let mut logits = if last.is_empty() {
+            Vec::new()
+        } else {
+            own(&self.output)?.matmul(&last)?
+        };
+        let vocab = logits.len() / wanted.iter().filter(|w| **w).count().max(1);
+        let mut out = Vec::with_capacity(segments.len());
+        let mut taken = 0;
+        for want in wanted {
+            out.push(want.then(|| {
+                taken += 1;
+                logits[(taken - 1) * vocab..taken * vocab].to_vec()
+            }));
+        }
+        logits.clear();
+        Ok(out)
     }
 }

@@ -1,0 +1,431 @@
+//! The generation scheduler: what one model's worker thread computes at
+//! each step (continuous batching).
+//!
+//! Every step forms one batch: the next token of every decoding sequence,
+//! then chunks of the prompts under way (oldest first, at most
+//! `prefill_chunk` tokens each), up to `max_batch_tokens` in all, and runs
+//! it as **one forward pass** ([`Llama::forward_batch`]), so the weights are
+//! read once per step rather than once per sequence. Each sequence keeps its
+//! own KV cache and positions. New requests join between steps (up to
+//! `max_running` sequences); finished and cancelled ones leave at once and
+//! free their cache. Decoding sequences run every step and prompts advance
+//! in arrival order, so a long RAG prompt neither stalls the streams already
+//! running nor waits behind later arrivals.
+//!
+//! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
+
+use super::generator::{
+    Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, PromptBudget,
+    Request, Timings,
+};
+use crate::error::{Error, Result};
+use crate::models::llm::llama::{KvCache, Segment};
+use crate::models::llm::sampling::Sampler;
+use crate::models::llm::stream::{StopCheck, StopMatcher, TextDecoder};
+use crate::models::Llm;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// One model's worker: owns the running sequences and forms each step.
+pub(super) struct Scheduler {
+    llm: Llm,
+    limits: GeneratorLimits,
+    requests: mpsc::Receiver<Request>,
+    /// In admission order, which is the order prompts advance in.
+    running: Vec<Sequence>,
+    stats: Arc<GeneratorStats>,
+}
+
+/// How many tokens of which running sequence go into one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Planned {
+    index: usize,
+    tokens: usize,
+}
+
+/// A step's batch: every decoding sequence's next token, then prompt chunks
+/// in arrival order, under the token budget. `pending[i]` is what sequence
+/// `i` still has to feed (1 when it decodes) and `decoding[i]` whether its
+/// prompt is done. Decodes are never left out: the limits keep
+/// `max_running <= max_batch_tokens`.
+fn plan(pending: &[usize], decoding: &[bool], limits: &GeneratorLimits) -> Vec<Planned> {
+    let mut budget = limits.max_batch_tokens.max(1);
+    let mut batch = Vec::with_capacity(pending.len());
+    for (index, _) in decoding.iter().enumerate().filter(|(_, d)| **d) {
+        batch.push(Planned { index, tokens: 1 });
+        budget = budget.saturating_sub(1);
+    }
+    for (index, &left) in pending.iter().enumerate() {
+        if decoding[index] || left == 0 {
+            continue;
+        }
+        // A prompt always advances when nothing else runs.
+        if budget == 0 && !batch.is_empty() {
+            break;
+        }
+        let tokens = left.min(limits.prefill_chunk.max(1)).min(budget.max(1));
+        batch.push(Planned { index, tokens });
+        budget = budget.saturating_sub(tokens);
+    }
+    batch
+}
+
+impl Scheduler {
+    pub fn new(
+        llm: Llm,
+        limits: GeneratorLimits,
+        requests: mpsc::Receiver<Request>,
+        stats: Arc<GeneratorStats>,
+    ) -> Self {
+        Self {
+            llm,
+            limits,
+            requests,
+            running: Vec::new(),
+            stats,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            if self.running.is_empty() {
+                match self.requests.blocking_recv() {
+                    Some(r) => self.admit(r),
+                    None => return,
+                }
+            }
+            while self.running.len() < self.limits.max_running.max(1) {
+                match self.requests.try_recv() {
+                    Ok(r) => self.admit(r),
+                    Err(_) => break,
+                }
+            }
+            self.step();
+            self.stats
+                .active
+                .store(self.running.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// One forward pass over the planned batch, then sampling for every
+    /// sequence whose logits came back.
+    fn step(&mut self) {
+        let stats = &self.stats;
+        self.running.retain(|s| {
+            let gone = s.request.events.is_closed();
+            if gone {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            !gone
+        });
+        let pending: Vec<usize> = self.running.iter().map(Sequence::pending).collect();
+        let decoding: Vec<bool> = self.running.iter().map(Sequence::decoding).collect();
+        let batch = plan(&pending, &decoding, &self.limits);
+        if batch.is_empty() {
+            return;
+        }
+        let mut chosen: Vec<Option<usize>> = vec![None; self.running.len()];
+        for p in &batch {
+            chosen[p.index] = Some(p.tokens);
+        }
+        let mut segments: Vec<Segment> = Vec::with_capacity(batch.len());
+        let mut members = Vec::with_capacity(batch.len());
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            if let Some(n) = chosen[i] {
+                let from = seq.cache.len();
+                let logits = from + n == seq.tokens.len();
+                members.push(i);
+                segments.push(Segment {
+                    tokens: &seq.tokens[from..from + n],
+                    cache: &mut seq.cache,
+                    logits,
+                });
+            }
+        }
+        let result = self.llm.model.forward_batch(&mut segments);
+        drop(segments);
+        let mut ended = vec![None; self.running.len()];
+        match result {
+            Ok(outputs) => {
+                for (i, logits) in members.into_iter().zip(outputs) {
+                    if let Some(mut logits) = logits {
+                        ended[i] = self.running[i].accept(&self.llm, &mut logits);
+                    }
+                }
+            }
+            Err(e) => {
+                // A fault in the shared pass ends every sequence in it.
+                for i in members {
+                    let _ = self.running[i]
+                        .request
+                        .events
+                        .send(Event::Error(Error::Model(format!(
+                            "generation failed: {e}"
+                        ))));
+                    ended[i] = Some(Step::Failed);
+                }
+            }
+        }
+        let mut i = 0;
+        self.running.retain(|_| {
+            let end = ended[i];
+            i += 1;
+            match end {
+                None => true,
+                Some(Step::Completed) => {
+                    stats.completed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Some(Step::Cancelled) => {
+                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Some(Step::Failed) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            }
+        });
+    }
+
+    fn admit(&mut self, request: Request) {
+        let taken = Instant::now();
+        match self.prepare(&request) {
+            Ok(prompt) => {
+                if request
+                    .events
+                    .send(Event::Started {
+                        prompt_tokens: prompt.len(),
+                    })
+                    .is_ok()
+                {
+                    self.running
+                        .push(Sequence::new(&self.llm, request, prompt, taken));
+                    self.stats
+                        .active
+                        .store(self.running.len(), Ordering::Relaxed);
+                } else {
+                    self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = request.events.send(Event::Error(e));
+            }
+        }
+    }
+
+    fn prepare(&self, request: &Request) -> Result<Vec<u32>> {
+        let tokenizer = &self.llm.tokenizer;
+        let prompt = match &request.prompt {
+            Prompt::Text(text) => tokenizer.encode_prompt(text)?,
+            Prompt::Chat(messages) => self.llm.encode_chat(messages)?,
+            Prompt::Tokens(ids) => ids.clone(),
+        };
+        if prompt.is_empty() {
+            return Err(Error::InvalidInput("the prompt is empty".into()));
+        }
+        let vocab = self.llm.model.config.vocab_size as u32;
+        if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let budget = PromptBudget {
+            context: self.llm.context_length(),
+            max_prompt_tokens: self.limits.max_prompt_tokens,
+        };
+        budget.check(prompt.len(), request.params.max_tokens)?;
+        Ok(prompt)
+    }
+}
+
+/// One generation in progress.
+struct Sequence {
+    request: Request,
+    prompt_len: usize,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    cache: KvCache,
+    sampler: Sampler,
+    decoder: TextDecoder,
+    stops: StopMatcher,
+    text: String,
+    taken: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Sequence {
+    fn new(llm: &Llm, request: Request, prompt: Vec<u32>, taken: Instant) -> Self {
+        let cache = llm
+            .model
+            .new_cache(prompt.len() + request.params.max_tokens);
+        Self {
+            sampler: Sampler::new(&request.params),
+            stops: StopMatcher::new(&request.params.stop),
+            prompt_len: prompt.len(),
+            tokens: prompt,
+            cache,
+            decoder: TextDecoder::default(),
+            text: String::new(),
+            request,
+            taken,
+            first_token: None,
+        }
+    }
+
+    /// Tokens not yet fed to the model (1 while decoding).
+    fn pending(&self) -> usize {
+        self.tokens.len() - self.cache.len()
+    }
+
+    /// Whether the prompt is done and the sequence produces a token a step.
+    fn decoding(&self) -> bool {
+        self.cache.len() >= self.prompt_len
+    }
+
+    /// Sample the next token from the logits after the last fed one, and
+    /// pass on its text; `Some` when the sequence ends.
+    fn accept(&mut self, llm: &Llm, logits: &mut [f32]) -> Option<Step> {
+        match self.try_accept(llm, logits) {
+            Ok(Some(reason)) => Some(match self.finish(reason) {
+                true => Step::Completed,
+                false => Step::Cancelled,
+            }),
+            Ok(None) => None,
+            Err(StepEnd::Cancelled) => Some(Step::Cancelled),
+            Err(StepEnd::Failed(e)) => {
+                let _ = self.request.events.send(Event::Error(e));
+                Some(Step::Failed)
+            }
+        }
+    }
+
+    fn try_accept(
+        &mut self,
+        llm: &Llm,
+        logits: &mut [f32],
+    ) -> Result<Option<FinishReason>, StepEnd> {
+        let token = self.sampler.sample(logits, &self.tokens);
+        self.first_token.get_or_insert_with(Instant::now);
+        self.tokens.push(token);
+        let generated = self.tokens.len() - self.prompt_len;
+
+        if llm.tokenizer.is_end_of_turn(token) {
+            self.tokens.pop(); // the end-of-turn marker is not part of the answer
+            return Ok(Some(FinishReason::Stop));
+        }
+        if let Some(chunk) = self.decoder.push(&llm.tokenizer, token)? {
+            match self.stops.push(&chunk) {
+                StopCheck::Continue(text) => self.emit(text)?,
+                StopCheck::Stopped(text) => {
+                    self.emit(text)?;
+                    return Ok(Some(FinishReason::Stop));
+                }
+            }
+        }
+        if generated >= self.request.params.max_tokens {
+            return Ok(Some(FinishReason::Length));
+        }
+        Ok(None)
+    }
+    fn emit(&mut self, text: String) -> Result<(), StepEnd> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.text.push_str(&text);
+        self.request
+            .events
+            .send(Event::Text(text))
+            .map_err(|_| StepEnd::Cancelled)
+    }
+
+    /// Send the completion; false if the client is gone.
+    fn finish(&mut self, reason: FinishReason) -> bool {
+        let rest = self.stops.flush();
+        if self.emit(rest).is_err() {
+            return false;
+        }
+        let now = Instant::now();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let first = self.first_token.unwrap_or(now);
+        let generated = self.tokens.len() - self.prompt_len;
+        let prompt_ms = ms(first - self.taken);
+        let generate_ms = ms(now - first);
+        let per_s = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+        let timings = Timings {
+            queue_ms: ms(self.taken - self.request.submitted),
+            prompt_ms,
+            generate_ms,
+            ttft_ms: ms(first - self.request.submitted),
+            total_ms: ms(now - self.request.submitted),
+            prompt_tokens_per_s: per_s(self.prompt_len, prompt_ms),
+            tokens_per_s: per_s(generated.saturating_sub(1), generate_ms),
+        };
+        let completion = Completion {
+            text: std::mem::take(&mut self.text),
+            prompt_tokens: self.tokens[..self.prompt_len].to_vec(),
+            tokens: self.tokens[self.prompt_len..].to_vec(),
+            finish_reason: reason,
+            timings,
+        };
+        self.request.events.send(Event::Done(completion)).is_ok()
+    }
+}
+
+/// How a sequence ended.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+enum StepEnd {
+    Cancelled,
+    Failed(Error),
+}
+
+impl From<Error> for StepEnd {
+    fn from(e: Error) -> Self {
+        StepEnd::Failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_batch_tokens: usize, prefill_chunk: usize) -> GeneratorLimits {
+        GeneratorLimits {
+            max_batch_tokens,
+            prefill_chunk,
+            ..GeneratorLimits::default()
+        }
+    }
+
+    fn planned(batch: &[Planned]) -> Vec<(usize, usize)> {
+        batch.iter().map(|p| (p.index, p.tokens)).collect()
+    }
+
+    #[test]
+    fn decodes_always_run_and_prompts_advance_in_order_under_the_budget() {
+        // Sequences 0 and 2 decode; 1 and 3 have prompts of 300 and 50 left.
+        let pending = [1, 300, 1, 50];
+        let decoding = [true, false, true, false];
+        let b = plan(&pending, &decoding, &limits(512, 256));
+        assert_eq!(planned(&b), [(0, 1), (2, 1), (1, 256), (3, 50)]);
+        // A tight budget: the older prompt takes what is left, the younger waits.
+        let b = plan(&pending, &decoding, &limits(100, 256));
+        assert_eq!(planned(&b), [(0, 1), (2, 1), (1, 98)]);
+        // Decodes fill the budget: prompts wait for the next step.
+        let b = plan(&[1, 1, 40], &[true, true, false], &limits(2, 16));
+        assert_eq!(planned(&b), [(0, 1), (1, 1)]);
+        // Alone, a prompt always advances, in chunks.
+        let b = plan(&[700], &[false], &limits(512, 256));
+        assert_eq!(planned(&b), [(0, 256)]);
+        assert!(plan(&[], &[], &limits(512, 256)).is_empty());
+    }
+}
