@@ -274,6 +274,14 @@ type Dot4Fn<W> = fn(&[W], [&[BlockQ8]; 4]) -> [f32; 4];
 
 fn dot_q4_1() -> (DotFn<BlockQ4>, Dot4Fn<BlockQ4>) {
     #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has AVX2, FMA and AVX-512 VNNI/VL (checked above).
+        return (
+            |w, x| unsafe { dot_q4_1_vnni(w, x) },
+            |w, xs| unsafe { dot_q4_1_vnni_x4(w, xs) },
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return (
@@ -285,6 +293,14 @@ fn dot_q4_1() -> (DotFn<BlockQ4>, Dot4Fn<BlockQ4>) {
 }
 
 fn dot_q8_0() -> (DotFn<BlockQ8>, Dot4Fn<BlockQ8>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has AVX2, FMA and AVX-512 VNNI/VL (checked above).
+        return (
+            |w, x| unsafe { dot_q8_0_vnni(w, x) },
+            |w, xs| unsafe { dot_q8_0_vnni_x4(w, xs) },
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -333,93 +349,147 @@ unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(one)
 }
 
+/// The AVX2 kernels, generated twice: with `maddubs` + `madd` (AVX2) and
+/// with one `vpdpbusd` (AVX-512 VNNI on 256-bit vectors). Both give each
+/// 32-bit lane the exact sum of four adjacent u8 x i8 products (the 16-bit
+/// pair sums of `maddubs` cannot saturate here: Q4_1 weights are below 16
+/// and Q8_0 ones at most 127 in magnitude), so both variants return the same
+/// bits, which are ggml's. The `_x4` kernels take four activation rows per
+/// weight row: each weight block is loaded and unpacked once, and every
+/// row's lanes see exactly the operations they see alone.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q4_1_avx2(w: &[BlockQ4], x: &[BlockQ8]) -> f32 {
-    use std::arch::x86_64::*;
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0f32;
-    for (w, x) in w.iter().zip(x) {
-        // 32 weights as bytes: low nibbles (0..16), then high ones (16..32).
-        let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
-        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-        let qw = _mm256_and_si256(both, low);
-        let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        // u8 * i8 pairs summed to i16, then pairs of those to i32.
-        let pairs = _mm256_maddubs_epi16(qw, qx);
-        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc);
-        offsets += w.m * x.s;
-    }
-    hsum(acc) + offsets
-}
-
-/// [`dot_q4_1_avx2`] for four activation rows at once: each weight block
-/// is unpacked once; every row's lanes see the same operations in the same
-/// order as alone.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q4_1_avx2_x4(w: &[BlockQ4], xs: [&[BlockQ8]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offsets = [0f32; 4];
-    for (b, w) in w.iter().enumerate() {
-        let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
-        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-        let qw = _mm256_and_si256(both, low);
-        for r in 0..4 {
-            let x = &xs[r][b];
-            let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-            let pairs = _mm256_maddubs_epi16(qw, qx);
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc[r]);
-            offsets[r] += w.m * x.s;
+macro_rules! dot_kernels {
+    ($features:literal, $q4_1:ident, $q4_1_x4:ident, $q8_0:ident, $q8_0_x4:ident, $sum4:expr) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $q4_1(w: &[BlockQ4], x: &[BlockQ8]) -> f32 {
+            use std::arch::x86_64::*;
+            let low = _mm256_set1_epi8(0x0F);
+            let mut acc = _mm256_setzero_ps();
+            let mut offsets = 0f32;
+            for (w, x) in w.iter().zip(x) {
+                // 32 weights as bytes: low nibbles (0..16), then high ones (16..32).
+                let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
+                let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+                let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                let sums = _mm256_cvtepi32_ps($sum4(qw, qx));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc);
+                offsets += w.m * x.s;
+            }
+            hsum(acc) + offsets
         }
-    }
-    std::array::from_fn(|r| hsum(acc[r]) + offsets[r])
-}
 
-/// [`dot_q8_0_avx2`] for four activation rows at once, as
-/// [`dot_q4_1_avx2_x4`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q8_0_avx2_x4(w: &[BlockQ8], xs: [&[BlockQ8]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, w) in w.iter().enumerate() {
-        let qw = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
-        let abs_w = _mm256_sign_epi8(qw, qw);
-        for r in 0..4 {
-            let x = &xs[r][b];
-            let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-            let pairs = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(qx, qw));
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc[r]);
+        #[target_feature(enable = $features)]
+        unsafe fn $q4_1_x4(w: &[BlockQ4], xs: [&[BlockQ8]; 4]) -> [f32; 4] {
+            use std::arch::x86_64::*;
+            let low = _mm256_set1_epi8(0x0F);
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let mut offsets = [0f32; 4];
+            let n = w.len().min(xs.iter().map(|x| x.len()).min().unwrap_or(0));
+            let [x0, x1, x2, x3] = xs.map(|x| x.as_ptr());
+            for b in 0..n {
+                let w = &*w.as_ptr().add(b);
+                let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
+                let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+                macro_rules! row {
+                    ($x:ident, $acc:ident, $r:literal) => {
+                        let x = &*$x.add(b);
+                        let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                        let sums = _mm256_cvtepi32_ps($sum4(qw, qx));
+                        $acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, $acc);
+                        offsets[$r] += w.m * x.s;
+                    };
+                }
+                row!(x0, a0, 0);
+                row!(x1, a1, 1);
+                row!(x2, a2, 2);
+                row!(x3, a3, 3);
+            }
+            [
+                hsum(a0) + offsets[0],
+                hsum(a1) + offsets[1],
+                hsum(a2) + offsets[2],
+                hsum(a3) + offsets[3],
+            ]
         }
-    }
-    std::array::from_fn(|r| hsum(acc[r]))
+
+        #[target_feature(enable = $features)]
+        unsafe fn $q8_0(w: &[BlockQ8], x: &[BlockQ8]) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = _mm256_setzero_ps();
+            for (w, x) in w.iter().zip(x) {
+                let qw = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
+                let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                // One operand must be unsigned: |w| times x with w's sign.
+                let sums =
+                    _mm256_cvtepi32_ps($sum4(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn $q8_0_x4(w: &[BlockQ8], xs: [&[BlockQ8]; 4]) -> [f32; 4] {
+            use std::arch::x86_64::*;
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let n = w.len().min(xs.iter().map(|x| x.len()).min().unwrap_or(0));
+            let [x0, x1, x2, x3] = xs.map(|x| x.as_ptr());
+            for b in 0..n {
+                let w = &*w.as_ptr().add(b);
+                let qw = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
+                let abs_w = _mm256_sign_epi8(qw, qw);
+                macro_rules! row {
+                    ($x:ident, $acc:ident) => {
+                        let x = &*$x.add(b);
+                        let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                        let sums = _mm256_cvtepi32_ps($sum4(abs_w, _mm256_sign_epi8(qx, qw)));
+                        $acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, $acc);
+                    };
+                }
+                row!(x0, a0);
+                row!(x1, a1);
+                row!(x2, a2);
+                row!(x3, a3);
+            }
+            [hsum(a0), hsum(a1), hsum(a2), hsum(a3)]
+        }
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q8_0_avx2(w: &[BlockQ8], x: &[BlockQ8]) -> f32 {
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    for (w, x) in w.iter().zip(x) {
-        let qw = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
-        let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
-        // maddubs wants one unsigned operand: |w| times x with w's sign.
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
-        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * x.d), sums, acc);
-    }
-    hsum(acc)
+dot_kernels!(
+    "avx2,fma",
+    dot_q4_1_avx2,
+    dot_q4_1_avx2_x4,
+    dot_q8_0_avx2,
+    dot_q8_0_avx2_x4,
+    |a, b| _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+);
+#[cfg(target_arch = "x86_64")]
+dot_kernels!(
+    "avx2,fma,avx512vnni,avx512vl",
+    dot_q4_1_vnni,
+    dot_q4_1_vnni_x4,
+    dot_q8_0_vnni,
+    dot_q8_0_vnni_x4,
+    |a, b| _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+);
+
+/// Whether the CPU has AVX-512 VNNI on 256-bit vectors (and AVX2 + FMA).
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    crate::simd::has_avx2_fma()
+        && std::is_x86_feature_detected!("avx512vnni")
+        && std::is_x86_feature_detected!("avx512vl")
 }
 
 #[cfg(test)]
@@ -466,6 +536,50 @@ mod tests {
                 diff < 0.02 * scale,
                 "{dtype:?}: differs from the exact product by {diff}"
             );
+        }
+    }
+
+    /// The VNNI kernels against the AVX2 ones, bit for bit (on CPUs that
+    /// have VNNI; elsewhere the AVX2 ones are what runs).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_and_avx2_kernels_give_the_same_bits() {
+        if !has_vnni() {
+            eprintln!("this CPU has no AVX-512 VNNI: only the AVX2 kernels run here");
+            return;
+        }
+        let x: Vec<f32> = (0..4 * 256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+            .collect();
+        let xq: Vec<BlockQ8> = x.chunks_exact(QK).map(quantize_q8_1).collect();
+        let rows: [&[BlockQ8]; 4] = std::array::from_fn(|r| &xq[r * 8..(r + 1) * 8]);
+        let (_, q) = weights(5, 256, GgmlDType::Q4_1);
+        let Blocks::Q4_1(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
+            panic!("Q4_1 blocks expected")
+        };
+        for row in w.chunks_exact(8) {
+            // SAFETY: has_vnni() implies every feature both need.
+            unsafe {
+                assert_eq!(
+                    dot_q4_1_vnni(row, rows[0]).to_bits(),
+                    dot_q4_1_avx2(row, rows[0]).to_bits()
+                );
+                assert_eq!(dot_q4_1_vnni_x4(row, rows), dot_q4_1_avx2_x4(row, rows));
+            }
+        }
+        let (_, q) = weights(5, 256, GgmlDType::Q8_0);
+        let Blocks::Q8_0(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
+            panic!("Q8_0 blocks expected")
+        };
+        for row in w.chunks_exact(8) {
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!(
+                    dot_q8_0_vnni(row, rows[0]).to_bits(),
+                    dot_q8_0_avx2(row, rows[0]).to_bits()
+                );
+                assert_eq!(dot_q8_0_vnni_x4(row, rows), dot_q8_0_avx2_x4(row, rows));
+            }
         }
     }
 
