@@ -105,6 +105,9 @@ pub struct LimitsConfig {
     /// Longest piece of one prompt fed in a step, so that a long prompt does
     /// not stall the sequences already decoding.
     pub prefill_chunk: usize,
+    /// MiB of recent prompts' keys and values kept per model worker, for
+    /// prompts that begin the same way (0 turns the prefix cache off).
+    pub prefix_cache_mb: usize,
     /// Embedding requests waiting; more get 503.
     pub embed_queue: usize,
     /// Texts embedded together in one batch.
@@ -185,6 +188,7 @@ impl Default for LimitsConfig {
             max_running: 8,
             max_batch_tokens: 512,
             prefill_chunk: 256,
+            prefix_cache_mb: 256,
             embed_queue: 64,
             embed_batch: 32,
             max_body_bytes: 8 << 20,
@@ -246,6 +250,8 @@ pub struct ConfigArgs {
     pub max_batch_tokens: Option<usize>,
     #[arg(long, env = "HEARTH_PREFILL_CHUNK")]
     pub prefill_chunk: Option<usize>,
+    #[arg(long, env = "HEARTH_PREFIX_CACHE_MB")]
+    pub prefix_cache_mb: Option<usize>,
     #[arg(long, env = "HEARTH_EMBED_QUEUE")]
     pub embed_queue: Option<usize>,
     #[arg(long, env = "HEARTH_EMBED_BATCH")]
@@ -328,6 +334,7 @@ impl Config {
         set(&mut l.max_running, &a.max_running);
         set(&mut l.max_batch_tokens, &a.max_batch_tokens);
         set(&mut l.prefill_chunk, &a.prefill_chunk);
+        set(&mut l.prefix_cache_mb, &a.prefix_cache_mb);
         set(&mut l.embed_queue, &a.embed_queue);
         set(&mut l.embed_batch, &a.embed_batch);
         set(&mut l.max_body_bytes, &a.max_body_bytes);

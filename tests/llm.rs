@@ -488,3 +488,40 @@ fn cancelling_a_sequence_frees_its_slot() {
     // would count as completed, not cancelled.
     assert_eq!((stats.cancelled, stats.completed, stats.active), (1, 1, 0));
 }
+
+#[test]
+fn prompts_that_begin_alike_reuse_the_cached_prefix_with_the_same_output() {
+    let with = scheduled(4, 256);
+    let without = Generator::spawn(
+        llm().clone(),
+        GeneratorLimits {
+            prefix_cache_bytes: 0,
+            ..GeneratorLimits::default()
+        },
+    );
+    // A long shared document, then different questions: a conversation's
+    // earlier turns, or RAG passages asked about twice.
+    let doc = "The river runs past the old mill and under the stone bridge. ".repeat(20);
+    let ask = |q: &str| Prompt::Chat(vec![Message::new("user", format!("{doc}\n\n{q}"))]);
+    let questions = [
+        "Where does the river run?",
+        "What is under the bridge?",
+        "Name the mill.",
+    ];
+    let mut ttft = Vec::new();
+    for q in questions {
+        let a = run(&with, ask(q), greedy(12)).unwrap();
+        let b = run(&without, ask(q), greedy(12)).unwrap();
+        assert_eq!(
+            a.tokens, b.tokens,
+            "the cached prefix changed the answer to {q:?}"
+        );
+        ttft.push((a.timings.prompt_ms, b.timings.prompt_ms));
+    }
+    let reused = with.stats().prefix_tokens_reused;
+    assert_eq!(without.stats().prefix_tokens_reused, 0);
+    // The second and third prompts share the chat template's start and the
+    // document (~260 tokens) with the first.
+    assert!(reused > 2 * 200, "only {reused} prompt tokens reused");
+    eprintln!("prompt ms with / without the prefix cache: {ttft:?}");
+}

@@ -165,6 +165,9 @@ pub struct GeneratorLimits {
     /// Longest piece of one prompt fed in a step, so that a long prompt
     /// does not stall the sequences already decoding.
     pub prefill_chunk: usize,
+    /// Bytes of recent prompts' keys and values kept for prompts that
+    /// begin the same way (0 keeps none).
+    pub prefix_cache_bytes: usize,
     /// Longest prompt accepted (also capped by the context window).
     pub max_prompt_tokens: usize,
     /// Largest `max_tokens` accepted.
@@ -178,6 +181,7 @@ impl Default for GeneratorLimits {
             max_running: 8,
             max_batch_tokens: 512,
             prefill_chunk: 256,
+            prefix_cache_bytes: 256 << 20,
             max_prompt_tokens: 7168,
             max_tokens: 2048,
         }
@@ -194,6 +198,8 @@ pub struct GeneratorStats {
     pub cancelled: AtomicU64,
     /// Ended by an error (a refused prompt included).
     pub failed: AtomicU64,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub prefix_tokens: AtomicU64,
 }
 
 /// A copy of [`GeneratorStats`] at one moment.
@@ -205,6 +211,8 @@ pub struct StatsSnapshot {
     pub completed: u64,
     pub cancelled: u64,
     pub failed: u64,
+    /// Prompt tokens not recomputed thanks to the prefix cache.
+    pub prefix_tokens_reused: u64,
 }
 
 pub(super) struct Request {
@@ -250,6 +258,7 @@ impl Generator {
             completed: s.completed.load(Ordering::Relaxed),
             cancelled: s.cancelled.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
+            prefix_tokens_reused: s.prefix_tokens.load(Ordering::Relaxed),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod embedder;
 pub mod generator;
 pub mod handle;
+pub mod prefix;
 pub mod protocol;
 pub mod remote;
 pub mod scheduler;

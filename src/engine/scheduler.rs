@@ -10,7 +10,8 @@
 //! `max_running` sequences); finished and cancelled ones leave at once and
 //! free their cache. Decoding sequences run every step and prompts advance
 //! in arrival order, so a long RAG prompt neither stalls the streams already
-//! running nor waits behind later arrivals.
+//! running nor waits behind later arrivals. A prompt that begins like a
+//! recent one starts from a copy of its keys and values ([`PrefixCache`]).
 //!
 //! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
 
@@ -18,6 +19,7 @@ use super::generator::{
     Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, PromptBudget,
     Request, Timings,
 };
+use super::prefix::PrefixCache;
 use crate::error::{Error, Result};
 use crate::models::llm::llama::{KvCache, Segment};
 use crate::models::llm::sampling::Sampler;
@@ -35,6 +37,7 @@ pub(super) struct Scheduler {
     requests: mpsc::Receiver<Request>,
     /// In admission order, which is the order prompts advance in.
     running: Vec<Sequence>,
+    prefixes: PrefixCache,
     stats: Arc<GeneratorStats>,
 }
 
@@ -80,6 +83,7 @@ impl Scheduler {
         stats: Arc<GeneratorStats>,
     ) -> Self {
         Self {
+            prefixes: PrefixCache::new(limits.prefix_cache_bytes),
             llm,
             limits,
             requests,
@@ -149,9 +153,20 @@ impl Scheduler {
         let mut ended = vec![None; self.running.len()];
         match result {
             Ok(outputs) => {
+                let per_token = self.llm.model.kv_values_per_token();
                 for (i, logits) in members.into_iter().zip(outputs) {
                     if let Some(mut logits) = logits {
-                        ended[i] = self.running[i].accept(&self.llm, &mut logits);
+                        let seq = &mut self.running[i];
+                        if !decoding[i] {
+                            // The prompt is done: keep it for later prompts
+                            // that begin the same way.
+                            self.prefixes.insert(
+                                &seq.tokens[..seq.prompt_len],
+                                &seq.cache,
+                                per_token,
+                            );
+                        }
+                        ended[i] = seq.accept(&self.llm, &mut logits);
                     }
                 }
             }
@@ -201,8 +216,18 @@ impl Scheduler {
                     })
                     .is_ok()
                 {
+                    let capacity = prompt.len() + request.params.max_tokens;
+                    let cache = match self.prefixes.lookup(&prompt) {
+                        Some(hit) => {
+                            self.stats
+                                .prefix_tokens
+                                .fetch_add(hit.len as u64, Ordering::Relaxed);
+                            self.llm.model.cache_from_prefix(hit.kv, hit.len, capacity)
+                        }
+                        None => self.llm.model.new_cache(capacity),
+                    };
                     self.running
-                        .push(Sequence::new(&self.llm, request, prompt, taken));
+                        .push(Sequence::new(request, prompt, cache, taken));
                     self.stats
                         .active
                         .store(self.running.len(), Ordering::Relaxed);
@@ -258,10 +283,7 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(llm: &Llm, request: Request, prompt: Vec<u32>, taken: Instant) -> Self {
-        let cache = llm
-            .model
-            .new_cache(prompt.len() + request.params.max_tokens);
+    fn new(request: Request, prompt: Vec<u32>, cache: KvCache, taken: Instant) -> Self {
         Self {
             sampler: Sampler::new(&request.params),
             stops: StopMatcher::new(&request.params.stop),

@@ -394,6 +394,7 @@ impl Loader<'_> {
             max_running: g.limits.max_running,
             max_batch_tokens: g.limits.max_batch_tokens,
             prefill_chunk: g.limits.prefill_chunk,
+            prefix_cache_bytes: g.limits.prefix_cache_mb << 20,
             max_prompt_tokens: g.generation.max_prompt_tokens,
             max_tokens: g.generation.max_tokens_limit,
         };

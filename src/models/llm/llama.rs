@@ -207,10 +207,49 @@ enum LayerCaches {
     Host(Vec<HostKv>),
 }
 
+/// The keys and values of a token prefix, kept to start later sequences
+/// that begin with the same tokens ([`Llama::cache_from_prefix`]). Only the
+/// buffer path's caches can be kept this way.
+pub struct KvPrefix {
+    layers: Vec<HostKv>,
+    len: usize,
+}
+
+impl KvPrefix {
+    /// Tokens it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Memory held, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(HostKv::bytes).sum()
+    }
+}
+
 impl KvCache {
     /// Tokens already in the cache: the position of the next token.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// A copy of the first `len` positions, where the cache is the buffer
+    /// path's (None on the tensor path, or past what the cache holds).
+    pub fn prefix(&self, len: usize, kv_values_per_token: usize) -> Option<KvPrefix> {
+        match &self.layers {
+            LayerCaches::Host(layers) if len <= self.len => Some(KvPrefix {
+                layers: layers
+                    .iter()
+                    .map(|l| l.prefix(len * kv_values_per_token, 0))
+                    .collect(),
+                len,
+            }),
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -321,6 +360,32 @@ impl Llama {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Values one token adds to each layer's keys (and as many to values).
+    pub fn kv_values_per_token(&self) -> usize {
+        self.config.n_kv_head * self.config.head_dim
+    }
+
+    /// A cache for a sequence that begins with the first `len` tokens of
+    /// `prefix` (whose keys and values are copied, not recomputed), with
+    /// room for `capacity` tokens. The logits that follow are the same as
+    /// from a cache fed those tokens: each position's keys and values
+    /// depend only on the tokens before it.
+    pub fn cache_from_prefix(&self, prefix: &KvPrefix, len: usize, capacity: usize) -> KvCache {
+        let len = len.min(prefix.len);
+        let per_token = self.kv_values_per_token();
+        let capacity = capacity.clamp(len.max(1), self.config.context_length) * per_token;
+        KvCache {
+            layers: LayerCaches::Host(
+                prefix
+                    .layers
+                    .iter()
+                    .map(|l| l.prefix(len * per_token, capacity))
+                    .collect(),
+            ),
+            len,
+        }
     }
 
     /// Feed `tokens` after what `cache` holds; return the logits (f32,

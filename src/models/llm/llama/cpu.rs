@@ -47,6 +47,25 @@ impl HostKv {
             v: Vec::with_capacity(values),
         }
     }
+
+    /// A copy of the first `values` keys and values, with room for
+    /// `capacity` in all.
+    pub fn prefix(&self, values: usize, capacity: usize) -> Self {
+        let copy = |x: &Vec<f32>| {
+            let mut out = Vec::with_capacity(capacity.max(values));
+            out.extend_from_slice(&x[..values]);
+            out
+        };
+        Self {
+            k: copy(&self.k),
+            v: copy(&self.v),
+        }
+    }
+
+    /// Bytes held (keys and values).
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * std::mem::size_of::<f32>()
+    }
 }
 
 /// Whether this CPU can run the buffer path: its kernels are compiled with
