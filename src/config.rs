@@ -108,6 +108,10 @@ pub struct LimitsConfig {
     /// MiB of recent prompts' keys and values kept per model worker, for
     /// prompts that begin the same way (0 turns the prefix cache off).
     pub prefix_cache_mb: usize,
+    /// Pipelines of one process that name the same model file share one
+    /// generation worker, whose scheduler batches both (false: a worker per
+    /// pipeline, the two competing for the cores).
+    pub shared_worker: bool,
     /// Embedding requests waiting; more get 503.
     pub embed_queue: usize,
     /// Texts embedded together in one batch.
@@ -189,6 +193,7 @@ impl Default for LimitsConfig {
             max_batch_tokens: 512,
             prefill_chunk: 256,
             prefix_cache_mb: 256,
+            shared_worker: true,
             embed_queue: 64,
             embed_batch: 32,
             max_body_bytes: 8 << 20,
@@ -252,6 +257,8 @@ pub struct ConfigArgs {
     pub prefill_chunk: Option<usize>,
     #[arg(long, env = "HEARTH_PREFIX_CACHE_MB")]
     pub prefix_cache_mb: Option<usize>,
+    #[arg(long, env = "HEARTH_SHARED_WORKER")]
+    pub shared_worker: Option<bool>,
     #[arg(long, env = "HEARTH_EMBED_QUEUE")]
     pub embed_queue: Option<usize>,
     #[arg(long, env = "HEARTH_EMBED_BATCH")]
@@ -335,6 +342,7 @@ impl Config {
         set(&mut l.max_batch_tokens, &a.max_batch_tokens);
         set(&mut l.prefill_chunk, &a.prefill_chunk);
         set(&mut l.prefix_cache_mb, &a.prefix_cache_mb);
+        set(&mut l.shared_worker, &a.shared_worker);
         set(&mut l.embed_queue, &a.embed_queue);
         set(&mut l.embed_batch, &a.embed_batch);
         set(&mut l.max_body_bytes, &a.max_body_bytes);

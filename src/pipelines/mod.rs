@@ -351,8 +351,9 @@ struct Loader<'a> {
     config: &'a Config,
     device: &'a candle_core::Device,
     runtime: &'a tokio::runtime::Handle,
-    /// LLMs loaded so far, so that two pipelines on one file share it.
-    llms: Vec<Llm>,
+    /// LLMs loaded so far, so that two pipelines on one file share it, with
+    /// the worker made for the first (shared when `limits.shared_worker`).
+    llms: Vec<(Llm, Generator)>,
 }
 
 impl Loader<'_> {
@@ -368,8 +369,10 @@ impl Loader<'_> {
         Ok(local_embedding(self.config, embedder))
     }
 
-    /// A generation worker of its own (its own queue) for `source`, over
-    /// weights shared with an earlier one on the same file.
+    /// The generation worker for `source`. Two pipelines on one file share
+    /// its weights, and with `limits.shared_worker` its worker too (one
+    /// scheduler batching both; otherwise each has its own, and the two
+    /// compete for the cores).
     fn generation(&mut self, source: &str) -> Result<Generation> {
         if is_remote(source) {
             let remote = self
@@ -379,14 +382,20 @@ impl Loader<'_> {
         }
         let parsed = ModelSource::parse(source)?;
         let path = parsed.resolve(&[Wanted::model_with_ext("gguf")])?[0].clone();
-        let loaded = path.and_then(|p| self.llms.iter().find(|l| same_file(&p, &l.path)).cloned());
-        let llm = match loaded {
-            Some(llm) => llm,
-            None => {
-                let llm = Llm::load(&parsed, self.device)?;
-                self.llms.push(llm.clone());
-                llm
+        let loaded = path.and_then(|p| {
+            self.llms
+                .iter()
+                .find(|(l, _)| same_file(&p, &l.path))
+                .cloned()
+        });
+        if let Some((_, worker)) = &loaded {
+            if self.config.limits.shared_worker {
+                return Ok(Generation::Local(worker.clone()));
             }
+        }
+        let llm = match loaded {
+            Some((llm, _)) => llm,
+            None => Llm::load(&parsed, self.device)?,
         };
         let g = &self.config;
         let limits = GeneratorLimits {
@@ -398,7 +407,9 @@ impl Loader<'_> {
             max_prompt_tokens: g.generation.max_prompt_tokens,
             max_tokens: g.generation.max_tokens_limit,
         };
-        Ok(Generation::Local(Generator::spawn(llm, limits)))
+        let worker = Generator::spawn(llm.clone(), limits);
+        self.llms.push((llm, worker.clone()));
+        Ok(Generation::Local(worker))
     }
 }
 
