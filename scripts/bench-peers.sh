@@ -4,7 +4,9 @@
 # on PyTorch, and hnswlib. Runs alternate hearth / peer so machine drift
 # cancels; the table reports medians and ratios (hearth / peer).
 #
-# Usage: scripts/bench-peers.sh [--reps N] [--threads "1 2"] [--quick]
+# Usage: scripts/bench-peers.sh [--reps N] [--threads "1 2"] [--quick] [--no-serving]
+# Ends with scripts/bench-serving.sh (hearth serve against llama-server under
+# 1-16 concurrent clients) unless --no-serving.
 # Writes target/bench-peers/results.json and target/bench-peers/results.md.
 # The peers' virtualenv (target/bench-peers/venv) and the embedded corpus
 # (target/bench-peers/corpus) are made on the first run and reused after.
@@ -13,11 +15,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 reps=5
 threads_list="1 2"
+serving=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) reps="$2"; shift 2 ;;
     --threads) threads_list="$2"; shift 2 ;;
     --quick) reps=1; shift ;;
+    --no-serving) serving=0; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -75,3 +79,8 @@ done
 
 "$py" scripts/peers/report.py "$raw" "$out/results.json" "$out/results.md"
 cat "$out/results.md"
+
+# Serving: many clients at once against llama.cpp's llama-server.
+if [ "$serving" = 1 ]; then
+  scripts/bench-serving.sh --threads "${threads_list##* }" $([ "$reps" = 1 ] && echo --seconds 10)
+fi

@@ -20,9 +20,7 @@ use anyhow::{bail, Result};
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.global.threads {
-        // Read by candle when it builds its thread pools, which it has not yet.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        use_threads(n);
     }
     let device_name = cli.global.device.as_deref();
     let load_config = |args: &ConfigArgs| Config::load(args, device_name, cli.global.threads);
@@ -30,6 +28,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = load_config(&args.config)?;
+            if let (None, Some(n)) = (cli.global.threads, config.threads) {
+                use_threads(n); // `threads` from the config file
+            }
             serve(config, spec(&args)?)
         }
         Command::Up(args) => {
@@ -59,6 +60,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => models::generate(args, &device()?),
         Command::Chat(args) => models::chat(args, &device()?),
     }
+}
+
+/// Size the compute pools; read by candle when it builds them, so call
+/// before any model loads.
+fn use_threads(n: usize) {
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {

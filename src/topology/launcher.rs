@@ -9,6 +9,7 @@
 
 use super::plan::{plan, Deployment, Endpoint, Part, Topology, TOPOLOGY_ENV, TOPOLOGY_FILE_ENV};
 use crate::config::Config;
+use crate::roles::Role;
 use crate::engine::remote::wait_until_ready;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -43,6 +44,11 @@ struct Shared {
     config_file: PathBuf,
     topology_file: PathBuf,
     topology: Topology,
+    /// Compute threads for each process that runs models: the config's
+    /// `threads`, else the machine's cores divided among those processes,
+    /// so that their pools do not oversubscribe the cores and stall each
+    /// other.
+    threads: usize,
     /// Set once every process was ready: after that a crash is restarted.
     started: AtomicBool,
     reports: mpsc::UnboundedSender<Report>,
@@ -87,6 +93,7 @@ async fn run(
         config_file,
         topology_file,
         topology,
+        threads: threads_per_process(config, topology),
         started: AtomicBool::new(false),
         reports,
     });
@@ -270,6 +277,20 @@ async fn supervise(
     }
 }
 
+/// The config's `threads`, else the cores shared out among the processes
+/// that run models (the gateway runs none).
+fn threads_per_process(config: &Config, topology: Topology) -> usize {
+    let computing = plan(topology, 0)
+        .iter()
+        .filter(|p| p.role != Role::Gateway)
+        .count()
+        .max(1);
+    config.threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / computing).max(1)
+    })
+}
+
 fn spawn(
     shared: &Shared,
     part: &Part,
@@ -286,6 +307,8 @@ fn spawn(
         .arg(&shared.config_file)
         .arg("--listen")
         .arg(format!("{}:{port}", shared.host))
+        .arg("--threads")
+        .arg(shared.threads.to_string())
         .env(TOPOLOGY_ENV, shared.topology.name())
         .env(TOPOLOGY_FILE_ENV, &shared.topology_file)
         .stdin(Stdio::null())
