@@ -9,9 +9,9 @@
 
 use super::plan::{plan, Deployment, Endpoint, Part, Topology, TOPOLOGY_ENV, TOPOLOGY_FILE_ENV};
 use crate::config::Config;
-use crate::roles::Role;
 use crate::engine::remote::wait_until_ready;
 use crate::error::{Error, Result};
+use crate::roles::Role;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
