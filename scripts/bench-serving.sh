@@ -48,7 +48,11 @@ EOF
   rm -rf "$out/llama.cpp"
   mv "$out/llama_cpp_python-$LLAMA_CPP_PYTHON/vendor/llama.cpp" "$out/llama.cpp"
   rm -rf "$out/llama_cpp_python-$LLAMA_CPP_PYTHON"
+  # Native code without AMX: virtual machines may list AMX but not let a
+  # process use it (llama-server then dies of SIGILL at its first tile).
+  noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
   cmake -S "$out/llama.cpp" -B "$out/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DCMAKE_C_FLAGS="$noamx" -DCMAKE_CXX_FLAGS="$noamx" \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null
   cmake --build "$out/llama.cpp/build" --target llama-server -j "$(nproc)" >/dev/null
 fi
