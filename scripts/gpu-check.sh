@@ -27,14 +27,18 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bundle=target/gpu-bundle
+copy_binaries() { # into DIR: hearth, and test-<name> for each test binary of the CUDA build
+  mkdir -p "$1"
+  cp target/cuda/release/hearth "$1/hearth"
+  while read -r name path; do cp "$path" "$1/test-$name"; done <target/cuda/test-binaries.txt
+}
 
 if [ "${1:-}" = "--pack" ]; then
   set -e
   [ -f target/cuda/test-binaries.txt ] || { echo "gpu-check: run scripts/build-cuda.sh --tests first" >&2; exit 1; }
   scripts/fetch-models.sh >/dev/null
-  rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/minilm" "$bundle/corpus"
-  cp target/cuda/release/hearth "$bundle/bin/hearth"
-  while read -r name path; do cp "$path" "$bundle/bin/test-$name"; done <target/cuda/test-binaries.txt
+  rm -rf "$bundle" && mkdir -p "$bundle/minilm" "$bundle/corpus"
+  copy_binaries "$bundle/bin"
   strip "$bundle"/bin/*
   tar -C "$bundle" -cf - bin | xz -6 -T2 >"$bundle/bin.tar.xz"
   rm -rf "$bundle/bin"
@@ -78,9 +82,7 @@ bin="${GPU_CHECK_BIN:-$work/bin}"
 if [ -n "${GPU_CHECK_BIN:-}" ]; then
   :
 elif [ -x target/cuda/release/hearth ] && [ -f target/cuda/test-binaries.txt ]; then
-  mkdir -p "$bin"
-  cp target/cuda/release/hearth "$bin/hearth"
-  while read -r name path; do cp "$path" "$bin/test-$name"; done <target/cuda/test-binaries.txt
+  copy_binaries "$bin"
 elif [ -f "$bundle/bin.tar.xz" ]; then
   xz -dc "$bundle/bin.tar.xz" | tar -C "$work" -xf -
 else

@@ -51,7 +51,7 @@ pub(super) fn bench(
 /// line. The models run on the global `--device`.
 fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>) -> Result<()> {
     use crate::bench::{micro, report};
-    let device = device()?;
+    // Only the model benchmarks open the device (a GPU's start is not free).
     let (kind, mut value) = match action {
         BenchAction::Compare { a, b } => {
             print!(
@@ -68,7 +68,7 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
         } => {
             let text = std::fs::read_to_string(&prompt_file)
                 .with_context(|| format!("reading {}", prompt_file.display()))?;
-            let llm = Llm::load(&ModelSource::parse(&llm)?, &device)?;
+            let llm = Llm::load(&ModelSource::parse(&llm)?, &device()?)?;
             ("llm", micro::llm(&llm, &text, prompt_tokens, gen_tokens)?)
         }
         BenchAction::Embed {
@@ -81,7 +81,7 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
             if batch == 0 {
                 bail!("--batch must be at least 1");
             }
-            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device)?;
+            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device()?)?;
             let mut texts = micro::Corpus::read(&corpus)
                 .with_context(|| "run `hearth bench corpus` first".to_string())?
                 .texts;
@@ -101,7 +101,7 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
                 let html = book.parent().expect("book has a parent").to_path_buf();
                 sources = vec![book, html.join("reference")];
             }
-            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device)?;
+            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device()?)?;
             (
                 "corpus",
                 micro::corpus(&embedder, &sources, max_tokens, &out)?,

@@ -174,6 +174,16 @@ pub struct GeneratorLimits {
     pub max_tokens: usize,
 }
 
+impl GeneratorLimits {
+    /// The prompt-length rule for `llm` under these limits.
+    pub fn budget(&self, llm: &Llm) -> PromptBudget {
+        PromptBudget {
+            context: llm.context_length(),
+            max_prompt_tokens: self.max_prompt_tokens,
+        }
+    }
+}
+
 impl Default for GeneratorLimits {
     fn default() -> Self {
         Self {
@@ -276,10 +286,7 @@ impl Generator {
     }
 
     pub fn budget(&self) -> PromptBudget {
-        PromptBudget {
-            context: self.llm.context_length(),
-            max_prompt_tokens: self.limits.max_prompt_tokens,
-        }
+        self.limits.budget(&self.llm)
     }
 
     /// Submit a generation. Parameters are checked here; prompt-length

@@ -65,14 +65,14 @@ impl PrefixCache {
     /// Keep `prompt`'s keys and values from `cache`, which holds at least
     /// the prompt. A prompt already covered by a cached one is not kept
     /// twice; cached prompts that this one extends are replaced.
-    pub fn insert(&mut self, prompt: &[u32], cache: &KvCache, per_token: usize) {
+    pub fn insert(&mut self, prompt: &[u32], cache: &KvCache) {
         if self.budget == 0 || prompt.len() < MIN_PREFIX {
             return;
         }
         if self.entries.iter().any(|e| e.tokens.starts_with(prompt)) {
             return;
         }
-        let Some(kv) = cache.prefix(prompt.len(), per_token) else {
+        let Some(kv) = cache.prefix(prompt.len()) else {
             return;
         };
         if kv.bytes() > self.budget {
@@ -100,15 +100,6 @@ impl PrefixCache {
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
         self.entries.iter().map(|e| e.kv.bytes()).sum()
-    }
-
-    /// Prompts held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -16,8 +16,7 @@
 //! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
 
 use super::generator::{
-    Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, PromptBudget,
-    Request, Timings,
+    Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, Request, Timings,
 };
 use super::prefix::PrefixCache;
 use crate::error::{Error, Result};
@@ -153,18 +152,14 @@ impl Scheduler {
         let mut ended = vec![None; self.running.len()];
         match result {
             Ok(outputs) => {
-                let per_token = self.llm.model.kv_values_per_token();
                 for (i, logits) in members.into_iter().zip(outputs) {
                     if let Some(mut logits) = logits {
                         let seq = &mut self.running[i];
                         if !decoding[i] {
                             // The prompt is done: keep it for later prompts
                             // that begin the same way.
-                            self.prefixes.insert(
-                                &seq.tokens[..seq.prompt_len],
-                                &seq.cache,
-                                per_token,
-                            );
+                            self.prefixes
+                                .insert(&seq.tokens[..seq.prompt_len], &seq.cache);
                         }
                         ended[i] = seq.accept(&self.llm, &mut logits);
                     }
@@ -258,11 +253,9 @@ impl Scheduler {
                 "token id {bad} is outside the vocabulary (size {vocab})"
             )));
         }
-        let budget = PromptBudget {
-            context: self.llm.context_length(),
-            max_prompt_tokens: self.limits.max_prompt_tokens,
-        };
-        budget.check(prompt.len(), request.params.max_tokens)?;
+        self.limits
+            .budget(&self.llm)
+            .check(prompt.len(), request.params.max_tokens)?;
         Ok(prompt)
     }
 }

@@ -87,13 +87,14 @@ async fn run(
         .map_err(|e| Error::InvalidInput(format!("writing the config for children: {e}")))?;
     std::fs::write(&config_file, text).map_err(|e| Error::io(&config_file, e))?;
     let (reports, mut reported) = mpsc::unbounded_channel();
+    let parts = plan(topology, listen.port());
     let shared = Arc::new(Shared {
         exe: std::env::current_exe().map_err(|e| Error::io("the hearth executable", e))?,
         host: listen.ip().to_string(),
         config_file,
         topology_file,
         topology,
-        threads: threads_per_process(config, topology),
+        threads: threads_per_process(config, &parts),
         started: AtomicBool::new(false),
         reports,
     });
@@ -101,7 +102,7 @@ async fn run(
     let mut children: Vec<Supervised> = Vec::new();
     let outcome = async {
         let mut urls: HashMap<&'static str, String> = HashMap::new();
-        for part in plan(topology, listen.port()) {
+        for part in parts {
             let args: Vec<String> = part
                 .args
                 .iter()
@@ -279,8 +280,8 @@ async fn supervise(
 
 /// The config's `threads`, else the cores shared out among the processes
 /// that run models (the gateway runs none).
-fn threads_per_process(config: &Config, topology: Topology) -> usize {
-    let computing = plan(topology, 0)
+fn threads_per_process(config: &Config, parts: &[Part]) -> usize {
+    let computing = parts
         .iter()
         .filter(|p| p.role != Role::Gateway)
         .count()

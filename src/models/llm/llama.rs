@@ -216,15 +216,6 @@ pub struct KvPrefix {
 }
 
 impl KvPrefix {
-    /// Tokens it holds.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(HostKv::bytes).sum()
@@ -239,12 +230,12 @@ impl KvCache {
 
     /// A copy of the first `len` positions, where the cache is the buffer
     /// path's (None on the tensor path, or past what the cache holds).
-    pub fn prefix(&self, len: usize, kv_values_per_token: usize) -> Option<KvPrefix> {
+    pub fn prefix(&self, len: usize) -> Option<KvPrefix> {
         match &self.layers {
             LayerCaches::Host(layers) if len <= self.len => Some(KvPrefix {
                 layers: layers
                     .iter()
-                    .map(|l| l.prefix(len * kv_values_per_token, 0))
+                    .map(|l| l.prefix(l.values() / self.len.max(1) * len, 0))
                     .collect(),
                 len,
             }),
@@ -362,11 +353,6 @@ impl Llama {
         &self.device
     }
 
-    /// Values one token adds to each layer's keys (and as many to values).
-    pub fn kv_values_per_token(&self) -> usize {
-        self.config.n_kv_head * self.config.head_dim
-    }
-
     /// A cache for a sequence that begins with the first `len` tokens of
     /// `prefix` (whose keys and values are copied, not recomputed), with
     /// room for `capacity` tokens. The logits that follow are the same as
@@ -374,7 +360,7 @@ impl Llama {
     /// depend only on the tokens before it.
     pub fn cache_from_prefix(&self, prefix: &KvPrefix, len: usize, capacity: usize) -> KvCache {
         let len = len.min(prefix.len);
-        let per_token = self.kv_values_per_token();
+        let per_token = self.config.n_kv_head * self.config.head_dim;
         let capacity = capacity.clamp(len.max(1), self.config.context_length) * per_token;
         KvCache {
             layers: LayerCaches::Host(

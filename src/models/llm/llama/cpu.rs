@@ -62,6 +62,11 @@ impl HostKv {
         }
     }
 
+    /// Values held per layer (as many keys).
+    pub fn values(&self) -> usize {
+        self.k.len()
+    }
+
     /// Bytes held (keys and values).
     pub fn bytes(&self) -> usize {
         (self.k.len() + self.v.len()) * std::mem::size_of::<f32>()
@@ -348,29 +353,23 @@ impl Llama {
         // output layer together.
         let mut last = Vec::new();
         let mut end = 0;
-        let mut wanted = Vec::with_capacity(segments.len());
         for s in segments.iter() {
             end += s.tokens.len();
-            wanted.push(s.logits);
             if s.logits {
                 last.extend(rms_norm(&x[(end - 1) * d..end * d], &host.norm, eps));
             }
         }
-        let mut logits = if last.is_empty() {
-            Vec::new()
-        } else {
-            own(&self.output)?.matmul(&last)?
-        };
-        let vocab = logits.len() / wanted.iter().filter(|w| **w).count().max(1);
-        let mut out = Vec::with_capacity(segments.len());
-        let mut taken = 0;
-        for want in wanted {
-            out.push(want.then(|| {
-                taken += 1;
-                logits[(taken - 1) * vocab..taken * vocab].to_vec()
-            }));
+        if last.is_empty() {
+            return Ok(segments.iter().map(|_| None).collect());
         }
-        logits.clear();
-        Ok(out)
+        let logits = own(&self.output)?.matmul(&last)?;
+        let mut rows = logits.chunks_exact(logits.len() / (last.len() / d));
+        Ok(segments
+            .iter()
+            .map(|s| {
+                s.logits
+                    .then(|| rows.next().expect("a row per segment").to_vec())
+            })
+            .collect())
     }
 }
