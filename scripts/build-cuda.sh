@@ -93,7 +93,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         kind = m["target"]["kind"][0]
         if kind in ("lib", "test"):
-            print("lib" if kind == "lib" else m["target"]["name"], m["executable"])' >target/cuda/test-binaries.txt
+            name = m["target"]["name"]
+            print("lib" if name == "hearth" and kind == "lib" else name, m["executable"])' >target/cuda/test-binaries.txt
   cat target/cuda/test-binaries.txt
 fi
 if [ "$clippy" = 1 ]; then

@@ -121,6 +121,7 @@ run_tests() { # name, binary, filters...
   record tests "\"name\": \"$name\", \"status\": \"$status\", \"summary\": \"$summary\", \"seconds\": $((SECONDS - t0))"
 }
 run_tests cuda-unit "$bin/test-lib" cuda
+run_tests cuda-kernels "$bin/test-hearth_kernels" cuda
 if [ -f models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ -d ../shared/reference ] && [ -x "$bin/test-e2e" ]; then
   HEARTH_TEST_DEVICE="$device" HEARTH_TEST_REPO="$PWD" run_tests reference "$bin/test-e2e" llm:: embedder::
 else

@@ -73,6 +73,15 @@ impl Error {
     }
 }
 
+impl From<hearth_kernels::Error> for Error {
+    fn from(e: hearth_kernels::Error) -> Self {
+        match e {
+            hearth_kernels::Error::Model(m) => Error::Model(m),
+            hearth_kernels::Error::Compute(e) => Error::Compute(e),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Store(e.to_string())

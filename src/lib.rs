@@ -1,8 +1,11 @@
 //! hearth: a local-inference server for two generative-AI pipelines (RAG and
 //! a fine-tuned LLM), runnable in every topology from one binary.
 //!
+//! The CPU hot loops live in their own crate, `hearth-kernels` (`kernels/`),
+//! so debug and test builds compile them optimised and the rest fast.
+//!
 //! Dependencies point one way, each module using only those before it:
-//! `error`, `simd` and `roles` (leaves) <- `models` (loading and running
+//! `hearth_kernels`, `error` and `roles` (leaves) <- `models` (loading and running
 //! models) <- `config` <- `store` (documents, chunks, the vector index) and
 //! `engine` (worker threads, channels, the wire protocol between hearth
 //! processes) <- `pipelines` (RAG, fine-tuned, documents, what each role
@@ -19,7 +22,6 @@ pub mod models;
 pub mod pipelines;
 pub mod roles;
 pub mod server;
-pub mod simd;
 pub mod store;
 pub mod topology;
 

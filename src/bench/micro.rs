@@ -16,9 +16,10 @@
 use crate::error::{Error, Result};
 use crate::models::llm::sampling::argmax;
 use crate::models::{Embedder, Llm};
-use crate::simd::dot;
 use crate::store::chunking::{collect_files, read_file, Chunker};
-use crate::store::index::{top_k, IndexParams, VectorIndex};
+use crate::store::index::{IndexParams, VectorIndex};
+use hearth_kernels::graph::top_k;
+use hearth_kernels::simd::dot;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

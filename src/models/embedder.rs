@@ -5,13 +5,12 @@
 //! hearth's own buffer forward pass ([`cpu`], no padding); elsewhere on
 //! candle's `BertModel`, in padded batches with an attention mask.
 
-mod cpu;
-
 use crate::error::{Error, Result};
 use crate::models::source::{ModelSource, Wanted};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+use hearth_kernels::bert as cpu;
 use std::path::PathBuf;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 

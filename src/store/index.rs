@@ -3,10 +3,10 @@
 //! up, or corrupt. Saved as a directory holding hnsw_rs' two dump files and
 //! a manifest with their checksums, replaced whole by a rename.
 
-use super::graph::FlatGraph;
 use crate::error::{Error, Result};
-use crate::simd::dot;
-use hnsw_rs::prelude::{Distance, FilterT, Hnsw, HnswIo};
+use hearth_kernels::graph::CosineDistance;
+use hearth_kernels::graph::FlatGraph;
+use hnsw_rs::prelude::{FilterT, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,30 +26,6 @@ impl Default for IndexParams {
             ef_construction: 200,
         }
     }
-}
-
-/// Cosine distance for L2-normalised vectors: `1 - dot`, clamped at 0
-/// (anndists' `DistDot` asserts on the tiny negative values that rounding
-/// produces for near-identical vectors).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CosineDistance;
-
-impl Distance<f32> for CosineDistance {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
-    }
-}
-
-/// The `k` highest-scored items, best first (all of them when fewer).
-pub fn top_k<T>(mut scored: Vec<(T, f32)>, k: usize) -> Vec<(T, f32)> {
-    let k = k.min(scored.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-    scored.truncate(k);
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-    scored
 }
 
 const MAX_LAYERS: usize = 16;
@@ -341,6 +317,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hearth_kernels::simd::dot;
     use rand::{Rng, SeedableRng};
 
     fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<(i64, Vec<f32>)> {

@@ -8,7 +8,6 @@
 
 pub mod chunking;
 pub mod database;
-mod graph;
 pub mod index;
 
 use crate::error::{Error, Result};
@@ -242,9 +241,10 @@ impl DocumentStore {
     pub fn search_exact(&self, query: &[f32], k: usize) -> Result<Vec<Passage>> {
         self.check_query(query)?;
         let mut scored: Vec<(i64, f32)> = Vec::new();
-        self.db
-            .embeddings_after(0, |id, v| scored.push((id, crate::simd::dot(query, &v))))?;
-        self.resolve(index::top_k(scored, k))
+        self.db.embeddings_after(0, |id, v| {
+            scored.push((id, hearth_kernels::simd::dot(query, &v)))
+        })?;
+        self.resolve(hearth_kernels::graph::top_k(scored, k))
     }
 
     fn check_query(&self, query: &[f32]) -> Result<()> {

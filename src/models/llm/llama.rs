@@ -9,7 +9,6 @@
 
 mod cpu;
 
-use super::qmatmul::QMatrix;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -17,6 +16,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
 use cpu::{HostKv, HostModel, HostSegment};
+use hearth_kernels::quant::QMatrix;
 use std::io::{Read, Seek};
 
 /// GGUF `general.architecture` values whose output matches llama.cpp's.
@@ -115,7 +115,7 @@ fn round_f16(t: &Tensor) -> Result<Tensor> {
 }
 
 /// A quantized weight matrix applied as `x @ W^T`: Q4_1 and Q8_0 on the CPU
-/// go through hearth's SIMD kernels ([`super::qmatmul`]), everything else
+/// go through hearth's SIMD kernels ([`hearth_kernels::quant`]), everything else
 /// through candle's.
 enum Linear {
     Candle(QMatMul),
@@ -133,7 +133,7 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Candle(m) => Ok(m.forward(x)?),
-            Self::Own(m) => m.forward(x),
+            Self::Own(m) => Ok(m.forward(x)?),
         }
     }
 

@@ -4,7 +4,6 @@
 
 pub mod chat;
 pub mod llama;
-pub mod qmatmul;
 pub mod sampling;
 pub mod stream;
 pub mod tokenizer;

@@ -15,7 +15,7 @@
 //! Work is split over output columns on candle's CPU thread pool, the one
 //! its own quantized kernels use, so hearth never runs two pools at once.
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;

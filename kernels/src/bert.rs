@@ -1,4 +1,4 @@
-//! The BERT encoder on plain buffers, for the CPU: what [`super::Embedder`]
+//! The BERT encoder on plain buffers, for the CPU: what hearth's embedder
 //! runs where the CPU has AVX2 and FMA and the model is a plain BERT
 //! (absolute positions, erf GELU or ReLU). candle's `BertModel` stays for
 //! GPUs and other variants.
@@ -20,8 +20,8 @@
 //! - Texts are shared out as whole work items, each run start to end by one
 //!   thread of candle's rayon pool: no synchronisation inside the model.
 
-use crate::error::{Error, Result};
 use crate::simd;
+use crate::{Error, Result};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -31,7 +31,7 @@ const ITEM_TOKENS: usize = 512;
 
 /// Whether this CPU can run the buffer path (its kernels are compiled for
 /// AVX2 and FMA).
-pub(super) fn supported() -> bool {
+pub fn supported() -> bool {
     simd::has_avx2_fma()
 }
 
@@ -64,13 +64,13 @@ enum Act {
 }
 
 /// One text's tokens (no padding).
-pub(super) struct Text<'a> {
+pub struct Text<'a> {
     pub ids: &'a [u32],
     pub types: &'a [u32],
 }
 
 /// A BERT encoder with mean pooling and L2 normalisation.
-pub(super) struct HostBert {
+pub struct HostBert {
     hidden: usize,
     heads: usize,
     eps: f32,
@@ -88,7 +88,7 @@ pub(super) struct HostBert {
 impl HostBert {
     /// The model in `vb` described by `config` (config.json), or `None`
     /// when it needs something this path lacks (candle's model runs then).
-    pub(super) fn load(vb: &VarBuilder, config: &serde_json::Value) -> Result<Option<Self>> {
+    pub fn load(vb: &VarBuilder, config: &serde_json::Value) -> Result<Option<Self>> {
         let act = match config["hidden_act"].as_str() {
             Some("gelu") => Act::Gelu,
             Some("relu") => Act::Relu,
@@ -188,7 +188,7 @@ impl HostBert {
 
     /// Unit-length mean-pooled embeddings of `texts`, in order. Texts are
     /// grouped into work items (see [`work_items`]) run on candle's rayon pool.
-    pub(super) fn embed(&self, texts: &[Text]) -> Result<Vec<Vec<f32>>> {
+    pub fn embed(&self, texts: &[Text]) -> Result<Vec<Vec<f32>>> {
         for t in texts {
             if t.ids.is_empty() || t.ids.len() > self.positions || t.types.len() != t.ids.len() {
                 return Err(Error::Model(format!(

@@ -1,4 +1,5 @@
-//! The search side of the HNSW index: a read-only snapshot of hnsw_rs's
+//! Vector search: cosine distance for hnsw_rs ([`CosineDistance`]), exact
+//! top-k, and the search side of the HNSW index: a read-only snapshot of hnsw_rs's
 //! graph flattened into arrays (vectors in one block, neighbour lists as
 //! compressed rows of `u32`), and the layered best-first search over it.
 //!
@@ -14,6 +15,30 @@ use hnsw_rs::prelude::{Distance, Hnsw, PointId};
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+
+/// Cosine distance for L2-normalised vectors: `1 - dot`, clamped at 0
+/// (anndists' `DistDot` asserts on the tiny negative values that rounding
+/// produces for near-identical vectors).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+/// The `k` highest-scored items, best first (all of them when fewer).
+pub fn top_k<T>(mut scored: Vec<(T, f32)>, k: usize) -> Vec<(T, f32)> {
+    let k = k.min(scored.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+    scored.truncate(k);
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored
+}
 
 /// Cache lines of a vector to prefetch: the first two; the hardware
 /// prefetcher follows on (measured: one or two lines beat all 24 and none).
@@ -267,7 +292,6 @@ impl FlatGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::{top_k, CosineDistance};
     use rand::{Rng, SeedableRng};
     #[test]
     fn snapshot_search_finds_the_exact_neighbours() {

@@ -1,0 +1,257 @@
+//! A llama-style decoder's per-token arithmetic on plain f32 buffers:
+//! RMSNorm, RoPE, SwiGLU, the residual add, and attention of each new row
+//! against its own sequence's key/value cache. hearth's model code
+//! (`models/llm/llama/cpu.rs`) strings these together with
+//! [`crate::quant::QMatrix`]'s products into a forward pass.
+//!
+//! The arithmetic is llama.cpp's (ggml on AVX2, no flash attention) where
+//! it decides greedy output at near-ties: RMSNorm summed in f64, ggml's
+//! polynomial `exp` in SwiGLU and softmax, attention dot products and the
+//! weighted sum of values in tinyBLAS's lane order over f16-rounded
+//! operands, the cache padded to 32 cells.
+//!
+//! The `unsafe` functions are compiled with FMA on x86-64: call them only
+//! where [`supported`] says the CPU has it.
+
+use crate::simd;
+use half::f16;
+
+/// Whether this CPU can run the `unsafe` kernels here: they are compiled
+/// with FMA on x86-64 (elsewhere they are portable code).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+/// llama.cpp (without flash attention) sizes the attended cache in
+/// multiples of this many cells.
+pub const KV_PAD: usize = 32;
+
+/// ggml's `rms_norm` followed by its multiplication by the weight: the sum
+/// of squares in f64, `scale = 1 / sqrt(mean + eps)` in f32, `x * scale * w`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let n = w.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(n) {
+        let sum: f64 = row.iter().map(|v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        out.extend(row.iter().zip(w).map(|(v, a)| v * scale * a));
+    }
+    out
+}
+
+/// Round every value through f16, as llama.cpp stores activations it
+/// caches or attends with.
+pub fn round_f16(xs: &mut [f32]) {
+    for x in xs {
+        *x = f16::from_f32(*x).to_f32();
+    }
+}
+
+/// Rotate one head in place by the angles of one position (`cos`, `sin`:
+/// `head_dim / 2` values): pairs `(2i, 2i+1)`, or `(i, i + d/2)` for NeoX.
+pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
+    let half = cos.len();
+    for i in 0..half {
+        let (a, b) = if neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * cos[i] - x1 * sin[i];
+        x[b] = x0 * sin[i] + x1 * cos[i];
+    }
+}
+
+/// SwiGLU as ggml computes it: `g / (1 + exp(-g)) * u`, exp as in
+/// [`simd::exp_ggml`] for whole groups of 8, the C library's for the rest.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+///
+/// # Safety
+/// The CPU has FMA ([`supported`]).
+pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let whole = gate.len() / 8 * 8;
+    for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
+        let e = if i < whole {
+            simd::exp_ggml(-*g)
+        } else {
+            (-*g).exp()
+        };
+        *g = *g / (1.0 + e) * u;
+    }
+}
+
+/// ggml's `soft_max` of `xs * scale` in place: exp as in [`simd::exp_ggml`] in
+/// groups of 8 (each group summed in f32 as ggml's AVX2 code does, the
+/// groups in f64), the C library's exp for the rest, then the result
+/// rounded through f16 as llama.cpp rounds attention weights.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+unsafe fn softmax_f16(xs: &mut [f32], scale: f32) {
+    for x in xs.iter_mut() {
+        *x *= scale;
+    }
+    let max = xs.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0f64;
+    let mut groups = xs.chunks_exact_mut(8);
+    for group in &mut groups {
+        for x in group.iter_mut() {
+            *x = simd::exp_ggml(*x - max);
+        }
+        let l: [f32; 4] = std::array::from_fn(|i| group[4 + i] + group[i]);
+        sum += ((l[0] + l[2]) + (l[1] + l[3])) as f64;
+    }
+    for x in groups.into_remainder() {
+        *x = (*x - max).exp();
+        sum += *x as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for x in xs.iter_mut() {
+        *x = f16::from_f32(*x * inv).to_f32();
+    }
+}
+
+/// A dot product as llamafile's tinyBLAS computes it on AVX2 (ggml's
+/// matrix product for f16 operands whose length is a multiple of 8): one
+/// 8-lane FMA accumulator, then the lanes summed high half onto low half,
+/// then pairwise. `a` and `b` hold f16 values (in f32).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+unsafe fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let l: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+    (l[0] + l[2]) + (l[1] + l[3])
+}
+
+/// `dst = sum_t weights[t] * v_t` (v_t: `values[t * stride + at..][..dst.len()]`)
+/// in the order of [`dot8`] over positions, as ggml multiplies the
+/// attention weights by the transposed value cache: position `t` goes to
+/// lane `t % 8`, and the lanes are summed as [`dot8`] sums them.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+unsafe fn weighted_sum(
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    at: usize,
+    lanes: &mut [f32],
+    dst: &mut [f32],
+) {
+    let hd = dst.len();
+    lanes.fill(0.0);
+    for (t, w) in weights.iter().enumerate() {
+        let lane = &mut lanes[(t % 8) * hd..][..hd];
+        let v = &values[t * stride + at..][..hd];
+        for (acc, v) in lane.iter_mut().zip(v) {
+            *acc = w.mul_add(*v, *acc);
+        }
+    }
+    for (d, out) in dst.iter_mut().enumerate() {
+        let l: [f32; 4] = std::array::from_fn(|i| lanes[(4 + i) * hd + d] + lanes[i * hd + d]);
+        *out = (l[0] + l[2]) + (l[1] + l[3]);
+    }
+}
+
+/// `x += y`, element by element (the residual connections).
+pub fn add_into(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+/// Rotate every head (`hd` values) of every row (`width` values) of `x` by
+/// the angles of that row's position `pos[r]`; `tables` are the cos and
+/// sin tables, `[positions, hd / 2]` each.
+pub fn rope_rows(
+    x: &mut [f32],
+    width: usize,
+    pos: &[usize],
+    tables: (&[f32], &[f32]),
+    hd: usize,
+    neox: bool,
+) {
+    let half = hd / 2;
+    let (cos, sin) = tables;
+    for (row, &p) in x.chunks_exact_mut(width).zip(pos) {
+        let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+        for head in row.chunks_exact_mut(hd) {
+            rope(head, c, s, neox);
+        }
+    }
+}
+
+/// The shape of attention: query heads, key/value heads (grouped-query
+/// attention shares each among `n_head / n_kv_head` query heads), head
+/// width, and the score scale (`1 / sqrt(head_dim)`).
+#[derive(Clone, Copy)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// Attention for a batch of rows, one work item per (row, head) on candle's
+/// barrier pool: row `r` (its query heads at `q[r * n_head * head_dim..]`)
+/// belongs to the sequence whose cache is `caches[seq[r]]` (keys, values:
+/// one row of `n_kv_head * head_dim` per position) and attends to that
+/// cache's positions `0..=pos[r]`. Returns the rows' outputs, `n_head *
+/// head_dim` values each.
+///
+/// # Safety
+/// The CPU has FMA ([`supported`]).
+pub unsafe fn attention(
+    heads: Heads,
+    q: &[f32],
+    caches: &[(&[f32], &[f32])],
+    seq: &[usize],
+    pos: &[usize],
+) -> Vec<f32> {
+    let Heads {
+        n_head,
+        n_kv_head,
+        head_dim: hd,
+        scale,
+    } = heads;
+    let (q_dim, kv_dim) = (n_head * hd, n_kv_head * hd);
+    let n_rep = n_head / n_kv_head;
+    let rows = seq.len();
+    let mut y = vec![0f32; rows * q_dim];
+    let out = y.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(rows * n_head, |items| {
+        let mut scores = Vec::new();
+        let mut lanes = vec![0f32; 8 * hd];
+        for item in items {
+            let (r, head) = (item / n_head, item % n_head);
+            let (keys, values) = caches[seq[r]];
+            let at = (head / n_rep) * hd;
+            let query = &q[r * q_dim + head * hd..][..hd];
+            let seen = pos[r] + 1;
+            scores.clear();
+            // SAFETY (the three calls): the caller's CPU has FMA.
+            scores
+                .extend((0..seen).map(|t| unsafe { dot8(query, &keys[t * kv_dim + at..][..hd]) }));
+            // llama.cpp attends over the cache padded to KV_PAD cells, the
+            // padding masked out.
+            scores.resize(seen.next_multiple_of(KV_PAD), f32::NEG_INFINITY);
+            unsafe { softmax_f16(&mut scores, scale) };
+            // SAFETY: each (row, head) item owns its `hd` outputs, and `y`
+            // holds rows * q_dim values.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut((out as *mut f32).add(r * q_dim + head * hd), hd)
+            };
+            unsafe { weighted_sum(&scores[..seen], values, kv_dim, at, &mut lanes, dst) };
+        }
+    });
+    y
+}

@@ -1,0 +1,35 @@
+//! hearth's CPU hot loops: the code whose speed decides hearth's speed on
+//! a CPU, on plain buffers, with no knowledge of requests, configs or
+//! files. It is its own crate so that debug and test builds compile it at
+//! `-O3` (see the workspace `Cargo.toml`) while the rest of hearth, which
+//! only orchestrates these loops, builds unoptimised and fast.
+//!
+//! - [`simd`]: dot products, CPU feature checks, polynomial `exp`.
+//! - [`quant`]: matrix products against Q4_1 and Q8_0 weights
+//!   ([`quant::QMatrix`]).
+//! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
+//!   RoPE, SwiGLU, attention over a sequence's cache).
+//! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]).
+//! - [`graph`]: cosine distance, exact top-k, and the flattened HNSW graph
+//!   searches run on ([`graph::FlatGraph`]).
+//!
+//! Dependencies point one way: hearth uses this crate, never the reverse.
+
+pub mod bert;
+pub mod decoder;
+pub mod graph;
+pub mod quant;
+pub mod simd;
+
+/// What a kernel refuses: a shape or a model it cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The weights or inputs do not fit the kernel.
+    #[error("{0}")]
+    Model(String),
+    /// A tensor operation failed while reading weights.
+    #[error(transparent)]
+    Compute(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
