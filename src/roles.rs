@@ -5,7 +5,8 @@
 //! Everything that asks "who serves this?" reads the table: which parts
 //! `pipelines::Services::load` loads, the error a process gives for a part
 //! it does not run, the gateway's routing by path, the nginx
-//! configuration, and the OpenAI model ids. A leaf module: it depends on
+//! configuration, the OpenAI model ids, and what `/info` and `/topology`
+//! say each process serves. A leaf module: it depends on
 //! nothing else in hearth.
 
 /// What one `hearth serve` process runs. The role decides which components
@@ -154,6 +155,17 @@ impl Capability {
             Rag => Some(RAG_MODEL),
             FineTuned => Some(FINE_TUNED_MODEL),
             _ => None,
+        }
+    }
+
+    /// Its name in `/info` and `/topology`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Documents => "documents",
+            Embeddings => "embeddings",
+            Rag => "rag",
+            FineTuned => "fine-tuned",
+            Generator => "generator",
         }
     }
 

@@ -116,6 +116,24 @@ async fn every_topology_gives_the_same_greedy_answers() {
             assert_eq!(p["pid"], e.pid, "{listed}");
             assert_eq!(p["healthy"], true, "{listed}");
             assert_eq!(p["ready"], true, "{listed}");
+            // What each serves comes from the roles table.
+            let serves: Vec<&str> = p["serves"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let want: &[&str] = match e.role.as_str() {
+                "all" => &["documents", "embeddings", "rag", "fine-tuned"],
+                "rag" => &["documents", "embeddings", "rag"],
+                "fine-tuned" => &["fine-tuned"],
+                "embed" => &["embeddings"],
+                "generate" if e.name == "fine-tuned" => &["generator", "fine-tuned"],
+                "generate" => &["generator"],
+                "gateway" => &["documents", "embeddings", "rag", "fine-tuned"],
+                other => panic!("unexpected role {other}"),
+            };
+            assert_eq!(serves, want, "{listed}");
         }
 
         // A split process names the one that serves what it does not.

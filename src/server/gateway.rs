@@ -66,6 +66,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "pid": std::process::id(),
         "uptime_s": state.started.elapsed().as_secs_f64(),
         "ready": true,
+        "serves": super::health::serves(&state.spec),
         "backends": backends,
     }))
 }

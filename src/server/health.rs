@@ -48,6 +48,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
         "pid": std::process::id(),
         "uptime_s": state.started.elapsed().as_secs_f64(),
         "ready": state.services.get().is_some(),
+        "serves": serves(&state.spec),
     });
     if let Some(services) = state.services.get() {
         body["models"] = json!(services.info);
@@ -63,4 +64,9 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
         body["generation"] = Value::Object(generation);
     }
     Ok(Json(body))
+}
+
+/// The names of the parts a process serves (the roles table).
+pub(super) fn serves(spec: &super::state::Spec) -> Vec<&'static str> {
+    spec.serves().into_iter().map(|part| part.name()).collect()
 }

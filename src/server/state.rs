@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use crate::config::{Config, LlmSlot, Role};
 use crate::pipelines::Services;
+use crate::roles::Capability;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -26,6 +27,24 @@ impl Spec {
             model: LlmSlot::RagGenerator,
             backends: Backends::default(),
         }
+    }
+
+    /// The parts this process serves, from the roles table; a gateway
+    /// passes on the parts of the backends it has.
+    pub fn serves(&self) -> Vec<Capability> {
+        if self.role != Role::Gateway {
+            return self.role.serves(self.model);
+        }
+        let mut parts = Vec::new();
+        for (url, role) in [
+            (&self.backends.rag, Role::Rag),
+            (&self.backends.fine_tuned, Role::FineTuned),
+        ] {
+            if url.is_some() {
+                parts.extend(role.serves(LlmSlot::RagGenerator));
+            }
+        }
+        parts
     }
 
     /// Whether this process owns (and so locks and writes) the store.

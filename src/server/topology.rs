@@ -1,5 +1,6 @@
 //! `GET /topology`: the processes of the deployment, probed live, each
-//! with role, URL, port, pid and health. Under `hearth up` that is every
+//! with role, URL, port, pid, health and the parts it serves (from the
+//! roles table, as each process's `/info` states them). Under `hearth up` that is every
 //! process the launcher started (it tells its children where its list is);
 //! for a process started by hand, itself and the processes it reaches (a
 //! gateway's backends, a `rag` process's remote embedder and generator).
@@ -27,6 +28,10 @@ pub struct Process {
     pub healthy: bool,
     /// Its models are loaded.
     pub ready: bool,
+    /// The parts it serves, from the roles table (`documents`,
+    /// `embeddings`, `rag`, `fine-tuned`, `generator`); a gateway lists
+    /// those it passes on. Empty when it did not answer.
+    pub serves: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -61,6 +66,10 @@ pub async fn topology(State(state): State<Arc<AppState>>) -> Json<Topology> {
         pid: Some(std::process::id()),
         healthy: true,
         ready: ready(&state),
+        serves: super::health::serves(&state.spec)
+            .into_iter()
+            .map(String::from)
+            .collect(),
         error: None,
     };
     let probes = dependencies(&state)
@@ -125,6 +134,7 @@ pub async fn probe(state: &AppState, name: String, url: String) -> Process {
         pid: None,
         healthy: false,
         ready: false,
+        serves: Vec::new(),
         error: None,
     };
     match answer {
@@ -134,6 +144,12 @@ pub async fn probe(state: &AppState, name: String, url: String) -> Process {
             process.ready = info["ready"].as_bool().unwrap_or(false);
             process.role = info["role"].as_str().map(String::from);
             process.pid = info["pid"].as_u64().map(|p| p as u32);
+            process.serves = info["serves"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
         }
         Ok(r) => process.error = Some(format!("/info answered {}", r.status())),
         Err(e) => process.error = Some(e.to_string()),
