@@ -1,7 +1,8 @@
 //! What `hearth bench` writes: `results.json` (every raw figure, the
 //! workload, the config, the machine), `report.md` (one table per scenario,
-//! topologies side by side) and SVG charts (plotters): latency percentiles
-//! per topology, throughput against concurrency, memory per topology. And
+//! topologies side by side) and SVG charts (plotters): latency (end to
+//! end, first token, inter-token; p50 and p95) and throughput against load,
+//! a line per topology across every level, and memory per topology. And
 //! `hearth bench compare`, the ratios between two runs.
 
 use super::results::Results;
@@ -260,75 +261,140 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// End-to-end p50/p90/p95/p99 per topology at its highest load level.
-fn latency_chart(r: &Results, path: &Path) -> Result<()> {
-    let rows: Vec<(String, [f64; 4])> = r
-        .topologies
-        .iter()
-        .filter_map(|t| {
-            let l = t.steady.last()?;
-            let p = |f: &dyn Fn(&super::stats::Summary) -> f64| {
-                super::stats::median(
-                    &l.runs
-                        .iter()
-                        .map(|run| f(&run.summary.e2e))
-                        .collect::<Vec<_>>(),
-                )
-            };
-            Some((
-                format!("{} ({})", t.topology, l.label),
-                [p(&|s| s.p50), p(&|s| s.p90), p(&|s| s.p95), p(&|s| s.p99)],
-            ))
-        })
-        .collect();
-    let top = rows
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(1.0, f64::max)
-        * 1.1;
-    let root = SVGBackend::new(path, (760, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(chart_error)?;
-    let labels = ["p50", "p90", "p95", "p99"];
-    let mut chart = ChartBuilder::on(&root)
-        .caption("End-to-end latency percentiles (ms)", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..4.0, 0.0..top)
-        .map_err(chart_error)?;
+/// The load levels as the charts' x axis: level `i` is drawn over
+/// `i..i+1`, labelled at its centre by its client count (or its label), so
+/// client counts are whole numbers evenly spaced whatever their values.
+fn level_labels(r: &Results) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for t in &r.topologies {
+        for (i, l) in t.steady.iter().enumerate().skip(labels.len()) {
+            debug_assert_eq!(i, labels.len());
+            labels.push(l.clients.map_or_else(|| l.label.clone(), |c| c.to_string()));
+        }
+    }
+    labels
+}
+
+/// The median over a level's runs of one figure of their summaries.
+fn level_median(l: &super::results::Level, f: impl Fn(&super::results::RunSummary) -> f64) -> f64 {
+    super::stats::median(&l.runs.iter().map(|run| f(&run.summary)).collect::<Vec<_>>())
+}
+
+type Metric = fn(&super::results::RunSummary) -> &super::stats::Summary;
+
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The load levels along x (whole client counts at the centres, no minor
+/// grid) and `y_desc` along y.
+fn level_axes(chart: &mut Chart, labels: &[String], y_desc: &str) -> Result<()> {
+    let names: Vec<&str> = labels.iter().map(String::as_str).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(9)
-        .x_label_formatter(&|x: &f64| centre_label(*x, &labels))
-        .y_desc("ms")
+        .max_light_lines(0)
+        .x_labels(2 * labels.len().max(1) + 1)
+        .x_label_formatter(&|x: &f64| centre_label(*x, &names))
+        .x_desc("closed-loop clients")
+        .y_desc(y_desc)
         .draw()
-        .map_err(chart_error)?;
-    let n = rows.len().max(1) as f64;
-    for (i, (name, values)) in rows.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let bars = values.iter().enumerate().map(move |(q, v)| {
-            let x0 = q as f64 + 0.1 + 0.8 * i as f64 / n;
-            let x1 = x0 + 0.8 / n;
-            Rectangle::new([(x0, 0.0), (x1, *v)], color.filled())
-        });
-        chart
-            .draw_series(bars)
-            .map_err(chart_error)?
-            .label(name.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-    }
+        .map_err(chart_error)
+}
+
+/// The series' legend, top left.
+fn legend(chart: &mut Chart) -> Result<()> {
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()
-        .map_err(chart_error)?;
+        .map_err(chart_error)
+}
+
+/// One topology's line in a latency panel: its name, p50 and p95 points.
+type LatencyLine = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+
+/// Latency against load, three panels (end to end, time to first token,
+/// inter-token), one colour per topology: p50 solid with markers, p95
+/// dashed. Levels where a figure has no samples (no streamed tokens) are
+/// left out of its panel.
+fn latency_chart(r: &Results, path: &Path) -> Result<()> {
+    let labels = level_labels(r);
+    let n = labels.len().max(1);
+    let root = SVGBackend::new(path, (1260, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_error)?;
+    let panels: [(&str, Metric); 3] = [
+        ("End to end", |s| &s.e2e),
+        ("Time to first token", |s| &s.ttft),
+        ("Inter-token latency", |s| &s.itl),
+    ];
+    for (k, (area, (title, metric))) in root.split_evenly((1, 3)).iter().zip(panels).enumerate() {
+        let lines: Vec<LatencyLine> = r
+            .topologies
+            .iter()
+            .map(|t| {
+                let (mut p50, mut p95) = (Vec::new(), Vec::new());
+                for (i, l) in t.steady.iter().enumerate() {
+                    if l.runs.iter().all(|run| metric(&run.summary).count == 0) {
+                        continue;
+                    }
+                    let x = i as f64 + 0.5;
+                    p50.push((x, level_median(l, |s| metric(s).p50)));
+                    p95.push((x, level_median(l, |s| metric(s).p95)));
+                }
+                (t.topology.clone(), p50, p95)
+            })
+            .collect();
+        let top = lines
+            .iter()
+            .flat_map(|(_, a, b)| a.iter().chain(b).map(|(_, y)| *y))
+            .fold(1.0, f64::max)
+            * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{title} (ms)"), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..n as f64, 0.0..top)
+            .map_err(chart_error)?;
+        let y_desc = if k == 0 {
+            "ms (p50 solid, p95 dashed)"
+        } else {
+            "ms"
+        };
+        level_axes(&mut chart, &labels, y_desc)?;
+        for (i, (name, p50, p95)) in lines.into_iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
+                .map_err(chart_error)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(p50.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(chart_error)?;
+            chart
+                .draw_series(DashedLineSeries::new(p95, 6, 4, color.stroke_width(2)))
+                .map_err(chart_error)?;
+        }
+        if k == 0 {
+            legend(&mut chart)?;
+        }
+    }
     root.present().map_err(chart_error)
 }
 
-/// Requests per second against concurrency, one line per topology.
+/// Requests per second against load, one line per topology across every
+/// level.
 fn throughput_chart(r: &Results, path: &Path) -> Result<()> {
+    let labels = level_labels(r);
+    let n = labels.len().max(1);
     let lines: Vec<(String, Vec<(f64, f64)>)> = r
         .topologies
         .iter()
@@ -337,20 +403,11 @@ fn throughput_chart(r: &Results, path: &Path) -> Result<()> {
                 .steady
                 .iter()
                 .enumerate()
-                .map(|(i, l)| {
-                    (
-                        l.clients.map(|c| c as f64).unwrap_or(i as f64 + 1.0),
-                        l.aggregate.requests_per_s,
-                    )
-                })
+                .map(|(i, l)| (i as f64 + 0.5, l.aggregate.requests_per_s))
                 .collect();
             (t.topology.clone(), points)
         })
         .collect();
-    let max_x = lines
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
-        .fold(1.0, f64::max);
     let max_y = lines
         .iter()
         .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
@@ -359,18 +416,13 @@ fn throughput_chart(r: &Results, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (760, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(chart_error)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Throughput against concurrency", ("sans-serif", 20))
+        .caption("Throughput against load", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.5..max_x + 0.5, 0.0..max_y)
+        .build_cartesian_2d(0.0..n as f64, 0.0..max_y)
         .map_err(chart_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("closed-loop clients")
-        .y_desc("requests/s")
-        .draw()
-        .map_err(chart_error)?;
+    level_axes(&mut chart, &labels, "requests/s")?;
     for (i, (name, points)) in lines.into_iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -386,12 +438,7 @@ fn throughput_chart(r: &Results, path: &Path) -> Result<()> {
             )
             .map_err(chart_error)?;
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(chart_error)?;
+    legend(&mut chart)?;
     root.present().map_err(chart_error)
 }
 
@@ -433,6 +480,7 @@ fn memory_chart(r: &Results, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .max_light_lines(0)
         .x_labels(2 * n + 1)
         .x_label_formatter(&|x: &f64| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();

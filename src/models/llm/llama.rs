@@ -12,7 +12,7 @@ mod cpu;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
 use cpu::{HostKv, HostModel, HostSegment};
@@ -391,9 +391,10 @@ impl Llama {
     /// One step for several sequences at once: each segment's tokens are fed
     /// after what its cache holds, and the logits after its last token come
     /// back where asked for. On the buffer path the whole batch shares each
-    /// read of the weights; on the tensor path (GPUs, CPUs without FMA) the
-    /// segments run one after another. A sequence's logits are the same
-    /// whether it runs alone or in a batch.
+    /// read of the weights, on the buffer path (CPUs with FMA) and on the
+    /// tensor path (GPUs, other CPUs) alike. On the CPU a sequence's logits
+    /// are the same whether it runs alone or in a batch; a GPU's matrix
+    /// products may sum in another order for another batch size.
     pub fn forward_batch(&self, segments: &mut [Segment]) -> Result<Vec<Option<Vec<f32>>>> {
         for s in segments.iter() {
             self.check_segment(s.tokens.len(), s.cache.len)?;
@@ -426,19 +427,28 @@ impl Llama {
                 return Ok(out);
             }
         }
-        segments
-            .iter_mut()
-            .map(|s| {
-                let LayerCaches::Tensors(layers) = &mut s.cache.layers else {
-                    return Err(Error::Model("a cache made for another model".into()));
-                };
-                let logits = self.forward_tensors(s.tokens, s.cache.len, layers)?;
-                s.cache.len += s.tokens.len();
-                s.logits
-                    .then(|| Ok(logits.to_device(&Device::Cpu)?.to_vec1::<f32>()?))
-                    .transpose()
-            })
-            .collect()
+        let mut parts = Vec::with_capacity(segments.len());
+        for s in segments.iter_mut() {
+            let LayerCaches::Tensors(layers) = &mut s.cache.layers else {
+                return Err(Error::Model("a cache made for another model".into()));
+            };
+            parts.push(TensorSegment {
+                tokens: s.tokens,
+                pos: s.cache.len,
+                cache: layers,
+                logits: s.logits,
+            });
+        }
+        let logits = self.forward_tensors(&mut parts)?;
+        drop(parts);
+        for s in segments.iter_mut() {
+            s.cache.len += s.tokens.len();
+        }
+        let mut rows = logits.into_iter();
+        Ok(segments
+            .iter()
+            .map(|s| s.logits.then(|| rows.next().expect("a row per segment")))
+            .collect())
     }
 
     fn check_segment(&self, seq_len: usize, pos: usize) -> Result<()> {
@@ -455,71 +465,91 @@ impl Llama {
         Ok(())
     }
 
-    /// The forward pass through candle's tensors, for one sequence.
-    fn forward_tensors(
-        &self,
-        tokens: &[u32],
-        pos: usize,
-        caches: &mut [candle_nn::kv_cache::KvCache],
-    ) -> Result<Tensor> {
-        let seq_len = tokens.len();
+    /// The forward pass through candle's tensors for a batch: every
+    /// segment's rows go through each matrix product together (one read of
+    /// the weights per step on a GPU too); RoPE, the cache and attention
+    /// are per segment. Returns the logits of the segments that want them,
+    /// in order.
+    fn forward_tensors(&self, segments: &mut [TensorSegment]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let n_rep = cfg.n_head / cfg.n_kv_head;
         let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-        // One row per query per head sharing a kv head (see the attention).
-        let mask = (seq_len > 1)
-            .then(|| -> Result<Tensor> {
-                Ok(causal_mask(seq_len, pos, &self.device)?.repeat((n_rep, 1))?)
-            })
-            .transpose()?;
-        let cos = self.cos.narrow(0, pos, seq_len)?;
-        let sin = self.sin.narrow(0, pos, seq_len)?;
+        let tokens: Vec<u32> = segments
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
+        // Per segment: its first row in the batch, its rows, its mask (one
+        // row per query per head sharing a kv head, see the attention), and
+        // its RoPE angles.
+        let mut first = 0;
+        let mut shapes = Vec::with_capacity(segments.len());
+        for s in segments.iter() {
+            let (len, pos) = (s.tokens.len(), s.pos);
+            let mask = (len > 1)
+                .then(|| -> Result<Tensor> {
+                    Ok(causal_mask(len, pos, &self.device)?.repeat((n_rep, 1))?)
+                })
+                .transpose()?;
+            let cos = self.cos.narrow(0, pos, len)?;
+            let sin = self.sin.narrow(0, pos, len)?;
+            shapes.push((first, len, mask, cos, sin));
+            first += len;
+        }
         let mut x = self.embed.forward(&input)?;
-        for (layer, kv) in self.layers.iter().zip(caches.iter_mut()) {
+        for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
-            let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                t.reshape((1, seq_len, n, cfg.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
             let [q, k, v] = Linear::forward_many([&layer.wq, &layer.wk, &layer.wv], &h)?;
-            let (q, k, v) = (
-                heads(q, cfg.n_head)?,
-                heads(k, cfg.n_kv_head)?,
-                heads(v, cfg.n_kv_head)?,
-            );
-            let (q, k) = if cfg.rope_is_neox {
-                (
-                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-                )
-            } else {
-                (
-                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                )
-            };
-            // Keys and values are cached with f16 precision, as llama.cpp
-            // stores them by default, but held as f32 so that no token pays
-            // for converting the whole cache back. llama.cpp also multiplies
-            // the cache by f16 copies of the queries and of the attention
-            // weights: rounding them the same way keeps greedy output on its
-            // path where logits nearly tie.
-            let (k, v) = kv.append(&round_f16(&k)?, &round_f16(&v)?)?;
-            // Grouped-query attention without copying the cache per head:
-            // the n_rep query heads that share a kv head are stacked as rows.
-            let q = round_f16(&q)?.reshape((1, cfg.n_kv_head, n_rep * seq_len, cfg.head_dim))?;
-            let mut att = (q.matmul(&k.t()?)? * scale)?;
-            if let Some(mask) = &mask {
-                att = att.broadcast_add(mask)?;
+            let mut ys = Vec::with_capacity(segments.len());
+            for (s, (first, len, mask, cos, sin)) in segments.iter_mut().zip(&shapes) {
+                let (first, len) = (*first, *len);
+                let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+                    t.narrow(1, first, len)?
+                        .reshape((1, len, n, cfg.head_dim))?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                let (q, k, v) = (
+                    heads(&q, cfg.n_head)?,
+                    heads(&k, cfg.n_kv_head)?,
+                    heads(&v, cfg.n_kv_head)?,
+                );
+                let (q, k) = if cfg.rope_is_neox {
+                    (
+                        candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                        candle_nn::rotary_emb::rope(&k, cos, sin)?,
+                    )
+                } else {
+                    (
+                        candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                        candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+                    )
+                };
+                // Keys and values are cached with f16 precision, as
+                // llama.cpp stores them by default, but held as f32 so that
+                // no token pays for converting the whole cache back.
+                // llama.cpp also multiplies the cache by f16 copies of the
+                // queries and of the attention weights: rounding them the
+                // same way keeps greedy output on its path where logits
+                // nearly tie.
+                let (k, v) = s.cache[li].append(&round_f16(&k)?, &round_f16(&v)?)?;
+                // Grouped-query attention without copying the cache per
+                // head: the n_rep query heads that share a kv head are
+                // stacked as rows.
+                let q = round_f16(&q)?.reshape((1, cfg.n_kv_head, n_rep * len, cfg.head_dim))?;
+                let mut att = (q.matmul(&k.t()?)? * scale)?;
+                if let Some(mask) = mask {
+                    att = att.broadcast_add(mask)?;
+                }
+                let att = round_f16(&candle_nn::ops::softmax_last_dim(&att)?)?;
+                ys.push(
+                    att.matmul(&v)?
+                        .reshape((1, cfg.n_head, len, cfg.head_dim))?
+                        .transpose(1, 2)?
+                        .reshape((1, len, cfg.n_embd))?,
+                );
             }
-            let att = round_f16(&candle_nn::ops::softmax_last_dim(&att)?)?;
-            let y = att
-                .matmul(&v)?
-                .reshape((1, cfg.n_head, seq_len, cfg.head_dim))?
-                .transpose(1, 2)?
-                .reshape((1, seq_len, cfg.n_embd))?;
+            let y = Tensor::cat(&ys, 1)?;
             x = (x + layer.wo.forward(&y)?)?;
 
             let h = layer.ffn_norm.forward(&x)?;
@@ -529,10 +559,35 @@ impl Llama {
                 .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x + y)?;
         }
-        let last = self.norm.forward(&x.i((.., seq_len - 1..seq_len, ..))?)?;
-        let logits = self.output.forward(&last)?;
-        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+        // The last row of each segment that wants logits, through the
+        // output layer together.
+        let last: Vec<Tensor> = segments
+            .iter()
+            .zip(&shapes)
+            .filter(|(s, _)| s.logits)
+            .map(|(_, (first, len, ..))| x.narrow(1, first + len - 1, 1))
+            .collect::<candle_core::Result<_>>()?;
+        if last.is_empty() {
+            return Ok(Vec::new());
+        }
+        let last = self.norm.forward(&Tensor::cat(&last, 1)?)?;
+        let logits = self
+            .output
+            .forward(&last)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        Ok(logits.to_vec2::<f32>()?)
     }
+}
+
+/// One sequence's share of a batched step on tensors (see
+/// [`Llama::forward_tensors`]).
+struct TensorSegment<'a> {
+    tokens: &'a [u32],
+    pos: usize,
+    cache: &'a mut [candle_nn::kv_cache::KvCache],
+    logits: bool,
 }
 
 /// RoPE's cos and sin, `[context_length, head_dim / 2]` row-major.
@@ -733,7 +788,15 @@ mod tests {
 
     #[test]
     fn a_sequence_computes_the_same_alone_and_in_a_batch() {
-        let model = tiny_model();
+        let mut model = tiny_model();
+        assert!(model.host.is_some());
+        same_alone_and_batched(&model);
+        // The tensor path (GPUs, CPUs without FMA) batches too.
+        model.host = None;
+        same_alone_and_batched(&model);
+    }
+
+    fn same_alone_and_batched(model: &Llama) {
         // Three sequences: one alone, token by token after a prompt; then the
         // same three in batched steps mixing a prompt chunk, a finished
         // prompt and single decode tokens.
