@@ -50,6 +50,48 @@ pub struct ModelsConfig {
     pub fine_tuned: String,
 }
 
+/// The fusion rules `retrieval.fusion` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionRule {
+    Rrf,
+    Weighted,
+}
+
+/// Which lists a search reads.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Embedding similarity (HNSW, or exact).
+    Dense,
+    /// Word matches ranked by BM25.
+    Lexical,
+    /// Both, fused.
+    #[default]
+    Hybrid,
+}
+
+impl SearchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMode::Dense => "dense",
+            SearchMode::Lexical => "lexical",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+}
+
 /// Whether a model setting names another hearth process rather than files.
 pub fn is_remote(model: &str) -> bool {
     model.starts_with("http://") || model.starts_with("https://")
@@ -64,6 +106,22 @@ pub struct RetrievalConfig {
     pub max_top_k: usize,
     /// HNSW search breadth; higher is more exact and slower.
     pub ef_search: usize,
+    /// How searches find passages when a request does not say: `dense`
+    /// (embeddings), `lexical` (BM25 over words) or `hybrid` (both, fused).
+    pub mode: SearchMode,
+    /// How hybrid search fuses its lists: `rrf` (reciprocal rank fusion,
+    /// constant `rrf_k`) or `weighted` (`dense_weight` times the dense
+    /// score plus the rest times the lexical score, each min-max
+    /// normalised).
+    pub fusion: FusionRule,
+    pub rrf_k: f32,
+    pub dense_weight: f32,
+    /// Candidates each list brings to a hybrid search.
+    pub hybrid_candidates: usize,
+    /// Passages whose cosine similarity to the question is below this are
+    /// dropped (unset: none are); a RAG question with none left is answered
+    /// with "the documents do not cover it" rather than a guess.
+    pub min_score: Option<f32>,
     /// Chunk size in embedder tokens (the embedder reads at most 256,
     /// including its two special tokens).
     pub chunk_tokens: usize,
@@ -166,6 +224,12 @@ impl Default for RetrievalConfig {
             top_k: 4,
             max_top_k: 50,
             ef_search: 64,
+            mode: SearchMode::Hybrid,
+            fusion: FusionRule::Weighted,
+            rrf_k: 60.0,
+            dense_weight: 0.5,
+            hybrid_candidates: 50,
+            min_score: None,
             chunk_tokens: 200,
             chunk_overlap: 32,
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
@@ -231,6 +295,19 @@ pub struct ConfigArgs {
     pub max_top_k: Option<usize>,
     #[arg(long, env = "HEARTH_EF_SEARCH")]
     pub ef_search: Option<usize>,
+    /// dense, lexical or hybrid.
+    #[arg(long = "search-mode", env = "HEARTH_SEARCH_MODE")]
+    pub search_mode: Option<SearchMode>,
+    #[arg(long, env = "HEARTH_FUSION")]
+    pub fusion: Option<FusionRule>,
+    #[arg(long, env = "HEARTH_RRF_K")]
+    pub rrf_k: Option<f32>,
+    #[arg(long, env = "HEARTH_DENSE_WEIGHT")]
+    pub dense_weight: Option<f32>,
+    #[arg(long, env = "HEARTH_HYBRID_CANDIDATES")]
+    pub hybrid_candidates: Option<usize>,
+    #[arg(long, env = "HEARTH_MIN_SCORE")]
+    pub min_score: Option<f32>,
     #[arg(long, env = "HEARTH_CHUNK_TOKENS")]
     pub chunk_tokens: Option<usize>,
     #[arg(long, env = "HEARTH_CHUNK_OVERLAP")]
@@ -327,6 +404,14 @@ impl Config {
         set(&mut r.top_k, &a.top_k);
         set(&mut r.max_top_k, &a.max_top_k);
         set(&mut r.ef_search, &a.ef_search);
+        set(&mut r.mode, &a.search_mode);
+        set(&mut r.fusion, &a.fusion);
+        set(&mut r.rrf_k, &a.rrf_k);
+        set(&mut r.dense_weight, &a.dense_weight);
+        set(&mut r.hybrid_candidates, &a.hybrid_candidates);
+        if a.min_score.is_some() {
+            r.min_score = a.min_score;
+        }
         set(&mut r.chunk_tokens, &a.chunk_tokens);
         set(&mut r.chunk_overlap, &a.chunk_overlap);
         set(&mut r.system_prompt, &a.system_prompt);
@@ -379,6 +464,18 @@ impl Config {
         }
         if r.ef_search == 0 {
             return bad("retrieval.ef_search must be at least 1");
+        }
+        if !(r.rrf_k.is_finite() && r.rrf_k > 0.0) {
+            return bad("retrieval.rrf_k must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&r.dense_weight) {
+            return bad("retrieval.dense_weight must be between 0 and 1");
+        }
+        if r.hybrid_candidates == 0 || r.hybrid_candidates > 1000 {
+            return bad("retrieval.hybrid_candidates must be between 1 and 1000");
+        }
+        if r.min_score.is_some_and(|m| !(-1.0..=1.0).contains(&m)) {
+            return bad("retrieval.min_score is a cosine similarity, between -1 and 1");
         }
         if r.chunk_tokens < 16 {
             return bad("retrieval.chunk_tokens must be at least 16");

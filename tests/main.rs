@@ -9,5 +9,6 @@ mod bench;
 mod embedder;
 mod llm;
 mod openai;
+mod retrieval;
 mod server;
 mod topologies;

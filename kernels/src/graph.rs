@@ -178,6 +178,28 @@ impl FlatGraph {
     /// The `ef` points nearest to `query` that the search finds, nearest
     /// first, as (caller's id, cosine similarity).
     pub fn search(&self, query: &[f32], ef: usize) -> Vec<(usize, f32)> {
+        self.search_where(query, ef, None)
+    }
+
+    /// [`search`](Self::search) for the `ef` nearest points whose ids pass
+    /// `keep`, filtered during the walk (as hnswlib filters): every point
+    /// is a stepping stone, only kept ones are results, so a selective
+    /// filter still finds `ef` results when that many are reachable.
+    pub fn search_filtered(
+        &self,
+        query: &[f32],
+        ef: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)> {
+        self.search_where(query, ef, Some(keep))
+    }
+
+    fn search_where(
+        &self,
+        query: &[f32],
+        ef: usize,
+        keep: Option<&dyn Fn(usize) -> bool>,
+    ) -> Vec<(usize, f32)> {
         if self.is_empty() || query.len() != self.dim || ef == 0 {
             return Vec::new();
         }
@@ -200,7 +222,7 @@ impl FlatGraph {
         }
         let found = VISITED.with(|visited| {
             let mut visited = visited.borrow_mut();
-            self.search_layer0(query, Scored(best, cur), ef, &mut visited)
+            self.search_layer0(query, Scored(best, cur), ef, keep, &mut visited)
         });
         found
             .into_iter()
@@ -208,14 +230,17 @@ impl FlatGraph {
             .collect()
     }
 
-    /// Best-first search of layer 0 from `start`, keeping the `ef` nearest.
+    /// Best-first search of layer 0 from `start`, keeping the `ef` nearest
+    /// (of those that pass `keep`, when given).
     fn search_layer0(
         &self,
         query: &[f32],
         start: Scored,
         ef: usize,
+        keep: Option<&dyn Fn(usize) -> bool>,
         visited: &mut Visited,
     ) -> Vec<Scored> {
+        let kept = |i: u32| keep.is_none_or(|keep| keep(self.ids[i as usize]));
         if visited.marks.len() < self.len() {
             visited.marks.resize(self.len(), 0);
         }
@@ -230,7 +255,9 @@ impl FlatGraph {
         let mut candidates = BinaryHeap::with_capacity(ef * 4);
         let mut results = BinaryHeap::with_capacity(ef + 1);
         candidates.push(Reverse(start));
-        results.push(start);
+        if kept(start.1) {
+            results.push(start);
+        }
         let layer = &self.layers[0];
         while let Some(Reverse(c)) = candidates.pop() {
             let worst = results.peek().map_or(f32::INFINITY, |s: &Scored| s.0);
@@ -256,9 +283,11 @@ impl FlatGraph {
                     let worst = results.peek().map_or(f32::INFINITY, |s: &Scored| s.0);
                     if results.len() < ef || d < worst {
                         candidates.push(Reverse(Scored(d, n)));
-                        results.push(Scored(d, n));
-                        if results.len() > ef {
-                            results.pop();
+                        if kept(n) {
+                            results.push(Scored(d, n));
+                            if results.len() > ef {
+                                results.pop();
+                            }
                         }
                     }
                 }
@@ -293,10 +322,16 @@ impl FlatGraph {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
-    #[test]
-    fn snapshot_search_finds_the_exact_neighbours() {
-        let (n, dim) = (2000, 24);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+
+    /// `n` random unit vectors of `dim` values, and the flattened graph of
+    /// an HNSW index holding them, vector `i` as point `i + first_id`.
+    fn random_graph(
+        n: usize,
+        dim: usize,
+        seed: u64,
+        first_id: usize,
+    ) -> (Vec<Vec<f32>>, FlatGraph) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let vectors: Vec<Vec<f32>> = (0..n)
             .map(|_| {
                 let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
@@ -306,9 +341,16 @@ mod tests {
             .collect();
         let hnsw = Hnsw::new(16, n, 16, 200, CosineDistance);
         for (i, v) in vectors.iter().enumerate() {
-            hnsw.insert((v.as_slice(), i + 100));
+            hnsw.insert((v.as_slice(), i + first_id));
         }
         let graph = FlatGraph::from_hnsw(&hnsw).unwrap();
+        (vectors, graph)
+    }
+
+    #[test]
+    fn snapshot_search_finds_the_exact_neighbours() {
+        let n = 2000;
+        let (vectors, graph) = random_graph(n, 24, 3, 100);
         assert_eq!(graph.len(), n);
         let mut hits = 0;
         for q in vectors.iter().step_by(20) {
@@ -332,5 +374,41 @@ mod tests {
         // Wrong dimension or ef 0: nothing, not a panic.
         assert!(graph.search(&[1.0], 10).is_empty());
         assert!(graph.search(&vectors[0], 0).is_empty());
+    }
+
+    #[test]
+    fn filtered_search_finds_kept_points_a_post_filter_would_miss() {
+        let (vectors, graph) = random_graph(3000, 16, 5, 0);
+        // Keep one point in 50: the nearest 32 overall rarely hold 10 of them.
+        let keep = |id: usize| id % 50 == 7;
+        let (mut hits, mut post_filtered) = (0, 0);
+        let queries: Vec<&Vec<f32>> = vectors.iter().step_by(37).collect();
+        for q in &queries {
+            let found = graph.search_filtered(q, 32, &keep);
+            assert!(found.iter().all(|(id, _)| keep(*id)), "only kept points");
+            assert!(found.len() >= 10, "{} kept points found", found.len());
+            assert!(found.windows(2).all(|w| w[0].1 >= w[1].1), "nearest first");
+            let scored: Vec<(usize, f32)> = vectors
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep(*i))
+                .map(|(i, v)| (i, dot(q, v)))
+                .collect();
+            let truth: Vec<usize> = top_k(scored, 10).into_iter().map(|(i, _)| i).collect();
+            hits += found[..10]
+                .iter()
+                .filter(|(i, _)| truth.contains(i))
+                .count();
+            post_filtered += graph
+                .search(q, 32)
+                .iter()
+                .filter(|(i, _)| keep(*i))
+                .count()
+                .min(10);
+        }
+        let recall = hits as f64 / (10 * queries.len()) as f64;
+        assert!(recall > 0.95, "filtered recall@10 {recall}");
+        // What filtering afterwards would have returned: far fewer than k.
+        assert!(post_filtered < 2 * queries.len(), "{post_filtered}");
     }
 }

@@ -1,13 +1,15 @@
 //! Retrieval quality on an mdBook (the Rust book ships with every Rust
 //! toolchain): every section (h1-h3) is ingested as a document, its heading
 //! becomes a query, and a query scores a hit at k when a chunk of its own
-//! section is among the top k results. The same queries run through the
-//! HNSW index and through exact search over the same chunks.
+//! section is among the top k results. The same queries run through every
+//! search method: dense (the HNSW index, and exact search as its
+//! reference), lexical (BM25), and hybrid with each fusion rule. A user's
+//! own queries (JSON Lines of `{query, relevant}`) run the same way.
 
 use crate::error::{Error, Result};
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
 use crate::store::chunking::{html_to_text, TextKind};
-use crate::store::DocumentStore;
+use crate::store::{DocumentStore, Fusion, Query, SearchMode, SearchSettings};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -133,72 +135,199 @@ pub async fn ingest_sections(
     Ok(done)
 }
 
-/// hit@1, @5, @10 as fractions of the queries.
+/// hit@1, @5, @10 as fractions of the queries, and the mean reciprocal
+/// rank of the first relevant passage within the top 10.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Hits {
     pub hit_at_1: f64,
     pub hit_at_5: f64,
     pub hit_at_10: f64,
+    pub mrr_at_10: f64,
+}
+
+/// One evaluation query: its text, its embedding, and the ids of the
+/// documents that answer it.
+#[derive(Debug, Clone)]
+pub struct EvalQuery {
+    pub text: String,
+    pub vector: Vec<f32>,
+    pub relevant: Vec<String>,
+}
+
+/// One way of searching, as the evaluation runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Method {
+    pub mode: SearchMode,
+    pub exact: bool,
+    pub settings: SearchSettings,
+}
+
+impl Method {
+    /// Its name in the report: `dense (HNSW, ef 64)`, `lexical (BM25)`,
+    /// `hybrid (RRF k=60)`, ...
+    pub fn name(&self) -> String {
+        match self.mode {
+            SearchMode::Dense if self.exact => "dense (exact)".into(),
+            SearchMode::Dense => format!("dense (HNSW, ef {})", self.settings.ef),
+            SearchMode::Lexical => "lexical (BM25)".into(),
+            SearchMode::Hybrid => match self.settings.fusion {
+                Fusion::Rrf { k } => {
+                    format!("hybrid (RRF k={k}, {} each)", self.settings.candidates)
+                }
+                Fusion::Weighted { dense_weight } => format!(
+                    "hybrid (weighted, dense {dense_weight}, {} each)",
+                    self.settings.candidates
+                ),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodReport {
+    pub method: String,
+    pub hits: Hits,
+    pub ms_per_query: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub queries: usize,
     pub chunks: usize,
-    pub ef_search: usize,
-    pub hnsw: Hits,
-    pub exact: Hits,
-    pub hnsw_query_ms: f64,
-    pub exact_query_ms: f64,
+    pub methods: Vec<MethodReport>,
 }
 
-/// Score the index and exact search on the queries (heading, section id).
+/// Score each method on the queries: a query is a hit at k when a chunk of
+/// a relevant document is among the first k results.
 pub fn evaluate(
     store: &DocumentStore,
-    queries: &[(Vec<f32>, String)],
-    ef_search: usize,
+    queries: &[EvalQuery],
+    methods: &[Method],
 ) -> Result<Report> {
-    let mut ranks_hnsw = Vec::with_capacity(queries.len());
-    let mut ranks_exact = Vec::with_capacity(queries.len());
-    let (mut t_hnsw, mut t_exact) = (0.0, 0.0);
-    for (vector, section) in queries {
-        let t = std::time::Instant::now();
-        let hnsw = store.search(vector, 10, ef_search)?;
-        t_hnsw += t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let exact = store.search_exact(vector, 10)?;
-        t_exact += t.elapsed().as_secs_f64();
-        let rank =
-            |found: &[crate::store::Passage]| found.iter().position(|p| &p.document_id == section);
-        ranks_hnsw.push(rank(&hnsw));
-        ranks_exact.push(rank(&exact));
-    }
-    let hits = |ranks: &[Option<usize>]| {
-        let at = |k: usize| {
-            ranks.iter().filter(|r| r.is_some_and(|r| r < k)).count() as f64
-                / ranks.len().max(1) as f64
-        };
-        Hits {
-            hit_at_1: at(1),
-            hit_at_5: at(5),
-            hit_at_10: at(10),
-        }
-    };
     let n = queries.len().max(1) as f64;
+    let mut reports = Vec::with_capacity(methods.len());
+    for method in methods {
+        let mut ranks = Vec::with_capacity(queries.len());
+        let started = std::time::Instant::now();
+        for q in queries {
+            let found = store.retrieve(
+                &Query {
+                    text: &q.text,
+                    vector: Some(&q.vector),
+                    mode: method.mode,
+                    k: 10,
+                    filter: None,
+                    exact: method.exact,
+                    min_score: None,
+                },
+                &method.settings,
+            )?;
+            ranks.push(
+                found
+                    .iter()
+                    .position(|p| q.relevant.contains(&p.document_id)),
+            );
+        }
+        let at = |k: usize| ranks.iter().filter(|r| r.is_some_and(|r| r < k)).count() as f64 / n;
+        reports.push(MethodReport {
+            method: method.name(),
+            hits: Hits {
+                hit_at_1: at(1),
+                hit_at_5: at(5),
+                hit_at_10: at(10),
+                mrr_at_10: ranks
+                    .iter()
+                    .flatten()
+                    .map(|r| 1.0 / (*r as f64 + 1.0))
+                    .sum::<f64>()
+                    / n,
+            },
+            ms_per_query: started.elapsed().as_secs_f64() * 1e3 / n,
+        });
+    }
     Ok(Report {
         queries: queries.len(),
         chunks: store.stats()?.chunks,
-        ef_search,
-        hnsw: hits(&ranks_hnsw),
-        exact: hits(&ranks_exact),
-        hnsw_query_ms: t_hnsw * 1e3 / n,
-        exact_query_ms: t_exact * 1e3 / n,
+        methods: reports,
     })
+}
+
+/// Queries from a JSON Lines file, one `{"query": "...", "relevant":
+/// ["document id", ...]}` per line (`relevant` may be one id).
+pub fn read_queries(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad =
+            |why: &str| Error::InvalidInput(format!("{} line {}: {why}", path.display(), i + 1));
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(&format!("not JSON ({e})")))?;
+        let query = v["query"]
+            .as_str()
+            .filter(|q| !q.trim().is_empty())
+            .ok_or_else(|| bad("needs a non-empty string \"query\""))?;
+        let relevant: Vec<String> = match &v["relevant"] {
+            serde_json::Value::String(id) => vec![id.clone()],
+            serde_json::Value::Array(ids) => ids
+                .iter()
+                .map(|id| id.as_str().map(String::from))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("\"relevant\" must hold document ids (strings)"))?,
+            _ => return Err(bad("needs \"relevant\": a document id or a list of them")),
+        };
+        if relevant.is_empty() {
+            return Err(bad("\"relevant\" is empty"));
+        }
+        out.push((query.to_string(), relevant));
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{} holds no queries",
+            path.display()
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_files_are_read_or_refused_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.jsonl");
+        std::fs::write(
+            &path,
+            "{\"query\": \"restart billing\", \"relevant\": \"rb-1\"}\n\n{\"query\": \"tides\", \"relevant\": [\"a\", \"b\"]}\n",
+        )
+        .unwrap();
+        let q = read_queries(&path).unwrap();
+        assert_eq!(
+            q[0],
+            ("restart billing".to_string(), vec!["rb-1".to_string()])
+        );
+        assert_eq!(q[1].1, ["a", "b"]);
+        for (text, words) in [
+            ("{\"query\": \"x\"}", "line 1: needs \"relevant\""),
+            (
+                "{\"relevant\": \"a\"}",
+                "line 1: needs a non-empty string \"query\"",
+            ),
+            ("{\"query\": \"x\", \"relevant\": []}", "is empty"),
+            ("{\"query\": \"x\", \"relevant\": [1]}", "document ids"),
+            ("not json", "not JSON"),
+            ("", "holds no queries"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read_queries(&path).unwrap_err().to_string();
+            assert!(err.contains(words), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn splits_a_page_at_its_headings() {

@@ -47,8 +47,9 @@ pub enum Command {
     /// Add files (.txt, .md, .html; directories are walked) to the document
     /// store, with no server running on it.
     Ingest(IngestArgs),
-    /// Measure retrieval on the Rust book: hit@1/5/10 of the index and of
-    /// exact search, with each section heading as the query.
+    /// Measure retrieval: hit@1/5/10 and MRR of dense (index and exact),
+    /// lexical and hybrid search, on the Rust book's section headings or on
+    /// your own queries (--queries).
     EvalRetrieval(EvalArgs),
     /// Embed texts and print their vectors.
     Embed(EmbedArgs),
@@ -312,8 +313,17 @@ pub struct IngestArgs {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// The Rust book's HTML directory [default: the toolchain's copy].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "queries")]
     pub book: Option<PathBuf>,
+    /// Your own queries instead of the book's, against the documents in the
+    /// configured store: JSON Lines of `{"query": "...", "relevant":
+    /// ["document id", ...]}`.
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Also run hybrid search with other fusion rules (RRF k=10 and 60,
+    /// weighted 0.3/0.5/0.7), to choose one.
+    #[arg(long)]
+    pub fusions: bool,
     /// Write the report as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,

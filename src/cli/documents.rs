@@ -133,57 +133,106 @@ pub(super) fn default_book() -> Option<PathBuf> {
 }
 
 pub(super) fn eval_retrieval(config: Config, args: EvalArgs) -> Result<()> {
-    use crate::bench::retrieval;
-    let book = match args.book.or_else(default_book) {
-        Some(b) => b,
-        None => bail!("the Rust book was not found; give --book DIR"),
-    };
-    let sections = retrieval::book_sections(&book)?;
+    use crate::bench::retrieval::{self, EvalQuery, Method};
+    use crate::store::{Fusion, SearchMode, SearchSettings};
     let direct = DirectStore::open(&config)?;
     let rt = runtime()?;
-    let bar = progress_bar(sections.len(), "sections");
-    let started = std::time::Instant::now();
-    let chunks = rt.block_on(retrieval::ingest_sections(
-        &direct.docs.ingestor,
-        &direct.docs.store,
-        &sections,
-        |n| bar.inc(n as u64),
-    ))?;
-    bar.finish_and_clear();
-    if chunks > 0 {
-        eprintln!(
-            "ingested {} sections as {chunks} chunks in {:.0} s",
-            sections.len(),
-            started.elapsed().as_secs_f64()
-        );
-        direct.docs.store.flush()?;
-    }
-    let headings: Vec<String> = sections.iter().map(|s| s.heading.clone()).collect();
-    let vectors = rt.block_on(direct.docs.embed.embed(headings))?;
-    let queries: Vec<(Vec<f32>, String)> = vectors
+    // The queries and what answers them: the user's file, or the book's
+    // section headings (its sections ingested first, once).
+    let (source, queries): (String, Vec<(String, Vec<String>)>) = match &args.queries {
+        Some(path) => (path.display().to_string(), retrieval::read_queries(path)?),
+        None => {
+            let book = match args.book.clone().or_else(default_book) {
+                Some(b) => b,
+                None => bail!("the Rust book was not found; give --book DIR (or --queries FILE)"),
+            };
+            let sections = retrieval::book_sections(&book)?;
+            let bar = progress_bar(sections.len(), "sections");
+            let started = std::time::Instant::now();
+            let chunks = rt.block_on(retrieval::ingest_sections(
+                &direct.docs.ingestor,
+                &direct.docs.store,
+                &sections,
+                |n| bar.inc(n as u64),
+            ))?;
+            bar.finish_and_clear();
+            if chunks > 0 {
+                eprintln!(
+                    "ingested {} sections as {chunks} chunks in {:.0} s",
+                    sections.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                direct.docs.store.flush()?;
+            }
+            let queries = sections
+                .iter()
+                .map(|s| (s.heading.clone(), vec![s.id.clone()]))
+                .collect();
+            (format!("{} (section headings)", book.display()), queries)
+        }
+    };
+    let texts: Vec<String> = queries.iter().map(|(q, _)| q.clone()).collect();
+    let vectors = rt.block_on(direct.docs.embed.embed(texts))?;
+    let queries: Vec<EvalQuery> = queries
         .into_iter()
-        .zip(&sections)
-        .map(|(v, s)| (v, s.id.clone()))
+        .zip(vectors)
+        .map(|((text, relevant), vector)| EvalQuery {
+            text,
+            vector,
+            relevant,
+        })
         .collect();
-    let report = retrieval::evaluate(&direct.docs.store, &queries, config.retrieval.ef_search)?;
+    let configured = SearchSettings::of(&config.retrieval);
+    let with = |fusion| SearchSettings {
+        fusion,
+        ..configured
+    };
+    let mut methods = vec![
+        (SearchMode::Dense, true, configured),
+        (SearchMode::Dense, false, configured),
+        (SearchMode::Lexical, false, configured),
+        (SearchMode::Hybrid, false, configured),
+    ];
+    if args.fusions {
+        for fusion in [
+            Fusion::Rrf { k: 10.0 },
+            Fusion::Rrf { k: 60.0 },
+            Fusion::Weighted { dense_weight: 0.3 },
+            Fusion::Weighted { dense_weight: 0.5 },
+            Fusion::Weighted { dense_weight: 0.7 },
+        ] {
+            if fusion != configured.fusion {
+                methods.push((SearchMode::Hybrid, false, with(fusion)));
+            }
+        }
+    }
+    let methods: Vec<Method> = methods
+        .into_iter()
+        .map(|(mode, exact, settings)| Method {
+            mode,
+            exact,
+            settings,
+        })
+        .collect();
+    let report = retrieval::evaluate(&direct.docs.store, &queries, &methods)?;
     println!(
-        "retrieval on {}: {} queries (section headings) over {} chunks, ef_search {}",
-        book.display(),
+        "retrieval on {source}: {} queries over {} chunks (configured: {} search)",
         report.queries,
         report.chunks,
-        report.ef_search
+        config.retrieval.mode.name()
     );
-    println!("| search | hit@1 | hit@5 | hit@10 | ms/query |");
-    println!("|---|---|---|---|---|");
-    for (name, h, ms) in [
-        ("HNSW", &report.hnsw, report.hnsw_query_ms),
-        ("exact", &report.exact, report.exact_query_ms),
-    ] {
+    println!("| search | hit@1 | hit@5 | hit@10 | MRR@10 | ms/query |");
+    println!("|---|---|---|---|---|---|");
+    for m in &report.methods {
+        let h = &m.hits;
         println!(
-            "| {name} | {:.1}% | {:.1}% | {:.1}% | {ms:.2} |",
+            "| {} | {:.1}% | {:.1}% | {:.1}% | {:.3} | {:.2} |",
+            m.method,
             h.hit_at_1 * 100.0,
             h.hit_at_5 * 100.0,
-            h.hit_at_10 * 100.0
+            h.hit_at_10 * 100.0,
+            h.mrr_at_10,
+            m.ms_per_query
         );
     }
     if let Some(path) = args.json {

@@ -328,6 +328,26 @@ impl GenerationStream {
         Self { events }
     }
 
+    /// A finished stream that says `text` without running a model (a RAG
+    /// question no passage covers).
+    pub fn fixed(text: &str) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        for event in [
+            Event::Started { prompt_tokens: 0 },
+            Event::Text(text.to_string()),
+            Event::Done(Completion {
+                text: text.to_string(),
+                prompt_tokens: Vec::new(),
+                tokens: Vec::new(),
+                finish_reason: FinishReason::Stop,
+                timings: Timings::default(),
+            }),
+        ] {
+            let _ = tx.send(event);
+        }
+        Self { events }
+    }
+
     pub async fn next(&mut self) -> Option<Event> {
         self.events.recv().await
     }

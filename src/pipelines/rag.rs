@@ -2,13 +2,13 @@
 //! passages into the prompt (dropping the lowest-scoring ones until prompt
 //! and answer fit the context window), and generate.
 
-use crate::config::RetrievalConfig;
+use crate::config::{RetrievalConfig, SearchMode};
 use crate::engine::blocking;
 use crate::engine::{Embedding, Generation, GenerationStream, Prompt};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
-use crate::store::{DocumentStore, Passage};
+use crate::store::{DocumentStore, Filter, Passage, Query, SearchSettings};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,33 @@ pub struct Retriever {
     config: RetrievalConfig,
     max_query_chars: usize,
 }
+
+/// What a request may say about retrieval; what it leaves unset comes from
+/// the config.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    pub top_k: Option<usize>,
+    pub mode: Option<SearchMode>,
+    /// A filter object (see `store::filter`).
+    pub filter: Option<serde_json::Value>,
+    pub min_score: Option<f32>,
+    /// The dense list by comparing with every chunk, not through the index.
+    pub exact: bool,
+}
+
+/// A search's options checked once: the values it runs with.
+struct Checked {
+    k: usize,
+    mode: SearchMode,
+    filter: Option<Filter>,
+    min_score: Option<f32>,
+    exact: bool,
+}
+
+/// What a RAG answer says when no passage is left (a filter that matches
+/// nothing, or none above `min_score`), instead of a guess.
+pub const NOT_COVERED: &str =
+    "The documents I can search do not cover this question, so I cannot answer it from them.";
 
 /// Passages found for a query, best first, and what finding them cost.
 pub struct Retrieved {
@@ -65,32 +92,62 @@ impl Retriever {
         Ok(k)
     }
 
-    /// The `top_k` passages nearest to `query`, through the index or, with
-    /// `exact`, by comparing with every chunk.
-    pub async fn search(
-        &self,
-        query: &str,
-        top_k: Option<usize>,
-        exact: bool,
-    ) -> Result<Retrieved> {
-        let k = self.check(query, top_k)?;
+    /// Check a query and its options, filling what they leave unset.
+    fn check_options(&self, query: &str, options: &SearchOptions) -> Result<Checked> {
+        let k = self.check(query, options.top_k)?;
+        let min_score = options.min_score.or(self.config.min_score);
+        if let Some(m) = min_score {
+            if !(-1.0..=1.0).contains(&m) {
+                return Err(Error::InvalidInput(format!(
+                    "min_score is a cosine similarity, between -1 and 1; got {m}"
+                )));
+            }
+        }
+        Ok(Checked {
+            k,
+            mode: options.mode.unwrap_or(self.config.mode),
+            filter: options.filter.as_ref().map(Filter::parse).transpose()?,
+            min_score,
+            exact: options.exact,
+        })
+    }
+
+    /// The best passages for `query` as `options` ask (dense, lexical or
+    /// hybrid; filtered; above a score), best first.
+    pub async fn search(&self, query: &str, options: &SearchOptions) -> Result<Retrieved> {
+        let checked = self.check_options(query, options)?;
         let started = Instant::now();
-        let query = self
-            .embedder
-            .embed(vec![query.to_string()])
-            .await?
-            .pop()
-            .ok_or_else(|| Error::Unavailable("the embedder returned nothing".into()))?;
+        // A lexical search needs no embedding, unless a score threshold
+        // (a cosine similarity) is to be checked.
+        let vector = if checked.mode != SearchMode::Lexical || checked.min_score.is_some() {
+            Some(
+                self.embedder
+                    .embed(vec![query.to_string()])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Error::Unavailable("the embedder returned nothing".into()))?,
+            )
+        } else {
+            None
+        };
         let embed_ms = ms(started);
         let searched = Instant::now();
         let store = self.store.clone();
-        let ef = self.config.ef_search;
+        let settings = SearchSettings::of(&self.config);
+        let text = query.to_string();
         let passages = blocking(move || {
-            if exact {
-                store.search_exact(&query, k)
-            } else {
-                store.search(&query, k, ef)
-            }
+            store.retrieve(
+                &Query {
+                    text: &text,
+                    vector: vector.as_deref(),
+                    mode: checked.mode,
+                    k: checked.k,
+                    filter: checked.filter.as_ref(),
+                    exact: checked.exact,
+                    min_score: checked.min_score,
+                },
+                &settings,
+            )
         })
         .await?;
         Ok(Retrieved {
@@ -141,15 +198,28 @@ impl Rag {
         &self.generator
     }
 
+    /// Retrieve passages for `question` and start generating the answer;
+    /// when no passage is found, the answer is [`NOT_COVERED`] and no model
+    /// runs.
     pub async fn answer(
         &self,
         question: &str,
-        top_k: Option<usize>,
+        options: &SearchOptions,
         params: SamplingParams,
     ) -> Result<RagAnswer> {
         let started = Instant::now();
         let params = self.generator.check(params)?;
-        let retrieved = self.retriever.search(question, top_k, false).await?;
+        let retrieved = self.retriever.search(question, options).await?;
+        if retrieved.passages.is_empty() {
+            return Ok(RagAnswer {
+                passages: Vec::new(),
+                embed_ms: retrieved.embed_ms,
+                search_ms: retrieved.search_ms,
+                dropped: 0,
+                started,
+                stream: GenerationStream::fixed(NOT_COVERED),
+            });
+        }
         let found = retrieved.passages.len();
         let (prompt, passages) = self
             .fit_prompt(question, retrieved.passages, params.get().max_tokens)

@@ -1,6 +1,7 @@
 //! `/documents` (ingest, read, list, delete) and `/search` (retrieval alone).
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
+use super::stream::RetrievalFields;
 use super::AppState;
 use crate::pipelines::ingest::Ingested;
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
@@ -276,9 +277,12 @@ pub async fn list(
 pub struct SearchRequest {
     query: String,
     top_k: Option<usize>,
-    /// Compare with every chunk instead of using the index (the ground truth).
+    /// The dense list by comparing with every chunk instead of using the
+    /// index (the ground truth).
     #[serde(default)]
     exact: bool,
+    #[serde(flatten)]
+    retrieval: RetrievalFields,
     #[serde(flatten)]
     #[schema(ignore)]
     unknown: Map<String, Value>,
@@ -286,7 +290,9 @@ pub struct SearchRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchResponse {
-    /// Best first; `score` is the cosine similarity.
+    /// Best first, by `score`: the cosine similarity (dense), BM25
+    /// (lexical) or the fused score (hybrid); `dense_score` is always the
+    /// cosine similarity.
     pub results: Vec<Passage>,
     pub timings: SearchTimings,
 }
@@ -301,7 +307,7 @@ pub struct SearchTimings {
 #[utoipa::path(post, path = "/search", tag = "documents", request_body = SearchRequest,
     responses(
         (status = 200, body = SearchResponse),
-        (status = 400, description = "Empty query or top_k out of range", body = ErrorBody),
+        (status = 400, description = "Empty query, top_k or min_score out of range, or a filter that cannot be read", body = ErrorBody),
         (status = 422, description = "Missing field, wrong type or unknown field", body = ErrorBody),
     ))]
 pub async fn search(
@@ -313,7 +319,7 @@ pub async fn search(
     let found = services
         .rag()?
         .retriever()
-        .search(&req.query, req.top_k, req.exact)
+        .search(&req.query, &req.retrieval.options(req.top_k, req.exact))
         .await?;
     Ok(Json(SearchResponse {
         results: found.passages,

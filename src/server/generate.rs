@@ -3,7 +3,9 @@
 //! `token` event per text piece, then one `done` event with the rest).
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
-use super::stream::{json_event, sse_stream, started, usage, SamplingFields, Usage};
+use super::stream::{
+    json_event, sse_stream, started, usage, RetrievalFields, SamplingFields, Usage,
+};
 use super::AppState;
 use crate::engine::protocol::{event, Text};
 use crate::engine::FinishReason;
@@ -29,6 +31,8 @@ pub struct RagRequest {
     pub top_k: Option<usize>,
     #[serde(default)]
     pub stream: bool,
+    #[serde(flatten)]
+    pub retrieval: RetrievalFields,
     #[serde(flatten)]
     pub sampling: SamplingFields,
     #[serde(flatten)]
@@ -126,7 +130,11 @@ pub async fn rag(
     let params = req.sampling.params(&state.config.generation, 0);
     let mut answer = services
         .rag()?
-        .answer(&req.question, req.top_k, params)
+        .answer(
+            &req.question,
+            &req.retrieval.options(req.top_k, false),
+            params,
+        )
         .await?;
     let prompt_tokens = started(&mut answer.stream).await?;
     let model = services.rag()?.generator().name().to_string();

@@ -6,7 +6,9 @@
 
 use super::error::ErrorBody;
 use super::error::{ApiError, ApiJson};
-use super::stream::{input_texts, invalid, sse_stream, started, usage, SamplingFields};
+use super::stream::{
+    input_texts, invalid, sse_stream, started, usage, RetrievalFields, SamplingFields,
+};
 use super::AppState;
 use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::chat::Message;
@@ -172,6 +174,9 @@ pub struct ChatMessage {
 pub struct ChatRequest {
     model: String,
     messages: Vec<ChatMessage>,
+    /// hearth's retrieval fields, for the `hearth-rag` model.
+    #[serde(flatten)]
+    retrieval: RetrievalFields,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -372,11 +377,15 @@ pub async fn chat_completions(
                 .find(|m| m.role == "user")
                 .map(|m| m.content.clone())
                 .ok_or_else(|| invalid("messages", "hearth-rag needs a user message to answer"))?;
-            let answer = services.rag()?.answer(&question, None, params).await?;
+            let options = req.retrieval.options(None, false);
+            let answer = services.rag()?.answer(&question, &options, params).await?;
             shape.sources = Some(answer.passages);
             answer.stream
         }
-        Target::Generate(pipeline) => pipeline.generate(Input::Messages(messages), params)?,
+        Target::Generate(pipeline) => {
+            req.retrieval.refuse_without_retrieval()?;
+            pipeline.generate(Input::Messages(messages), params)?
+        }
     };
     respond(req.sampling.stream, stream, shape).await
 }
@@ -394,6 +403,9 @@ pub struct CompletionRequest {
     prompt: PromptField,
     #[serde(default)]
     echo: bool,
+    /// hearth's retrieval fields, for the `hearth-rag` model.
+    #[serde(flatten)]
+    retrieval: RetrievalFields,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -438,11 +450,15 @@ pub async fn completions(
     };
     let stream = match target {
         Target::Rag => {
-            let answer = services.rag()?.answer(&prompt, None, params).await?;
+            let options = req.retrieval.options(None, false);
+            let answer = services.rag()?.answer(&prompt, &options, params).await?;
             shape.sources = Some(answer.passages);
             answer.stream
         }
-        Target::Generate(pipeline) => pipeline.generate(Input::Prompt(prompt), params)?,
+        Target::Generate(pipeline) => {
+            req.retrieval.refuse_without_retrieval()?;
+            pipeline.generate(Input::Prompt(prompt), params)?
+        }
     };
     respond(req.sampling.stream, stream, shape).await
 }

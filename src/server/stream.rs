@@ -5,10 +5,11 @@
 //! names of [`crate::engine::protocol::event`].
 
 use super::error::ApiError;
-use crate::config::GenerationConfig;
+use crate::config::{GenerationConfig, SearchMode};
 use crate::engine::{Completion, Event, GenerationStream};
 use crate::error::Error;
 use crate::models::llm::sampling::SamplingParams;
+use crate::pipelines::rag::SearchOptions;
 use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
 use futures_util::stream::{self, Stream};
@@ -26,6 +27,52 @@ pub struct SamplingFields {
     pub repetition_penalty: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Option<StopField>,
+}
+
+/// Retrieval fields shared by `/search`, `/rag` and the OpenAI
+/// `hearth-rag` model; unset ones take the config's `retrieval` values.
+#[derive(Debug, Deserialize, Default, ToSchema)]
+pub struct RetrievalFields {
+    /// `dense` (embeddings), `lexical` (BM25 over words) or `hybrid` (both,
+    /// fused).
+    pub mode: Option<SearchMode>,
+    /// Which documents' chunks may be returned: `{"source": "runbooks",
+    /// "metadata.team": ["ops", "sre"], "document_id": "a",
+    /// "created_at": {"gte": 1767225600}}`: a value, a list of values (any
+    /// of them), or a range (`gt`, `gte`, `lt`, `lte`); all must hold.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+    /// Drop passages whose cosine similarity to the query is below this
+    /// (-1 to 1).
+    pub min_score: Option<f32>,
+}
+
+impl RetrievalFields {
+    /// For a model that does not retrieve: an error naming the first
+    /// retrieval field given, rather than ignoring it.
+    pub fn refuse_without_retrieval(&self) -> Result<(), ApiError> {
+        let given = [
+            ("mode", self.mode.is_some()),
+            ("filter", self.filter.is_some()),
+            ("min_score", self.min_score.is_some()),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(ApiError::from(Error::InvalidInput(format!(
+                "`{field}` applies to retrieval: only the hearth-rag model takes it"
+            )))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn options(&self, top_k: Option<usize>, exact: bool) -> SearchOptions {
+        SearchOptions {
+            top_k,
+            mode: self.mode,
+            filter: self.filter.clone(),
+            min_score: self.min_score,
+            exact,
+        }
+    }
 }
 
 /// A stop sequence or a list of them.

@@ -1,10 +1,12 @@
-//! The SQLite file that is the source of truth: documents, their chunks and
-//! the chunks' embeddings. Every write is one transaction committed with
+//! The SQLite file that is the source of truth: documents, their chunks,
+//! the chunks' embeddings, and the lexical (FTS5) index of their text. Every write is one transaction committed with
 //! `synchronous = FULL` in WAL mode, so a write that returned survives a
 //! crash or `kill -9`. Nothing here knows about the index built from it.
 
+use super::filter::Filter;
 use super::{Chunk, DocumentInfo, NewDocument, Passage};
 use crate::error::{Error, Result};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -36,6 +38,26 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id, seq);
 ";
 
+/// The lexical index: an FTS5 table over the chunks' text (BM25 ranking),
+/// kept in step by triggers, so a chunk and its entry are written and
+/// removed in the same transaction (a crash cannot part them). Words are
+/// Unicode letters and digits with `_` (identifiers stay whole), case
+/// folded, English suffixes stemmed (Porter).
+const LEXICAL_SCHEMA: &str = "
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    text, content = 'chunks', content_rowid = 'id',
+    tokenize = \"porter unicode61 tokenchars '_'\"
+);
+CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+-- A store made before the lexical index gets its entries now.
+INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
+";
+
 /// What a write changed, for the index to follow.
 pub struct Written {
     pub added: Vec<(i64, Vec<f32>)>,
@@ -61,6 +83,16 @@ impl Database {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        let lexical: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !lexical {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(LEXICAL_SCHEMA)?;
+            tx.commit()?;
+        }
         let dim_text = dim.to_string();
         for (key, want) in [("embedder", embedder), ("dim", dim_text.as_str())] {
             let have: Option<String> = conn
@@ -204,6 +236,10 @@ impl Database {
                         source: r.get(3)?,
                         metadata: parse_metadata(&r.get::<_, String>(4)?),
                         score: 0.0,
+                        dense_score: None,
+                        lexical_score: None,
+                        dense_rank: None,
+                        lexical_rank: None,
                     })
                 })
                 .optional()?;
@@ -225,6 +261,100 @@ impl Database {
             f(r.get(0)?, from_blob(&blob)?);
         }
         Ok(())
+    }
+
+    /// The `k` chunks that best match `query`'s words by BM25 (higher is
+    /// better), among the documents `filter` selects. Any of the words may
+    /// match; a query with no words matches nothing.
+    pub fn lexical(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<(i64, f32)>> {
+        let Some(expression) = match_expression(query) else {
+            return Ok(Vec::new());
+        };
+        let (condition, mut params) = filter.map(Filter::sql).unwrap_or(("1".into(), Vec::new()));
+        let sql = format!(
+            "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f
+             JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id
+             WHERE chunks_fts MATCH ? AND {condition} ORDER BY bm25(chunks_fts) LIMIT ?"
+        );
+        params.insert(0, SqlValue::Text(expression));
+        params.push(SqlValue::Integer(k as i64));
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)? as f32))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every chunk of the documents `filter` selects, with its embedding.
+    pub fn embeddings_matching(
+        &self,
+        filter: &Filter,
+        mut f: impl FnMut(i64, Vec<f32>),
+    ) -> Result<()> {
+        let (condition, params) = filter.sql();
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT c.id, c.embedding FROM chunks c JOIN documents d ON d.id = c.document_id
+             WHERE {condition}"
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            let blob: Vec<u8> = r.get(1)?;
+            f(r.get(0)?, from_blob(&blob)?);
+        }
+        Ok(())
+    }
+
+    /// Ids of the chunks of the documents `filter` selects.
+    pub fn chunk_ids_matching(&self, filter: &Filter) -> Result<HashSet<i64>> {
+        let (condition, params) = filter.sql();
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {condition}"
+        ))?;
+        let ids = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    /// The embeddings of these chunks (those that still exist).
+    pub fn embeddings_of(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<f32>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT embedding FROM chunks WHERE id = ?1")?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            let blob: Option<Vec<u8>> = stmt.query_row([id], |r| r.get(0)).optional()?;
+            if let Some(blob) = blob {
+                out.insert(id, from_blob(&blob)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the lexical index holds exactly the chunks' text (FTS5's
+    /// integrity check against its content table).
+    pub fn lexical_consistent(&self) -> Result<bool> {
+        let conn = self.conn();
+        let checked = conn.execute(
+            "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
+            [],
+        );
+        match checked {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Ids of every chunk that exists.
@@ -288,6 +418,26 @@ fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// An FTS5 query matching any of `query`'s words (as the index splits
+/// them: letters, digits and `_`), each quoted so that nothing in it is
+/// read as FTS5 syntax; `None` when it has no words.
+fn match_expression(query: &str) -> Option<String> {
+    let mut words: Vec<String> = Vec::new();
+    for word in query.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        let word = word.to_lowercase();
+        if !word.is_empty() && !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    (!words.is_empty()).then(|| {
+        words
+            .iter()
+            .map(|w| format!("\"{w}\""))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    })
 }
 
 fn to_blob(v: &[f32]) -> Vec<u8> {

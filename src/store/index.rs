@@ -28,6 +28,19 @@ impl Default for IndexParams {
     }
 }
 
+/// hnsw_rs's neighbours as `(id, cosine similarity)`.
+fn similarities(found: Vec<hnsw_rs::prelude::Neighbour>) -> Vec<(usize, f32)> {
+    found
+        .into_iter()
+        .map(|n| (n.d_id, 1.0 - n.distance))
+        .collect()
+}
+
+/// The first `k` of `(id, similarity)` pairs, with ids as chunk ids.
+fn first_k(found: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<(i64, f32)> {
+    found.take(k).map(|(id, s)| (id as i64, s)).collect()
+}
+
 const MAX_LAYERS: usize = 16;
 const BASENAME: &str = "hnsw";
 const MANIFEST: &str = "manifest.json";
@@ -113,35 +126,41 @@ impl VectorIndex {
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(i64, f32)> {
         let ef = ef.max(k);
-        // The plain search, its whole candidate list filtered afterwards.
-        // hnsw_rs's filtered search never stops early (it walks every
-        // reachable point, ~10x slower), so it is only the fallback for when
-        // too few candidates pass `keep` (many deleted chunks).
+        // The plain search, its candidate list filtered afterwards: `keep`
+        // here is "not deleted", which most points pass. When too few
+        // candidates pass, the search that filters during the walk.
         let nearest: Vec<(usize, f32)> = match self.current_snapshot() {
             Some(graph) => graph.search(query, ef),
-            None => self
-                .hnsw
-                .search(query, ef, ef)
-                .into_iter()
-                .map(|n| (n.d_id, 1.0 - n.distance))
-                .collect(),
+            None => similarities(self.hnsw.search(query, ef, ef)),
         };
-        let hits: Vec<(i64, f32)> = nearest
-            .into_iter()
-            .filter(|(id, _)| keep(*id))
-            .take(k)
-            .map(|(id, similarity)| (id as i64, similarity))
-            .collect();
+        let hits = first_k(nearest.into_iter().filter(|(id, _)| keep(*id)), k);
         if hits.len() == k.min(self.len()) {
             return hits;
         }
-        let filter = |id: &usize| keep(*id);
-        let filter: &dyn FilterT = &filter;
-        self.hnsw
-            .search_filter(query, k, ef, Some(filter))
-            .into_iter()
-            .map(|n| (n.d_id as i64, 1.0 - n.distance))
-            .collect()
+        self.search_filtered(query, k, ef, keep)
+    }
+
+    /// The `k` nearest points among those that pass `keep`, filtered during
+    /// the walk of the graph rather than after it: for filters that keep a
+    /// small part of the index (metadata filters), where the nearest `ef`
+    /// points overall may hold none of them.
+    pub fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(i64, f32)> {
+        let ef = ef.max(k);
+        let found = match self.current_snapshot() {
+            Some(graph) => graph.search_filtered(query, ef, keep),
+            None => {
+                let filter = |id: &usize| keep(*id);
+                let filter: &dyn FilterT = &filter;
+                similarities(self.hnsw.search_filter(query, k, ef, Some(filter)))
+            }
+        };
+        first_k(found.into_iter(), k)
     }
 
     /// Make the search snapshot now if it lags the graph (searches would

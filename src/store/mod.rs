@@ -8,13 +8,19 @@
 
 pub mod chunking;
 pub mod database;
+pub mod filter;
+pub mod hybrid;
 pub mod index;
 
 use crate::error::{Error, Result};
 use database::Database;
+pub use filter::Filter;
+use hearth_kernels::graph::top_k;
+use hearth_kernels::simd::dot;
+pub use hybrid::{Fusion, SearchMode};
 use index::{IndexParams, VectorIndex};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -42,13 +48,29 @@ pub struct DocumentInfo {
     pub chunks: usize,
 }
 
-/// A retrieved chunk with its score (cosine similarity) and its document's
-/// details.
+/// A retrieved chunk with its scores and its document's details.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Passage {
     pub document_id: String,
     pub chunk_id: i64,
+    /// What the results are ordered by: the cosine similarity (dense
+    /// search), the BM25 score (lexical), or the fused score (hybrid).
     pub score: f32,
+    /// Cosine similarity between the query and this chunk (when the query
+    /// was embedded): comparable across queries and modes, and what
+    /// `min_score` is checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_score: Option<f32>,
+    /// BM25 score of the query's words in this chunk (higher is better),
+    /// when it matched any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_score: Option<f32>,
+    /// 1-based rank in the dense list, when it was in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_rank: Option<usize>,
+    /// 1-based rank in the lexical list, when it was in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_rank: Option<usize>,
     pub text: String,
     pub source: Option<String>,
     #[schema(value_type = Object)]
@@ -90,6 +112,53 @@ pub struct DocumentStore {
     dim: usize,
     origin: IndexOrigin,
 }
+
+/// One search: what to look for, how, and what to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub text: &'a str,
+    /// The text's embedding: dense and hybrid searches need it, and so does
+    /// `min_score`.
+    pub vector: Option<&'a [f32]>,
+    pub mode: SearchMode,
+    pub k: usize,
+    pub filter: Option<&'a Filter>,
+    /// The dense list by comparing with every chunk, not through the index.
+    pub exact: bool,
+    /// Drop passages whose cosine similarity to the query is below this.
+    pub min_score: Option<f32>,
+}
+
+/// How searches run (from the retrieval config).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchSettings {
+    /// HNSW search breadth.
+    pub ef: usize,
+    /// Candidates each list contributes to a hybrid search.
+    pub candidates: usize,
+    pub fusion: Fusion,
+}
+
+impl SearchSettings {
+    pub fn of(config: &crate::config::RetrievalConfig) -> Self {
+        use crate::config::FusionRule;
+        Self {
+            ef: config.ef_search,
+            candidates: config.hybrid_candidates,
+            fusion: match config.fusion {
+                FusionRule::Rrf => Fusion::Rrf { k: config.rrf_k },
+                FusionRule::Weighted => Fusion::Weighted {
+                    dense_weight: config.dense_weight,
+                },
+            },
+        }
+    }
+}
+
+/// A filter that keeps at most this many chunks is searched exactly (by
+/// comparing with each of them) rather than through the graph, where so
+/// selective a filter would make the walk long.
+const EXACT_FILTERED: usize = 4096;
 
 /// A document to write, already chunked, with one embedding per chunk.
 pub struct NewDocument<'a> {
@@ -241,10 +310,161 @@ impl DocumentStore {
     pub fn search_exact(&self, query: &[f32], k: usize) -> Result<Vec<Passage>> {
         self.check_query(query)?;
         let mut scored: Vec<(i64, f32)> = Vec::new();
-        self.db.embeddings_after(0, |id, v| {
-            scored.push((id, hearth_kernels::simd::dot(query, &v)))
-        })?;
-        self.resolve(hearth_kernels::graph::top_k(scored, k))
+        self.db
+            .embeddings_after(0, |id, v| scored.push((id, dot(query, &v))))?;
+        self.resolve(top_k(scored, k))
+    }
+
+    /// Search as `q` asks: the dense list, the lexical list, or both fused;
+    /// only chunks of documents `q.filter` selects; at most `q.k`, best
+    /// first, each with its scores and ranks.
+    pub fn retrieve(&self, q: &Query, settings: &SearchSettings) -> Result<Vec<Passage>> {
+        if let Some(v) = q.vector {
+            self.check_query(v)?;
+        }
+        let vector = |why: &str| {
+            q.vector
+                .ok_or_else(|| Error::InvalidInput(format!("{why} needs the query's embedding")))
+        };
+        let n = match q.mode {
+            SearchMode::Hybrid => settings.candidates.max(q.k),
+            _ => q.k,
+        };
+        let dense = match q.mode {
+            SearchMode::Lexical => Vec::new(),
+            _ => self.dense(vector("a dense search")?, n, q.filter, q.exact, settings.ef)?,
+        };
+        let lexical = match q.mode {
+            SearchMode::Dense => Vec::new(),
+            _ => self.db.lexical(q.text, n, q.filter)?,
+        };
+        // Hybrid: the lexical candidates' exact similarities join the dense
+        // list, so a passage the graph walk missed (an outlier far from its
+        // neighbours) still takes its true dense rank.
+        let dense = match (q.mode, q.vector) {
+            (SearchMode::Hybrid, Some(v)) => {
+                let missing: Vec<i64> = lexical
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| !dense.iter().any(|(d, _)| d == id))
+                    .collect();
+                let mut merged = dense;
+                for (id, e) in self.db.embeddings_of(&missing)? {
+                    merged.push((id, dot(v, &e)));
+                }
+                top_k(merged, n)
+            }
+            _ => dense,
+        };
+        let ranked: Vec<(i64, f32, hybrid::Evidence)> = match q.mode {
+            SearchMode::Hybrid => hybrid::fuse(&dense, &lexical, settings.fusion),
+            _ => {
+                let lexical_mode = q.mode == SearchMode::Lexical;
+                let list = if lexical_mode { &lexical } else { &dense };
+                list.iter()
+                    .enumerate()
+                    .map(|(rank, &(id, score))| {
+                        let place = Some((rank + 1, score));
+                        let evidence = if lexical_mode {
+                            hybrid::Evidence {
+                                dense: None,
+                                lexical: place,
+                            }
+                        } else {
+                            hybrid::Evidence {
+                                dense: place,
+                                lexical: None,
+                            }
+                        };
+                        (id, score, evidence)
+                    })
+                    .collect()
+            }
+        };
+        // Cosine similarity for every candidate: from the dense list, or
+        // computed from the stored embedding (lexical-only candidates).
+        let similarity: HashMap<i64, f32> = match q.vector {
+            Some(v) => {
+                let missing: Vec<i64> = ranked
+                    .iter()
+                    .filter(|(_, _, e)| e.dense.is_none())
+                    .map(|(id, ..)| *id)
+                    .collect();
+                let mut out: HashMap<i64, f32> = dense.iter().copied().collect();
+                for (id, e) in self.db.embeddings_of(&missing)? {
+                    out.insert(id, dot(v, &e));
+                }
+                out
+            }
+            None => HashMap::new(),
+        };
+        if q.min_score.is_some() {
+            vector("min_score")?;
+        }
+        let kept: Vec<(i64, f32, hybrid::Evidence)> = ranked
+            .into_iter()
+            .filter(|(id, ..)| {
+                q.min_score
+                    .is_none_or(|min| similarity.get(id).is_some_and(|s| *s >= min))
+            })
+            .take(q.k)
+            .collect();
+        let ids: Vec<i64> = kept.iter().map(|k| k.0).collect();
+        let mut found = self.db.passages(&ids)?;
+        Ok(kept
+            .into_iter()
+            .filter_map(|(id, score, e)| {
+                let mut p = found.remove(&id)?;
+                p.score = score;
+                p.dense_score = similarity.get(&id).copied();
+                p.lexical_score = e.lexical.map(|(_, s)| s);
+                p.dense_rank = e.dense.map(|(r, _)| r);
+                p.lexical_rank = e.lexical.map(|(r, _)| r);
+                Some(p)
+            })
+            .collect())
+    }
+
+    /// The dense list: the `n` chunks nearest to `vector` (of those the
+    /// filter selects), through the index, or exactly when asked or when
+    /// the filter keeps few chunks.
+    fn dense(
+        &self,
+        vector: &[f32],
+        n: usize,
+        filter: Option<&Filter>,
+        exact: bool,
+        ef: usize,
+    ) -> Result<Vec<(i64, f32)>> {
+        let Some(filter) = filter else {
+            return Ok(if exact {
+                let mut scored = Vec::new();
+                self.db
+                    .embeddings_after(0, |id, v| scored.push((id, dot(vector, &v))))?;
+                top_k(scored, n)
+            } else {
+                let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+                self.index()
+                    .search(vector, n, ef, &|id| live.contains(&(id as i64)))
+            });
+        };
+        let allowed = self.db.chunk_ids_matching(filter)?;
+        if exact || allowed.len() <= EXACT_FILTERED {
+            let mut scored = Vec::with_capacity(allowed.len());
+            self.db
+                .embeddings_matching(filter, |id, v| scored.push((id, dot(vector, &v))))?;
+            return Ok(top_k(scored, n));
+        }
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        Ok(self.index().search_filtered(vector, n, ef, &|id| {
+            let id = id as i64;
+            allowed.contains(&id) && live.contains(&id)
+        }))
+    }
+
+    /// Whether the lexical index matches the chunks exactly.
+    pub fn lexical_consistent(&self) -> Result<bool> {
+        self.db.lexical_consistent()
     }
 
     fn check_query(&self, query: &[f32]) -> Result<()> {
@@ -263,9 +483,12 @@ impl DocumentStore {
         let mut found = self.db.passages(&ids)?;
         Ok(hits
             .into_iter()
-            .filter_map(|(id, score)| {
+            .enumerate()
+            .filter_map(|(rank, (id, score))| {
                 found.remove(&id).map(|mut p| {
                     p.score = score;
+                    p.dense_score = Some(score);
+                    p.dense_rank = Some(rank + 1);
                     p
                 })
             })
