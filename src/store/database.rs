@@ -275,12 +275,27 @@ impl Database {
         let Some(expression) = match_expression(query) else {
             return Ok(Vec::new());
         };
-        let (condition, mut params) = filter.map(Filter::sql).unwrap_or(("1".into(), Vec::new()));
-        let sql = format!(
-            "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f
-             JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id
-             WHERE chunks_fts MATCH ? AND {condition} ORDER BY bm25(chunks_fts) LIMIT ?"
-        );
+        // FTS5 orders by `rank` (BM25 here) itself; the documents are
+        // joined in only when a filter needs them.
+        let (sql, mut params) = match filter {
+            None => (
+                "SELECT rowid, -rank FROM chunks_fts WHERE chunks_fts MATCH ?
+                 ORDER BY rank LIMIT ?"
+                    .to_string(),
+                Vec::new(),
+            ),
+            Some(filter) => {
+                let (condition, params) = filter.sql();
+                (
+                    format!(
+                        "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f
+                         JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id
+                         WHERE chunks_fts MATCH ? AND {condition} ORDER BY bm25(chunks_fts) LIMIT ?"
+                    ),
+                    params,
+                )
+            }
+        };
         params.insert(0, SqlValue::Text(expression));
         params.push(SqlValue::Integer(k as i64));
         let conn = self.conn();
@@ -292,11 +307,7 @@ impl Database {
     }
 
     /// Every chunk of the documents `filter` selects, with its embedding.
-    pub fn embeddings_matching(
-        &self,
-        filter: &Filter,
-        mut f: impl FnMut(i64, Vec<f32>),
-    ) -> Result<()> {
+    pub fn embeddings_matching(&self, filter: &Filter) -> Result<Vec<(i64, Vec<f32>)>> {
         let (condition, params) = filter.sql();
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
@@ -304,11 +315,12 @@ impl Database {
              WHERE {condition}"
         ))?;
         let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let blob: Vec<u8> = r.get(1)?;
-            f(r.get(0)?, from_blob(&blob)?);
+            out.push((r.get(0)?, from_blob(&blob)?));
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Ids of the chunks of the documents `filter` selects.
