@@ -350,25 +350,6 @@ impl Database {
         Ok(out)
     }
 
-    /// Whether the lexical index holds exactly the chunks' text (FTS5's
-    /// integrity check against its content table).
-    pub fn lexical_consistent(&self) -> Result<bool> {
-        let conn = self.conn();
-        let checked = conn.execute(
-            "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
-            [],
-        );
-        match checked {
-            Ok(_) => Ok(true),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Ids of every chunk that exists.
     pub fn chunk_ids(&self) -> Result<HashSet<i64>> {
         let conn = self.conn();

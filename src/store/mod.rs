@@ -297,27 +297,6 @@ impl DocumentStore {
         self.db.list(limit, offset)
     }
 
-    /// The `k` chunks nearest to `query` through the index.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<Passage>> {
-        self.check_query(query)?;
-        let hits = {
-            let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-            let keep = |id: usize| live.contains(&(id as i64));
-            self.index().search(query, k, ef, &keep)
-        };
-        self.resolve(hits)
-    }
-
-    /// The `k` chunks nearest to `query` by comparing it with every stored
-    /// embedding: the ground truth the index is measured against.
-    pub fn search_exact(&self, query: &[f32], k: usize) -> Result<Vec<Passage>> {
-        self.check_query(query)?;
-        let mut scored: Vec<(i64, f32)> = Vec::new();
-        self.db
-            .embeddings_after(0, |id, v| scored.push((id, dot(query, &v))))?;
-        self.resolve(top_k(scored, k))
-    }
-
     /// Search as `q` asks: the dense list, the lexical list, or both fused;
     /// only chunks of documents `q.filter` selects; at most `q.k`, best
     /// first, each with its scores and ranks.
@@ -470,11 +449,6 @@ impl DocumentStore {
         }))
     }
 
-    /// Whether the lexical index matches the chunks exactly.
-    pub fn lexical_consistent(&self) -> Result<bool> {
-        self.db.lexical_consistent()
-    }
-
     fn check_query(&self, query: &[f32]) -> Result<()> {
         if query.len() != self.dim {
             return Err(Error::InvalidInput(format!(
@@ -484,23 +458,6 @@ impl DocumentStore {
             )));
         }
         Ok(())
-    }
-
-    fn resolve(&self, hits: Vec<(i64, f32)>) -> Result<Vec<Passage>> {
-        let ids: Vec<i64> = hits.iter().map(|h| h.0).collect();
-        let mut found = self.db.passages(&ids)?;
-        Ok(hits
-            .into_iter()
-            .enumerate()
-            .filter_map(|(rank, (id, score))| {
-                found.remove(&id).map(|mut p| {
-                    p.score = score;
-                    p.dense_score = Some(score);
-                    p.dense_rank = Some(rank + 1);
-                    p
-                })
-            })
-            .collect())
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
