@@ -44,6 +44,7 @@ pub struct RetrievalFields {
     pub filter: Option<Value>,
     /// Drop passages whose cosine similarity to the query is below this
     /// (-1 to 1).
+    #[schema(minimum = -1, maximum = 1)]
     pub min_score: Option<f32>,
 }
 
