@@ -48,6 +48,11 @@ pub struct ModelsConfig {
     /// names the same file as `rag_generator`, the weights are loaded once
     /// and shared.
     pub fine_tuned: String,
+    /// A cross-encoder that re-scores the retrieved candidates (a
+    /// directory or `hf:owner/name` holding a BERT
+    /// `ForSequenceClassification` model with one label, e.g.
+    /// `hf:cross-encoder/ms-marco-MiniLM-L-6-v2`); empty: no reranking.
+    pub reranker: String,
 }
 
 /// The fusion rules `retrieval.fusion` names.
@@ -118,6 +123,9 @@ pub struct RetrievalConfig {
     pub dense_weight: f32,
     /// Candidates each list brings to a hybrid search.
     pub hybrid_candidates: usize,
+    /// Passages the reranker (when `models.reranker` is set) re-scores; the
+    /// best `top_k` of them are kept.
+    pub rerank_candidates: usize,
     /// Passages whose cosine similarity to the question is below this are
     /// dropped (unset: none are); a RAG question with none left is answered
     /// with "the documents do not cover it" rather than a guess.
@@ -206,6 +214,7 @@ impl Default for ModelsConfig {
             embedder: DEFAULT_EMBEDDER.into(),
             rag_generator: DEFAULT_LLM.into(),
             fine_tuned: DEFAULT_LLM.into(),
+            reranker: String::new(),
         }
     }
 }
@@ -229,6 +238,7 @@ impl Default for RetrievalConfig {
             rrf_k: 60.0,
             dense_weight: 0.5,
             hybrid_candidates: 50,
+            rerank_candidates: 20,
             min_score: None,
             chunk_tokens: 200,
             chunk_overlap: 32,
@@ -289,6 +299,9 @@ pub struct ConfigArgs {
     pub rag_generator: Option<String>,
     #[arg(long, env = "HEARTH_FINE_TUNED")]
     pub fine_tuned: Option<String>,
+    /// A cross-encoder reranker; "" for none.
+    #[arg(long, env = "HEARTH_RERANKER")]
+    pub reranker: Option<String>,
     #[arg(long, env = "HEARTH_TOP_K")]
     pub top_k: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_TOP_K")]
@@ -306,6 +319,8 @@ pub struct ConfigArgs {
     pub dense_weight: Option<f32>,
     #[arg(long, env = "HEARTH_HYBRID_CANDIDATES")]
     pub hybrid_candidates: Option<usize>,
+    #[arg(long, env = "HEARTH_RERANK_CANDIDATES")]
+    pub rerank_candidates: Option<usize>,
     #[arg(long, env = "HEARTH_MIN_SCORE")]
     pub min_score: Option<f32>,
     #[arg(long, env = "HEARTH_CHUNK_TOKENS")]
@@ -400,6 +415,7 @@ impl Config {
         set(&mut self.models.embedder, &a.embedder);
         set(&mut self.models.rag_generator, &a.rag_generator);
         set(&mut self.models.fine_tuned, &a.fine_tuned);
+        set(&mut self.models.reranker, &a.reranker);
         let r = &mut self.retrieval;
         set(&mut r.top_k, &a.top_k);
         set(&mut r.max_top_k, &a.max_top_k);
@@ -409,6 +425,7 @@ impl Config {
         set(&mut r.rrf_k, &a.rrf_k);
         set(&mut r.dense_weight, &a.dense_weight);
         set(&mut r.hybrid_candidates, &a.hybrid_candidates);
+        set(&mut r.rerank_candidates, &a.rerank_candidates);
         if a.min_score.is_some() {
             r.min_score = a.min_score;
         }
@@ -470,6 +487,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&r.dense_weight) {
             return bad("retrieval.dense_weight must be between 0 and 1");
+        }
+        if r.rerank_candidates == 0 || r.rerank_candidates > 200 {
+            return bad("retrieval.rerank_candidates must be between 1 and 200");
         }
         if r.hybrid_candidates == 0 || r.hybrid_candidates > 1000 {
             return bad("retrieval.hybrid_candidates must be between 1 and 1000");

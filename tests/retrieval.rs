@@ -304,3 +304,89 @@ async fn a_sigkill_during_ingestion_leaves_the_lexical_index_consistent() {
     assert_eq!(found.len(), 1);
     server.stop();
 }
+
+#[tokio::test]
+async fn a_configured_reranker_rescores_the_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    // A random-weight cross-encoder with the embedder's vocabulary: its
+    // scores mean nothing, but they are the model's, so the server's order
+    // and scores can be checked against the model run here directly.
+    let model_dir = dir.path().join("reranker");
+    hearth::models::reranker::write_random(
+        &model_dir,
+        &crate::common::embedder_path().join("tokenizer.json"),
+        11,
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--reranker",
+            model_dir.to_str().unwrap(),
+            "--rerank-candidates",
+            "6",
+        ],
+    )
+    .await;
+    ingest(&client, &server, runbooks(40)).await;
+    let (_, info) = crate::common::get(&client, server.at("/info")).await;
+    assert_eq!(info["models"]["reranker"]["name"], "reranker", "{info}");
+
+    let query = "who restarts the billing service";
+    let found = search(&client, &server, json!({ "query": query, "top_k": 3 })).await;
+    assert_eq!(found.len(), 3);
+    let model = hearth::models::Reranker::load(
+        &hearth::models::ModelSource::parse(model_dir.to_str().unwrap()).unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let scores: Vec<f32> = found
+        .iter()
+        .map(|p| p["rerank_score"].as_f64().unwrap() as f32)
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    for (p, s) in found.iter().zip(&scores) {
+        assert_eq!(p["score"].as_f64().unwrap() as f32, *s);
+        let direct = model.score(query, &[p["text"].as_str().unwrap()]).unwrap()[0];
+        assert!((direct - s).abs() < 1e-4, "{direct} vs {s}");
+    }
+    // The best 3 of the 6 candidates hybrid search brings.
+    let candidates = search(
+        &client,
+        &server,
+        json!({ "query": query, "top_k": 6, "rerank": false }),
+    )
+    .await;
+    assert!(candidates.iter().all(|p| p["rerank_score"].is_null()));
+    let texts: Vec<&str> = candidates
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    let mut best: Vec<(f32, &str)> = model
+        .score(query, &texts)
+        .unwrap()
+        .into_iter()
+        .zip(texts.iter().copied())
+        .collect();
+    best.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let want: Vec<&str> = best[..3].iter().map(|b| b.1).collect();
+    let got: Vec<&str> = found.iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(got, want);
+    server.stop();
+
+    // Without a reranker, asking for one is a 400.
+    let plain = TestServer::start(&dir.path().join("data"), &[]).await;
+    let (status, err) = post(
+        &client,
+        plain.at("/search"),
+        json!({ "query": query, "rerank": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no reranker"));
+    plain.stop();
+}

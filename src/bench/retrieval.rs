@@ -4,9 +4,11 @@
 //! section is among the top k results. The same queries run through every
 //! search method: dense (the HNSW index, and exact search as its
 //! reference), lexical (BM25), and hybrid with each fusion rule. A user's
-//! own queries (JSON Lines of `{query, relevant}`) run the same way.
+//! own queries (JSON Lines of `{query, relevant}`) run the same way; with a
+//! reranker configured, the hybrid results reranked too.
 
 use crate::error::{Error, Result};
+use crate::models::Reranker;
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
 use crate::store::chunking::{html_to_text, TextKind};
 use crate::store::{DocumentStore, Fusion, Query, SearchMode, SearchSettings};
@@ -160,12 +162,23 @@ pub struct Method {
     pub mode: SearchMode,
     pub exact: bool,
     pub settings: SearchSettings,
+    /// Re-score this many candidates with the reranker given to
+    /// [`evaluate`], keeping the best 10.
+    pub rerank: Option<usize>,
 }
 
 impl Method {
     /// Its name in the report: `dense (HNSW, ef 64)`, `lexical (BM25)`,
     /// `hybrid (RRF k=60)`, ...
     pub fn name(&self) -> String {
+        let base = self.base_name();
+        match self.rerank {
+            Some(n) => format!("{base}, reranked ({n} candidates)"),
+            None => base,
+        }
+    }
+
+    fn base_name(&self) -> String {
         match self.mode {
             SearchMode::Dense if self.exact => "dense (exact)".into(),
             SearchMode::Dense => format!("dense (HNSW, ef {})", self.settings.ef),
@@ -203,6 +216,7 @@ pub fn evaluate(
     store: &DocumentStore,
     queries: &[EvalQuery],
     methods: &[Method],
+    reranker: Option<&Reranker>,
 ) -> Result<Report> {
     let n = queries.len().max(1) as f64;
     let mut reports = Vec::with_capacity(methods.len());
@@ -210,18 +224,26 @@ pub fn evaluate(
         let mut ranks = Vec::with_capacity(queries.len());
         let started = std::time::Instant::now();
         for q in queries {
-            let found = store.retrieve(
+            let mut found = store.retrieve(
                 &Query {
                     text: &q.text,
                     vector: Some(&q.vector),
                     mode: method.mode,
-                    k: 10,
+                    k: method.rerank.unwrap_or(10).max(10),
                     filter: None,
                     exact: method.exact,
                     min_score: None,
                 },
                 &method.settings,
             )?;
+            if let (Some(_), Some(reranker)) = (method.rerank, reranker) {
+                let texts: Vec<&str> = found.iter().map(|p| p.text.as_str()).collect();
+                let scores = reranker.score(&q.text, &texts)?;
+                let mut scored: Vec<_> = scores.into_iter().zip(found).collect();
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                found = scored.into_iter().map(|(_, p)| p).collect();
+            }
+            found.truncate(10);
             ranks.push(
                 found
                     .iter()

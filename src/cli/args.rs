@@ -280,6 +280,18 @@ pub enum BenchAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a random-weight cross-encoder (a tiny BERT with one label) to
+    /// try the reranking stage with (`--reranker DIR`); its scores mean
+    /// nothing.
+    RandomReranker {
+        /// The tokenizer.json whose vocabulary it takes.
+        #[arg(long, default_value = "models/minilm-l6-v2/tokenizer.json")]
+        tokenizer: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// HNSW build time, recall@10 and single-thread queries/s per
     /// ef_search on the cached corpus, as a JSON line.
     Hnsw {

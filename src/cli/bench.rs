@@ -119,6 +119,14 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
                 serde_json::json!({"out": out, "parameters": params, "shape": format!("{shape:?}"), "dtype": format!("{dtype:?}")}),
             )
         }
+        BenchAction::RandomReranker {
+            tokenizer,
+            seed,
+            out,
+        } => {
+            crate::models::reranker::write_random(&out, &tokenizer, seed)?;
+            ("random-reranker", serde_json::json!({"out": out}))
+        }
         BenchAction::Hnsw {
             corpus,
             queries,

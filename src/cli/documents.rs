@@ -206,15 +206,29 @@ pub(super) fn eval_retrieval(config: Config, args: EvalArgs) -> Result<()> {
             }
         }
     }
-    let methods: Vec<Method> = methods
+    let mut methods: Vec<Method> = methods
         .into_iter()
         .map(|(mode, exact, settings)| Method {
             mode,
             exact,
             settings,
+            rerank: None,
         })
         .collect();
-    let report = retrieval::evaluate(&direct.docs.store, &queries, &methods)?;
+    let reranker = if config.models.reranker.is_empty() {
+        None
+    } else {
+        let source = crate::models::ModelSource::parse(&config.models.reranker)?;
+        let device = crate::models::device::open(&config.device)?;
+        methods.push(Method {
+            mode: SearchMode::Hybrid,
+            exact: false,
+            settings: configured,
+            rerank: Some(config.retrieval.rerank_candidates),
+        });
+        Some(crate::models::Reranker::load(&source, &device)?)
+    };
+    let report = retrieval::evaluate(&direct.docs.store, &queries, &methods, reranker.as_ref())?;
     println!(
         "retrieval on {source}: {} queries over {} chunks (configured: {} search)",
         report.queries,

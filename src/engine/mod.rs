@@ -8,6 +8,7 @@ pub mod handle;
 pub mod prefix;
 pub mod protocol;
 pub mod remote;
+pub mod reranker;
 pub mod scheduler;
 
 pub use embedder::EmbedWorker;
@@ -16,6 +17,7 @@ pub use generator::{
     PromptBudget, StatsSnapshot, Timings,
 };
 pub use handle::{Embedding, Generation};
+pub use reranker::RerankWorker;
 
 use crate::error::{Error, Result};
 

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use hearth_kernels::bert as cpu;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// The encoder that runs: hearth's buffer version or candle's.
@@ -48,15 +48,7 @@ impl Embedder {
             tokenizer_path.expect("required"),
             weights_path.expect("required"),
         );
-        let config_text =
-            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| {
-            Error::Model(format!(
-                "{} is not a BERT config: {e}",
-                config_path.display()
-            ))
-        })?;
-        let raw: serde_json::Value = serde_json::from_str(&config_text).unwrap_or_default();
+        let (config, raw) = read_config(&config_path)?;
         let positions = raw["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
         let dim = raw["hidden_size"].as_u64().unwrap_or(0) as usize;
         // sentence-transformers' limit when present (256 for MiniLM), else the model's.
@@ -68,34 +60,15 @@ impl Embedder {
             .unwrap_or(if positions == 512 { 256 } else { positions })
             .min(positions);
 
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-            Error::Model(format!(
-                "cannot read tokenizer {}: {e}",
-                tokenizer_path.display()
-            ))
-        })?;
-        tokenizer
-            .with_truncation(Some(TruncationParams {
+        let tokenizer = open_tokenizer(
+            &tokenizer_path,
+            TruncationParams {
                 max_length: max_tokens,
                 ..Default::default()
-            }))
-            .map_err(Error::tokenizer)?;
-        let pad_id = raw["pad_token_id"].as_u64().unwrap_or(0) as u32;
-        let pad_token = tokenizer
-            .id_to_token(pad_id)
-            .unwrap_or_else(|| "[PAD]".into());
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id,
-            pad_token,
-            ..Default::default()
-        }));
-        // SAFETY: the file is memory-mapped read-only and not modified while hearth runs.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, device) }
-                .map_err(|e| {
-                    Error::Model(format!("cannot read {}: {e}", weights_path.display()))
-                })?;
+            },
+            &raw,
+        )?;
+        let vb = mmap_weights(&weights_path, device)?;
         let host = if device.is_cpu() && cpu::supported() {
             cpu::HostBert::load(&vb, &raw)?
         } else {
@@ -211,6 +184,47 @@ fn pool(
     let mean = summed.broadcast_div(&counts)?;
     let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
     Ok(mean.broadcast_div(&norm)?.to_vec2()?)
+}
+
+/// A BERT `config.json`: candle's config, and the raw JSON for the keys it
+/// does not keep.
+pub(crate) fn read_config(path: &Path) -> Result<(Config, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let config: Config = serde_json::from_str(&text)
+        .map_err(|e| Error::Model(format!("{} is not a BERT config: {e}", path.display())))?;
+    Ok((config, serde_json::from_str(&text).unwrap_or_default()))
+}
+
+/// A BERT tokenizer truncating as asked and padding batches to their
+/// longest input with the model's pad token.
+pub(crate) fn open_tokenizer(
+    path: &Path,
+    truncation: TruncationParams,
+    config: &serde_json::Value,
+) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| Error::Model(format!("cannot read tokenizer {}: {e}", path.display())))?;
+    tokenizer
+        .with_truncation(Some(truncation))
+        .map_err(Error::tokenizer)?;
+    let pad_id = config["pad_token_id"].as_u64().unwrap_or(0) as u32;
+    let pad_token = tokenizer
+        .id_to_token(pad_id)
+        .unwrap_or_else(|| "[PAD]".into());
+    tokenizer.with_padding(Some(PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        pad_id,
+        pad_token,
+        ..Default::default()
+    }));
+    Ok(tokenizer)
+}
+
+/// The safetensors weights, memory-mapped, as f32 on `device`.
+pub(crate) fn mmap_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    // SAFETY: the file is memory-mapped read-only and not modified while hearth runs.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+        .map_err(|e| Error::Model(format!("cannot read {}: {e}", path.display())))
 }
 
 /// Texts per forward pass: larger batches are split (see [`Embedder::embed`]).

@@ -5,10 +5,12 @@
 pub mod device;
 pub mod embedder;
 pub mod llm;
+pub mod reranker;
 pub mod source;
 
 pub use embedder::Embedder;
 pub use llm::Llm;
+pub use reranker::Reranker;
 pub use source::ModelSource;
 
 /// Where `scripts/fetch-models.sh` puts the default models, relative to the

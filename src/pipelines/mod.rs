@@ -9,10 +9,12 @@ pub mod rag;
 
 use crate::config::{is_remote, Config, LlmSlot, Role};
 use crate::engine::remote::{RemoteEmbedder, RemoteGenerator, CONNECT_WAIT};
-use crate::engine::{blocking, EmbedWorker, Embedding, Generation, Generator, GeneratorLimits};
+use crate::engine::{
+    blocking, EmbedWorker, Embedding, Generation, Generator, GeneratorLimits, RerankWorker,
+};
 use crate::error::{Error, Result};
 use crate::models::source::Wanted;
-use crate::models::{device, Embedder, Llm, ModelSource};
+use crate::models::{device, Embedder, Llm, ModelSource, Reranker};
 use crate::roles::Capability;
 use crate::store::chunking::Chunker;
 use crate::store::{Chunk, DocumentInfo, DocumentStore, StoreStats};
@@ -50,6 +52,9 @@ pub struct ModelsInfo {
     pub rag_generator: Option<ModelInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fine_tuned: Option<ModelInfo>,
+    /// The cross-encoder that re-scores retrieved passages, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reranker: Option<ModelInfo>,
     /// The two pipelines share one copy of the LLM weights.
     pub shared_weights: bool,
     pub load_ms: f64,
@@ -257,6 +262,7 @@ impl Services {
         let serves = role.serves(slot);
         let (mut docs, mut embedding, mut rag, mut fine_tuned, mut generator) =
             (None, None, None, None, None);
+        let mut reranker = None;
         if serves.contains(&Capability::Embeddings) {
             let owns_model = !serves.contains(&Capability::Documents);
             if owns_model && is_remote(&config.models.embedder) {
@@ -272,12 +278,25 @@ impl Services {
                 .expect("the store's processes serve embeddings");
             let pipeline = DocumentPipeline::open(config, embed.clone())?;
             if serves.contains(&Capability::Rag) {
-                let retriever = Retriever::new(
+                let mut retriever = Retriever::new(
                     pipeline.store.clone(),
                     embed,
                     config.retrieval.clone(),
                     config.limits.max_query_chars,
                 );
+                if !config.models.reranker.is_empty() {
+                    let source = ModelSource::parse(&config.models.reranker)?;
+                    let model = Arc::new(Reranker::load(&source, &device)?);
+                    reranker = Some(ModelInfo {
+                        name: model.name.clone(),
+                        path: model.path.display().to_string(),
+                        remote: false,
+                        context_length: None,
+                        dimensions: None,
+                    });
+                    retriever = retriever
+                        .with_reranker(RerankWorker::spawn(model, config.limits.embed_queue));
+                }
                 rag = Some(Rag::new(
                     retriever,
                     loader.generation(&config.models.rag_generator)?,
@@ -331,6 +350,7 @@ impl Services {
             fine_tuned: fine_tuned
                 .as_ref()
                 .map(|f| ModelInfo::generation(f.generator())),
+            reranker,
             shared_weights,
             load_ms: started.elapsed().as_secs_f64() * 1e3,
         };

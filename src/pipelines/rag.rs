@@ -4,7 +4,7 @@
 
 use crate::config::{RetrievalConfig, SearchMode};
 use crate::engine::blocking;
-use crate::engine::{Embedding, Generation, GenerationStream, Prompt};
+use crate::engine::{Embedding, Generation, GenerationStream, Prompt, RerankWorker};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
@@ -17,6 +17,8 @@ use std::time::Instant;
 pub struct Retriever {
     store: Arc<DocumentStore>,
     embedder: Embedding,
+    /// Re-scores the best candidates, when configured.
+    reranker: Option<RerankWorker>,
     config: RetrievalConfig,
     max_query_chars: usize,
 }
@@ -32,11 +34,17 @@ pub struct SearchOptions {
     pub min_score: Option<f32>,
     /// The dense list by comparing with every chunk, not through the index.
     pub exact: bool,
+    /// Whether the configured reranker re-scores the candidates (default:
+    /// yes, when one is configured).
+    pub rerank: Option<bool>,
 }
 
 /// A search's options checked once: the values it runs with.
 struct Checked {
     k: usize,
+    /// How many passages to retrieve before reranking (`k` without).
+    candidates: usize,
+    rerank: Option<RerankWorker>,
     mode: SearchMode,
     filter: Option<Filter>,
     min_score: Option<f32>,
@@ -65,9 +73,17 @@ impl Retriever {
         Self {
             store,
             embedder,
+            reranker: None,
             config,
             max_query_chars,
         }
+    }
+
+    /// Re-score the best `retrieval.rerank_candidates` passages of every
+    /// search with this cross-encoder and keep the best `top_k` of them.
+    pub fn with_reranker(mut self, reranker: RerankWorker) -> Self {
+        self.reranker = Some(reranker);
+        self
     }
 
     /// Check a query and a requested `top_k`; return the `top_k` to use.
@@ -103,8 +119,23 @@ impl Retriever {
                 )));
             }
         }
+        let rerank = match (options.rerank, &self.reranker) {
+            (Some(true), None) => {
+                return Err(Error::InvalidInput(
+                    "rerank: no reranker is configured (models.reranker)".into(),
+                ))
+            }
+            (Some(false), _) => None,
+            (_, reranker) => reranker.clone(),
+        };
+        let candidates = match rerank {
+            Some(_) => k.max(self.config.rerank_candidates),
+            None => k,
+        };
         Ok(Checked {
             k,
+            candidates,
+            rerank,
             mode: options.mode.unwrap_or(self.config.mode),
             filter: options.filter.as_ref().map(Filter::parse).transpose()?,
             min_score,
@@ -135,21 +166,40 @@ impl Retriever {
         let store = self.store.clone();
         let settings = SearchSettings::of(&self.config);
         let text = query.to_string();
-        let passages = blocking(move || {
+        let (filter, mode, candidates, exact, min_score) = (
+            checked.filter,
+            checked.mode,
+            checked.candidates,
+            checked.exact,
+            checked.min_score,
+        );
+        let mut passages = blocking(move || {
             store.retrieve(
                 &Query {
                     text: &text,
                     vector: vector.as_deref(),
-                    mode: checked.mode,
-                    k: checked.k,
-                    filter: checked.filter.as_ref(),
-                    exact: checked.exact,
-                    min_score: checked.min_score,
+                    mode,
+                    k: candidates,
+                    filter: filter.as_ref(),
+                    exact,
+                    min_score,
                 },
                 &settings,
             )
         })
         .await?;
+        if let Some(reranker) = &checked.rerank {
+            if !passages.is_empty() {
+                let texts = passages.iter().map(|p| p.text.clone()).collect();
+                let scores = reranker.score(query.to_string(), texts).await?;
+                for (p, s) in passages.iter_mut().zip(scores) {
+                    p.rerank_score = Some(s);
+                    p.score = s;
+                }
+                passages.sort_by(|a, b| b.score.total_cmp(&a.score));
+            }
+        }
+        passages.truncate(checked.k);
         Ok(Retrieved {
             passages,
             embed_ms,

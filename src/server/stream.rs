@@ -46,6 +46,9 @@ pub struct RetrievalFields {
     /// (-1 to 1).
     #[schema(minimum = -1, maximum = 1)]
     pub min_score: Option<f32>,
+    /// Re-score the candidates with the configured cross-encoder (default:
+    /// yes when `models.reranker` is set; `true` without one is an error).
+    pub rerank: Option<bool>,
 }
 
 impl RetrievalFields {
@@ -56,6 +59,7 @@ impl RetrievalFields {
             ("mode", self.mode.is_some()),
             ("filter", self.filter.is_some()),
             ("min_score", self.min_score.is_some()),
+            ("rerank", self.rerank.is_some()),
         ];
         match given.iter().find(|(_, set)| *set) {
             Some((field, _)) => Err(ApiError::from(Error::InvalidInput(format!(
@@ -72,6 +76,7 @@ impl RetrievalFields {
             filter: self.filter.clone(),
             min_score: self.min_score,
             exact,
+            rerank: self.rerank,
         }
     }
 }

@@ -240,6 +240,7 @@ impl Database {
                         lexical_score: None,
                         dense_rank: None,
                         lexical_rank: None,
+                        rerank_score: None,
                     })
                 })
                 .optional()?;

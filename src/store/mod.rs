@@ -54,7 +54,8 @@ pub struct Passage {
     pub document_id: String,
     pub chunk_id: i64,
     /// What the results are ordered by: the cosine similarity (dense
-    /// search), the BM25 score (lexical), or the fused score (hybrid).
+    /// search), the BM25 score (lexical), the fused score (hybrid), or the
+    /// reranker's score.
     pub score: f32,
     /// Cosine similarity between the query and this chunk (when the query
     /// was embedded): comparable across queries and modes, and what
@@ -71,6 +72,10 @@ pub struct Passage {
     /// 1-based rank in the lexical list, when it was in it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lexical_rank: Option<usize>,
+    /// The cross-encoder's score (higher is better), when a reranker
+    /// re-scored the candidates; `score` is then this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
     pub text: String,
     pub source: Option<String>,
     #[schema(value_type = Object)]
