@@ -53,6 +53,10 @@ cargo build --release --quiet
 hearth=target/release/hearth
 
 "$hearth" bench corpus --out "$corpus" >/dev/null  # minutes, the first time only
+# The index at scale: 100,000 synthetic 384-dimensional vectors clustered as
+# sentence embeddings cluster (embedding 100k real chunks would take hours).
+corpus_100k=$out/corpus-100k
+[ -f "$corpus_100k/vectors.f32" ] || "$hearth" bench synthetic-corpus --vectors 100000 --out "$corpus_100k" >/dev/null
 : >"$raw"
 record() { # runs a command printing one JSON line, appends it with the rep number
   local rep="$1"; shift
@@ -73,8 +77,10 @@ for rep in $(seq 1 "$reps"); do
   done
   # Queries are single-threaded on both sides; the build uses every thread.
   t_max="${threads_list##* }"
-  record "$rep" "$hearth" --threads "$t_max" bench hnsw --corpus "$corpus"
-  record "$rep" "$py" scripts/peers/hnsw.py --corpus "$corpus" --threads "$t_max"
+  for c in "$corpus" "$corpus_100k"; do
+    record "$rep" "$hearth" --threads "$t_max" bench hnsw --corpus "$c"
+    record "$rep" "$py" scripts/peers/hnsw.py --corpus "$c" --threads "$t_max"
+  done
 done
 
 "$py" scripts/peers/report.py "$raw" "$out/results.json" "$out/results.md"

@@ -214,6 +214,64 @@ pub fn corpus(
     }))
 }
 
+/// A corpus of `n` synthetic unit vectors of `dim` values: each is a
+/// random one of `clusters` random unit centres plus Gaussian noise, then
+/// normalised. The noise (0.6 / sqrt(dim) per value) puts a point at cosine
+/// ~0.85 from its centre and ~0.7 from its cluster's other points, which
+/// are at ~0 from the rest: the shape of sentence embeddings grouped by
+/// topic. Written as [`Corpus::read`] reads it (texts are empty strings);
+/// deterministic for a seed.
+pub fn synthetic_corpus(
+    n: usize,
+    dim: usize,
+    clusters: usize,
+    seed: u64,
+    out: &Path,
+) -> Result<Value> {
+    use rand::{Rng, SeedableRng};
+    if n == 0 || dim == 0 || clusters == 0 {
+        return Err(Error::InvalidInput(
+            "vectors, dim and clusters must be at least 1".into(),
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Box-Muller: standard normal values.
+    let mut normal = move || {
+        let (u, v): (f32, f32) = (rng.random::<f32>().max(f32::MIN_POSITIVE), rng.random());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    };
+    let unit = |v: &mut [f32]| {
+        let norm = dot(v, v).sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+    };
+    let mut centres = vec![0f32; clusters * dim];
+    centres.iter_mut().for_each(|x| *x = normal());
+    centres.chunks_exact_mut(dim).for_each(unit);
+    let noise = 0.6 / (dim as f32).sqrt();
+    let mut bytes = Vec::with_capacity(n * dim * 4);
+    let mut v = vec![0f32; dim];
+    let mut pick = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    for _ in 0..n {
+        let c = pick.random_range(0..clusters);
+        for (x, centre) in v.iter_mut().zip(&centres[c * dim..(c + 1) * dim]) {
+            *x = centre + noise * normal();
+        }
+        unit(&mut v);
+        bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let texts_path = out.join("texts.json");
+    let texts = vec![""; n];
+    std::fs::write(
+        &texts_path,
+        serde_json::to_vec(&texts).expect("strings serialise"),
+    )
+    .map_err(|e| Error::io(&texts_path, e))?;
+    let vec_path = out.join("vectors.f32");
+    std::fs::write(&vec_path, bytes).map_err(|e| Error::io(&vec_path, e))?;
+    Ok(json!({"texts": n, "dim": dim, "clusters": clusters, "seed": seed}))
+}
+
 /// How the corpus is split for the HNSW comparison: the last `queries`
 /// vectors are the queries, the rest the indexed base.
 pub fn split(corpus: &Corpus, queries: usize) -> Result<usize> {
@@ -309,6 +367,33 @@ pub fn hnsw(corpus: &Corpus, queries: usize, params: IndexParams, efs: &[usize])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synthetic_corpora_are_unit_clustered_and_reproducible() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        synthetic_corpus(300, 64, 3, 9, &a).unwrap();
+        synthetic_corpus(300, 64, 3, 9, &b).unwrap();
+        let (ca, cb) = (Corpus::read(&a).unwrap(), Corpus::read(&b).unwrap());
+        assert_eq!((ca.len(), ca.dim), (300, 64));
+        assert_eq!(ca.vectors, cb.vectors, "same seed, same corpus");
+        for i in 0..ca.len() {
+            assert!((dot(ca.vector(i), ca.vector(i)) - 1.0).abs() < 1e-5);
+        }
+        // Three clusters: each point's nearest other point is far closer
+        // than the average pair.
+        let nearest: f32 = (0..30)
+            .map(|i| {
+                (0..ca.len())
+                    .filter(|&j| j != i)
+                    .map(|j| dot(ca.vector(i), ca.vector(j)))
+                    .fold(f32::MIN, f32::max)
+            })
+            .sum::<f32>()
+            / 30.0;
+        assert!(nearest > 0.6, "{nearest}");
+        assert!(synthetic_corpus(0, 64, 3, 9, &a).is_err());
+    }
 
     #[test]
     fn exact_neighbours_rank_by_dot_product() {

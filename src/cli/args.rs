@@ -267,6 +267,22 @@ pub enum BenchAction {
         #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
         embedder: String,
     },
+    /// Write a synthetic vector corpus for `bench hnsw` at sizes no local
+    /// text reaches quickly: unit vectors clustered around random centres
+    /// (as sentence embeddings cluster by topic).
+    SyntheticCorpus {
+        #[arg(long, default_value = "target/bench-peers/corpus-100k")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        vectors: usize,
+        /// MiniLM's width by default.
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        clusters: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write a random-weight llama GGUF of a real model's shape (speed does
     /// not depend on the weights' values), with the template's tokenizer.
     RandomLlm {

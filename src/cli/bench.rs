@@ -107,6 +107,16 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
                 micro::corpus(&embedder, &sources, max_tokens, &out)?,
             )
         }
+        BenchAction::SyntheticCorpus {
+            out,
+            vectors,
+            dim,
+            clusters,
+            seed,
+        } => (
+            "synthetic-corpus",
+            micro::synthetic_corpus(vectors, dim, clusters, seed, &out)?,
+        ),
         BenchAction::RandomLlm {
             shape,
             dtype,
