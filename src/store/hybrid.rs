@@ -32,6 +32,35 @@ pub struct Evidence {
     pub lexical: Option<(usize, f32)>,
 }
 
+/// Which list a single-list search reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Dense,
+    Lexical,
+}
+
+/// One list (best first, `(id, score)`) as search results: each id with
+/// its score and its place in that list.
+pub fn single(list: &[(i64, f32)], which: List) -> Vec<(i64, f32, Evidence)> {
+    list.iter()
+        .enumerate()
+        .map(|(rank, &(id, score))| {
+            let place = Some((rank + 1, score));
+            let evidence = match which {
+                List::Dense => Evidence {
+                    dense: place,
+                    lexical: None,
+                },
+                List::Lexical => Evidence {
+                    dense: None,
+                    lexical: place,
+                },
+            };
+            (id, score, evidence)
+        })
+        .collect()
+}
+
 /// Fuse two lists (each best first, `(id, score)`) into one, best first:
 /// each id with its fused score and its evidence from both lists.
 pub fn fuse(

@@ -325,65 +325,25 @@ impl DocumentStore {
             SearchMode::Dense => Vec::new(),
             _ => self.db.lexical(q.text, n, q.filter)?,
         };
-        // Hybrid: the lexical candidates' exact similarities join the dense
-        // list, so a passage the graph walk missed (an outlier far from its
-        // neighbours) still takes its true dense rank.
-        let dense = match (q.mode, q.vector) {
+        let (ranked, similarity) = match (q.mode, q.vector) {
             (SearchMode::Hybrid, Some(v)) => {
-                let missing: Vec<i64> = lexical
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .filter(|id| !dense.iter().any(|(d, _)| d == id))
-                    .collect();
-                let mut merged = dense;
-                for (id, e) in self.db.embeddings_of(&missing)? {
-                    merged.push((id, dot(v, &e)));
-                }
-                top_k(merged, n)
+                let dense = self.with_lexical_candidates(v, dense, &lexical, n)?;
+                let ranked = hybrid::fuse(&dense, &lexical, settings.fusion);
+                let similarity = self.similarities(v, &ranked, &dense)?;
+                (ranked, similarity)
             }
-            _ => dense,
-        };
-        let ranked: Vec<(i64, f32, hybrid::Evidence)> = match q.mode {
-            SearchMode::Hybrid => hybrid::fuse(&dense, &lexical, settings.fusion),
-            _ => {
-                let lexical_mode = q.mode == SearchMode::Lexical;
-                let list = if lexical_mode { &lexical } else { &dense };
-                list.iter()
-                    .enumerate()
-                    .map(|(rank, &(id, score))| {
-                        let place = Some((rank + 1, score));
-                        let evidence = if lexical_mode {
-                            hybrid::Evidence {
-                                dense: None,
-                                lexical: place,
-                            }
-                        } else {
-                            hybrid::Evidence {
-                                dense: place,
-                                lexical: None,
-                            }
-                        };
-                        (id, score, evidence)
-                    })
-                    .collect()
+            (SearchMode::Lexical, v) => {
+                let ranked = hybrid::single(&lexical, hybrid::List::Lexical);
+                let similarity = match v {
+                    Some(v) => self.similarities(v, &ranked, &[])?,
+                    None => HashMap::new(),
+                };
+                (ranked, similarity)
             }
-        };
-        // Cosine similarity for every candidate: from the dense list, or
-        // computed from the stored embedding (lexical-only candidates).
-        let similarity: HashMap<i64, f32> = match q.vector {
-            Some(v) => {
-                let missing: Vec<i64> = ranked
-                    .iter()
-                    .filter(|(_, _, e)| e.dense.is_none())
-                    .map(|(id, ..)| *id)
-                    .collect();
-                let mut out: HashMap<i64, f32> = dense.iter().copied().collect();
-                for (id, e) in self.db.embeddings_of(&missing)? {
-                    out.insert(id, dot(v, &e));
-                }
-                out
-            }
-            None => HashMap::new(),
+            _ => (
+                hybrid::single(&dense, hybrid::List::Dense),
+                dense.iter().copied().collect(),
+            ),
         };
         if q.min_score.is_some() {
             vector("min_score")?;
@@ -410,6 +370,48 @@ impl DocumentStore {
                 Some(p)
             })
             .collect())
+    }
+
+    /// The dense list with the lexical candidates' exact similarities
+    /// joined in, best `n`: a passage the graph walk missed (an outlier far
+    /// from its neighbours) still takes its true dense rank.
+    fn with_lexical_candidates(
+        &self,
+        vector: &[f32],
+        dense: Vec<(i64, f32)>,
+        lexical: &[(i64, f32)],
+        n: usize,
+    ) -> Result<Vec<(i64, f32)>> {
+        let missing: Vec<i64> = lexical
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !dense.iter().any(|(d, _)| d == id))
+            .collect();
+        let mut merged = dense;
+        for (id, e) in self.db.embeddings_of(&missing)? {
+            merged.push((id, dot(vector, &e)));
+        }
+        Ok(top_k(merged, n))
+    }
+
+    /// The cosine similarity of every ranked candidate: from the dense
+    /// list, or computed from its stored embedding.
+    fn similarities(
+        &self,
+        vector: &[f32],
+        ranked: &[(i64, f32, hybrid::Evidence)],
+        dense: &[(i64, f32)],
+    ) -> Result<HashMap<i64, f32>> {
+        let mut out: HashMap<i64, f32> = dense.iter().copied().collect();
+        let missing: Vec<i64> = ranked
+            .iter()
+            .map(|(id, ..)| *id)
+            .filter(|id| !out.contains_key(id))
+            .collect();
+        for (id, e) in self.db.embeddings_of(&missing)? {
+            out.insert(id, dot(vector, &e));
+        }
+        Ok(out)
     }
 
     /// The dense list: the `n` chunks nearest to `vector` (of those the
