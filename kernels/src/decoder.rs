@@ -31,7 +31,7 @@ pub fn supported() -> bool {
 
 /// llama.cpp (without flash attention) sizes the attended cache in
 /// multiples of this many cells.
-pub const KV_PAD: usize = 32;
+const KV_PAD: usize = 32;
 
 /// ggml's `rms_norm` followed by its multiplication by the weight: the sum
 /// of squares in f64, `scale = 1 / sqrt(mean + eps)` in f32, `x * scale * w`.
@@ -57,7 +57,7 @@ pub fn round_f16(xs: &mut [f32]) {
 
 /// Rotate one head in place by the angles of one position (`cos`, `sin`:
 /// `head_dim / 2` values): pairs `(2i, 2i+1)`, or `(i, i + d/2)` for NeoX.
-pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
     let half = cos.len();
     for i in 0..half {
         let (a, b) = if neox {

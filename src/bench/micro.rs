@@ -122,6 +122,20 @@ impl Corpus {
         &self.vectors[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// Write `texts` and their vectors (`vectors`: little-endian f32 rows)
+    /// into `dir`, as [`read`](Self::read) reads them.
+    fn write(dir: &Path, texts: &[impl Serialize], vectors: &[u8]) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let texts_path = dir.join("texts.json");
+        std::fs::write(
+            &texts_path,
+            serde_json::to_vec(texts).expect("strings serialise"),
+        )
+        .map_err(|e| Error::io(&texts_path, e))?;
+        let vec_path = dir.join("vectors.f32");
+        std::fs::write(&vec_path, vectors).map_err(|e| Error::io(&vec_path, e))
+    }
+
     /// Read `dir/texts.json` and `dir/vectors.f32` (little-endian f32 rows).
     pub fn read(dir: &Path) -> Result<Self> {
         let texts_path = dir.join("texts.json");
@@ -197,15 +211,7 @@ pub fn corpus(
             bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let texts_path = out.join("texts.json");
-    std::fs::write(
-        &texts_path,
-        serde_json::to_vec(&texts).expect("strings serialise"),
-    )
-    .map_err(|e| Error::io(&texts_path, e))?;
-    let vec_path = out.join("vectors.f32");
-    std::fs::write(&vec_path, bytes).map_err(|e| Error::io(&vec_path, e))?;
+    Corpus::write(out, &texts, &bytes)?;
     Ok(json!({
         "cached": false,
         "texts": texts.len(),
@@ -259,16 +265,7 @@ pub fn synthetic_corpus(
         unit(&mut v);
         bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let texts_path = out.join("texts.json");
-    let texts = vec![""; n];
-    std::fs::write(
-        &texts_path,
-        serde_json::to_vec(&texts).expect("strings serialise"),
-    )
-    .map_err(|e| Error::io(&texts_path, e))?;
-    let vec_path = out.join("vectors.f32");
-    std::fs::write(&vec_path, bytes).map_err(|e| Error::io(&vec_path, e))?;
+    Corpus::write(out, &vec![""; n], &bytes)?;
     Ok(json!({"texts": n, "dim": dim, "clusters": clusters, "seed": seed}))
 }
 

@@ -146,11 +146,19 @@ impl Retriever {
     /// The best passages for `query` as `options` ask (dense, lexical or
     /// hybrid; filtered; above a score), best first.
     pub async fn search(&self, query: &str, options: &SearchOptions) -> Result<Retrieved> {
-        let checked = self.check_options(query, options)?;
+        let Checked {
+            k,
+            candidates,
+            rerank,
+            mode,
+            filter,
+            min_score,
+            exact,
+        } = self.check_options(query, options)?;
         let started = Instant::now();
         // A lexical search needs no embedding, unless a score threshold
         // (a cosine similarity) is to be checked.
-        let vector = if checked.mode != SearchMode::Lexical || checked.min_score.is_some() {
+        let vector = if mode != SearchMode::Lexical || min_score.is_some() {
             Some(
                 self.embedder
                     .embed(vec![query.to_string()])
@@ -166,13 +174,6 @@ impl Retriever {
         let store = self.store.clone();
         let settings = SearchSettings::of(&self.config);
         let text = query.to_string();
-        let (filter, mode, candidates, exact, min_score) = (
-            checked.filter,
-            checked.mode,
-            checked.candidates,
-            checked.exact,
-            checked.min_score,
-        );
         let mut passages = blocking(move || {
             store.retrieve(
                 &Query {
@@ -188,7 +189,7 @@ impl Retriever {
             )
         })
         .await?;
-        if let Some(reranker) = &checked.rerank {
+        if let Some(reranker) = &rerank {
             if !passages.is_empty() {
                 let texts = passages.iter().map(|p| p.text.clone()).collect();
                 let scores = reranker.score(query.to_string(), texts).await?;
@@ -199,7 +200,7 @@ impl Retriever {
                 passages.sort_by(|a, b| b.score.total_cmp(&a.score));
             }
         }
-        passages.truncate(checked.k);
+        passages.truncate(k);
         Ok(Retrieved {
             passages,
             embed_ms,

@@ -307,23 +307,6 @@ impl Database {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Every chunk of the documents `filter` selects, with its embedding.
-    pub fn embeddings_matching(&self, filter: &Filter) -> Result<Vec<(i64, Vec<f32>)>> {
-        let (condition, params) = filter.sql();
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT c.id, c.embedding FROM chunks c JOIN documents d ON d.id = c.document_id
-             WHERE {condition}"
-        ))?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(1)?;
-            out.push((r.get(0)?, from_blob(&blob)?));
-        }
-        Ok(out)
-    }
-
     /// Ids of the chunks of the documents `filter` selects.
     pub fn chunk_ids_matching(&self, filter: &Filter) -> Result<HashSet<i64>> {
         let (condition, params) = filter.sql();

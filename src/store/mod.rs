@@ -327,15 +327,15 @@ impl DocumentStore {
         };
         let (ranked, similarity) = match (q.mode, q.vector) {
             (SearchMode::Hybrid, Some(v)) => {
-                let dense = self.with_lexical_candidates(v, dense, &lexical, n)?;
-                let ranked = hybrid::fuse(&dense, &lexical, settings.fusion);
-                let similarity = self.similarities(v, &ranked, &dense)?;
-                (ranked, similarity)
+                let all = self.with_lexical_candidates(v, dense, &lexical)?;
+                let similarity = all.iter().copied().collect();
+                let dense = top_k(all, n);
+                (hybrid::fuse(&dense, &lexical, settings.fusion), similarity)
             }
             (SearchMode::Lexical, v) => {
                 let ranked = hybrid::single(&lexical, hybrid::List::Lexical);
                 let similarity = match v {
-                    Some(v) => self.similarities(v, &ranked, &[])?,
+                    Some(v) => self.similarities(v, &ranked)?,
                     None => HashMap::new(),
                 };
                 (ranked, similarity)
@@ -372,46 +372,43 @@ impl DocumentStore {
             .collect())
     }
 
-    /// The dense list with the lexical candidates' exact similarities
-    /// joined in, best `n`: a passage the graph walk missed (an outlier far
-    /// from its neighbours) still takes its true dense rank.
+    /// The dense list followed by the lexical candidates it lacks, each
+    /// with its exact similarity: so a passage the graph walk missed (an
+    /// outlier far from its neighbours) still takes its true dense rank.
     fn with_lexical_candidates(
         &self,
         vector: &[f32],
-        dense: Vec<(i64, f32)>,
+        mut dense: Vec<(i64, f32)>,
         lexical: &[(i64, f32)],
-        n: usize,
     ) -> Result<Vec<(i64, f32)>> {
         let missing: Vec<i64> = lexical
             .iter()
             .map(|(id, _)| *id)
             .filter(|id| !dense.iter().any(|(d, _)| d == id))
             .collect();
-        let mut merged = dense;
-        for (id, e) in self.db.embeddings_of(&missing)? {
-            merged.push((id, dot(vector, &e)));
-        }
-        Ok(top_k(merged, n))
+        let mut found = self.db.embeddings_of(&missing)?;
+        dense.extend(
+            missing
+                .iter()
+                .filter_map(|id| found.remove(id).map(|e| (*id, dot(vector, &e)))),
+        );
+        Ok(dense)
     }
 
-    /// The cosine similarity of every ranked candidate: from the dense
-    /// list, or computed from its stored embedding.
+    /// The cosine similarity of each `(id, ..)` candidate, from its stored
+    /// embedding.
     fn similarities(
         &self,
         vector: &[f32],
         ranked: &[(i64, f32, hybrid::Evidence)],
-        dense: &[(i64, f32)],
     ) -> Result<HashMap<i64, f32>> {
-        let mut out: HashMap<i64, f32> = dense.iter().copied().collect();
-        let missing: Vec<i64> = ranked
-            .iter()
-            .map(|(id, ..)| *id)
-            .filter(|id| !out.contains_key(id))
-            .collect();
-        for (id, e) in self.db.embeddings_of(&missing)? {
-            out.insert(id, dot(vector, &e));
-        }
-        Ok(out)
+        let ids: Vec<i64> = ranked.iter().map(|(id, ..)| *id).collect();
+        Ok(self
+            .db
+            .embeddings_of(&ids)?
+            .into_iter()
+            .map(|(id, e)| (id, dot(vector, &e)))
+            .collect())
     }
 
     /// The dense list: the `n` chunks nearest to `vector` (of those the
@@ -441,9 +438,10 @@ impl DocumentStore {
         // admitting only them.
         let allowed = self.db.chunk_ids_matching(filter)?;
         if exact || allowed.len() <= EXACT_FILTERED {
+            let ids: Vec<i64> = allowed.into_iter().collect();
             let scored = self
                 .db
-                .embeddings_matching(filter)?
+                .embeddings_of(&ids)?
                 .into_iter()
                 .map(|(id, v)| (id, dot(vector, &v)))
                 .collect();
