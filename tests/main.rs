@@ -7,6 +7,7 @@ mod common;
 
 mod bench;
 mod embedder;
+mod families;
 mod llm;
 mod openai;
 mod retrieval;

@@ -5,7 +5,10 @@
 //! interleave many sequences over a single copy of the weights. The layer
 //! maths follows llama.cpp's `llm_build_llama` (RMSNorm, interleaved RoPE,
 //! grouped-query attention, SwiGLU MLP, tied embeddings when the file has no
-//! `output.weight`).
+//! `output.weight`); the other families it runs (`FAMILIES`: Qwen 2's q/k/v
+//! biases, Qwen 3's q/k norms, NeoX RoPE, Llama 3's RoPE frequency factors)
+//! are switches of the same pass, each proven against llama.cpp by
+//! `tests/families.rs`.
 
 mod cpu;
 
@@ -15,30 +18,94 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
-use cpu::{HostKv, HostModel, HostSegment};
+use cpu::{HostKv, HostLayer, HostModel, HostSegment};
 use hearth_kernels::quant::QMatrix;
 use std::io::{Read, Seek};
 
-/// GGUF `general.architecture` values whose output matches llama.cpp's.
-pub const PROVEN_ARCHITECTURES: &[&str] = &["llama"];
+/// What a decoder family adds to the llama layout, as data: the forward
+/// pass is one ([`Llama`]), and these switch its optional steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// GGUF `general.architecture`.
+    pub arch: &'static str,
+    /// RoPE pairs (i, i+d/2) instead of (2i, 2i+1).
+    pub rope_neox: bool,
+    /// Biases on the q, k and v projections (`blk.N.attn_{q,k,v}.bias`).
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE
+    /// (`blk.N.attn_{q,k}_norm.weight`).
+    pub qk_norm: bool,
+}
 
-/// Shape of the network, from the GGUF `llama.*` metadata.
+/// The families hearth runs, each proven token for token against llama.cpp
+/// on random-weight files (`tests/families.rs`). Mistral's GGUFs (7B, Nemo)
+/// are `llama` files; Llama 3's RoPE frequency factors are read from the
+/// file (`rope_freqs.weight`).
+pub const FAMILIES: &[Family] = &[
+    Family {
+        arch: "llama",
+        rope_neox: false,
+        qkv_bias: false,
+        qk_norm: false,
+    },
+    Family {
+        arch: "qwen2",
+        rope_neox: true,
+        qkv_bias: true,
+        qk_norm: false,
+    },
+    Family {
+        arch: "qwen3",
+        rope_neox: true,
+        qkv_bias: false,
+        qk_norm: true,
+    },
+];
+
+/// Architectures llama.cpp runs that hearth does not yet: named in the error
+/// so that a user knows it is a gap, not a broken file.
+const PLANNED: &[&str] = &["gemma3", "phi3", "mistral3"];
+
+/// GGUF `general.architecture` values hearth loads.
+pub fn supported_architectures() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.arch).collect()
+}
+
+/// RoPE angles: position `p`, pair `i` turn by
+/// `freq_scale * p * base^(-2i/d) / freq_factors[i]` (ggml's `rope_yarn`
+/// without YaRN's extrapolation mix).
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub base: f32,
+    /// Linear position interpolation: 1 / `rope.scaling.factor`.
+    pub freq_scale: f32,
+    /// Llama 3.1's per-pair divisors (`rope_freqs.weight`), when present.
+    pub freq_factors: Option<Vec<f32>>,
+}
+
+/// Shape of the network, from the GGUF `{arch}.*` metadata.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
+    pub family: Family,
     pub n_layer: usize,
     pub n_head: usize,
     pub n_kv_head: usize,
     pub n_embd: usize,
+    /// Width of one attention head: `{arch}.attention.key_length`, or
+    /// `n_embd / n_head` (Qwen 3 sets it apart).
     pub head_dim: usize,
-    pub rope_theta: f32,
+    pub rope: Rope,
     pub rms_eps: f64,
     pub context_length: usize,
     pub vocab_size: usize,
-    /// RoPE pairs (i, i+d/2) instead of (2i, 2i+1): Qwen-style GGUFs.
-    pub rope_is_neox: bool,
 }
 
 impl LlamaConfig {
+    /// Width of all query heads together (the attention output's width).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
     pub fn from_gguf(ct: &Content) -> Result<Self> {
         let arch = ct
             .metadata
@@ -46,26 +113,17 @@ impl LlamaConfig {
             .and_then(|v| v.to_string().ok())
             .cloned()
             .unwrap_or_default();
-        // Only families whose output has been proven token for token against
-        // llama.cpp load. The others would load and answer wrongly: qwen2's
-        // q/k/v biases and qwen3's per-head q/k norms are not implemented
-        // (on random-weight files hearth's first qwen2 token differed from
-        // llama.cpp's by a logit gap of 8.9).
-        let rope_is_neox = match arch.as_str() {
-            "llama" => false,
-            other => {
-                let why = match other {
-                    "qwen2" | "qwen3" | "mistral" | "gemma3" | "phi3" => {
-                        "its layers are not yet implemented and proven against llama.cpp"
-                    }
-                    _ => "hearth does not know it",
-                };
-                return Err(Error::Model(format!(
-                    "GGUF architecture {other:?} is not supported: {why}; supported: {}",
-                    PROVEN_ARCHITECTURES.join(", ")
-                )));
-            }
-        };
+        let family = *FAMILIES.iter().find(|f| f.arch == arch).ok_or_else(|| {
+            let why = if PLANNED.contains(&arch.as_str()) {
+                "its layers are not yet implemented and proven against llama.cpp"
+            } else {
+                "hearth does not know it"
+            };
+            Error::Model(format!(
+                "GGUF architecture {arch:?} is not supported: {why}; supported: {}",
+                supported_architectures().join(", ")
+            ))
+        })?;
         let get = |key: &str| -> Result<&candle_core::quantized::gguf_file::Value> {
             ct.metadata
                 .get(&format!("{arch}.{key}"))
@@ -78,9 +136,29 @@ impl LlamaConfig {
                     Error::Model(format!("GGUF metadata {arch}.{key} is not an integer"))
                 })
         };
+        let float = |key: &str| -> Result<Option<f32>> {
+            match ct.metadata.get(&format!("{arch}.{key}")) {
+                None => Ok(None),
+                Some(v) => v.to_f32().map(Some).map_err(|_| {
+                    Error::Model(format!("GGUF metadata {arch}.{key} is not a float"))
+                }),
+            }
+        };
         let n_head = int("attention.head_count")?;
         let n_embd = int("embedding_length")?;
-        let head_dim = n_embd / n_head.max(1);
+        let n_kv_head = int("attention.head_count_kv").unwrap_or(n_head);
+        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(Error::Model(format!(
+                "GGUF metadata: {n_head} attention heads cannot share {n_kv_head} key/value heads"
+            )));
+        }
+        let head_dim = int("attention.key_length").unwrap_or(n_embd / n_head);
+        let value_dim = int("attention.value_length").unwrap_or(head_dim);
+        if value_dim != head_dim || head_dim == 0 || head_dim % 2 != 0 {
+            return Err(Error::Model(format!(
+                "attention heads of key width {head_dim} and value width {value_dim} are not supported"
+            )));
+        }
         if let Ok(rope_dim) = int("rope.dimension_count") {
             if rope_dim != head_dim {
                 return Err(Error::Model(format!(
@@ -88,26 +166,56 @@ impl LlamaConfig {
                 )));
             }
         }
+        let scaling = ct
+            .metadata
+            .get(&format!("{arch}.rope.scaling.type"))
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str);
+        let freq_scale = match scaling {
+            None | Some("none") => 1.0,
+            Some("linear") => match float("rope.scaling.factor")? {
+                Some(f) if f > 0.0 => 1.0 / f,
+                _ => 1.0,
+            },
+            Some(other) => {
+                return Err(Error::Model(format!(
+                    "RoPE scaling {other:?} is not supported (supported: none, linear, and \
+                     Llama 3's frequency factors)"
+                )))
+            }
+        };
         let vocab_size = match ct.metadata.get("tokenizer.ggml.tokens") {
             Some(candle_core::quantized::gguf_file::Value::Array(t)) => t.len(),
             _ => int("vocab_size")?,
         };
+        let context_length = int("context_length")?;
+        if context_length == 0 || context_length > MAX_CONTEXT {
+            return Err(Error::Model(format!(
+                "GGUF context length {context_length} is outside 1..={MAX_CONTEXT}"
+            )));
+        }
         Ok(Self {
+            family,
             n_layer: int("block_count")?,
             n_head,
-            n_kv_head: int("attention.head_count_kv").unwrap_or(n_head),
+            n_kv_head,
             n_embd,
             head_dim,
-            rope_theta: get("rope.freq_base")
-                .and_then(|v| v.to_f32().map_err(Error::from))
-                .unwrap_or(10_000.0),
+            rope: Rope {
+                base: float("rope.freq_base")?.unwrap_or(10_000.0),
+                freq_scale,
+                freq_factors: None,
+            },
             rms_eps: get("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
-            context_length: int("context_length")?,
+            context_length,
             vocab_size,
-            rope_is_neox,
         })
     }
 }
+
+/// The longest context a file may declare: RoPE tables are built for all
+/// of it at load (8 bytes per position and pair).
+const MAX_CONTEXT: usize = 1 << 20;
 
 /// `t` (f32) rounded to the nearest f16 values, kept in f32.
 fn round_f16(t: &Tensor) -> Result<Tensor> {
@@ -163,11 +271,21 @@ struct Layer {
     wq: Linear,
     wk: Linear,
     wv: Linear,
+    /// Qwen 2's biases on q, k and v.
+    qkv_bias: Option<[Bias; 3]>,
+    /// Qwen 3's per-head norms of queries and keys.
+    qk_norm: Option<[RmsNorm; 2]>,
     wo: Linear,
     ffn_norm: RmsNorm,
     w_gate: Linear,
     w_up: Linear,
     w_down: Linear,
+}
+
+/// A bias vector, as a tensor and as plain floats.
+struct Bias {
+    tensor: Tensor,
+    host: Vec<f32>,
 }
 
 /// The model's weights. Immutable after loading; share with `Arc`.
@@ -254,7 +372,8 @@ impl Llama {
         reader: &mut R,
         device: &Device,
     ) -> Result<Self> {
-        let config = LlamaConfig::from_gguf(ct)?;
+        let mut config = LlamaConfig::from_gguf(ct)?;
+        let family = config.family;
         let mut tensor = |name: &str| {
             ct.tensor(reader, name, device)
                 .map_err(|e| Error::Model(format!("GGUF tensor {name}: {e}")))
@@ -267,14 +386,30 @@ impl Llama {
             let host = t.dequantize(device)?.to_vec1::<f32>()?;
             Ok((RmsNorm::from_qtensor(t, eps)?, host))
         };
+        let vector = |t: QTensor, len: usize, name: &str| -> Result<Vec<f32>> {
+            let v = t.dequantize(device)?.flatten_all()?.to_vec1::<f32>()?;
+            if v.len() != len {
+                return Err(Error::Model(format!(
+                    "GGUF tensor {name} has {} values where {len} were expected",
+                    v.len()
+                )));
+            }
+            Ok(v)
+        };
         let (norm, norm_host) = norm_of(tensor("output_norm.weight")?)?;
+        // Llama 3.1's RoPE frequency factors, one per pair.
+        if ct.tensor_infos.contains_key("rope_freqs.weight") {
+            let name = "rope_freqs.weight";
+            config.rope.freq_factors = Some(vector(tensor(name)?, config.head_dim / 2, name)?);
+        }
         // Tied embeddings: small models reuse token_embd as the output layer.
         let output = match tensor("output.weight") {
             Ok(t) => t,
             Err(_) => embed_q,
         };
+        let (q_dim, kv_dim) = (config.q_dim(), config.n_kv_head * config.head_dim);
         let mut layers = Vec::with_capacity(config.n_layer);
-        let (mut attn_norms, mut ffn_norms) = (Vec::new(), Vec::new());
+        let mut host_layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let mut q = |suffix: &str| -> Result<Linear> {
                 Linear::new(tensor(&format!("blk.{i}.{suffix}.weight"))?, device)
@@ -283,13 +418,52 @@ impl Llama {
             let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
             let (attn_norm, attn_host) = norm_of(tensor(&format!("blk.{i}.attn_norm.weight"))?)?;
             let (ffn_norm, ffn_host) = norm_of(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?;
-            attn_norms.push(attn_host);
-            ffn_norms.push(ffn_host);
+            let qkv_bias = if family.qkv_bias {
+                let mut bias = |part: &str, len: usize| -> Result<Bias> {
+                    let name = format!("blk.{i}.attn_{part}.bias");
+                    let host = vector(tensor(&name)?, len, &name)?;
+                    Ok(Bias {
+                        tensor: Tensor::from_slice(&host, len, device)?,
+                        host,
+                    })
+                };
+                Some([bias("q", q_dim)?, bias("k", kv_dim)?, bias("v", kv_dim)?])
+            } else {
+                None
+            };
+            let (qk_norm, qk_host) = if family.qk_norm {
+                let mut norm = |part: &str| -> Result<(RmsNorm, Vec<f32>)> {
+                    let name = format!("blk.{i}.attn_{part}_norm.weight");
+                    let (norm, host) = norm_of(tensor(&name)?)?;
+                    if host.len() != config.head_dim {
+                        return Err(Error::Model(format!(
+                            "GGUF tensor {name} has {} values where {} were expected",
+                            host.len(),
+                            config.head_dim
+                        )));
+                    }
+                    Ok((norm, host))
+                };
+                let ((qn, qh), (kn, kh)) = (norm("q")?, norm("k")?);
+                (Some([qn, kn]), Some([qh, kh]))
+            } else {
+                (None, None)
+            };
+            host_layers.push(HostLayer {
+                attn_norm: attn_host,
+                ffn_norm: ffn_host,
+                qkv_bias: qkv_bias
+                    .as_ref()
+                    .map(|b| [b[0].host.clone(), b[1].host.clone(), b[2].host.clone()]),
+                qk_norm: qk_host,
+            });
             layers.push(Layer {
                 attn_norm,
                 wq,
                 wk,
                 wv,
+                qkv_bias,
+                qk_norm,
                 wo,
                 ffn_norm,
                 w_gate,
@@ -309,8 +483,7 @@ impl Llama {
         }) && output.as_own().is_some();
         let host = if all_own && cpu::supported() {
             Some(HostModel {
-                attn_norm: attn_norms,
-                ffn_norm: ffn_norms,
+                layers: host_layers,
                 norm: norm_host,
                 cos: cos_host,
                 sin: sin_host,
@@ -499,22 +672,38 @@ impl Llama {
         let mut x = self.embed.forward(&input)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
-            let [q, k, v] = Linear::forward_many([&layer.wq, &layer.wk, &layer.wv], &h)?;
+            let [mut q, mut k, mut v] =
+                Linear::forward_many([&layer.wq, &layer.wk, &layer.wv], &h)?;
+            if let Some([bq, bk, bv]) = &layer.qkv_bias {
+                q = q.broadcast_add(&bq.tensor)?;
+                k = k.broadcast_add(&bk.tensor)?;
+                v = v.broadcast_add(&bv.tensor)?;
+            }
             let mut ys = Vec::with_capacity(segments.len());
             for (s, (first, len, mask, cos, sin)) in segments.iter_mut().zip(&shapes) {
                 let (first, len) = (*first, *len);
-                let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
-                    t.narrow(1, first, len)?
-                        .reshape((1, len, n, cfg.head_dim))?
-                        .transpose(1, 2)?
-                        .contiguous()
+                // Per head: [1, len, heads, head_dim], normed over
+                // head_dim where the family norms queries and keys, then
+                // [1, heads, len, head_dim].
+                let heads = |t: &Tensor, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+                    let mut t = t
+                        .narrow(1, first, len)?
+                        .reshape((1, len, n, cfg.head_dim))?;
+                    if let Some(norm) = norm {
+                        t = norm.forward(&t)?;
+                    }
+                    Ok(t.transpose(1, 2)?.contiguous()?)
+                };
+                let [q_norm, k_norm] = match &layer.qk_norm {
+                    Some([qn, kn]) => [Some(qn), Some(kn)],
+                    None => [None, None],
                 };
                 let (q, k, v) = (
-                    heads(&q, cfg.n_head)?,
-                    heads(&k, cfg.n_kv_head)?,
-                    heads(&v, cfg.n_kv_head)?,
+                    heads(&q, cfg.n_head, q_norm)?,
+                    heads(&k, cfg.n_kv_head, k_norm)?,
+                    heads(&v, cfg.n_kv_head, None)?,
                 );
-                let (q, k) = if cfg.rope_is_neox {
+                let (q, k) = if cfg.family.rope_neox {
                     (
                         candle_nn::rotary_emb::rope(&q, cos, sin)?,
                         candle_nn::rotary_emb::rope(&k, cos, sin)?,
@@ -546,7 +735,7 @@ impl Llama {
                     att.matmul(&v)?
                         .reshape((1, cfg.n_head, len, cfg.head_dim))?
                         .transpose(1, 2)?
-                        .reshape((1, len, cfg.n_embd))?,
+                        .reshape((1, len, cfg.q_dim()))?,
                 );
             }
             let y = Tensor::cat(&ys, 1)?;
@@ -593,15 +782,19 @@ struct TensorSegment<'a> {
 /// RoPE's cos and sin, `[context_length, head_dim / 2]` row-major.
 fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     // As ggml computes it: theta starts at the position and is multiplied by
-    // base^(-2/d) for each pair (not recomputed with powf), in f32.
+    // base^(-2/d) for each pair (not recomputed with powf), in f32; then
+    // divided by the pair's frequency factor and scaled.
     let half = cfg.head_dim / 2;
-    let theta_scale = cfg.rope_theta.powf(-2.0 / cfg.head_dim as f32);
+    let rope = &cfg.rope;
+    let theta_scale = rope.base.powf(-2.0 / cfg.head_dim as f32);
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for p in 0..cfg.context_length {
         let mut theta = p as f32;
-        for _ in 0..half {
-            cos.push(theta.cos());
-            sin.push(theta.sin());
+        for i in 0..half {
+            let factor = rope.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+            let angle = rope.freq_scale * (theta / factor);
+            cos.push(angle.cos());
+            sin.push(angle.sin());
             theta *= theta_scale;
         }
     }
@@ -940,7 +1133,7 @@ mod tests {
 
     #[test]
     fn unproven_architectures_are_refused_with_the_supported_list() {
-        for arch in ["qwen2", "qwen3", "mistral", "gemma3", "phi3", "gpt2", ""] {
+        for arch in ["gemma3", "phi3", "mistral3", "gpt2", ""] {
             let gguf = tiny_gguf();
             let mut buf = std::io::Cursor::new(&gguf);
             let mut content = gguf_file::Content::read(&mut buf).unwrap();
@@ -953,7 +1146,8 @@ mod tests {
                 Err(e) => e.to_string(),
             };
             assert!(
-                err.contains(&format!("{arch:?}")) && err.contains("supported: llama"),
+                err.contains(&format!("{arch:?}"))
+                    && err.contains("supported: llama, qwen2, qwen3"),
                 "{err}"
             );
         }

@@ -222,7 +222,16 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
     let bytes_only = || ByteLevel::new(false, true, false);
     let seq = |parts: Vec<PreTokenizerWrapper>| Sequence::new(parts).into();
     Ok(match pre {
-        "gpt2" | "gpt-2" | "default" => gpt2().into(),
+        "gpt2" | "gpt-2" => gpt2().into(),
+        // llama.cpp's rules when a BPE file names no known pre-tokenizer:
+        // four regexes, each splitting the pieces of the one before.
+        "default" => seq(vec![
+            split(r"[\p{P}\$\+<=>\^~\|]+")?,
+            split(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)")?,
+            split(r"\p{N}+")?,
+            split(r"[0-9][0-9][0-9]")?,
+            bytes_only().into(),
+        ]),
         // SmolLM: every digit is its own piece, then GPT-2 rules.
         "smollm" => seq(vec![Digits::new(true).into(), gpt2().into()]),
         "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" => {

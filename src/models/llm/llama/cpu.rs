@@ -24,12 +24,21 @@ use hearth_kernels::quant::QMatrix;
 /// The small per-model vectors the buffer path reads, copied out of their
 /// tensors at load.
 pub(super) struct HostModel {
-    pub attn_norm: Vec<Vec<f32>>,
-    pub ffn_norm: Vec<Vec<f32>>,
+    pub layers: Vec<HostLayer>,
     pub norm: Vec<f32>,
     /// RoPE tables, `[context_length, head_dim / 2]`.
     pub cos: Vec<f32>,
     pub sin: Vec<f32>,
+}
+
+/// One layer's vectors: its norms' weights, and the family's extras.
+pub(super) struct HostLayer {
+    pub attn_norm: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    /// Biases on q, k and v (Qwen 2).
+    pub qkv_bias: Option<[Vec<f32>; 3]>,
+    /// Per-head norms of queries and keys, `[head_dim]` each (Qwen 3).
+    pub qk_norm: Option<[Vec<f32>; 2]>,
 }
 
 /// One layer's cached keys and values: a row of `n_kv_head * head_dim` per
@@ -93,6 +102,13 @@ pub(super) struct HostSegment<'a> {
     pub logits: bool,
 }
 
+/// Add `bias` to every row of `x`.
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_into(row, bias);
+    }
+}
+
 impl Llama {
     /// [`Llama::forward_batch`] on buffers: every segment's rows go through
     /// each matrix product together (the weights are read once per step for
@@ -128,14 +144,25 @@ impl Llama {
                 x.extend(table.get(t as usize)?.to_vec1::<f32>()?);
             }
         }
-        for (li, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &host.attn_norm[li], eps);
+        let neox = cfg.family.rope_neox;
+        for ((li, layer), hl) in self.layers.iter().enumerate().zip(&host.layers) {
+            let h = rms_norm(&x, &hl.attn_norm, eps);
             let qkv = [own(&layer.wq)?, own(&layer.wk)?, own(&layer.wv)?];
             let [mut q, mut k, mut v]: [Vec<f32>; 3] = QMatrix::matmul_many(&qkv, &h)?
                 .try_into()
                 .expect("three products");
-            rope_rows(&mut q, q_dim, &pos_of, tables, hd, cfg.rope_is_neox);
-            rope_rows(&mut k, kv_dim, &pos_of, tables, hd, cfg.rope_is_neox);
+            if let Some([bq, bk, bv]) = &hl.qkv_bias {
+                add_rows(&mut q, bq);
+                add_rows(&mut k, bk);
+                add_rows(&mut v, bv);
+            }
+            if let Some([qn, kn]) = &hl.qk_norm {
+                // Each head's slice is a row of head_dim values.
+                q = rms_norm(&q, qn, eps);
+                k = rms_norm(&k, kn, eps);
+            }
+            rope_rows(&mut q, q_dim, &pos_of, tables, hd, neox);
+            rope_rows(&mut k, kv_dim, &pos_of, tables, hd, neox);
             // The same f16 roundings as the tensor path (see there).
             round_f16(&mut q);
             round_f16(&mut k);
@@ -158,7 +185,7 @@ impl Llama {
             let y = unsafe { decoder::attention(heads, &q, &caches, &seg_of, &pos_of) };
             add_into(&mut x, &own(&layer.wo)?.matmul(&y)?);
 
-            let h = rms_norm(&x, &host.ffn_norm[li], eps);
+            let h = rms_norm(&x, &hl.ffn_norm, eps);
             let gate_up = [own(&layer.w_gate)?, own(&layer.w_up)?];
             let [mut gate, up]: [Vec<f32>; 2] = QMatrix::matmul_many(&gate_up, &h)?
                 .try_into()

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""What llama.cpp computes on the tiny GGUF files of tiny_gguf.py: the
+fixture (tests/fixtures/families.json) that hearth's family tests compare
+against.
+
+For each model file: its sha256 (the test checks it wrote the same bytes),
+the tokens of each prompt, the greedy continuation, and at every step the
+top logits. For each tokenizer-only file: the tokens of each text.
+
+Run by scripts/families/make-fixtures.sh, which builds llama-cpp-python
+(pinned like scripts/bench-peers.sh). llama.cpp runs as hearth does by
+default: f16 KV cache, no flash attention, one sequence.
+"""
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+
+import llama_cpp
+import numpy as np
+
+PROMPTS = [
+    "<|im_start|>user\nWhat is ownership in Rust?<|im_end|>\n<|im_start|>assistant\n",
+    "The borrow checker rejects 2 mutable borrows; fix it with",
+]
+TEXTS = [
+    "Hello world",
+    "  leading spaces,\ttabs\n\n\nand newlines  ",
+    "numbers 1234567 and 3.14159, 2024-11-29",
+    "don't WON'T I'LL we'Ve",
+    "unicode: café naïve 日本語 🙂 ünïcödé",
+    "<|im_start|>user\nHi<|im_end|>",
+    'fn main() { println!("{}", x[0..=3]); } // E0502',
+]
+STEPS = 12
+TOP = 8
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenize(llm, text):
+    return llm.tokenize(text.encode(), add_bos=False, special=True)
+
+
+def run_model(path):
+    llm = llama_cpp.Llama(path, n_ctx=256, n_batch=256, n_threads=2, logits_all=True,
+                          flash_attn=False, verbose=False)
+    out = []
+    for prompt in PROMPTS:
+        llm.reset()
+        tokens = tokenize(llm, prompt)
+        if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true":
+            tokens = [llm.token_bos()] + tokens
+        llm.eval(tokens)
+        steps = []
+        for _ in range(STEPS):
+            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            top = np.argsort(-logits, kind="stable")[:TOP]
+            chosen = int(top[0])
+            steps.append({"token": chosen, "top": [[int(i), float(logits[i])] for i in top]})
+            llm.eval([chosen])
+        out.append({"prompt": prompt, "tokens": tokens, "steps": steps})
+    return out
+
+
+def run_tokenizer(path):
+    llm = llama_cpp.Llama(path, vocab_only=True, verbose=False)
+    return [{"text": t, "tokens": tokenize(llm, t)} for t in TEXTS]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", required=True)
+    ap.add_argument("--out", required=True, help="where tiny_gguf.py writes the files")
+    ap.add_argument("--fixture", required=True)
+    args = ap.parse_args()
+    listing = subprocess.run(
+        [sys.executable, __file__.replace("llama_cpp_reference.py", "tiny_gguf.py"),
+         "--vocab", args.vocab, "--out", args.out],
+        check=True, capture_output=True, text=True).stdout
+    fixture = {"llama_cpp_python": llama_cpp.__version__, "models": {}, "tokenizers": {}}
+    for line in listing.splitlines():
+        name, path = line.split(" ", 1)
+        if name.startswith("tok-"):
+            fixture["tokenizers"][name[4:]] = run_tokenizer(path)
+        else:
+            fixture["models"][name] = {"sha256": sha256(path), "prompts": run_model(path)}
+        print(name, file=sys.stderr)
+    with open(args.fixture, "w") as f:
+        json.dump(fixture, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Tiny random-weight GGUF files, one per architecture hearth runs.
+
+Written with `gguf`, the format's reference writer from llama.cpp (pinned in
+scripts/python-env.sh), so that the files are what llama.cpp's own tools
+would write, not what hearth thinks a GGUF is. Each file borrows the
+tokenizer of the default LLM (SmolLM2) so that tokens mean something, and
+has 2 layers of width 64: a few MB, loaded in milliseconds.
+
+The weights come from a seeded NumPy generator, so every machine writes the
+same bytes (the test checks each file's sha256 against the fixture made by
+llama.cpp on the same file: tests/fixtures/families.json, made by
+scripts/families/llama_cpp_reference.py).
+
+    python scripts/families/tiny_gguf.py --vocab models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
+
+prints one line per file: NAME PATH. Files `tok-PRE` hold only a tokenizer
+(SmolLM2's vocabulary under another family's pre-tokenizer rules).
+"""
+
+import argparse
+import math
+import os
+
+import gguf
+import numpy as np
+
+N_EMBD, N_LAYER, N_HEAD, N_KV_HEAD, N_FF, N_CTX = 64, 2, 4, 2, 128, 256
+
+
+def llama3_freq_factors(head_dim, base, factor=8.0, low=1.0, high=4.0, original=8192):
+    """Llama 3.1's RoPE frequency factors, as convert_hf_to_gguf.py writes
+    them into `rope_freqs.weight`."""
+    low_wavelen, high_wavelen = original / low, original / high
+    out = []
+    for i in range(0, head_dim, 2):
+        freq = 1.0 / (base ** (i / head_dim))
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (original / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+# name -> (GGUF architecture, what the family adds to the llama layout)
+FAMILIES = {
+    "llama": ("llama", {}),
+    "llama-tied": ("llama", {"tied": True}),
+    # Llama 3.1/3.2: RoPE frequency factors and a large base.
+    "llama3": ("llama", {"rope_freqs": True, "rope_base": 500000.0}),
+    # Qwen 2/2.5: q/k/v biases, NeoX RoPE.
+    "qwen2": ("qwen2", {"qkv_bias": True, "rope_base": 1000000.0}),
+    # Qwen 3: per-head RMSNorm on q and k, head_dim (32) apart from
+    # n_embd / n_head (16), NeoX RoPE.
+    "qwen3": ("qwen3", {"qk_norm": True, "head_dim": 32, "rope_base": 1000000.0}),
+}
+
+QUANTS = {
+    "f32": gguf.GGMLQuantizationType.F32,
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+}
+
+
+TOKENIZER_KEYS = [
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.chat_template",
+]
+
+
+def read_tokenizer(vocab_path):
+    reader = gguf.GGUFReader(vocab_path)
+    return {key: reader.fields[key].contents() for key in TOKENIZER_KEYS}
+
+
+def copy_tokenizer(writer, vocab):
+    f = vocab.__getitem__
+    writer.add_tokenizer_model(f("tokenizer.ggml.model"))
+    writer.add_tokenizer_pre(f("tokenizer.ggml.pre"))
+    tokens = f("tokenizer.ggml.tokens")
+    writer.add_token_list(tokens)
+    writer.add_token_types(f("tokenizer.ggml.token_type"))
+    writer.add_token_merges(f("tokenizer.ggml.merges"))
+    writer.add_bos_token_id(f("tokenizer.ggml.bos_token_id"))
+    writer.add_eos_token_id(f("tokenizer.ggml.eos_token_id"))
+    writer.add_add_bos_token(f("tokenizer.ggml.add_bos_token"))
+    writer.add_chat_template(f("tokenizer.chat_template"))
+    return len(tokens)
+
+
+def write(path, name, quant, vocab, seed):
+    arch, extra = FAMILIES[name]
+    rng = np.random.default_rng(seed)
+    head_dim = extra.get("head_dim", N_EMBD // N_HEAD)
+    q_dim, kv_dim = N_HEAD * head_dim, N_KV_HEAD * head_dim
+    base = extra.get("rope_base", 10000.0)
+
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(N_LAYER)
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_KV_HEAD)
+    if "head_dim" in extra:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(base)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(QUANTS[quant] == gguf.GGMLQuantizationType.Q8_0 and 7 or 0)
+    n_vocab = copy_tokenizer(w, vocab)
+    w.add_vocab_size(n_vocab)
+
+    def matrix(tensor, rows, cols, std=None):
+        std = std if std is not None else 1.0 / math.sqrt(cols)
+        data = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
+        qtype = QUANTS[quant]
+        if qtype == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(tensor, data)
+        else:
+            w.add_tensor(tensor, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+
+    def vector(tensor, n, mean, std):
+        data = (mean + rng.standard_normal(n, dtype=np.float32) * np.float32(std)).astype(np.float32)
+        w.add_tensor(tensor, data)
+
+    matrix("token_embd.weight", n_vocab, N_EMBD, std=1.0)
+    vector("output_norm.weight", N_EMBD, 1.0, 0.1)
+    # Tied embeddings (no output.weight, the logits come from token_embd)
+    # make a random model repeat its input; the others get an output layer
+    # whose logits spread like a trained model's (std ~3).
+    if not extra.get("tied"):
+        matrix("output.weight", n_vocab, N_EMBD, std=0.4)
+    if extra.get("rope_freqs"):
+        w.add_tensor("rope_freqs.weight", llama3_freq_factors(head_dim, base))
+    for i in range(N_LAYER):
+        vector(f"blk.{i}.attn_norm.weight", N_EMBD, 1.0, 0.1)
+        matrix(f"blk.{i}.attn_q.weight", q_dim, N_EMBD)
+        matrix(f"blk.{i}.attn_k.weight", kv_dim, N_EMBD)
+        matrix(f"blk.{i}.attn_v.weight", kv_dim, N_EMBD)
+        if extra.get("qkv_bias"):
+            vector(f"blk.{i}.attn_q.bias", q_dim, 0.0, 0.5)
+            vector(f"blk.{i}.attn_k.bias", kv_dim, 0.0, 0.5)
+            vector(f"blk.{i}.attn_v.bias", kv_dim, 0.0, 0.5)
+        if extra.get("qk_norm"):
+            vector(f"blk.{i}.attn_q_norm.weight", head_dim, 1.0, 0.2)
+            vector(f"blk.{i}.attn_k_norm.weight", head_dim, 1.0, 0.2)
+        matrix(f"blk.{i}.attn_output.weight", N_EMBD, q_dim)
+        vector(f"blk.{i}.ffn_norm.weight", N_EMBD, 1.0, 0.1)
+        matrix(f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD)
+        matrix(f"blk.{i}.ffn_up.weight", N_FF, N_EMBD)
+        matrix(f"blk.{i}.ffn_down.weight", N_EMBD, N_FF)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+# Pre-tokenizers checked on SmolLM2's vocabulary: the same merges split by
+# each family's rules (`tokenizer.ggml.pre`).
+PRE_TOKENIZERS = ["smollm", "gpt-2", "default", "llama-bpe", "qwen2"]
+
+
+def write_vocab_only(path, pre, vocab):
+    """A llama file with no tensors: enough for llama.cpp's vocab_only load."""
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(N_LAYER)
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_layer_norm_rms_eps(1e-5)
+    copy_tokenizer(w, {**vocab, "tokenizer.ggml.pre": pre})
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", required=True, help="a GGUF whose tokenizer the files borrow")
+    ap.add_argument("--out", required=True, help="directory to write into")
+    ap.add_argument("--only", help="comma-separated family names")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    names = args.only.split(",") if args.only else list(FAMILIES)
+    vocab = read_tokenizer(args.vocab)
+    for seed, name in enumerate(FAMILIES):
+        if name not in names:
+            continue
+        for quant in QUANTS:
+            file = f"{name}-{quant}"
+            path = os.path.join(args.out, f"{file}.gguf")
+            write(path, name, quant, vocab, seed)
+            print(file, path)
+    for pre in PRE_TOKENIZERS:
+        path = os.path.join(args.out, f"tok-{pre}.gguf")
+        write_vocab_only(path, pre, vocab)
+        print(f"tok-{pre}", path)
+
+
+if __name__ == "__main__":
+    main()
