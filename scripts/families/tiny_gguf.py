@@ -57,6 +57,8 @@ FAMILIES = {
     # Qwen 3: per-head RMSNorm on q and k, head_dim (32) apart from
     # n_embd / n_head (16), NeoX RoPE.
     "qwen3": ("qwen3", {"qk_norm": True, "head_dim": 32, "rope_base": 1000000.0}),
+    # Linear RoPE scaling (position interpolation, `rope.scaling.*`).
+    "llama-linear": ("llama", {"rope_linear": 4.0}),
 }
 
 QUANTS = {
@@ -117,6 +119,9 @@ def write(path, name, quant, vocab, seed):
         w.add_value_length(head_dim)
     w.add_rope_dimension_count(head_dim)
     w.add_rope_freq_base(base)
+    if "rope_linear" in extra:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(extra["rope_linear"])
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(QUANTS[quant] == gguf.GGMLQuantizationType.Q8_0 and 7 or 0)
     n_vocab = copy_tokenizer(w, vocab)
