@@ -88,9 +88,7 @@ pub fn write_random_llm(
     dtype: WeightType,
     out: &Path,
 ) -> Result<u64> {
-    let mut file = std::fs::File::open(template).map_err(|e| Error::io(template, e))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| Error::Model(format!("{}: not a GGUF file: {e}", template.display())))?;
+    let (_, content) = crate::models::llm::gguf::open(template)?;
     let vocab = match content.metadata.get("tokenizer.ggml.tokens") {
         Some(Value::Array(tokens)) if !tokens.is_empty() => tokens.len(),
         _ => {

@@ -91,6 +91,8 @@ pub struct LlamaConfig {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub n_embd: usize,
+    /// Width of the feed-forward layer.
+    pub n_ff: usize,
     /// Width of one attention head: `{arch}.attention.key_length`, or
     /// `n_embd / n_head` (Qwen 3 sets it apart).
     pub head_dim: usize,
@@ -104,6 +106,30 @@ impl LlamaConfig {
     /// Width of all query heads together (the attention output's width).
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
+    }
+
+    /// The shape (rows, then columns) the tensor `name` must have, or None
+    /// for a name this model does not read.
+    fn tensor_dims(&self, name: &str) -> Option<Vec<usize>> {
+        let (d, q, kv) = (self.n_embd, self.q_dim(), self.n_kv_head * self.head_dim);
+        let suffix = match name.strip_prefix("blk.") {
+            Some(rest) => rest.split_once('.')?.1,
+            None => name,
+        };
+        Some(match suffix {
+            "token_embd.weight" | "output.weight" => vec![self.vocab_size, d],
+            "output_norm.weight" | "attn_norm.weight" | "ffn_norm.weight" => vec![d],
+            "rope_freqs.weight" => vec![self.head_dim / 2],
+            "attn_q.weight" => vec![q, d],
+            "attn_k.weight" | "attn_v.weight" => vec![kv, d],
+            "attn_q.bias" => vec![q],
+            "attn_k.bias" | "attn_v.bias" => vec![kv],
+            "attn_q_norm.weight" | "attn_k_norm.weight" => vec![self.head_dim],
+            "attn_output.weight" => vec![d, q],
+            "ffn_gate.weight" | "ffn_up.weight" => vec![self.n_ff, d],
+            "ffn_down.weight" => vec![d, self.n_ff],
+            _ => return None,
+        })
     }
 
     pub fn from_gguf(ct: &Content) -> Result<Self> {
@@ -200,6 +226,7 @@ impl LlamaConfig {
             n_head,
             n_kv_head,
             n_embd,
+            n_ff: int("feed_forward_length")?,
             head_dim,
             rope: Rope {
                 base: float("rope.freq_base")?.unwrap_or(10_000.0),
@@ -374,7 +401,22 @@ impl Llama {
     ) -> Result<Self> {
         let mut config = LlamaConfig::from_gguf(ct)?;
         let family = config.family;
+        // Every tensor is checked against the shape the metadata implies
+        // before any of it is read: a file whose tensors disagree with its
+        // metadata is refused at load, not by a shape error mid-request.
         let mut tensor = |name: &str| {
+            let info = ct
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| Error::Model(format!("GGUF file lacks tensor {name}")))?;
+            let dims = info.shape.dims();
+            if let Some(want) = config.tensor_dims(name) {
+                if dims != want.as_slice() {
+                    return Err(Error::Model(format!(
+                        "GGUF tensor {name} has shape {dims:?} where the metadata implies {want:?}"
+                    )));
+                }
+            }
             ct.tensor(reader, name, device)
                 .map_err(|e| Error::Model(format!("GGUF tensor {name}: {e}")))
         };
@@ -398,10 +440,12 @@ impl Llama {
         };
         let (norm, norm_host) = norm_of(tensor("output_norm.weight")?)?;
         // Llama 3.1's RoPE frequency factors, one per pair.
-        if ct.tensor_infos.contains_key("rope_freqs.weight") {
+        let freq_factors = if ct.tensor_infos.contains_key("rope_freqs.weight") {
             let name = "rope_freqs.weight";
-            config.rope.freq_factors = Some(vector(tensor(name)?, config.head_dim / 2, name)?);
-        }
+            Some(vector(tensor(name)?, config.head_dim / 2, name)?)
+        } else {
+            None
+        };
         // Tied embeddings: small models reuse token_embd as the output layer.
         let output = match tensor("output.weight") {
             Ok(t) => t,
@@ -472,6 +516,7 @@ impl Llama {
             });
         }
         let output = Linear::new(output, device)?;
+        config.rope.freq_factors = freq_factors;
         let (cos_host, sin_host) = rope_tables(&config);
         let shape = (config.context_length, config.head_dim / 2);
         let cos = Tensor::from_slice(&cos_host, shape, device)?;
@@ -893,6 +938,7 @@ mod tests {
             ("llama.block_count", Value::U32(2)),
             ("llama.context_length", Value::U32(64)),
             ("llama.embedding_length", Value::U32(embd as u32)),
+            ("llama.feed_forward_length", Value::U32(ffn as u32)),
             ("llama.attention.head_count", Value::U32(2)),
             ("llama.attention.head_count_kv", Value::U32(1)),
             ("llama.rope.freq_base", Value::F32(10000.0)),
@@ -1151,6 +1197,108 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Loading `gguf` fails with an error whose text has `want`.
+    fn load_error(gguf: &[u8], want: &str) {
+        let mut buf = std::io::Cursor::new(gguf);
+        let err = match crate::models::llm::gguf::read_content(&mut buf, "the file") {
+            Err(e) => e.to_string(),
+            Ok(content) => match Llama::from_gguf(&content, &mut buf, &Device::Cpu) {
+                Ok(_) => panic!("a broken file loaded (wanted {want:?})"),
+                Err(e) => e.to_string(),
+            },
+        };
+        assert!(err.contains(want), "{err:?} lacks {want:?}");
+    }
+
+    /// A GGUF v3 header with the given metadata and tensor infos (name,
+    /// dims, ggml type id, offset), no data.
+    fn raw_gguf(meta: &[(&str, u32)], tensors: &[(&str, &[u64], u32, u64)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend((tensors.len() as u64).to_le_bytes());
+        b.extend((meta.len() as u64).to_le_bytes());
+        let string = |b: &mut Vec<u8>, s: &str| {
+            b.extend((s.len() as u64).to_le_bytes());
+            b.extend(s.as_bytes());
+        };
+        for (key, value) in meta {
+            string(&mut b, key);
+            b.extend(4u32.to_le_bytes()); // u32
+            b.extend(value.to_le_bytes());
+        }
+        for (name, dims, dtype, offset) in tensors {
+            string(&mut b, name);
+            b.extend((dims.len() as u32).to_le_bytes());
+            for d in *dims {
+                b.extend(d.to_le_bytes());
+            }
+            b.extend(dtype.to_le_bytes());
+            b.extend(offset.to_le_bytes());
+        }
+        b.resize(b.len() + 64, 0);
+        b
+    }
+
+    #[test]
+    fn broken_files_are_clear_errors_not_panics() {
+        let good = tiny_gguf();
+        // Cut short: the last tensors' bytes are missing.
+        load_error(&good[..good.len() * 4 / 5], "remaining");
+        // A tensor whose shape disagrees with the metadata.
+        let mut buf = std::io::Cursor::new(&good);
+        let mut content = gguf_file::Content::read(&mut buf).unwrap();
+        let info = content.tensor_infos.get_mut("blk.1.attn_k.weight").unwrap();
+        info.shape = candle_core::Shape::from(vec![16, 64]);
+        let err = Llama::from_gguf(&content, &mut buf, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("blk.1.attn_k.weight has shape [16, 64]"),
+            "{err}"
+        );
+        assert!(err.contains("implies [32, 64]"), "{err}");
+        // Data said to lie past the end of the file.
+        let info = content.tensor_infos.get_mut("blk.1.attn_k.weight").unwrap();
+        info.shape = candle_core::Shape::from(vec![32, 64]);
+        let offset = std::mem::replace(&mut info.offset, 1 << 40);
+        let err = Llama::from_gguf(&content, &mut buf, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("remaining in file"), "{err}");
+        // A required tensor missing.
+        content
+            .tensor_infos
+            .get_mut("blk.1.attn_k.weight")
+            .unwrap()
+            .offset = offset;
+        content.tensor_infos.remove("blk.1.ffn_up.weight");
+        let err = Llama::from_gguf(&content, &mut buf, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("lacks tensor blk.1.ffn_up.weight"), "{err}");
+        // A tensor type candle does not read (IQ2_XXS, id 16).
+        load_error(
+            &raw_gguf(&[], &[("t", &[256], 16, 0)]),
+            "the IQ and TQ types",
+        );
+        // An alignment of zero (a division by zero inside the parser).
+        load_error(
+            &raw_gguf(&[("general.alignment", 0)], &[]),
+            "header is inconsistent",
+        );
+        // Lying counts and sizes: no huge allocation, an error.
+        let mut lying = raw_gguf(&[], &[]);
+        lying[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        load_error(&lying, "not a readable GGUF file");
+        load_error(
+            &raw_gguf(&[], &[("t", &[1 << 40, 1 << 40], 0, 0)]),
+            "architecture",
+        );
     }
 
     #[test]

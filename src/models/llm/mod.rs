@@ -3,6 +3,7 @@
 //! in `engine`.
 
 pub mod chat;
+pub mod gguf;
 pub mod llama;
 pub mod sampling;
 pub mod stream;
@@ -10,7 +11,6 @@ pub mod tokenizer;
 
 use crate::error::{Error, Result};
 use crate::models::source::{ModelSource, Wanted};
-use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use chat::{ChatTemplate, Message};
 use llama::Llama;
@@ -40,13 +40,7 @@ impl Llm {
             Wanted::optional("tokenizer.json"),
         ])?;
         let path = paths[0].clone().expect("required file resolved");
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| {
-            Error::Model(format!(
-                "{} is not a readable GGUF file: {e}",
-                path.display()
-            ))
-        })?;
+        let (mut file, content) = gguf::open(&path)?;
         let tokenizer = LlmTokenizer::load(&content, paths[1].as_deref())?;
         let model = Llama::from_gguf(&content, &mut file, device)?;
         if tokenizer.vocab_size() > model.config.vocab_size {
