@@ -59,6 +59,10 @@ FAMILIES = {
     "qwen3": ("qwen3", {"qk_norm": True, "head_dim": 32, "rope_base": 1000000.0}),
     # Linear RoPE scaling (position interpolation, `rope.scaling.*`).
     "llama-linear": ("llama", {"rope_linear": 4.0}),
+    # Phi-3 (mini, 4k): q/k/v in one matrix, gate and up in one, NeoX RoPE,
+    # queries scaled before attention (heads of 24, whose 1/sqrt is no
+    # power of two, so that the order of the rounding shows).
+    "phi3": ("phi3", {"fused": True, "n_embd": 96}),
 }
 
 QUANTS = {
@@ -103,14 +107,15 @@ def copy_tokenizer(writer, vocab):
 def write(path, name, quant, vocab, seed):
     arch, extra = FAMILIES[name]
     rng = np.random.default_rng(seed)
-    head_dim = extra.get("head_dim", N_EMBD // N_HEAD)
+    n_embd = extra.get("n_embd", N_EMBD)
+    head_dim = extra.get("head_dim", n_embd // N_HEAD)
     q_dim, kv_dim = N_HEAD * head_dim, N_KV_HEAD * head_dim
     base = extra.get("rope_base", 10000.0)
 
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(N_LAYER)
     w.add_context_length(N_CTX)
-    w.add_embedding_length(N_EMBD)
+    w.add_embedding_length(n_embd)
     w.add_feed_forward_length(N_FF)
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_KV_HEAD)
@@ -140,20 +145,23 @@ def write(path, name, quant, vocab, seed):
         data = (mean + rng.standard_normal(n, dtype=np.float32) * np.float32(std)).astype(np.float32)
         w.add_tensor(tensor, data)
 
-    matrix("token_embd.weight", n_vocab, N_EMBD, std=1.0)
-    vector("output_norm.weight", N_EMBD, 1.0, 0.1)
+    matrix("token_embd.weight", n_vocab, n_embd, std=1.0)
+    vector("output_norm.weight", n_embd, 1.0, 0.1)
     # Tied embeddings (no output.weight, the logits come from token_embd)
     # make a random model repeat its input; the others get an output layer
     # whose logits spread like a trained model's (std ~3).
     if not extra.get("tied"):
-        matrix("output.weight", n_vocab, N_EMBD, std=0.4)
+        matrix("output.weight", n_vocab, n_embd, std=0.4)
     if extra.get("rope_freqs"):
         w.add_tensor("rope_freqs.weight", llama3_freq_factors(head_dim, base))
     for i in range(N_LAYER):
-        vector(f"blk.{i}.attn_norm.weight", N_EMBD, 1.0, 0.1)
-        matrix(f"blk.{i}.attn_q.weight", q_dim, N_EMBD)
-        matrix(f"blk.{i}.attn_k.weight", kv_dim, N_EMBD)
-        matrix(f"blk.{i}.attn_v.weight", kv_dim, N_EMBD)
+        vector(f"blk.{i}.attn_norm.weight", n_embd, 1.0, 0.1)
+        if extra.get("fused"):
+            matrix(f"blk.{i}.attn_qkv.weight", q_dim + 2 * kv_dim, n_embd)
+        else:
+            matrix(f"blk.{i}.attn_q.weight", q_dim, n_embd)
+            matrix(f"blk.{i}.attn_k.weight", kv_dim, n_embd)
+            matrix(f"blk.{i}.attn_v.weight", kv_dim, n_embd)
         if extra.get("qkv_bias"):
             vector(f"blk.{i}.attn_q.bias", q_dim, 0.0, 0.5)
             vector(f"blk.{i}.attn_k.bias", kv_dim, 0.0, 0.5)
@@ -161,11 +169,15 @@ def write(path, name, quant, vocab, seed):
         if extra.get("qk_norm"):
             vector(f"blk.{i}.attn_q_norm.weight", head_dim, 1.0, 0.2)
             vector(f"blk.{i}.attn_k_norm.weight", head_dim, 1.0, 0.2)
-        matrix(f"blk.{i}.attn_output.weight", N_EMBD, q_dim)
-        vector(f"blk.{i}.ffn_norm.weight", N_EMBD, 1.0, 0.1)
-        matrix(f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD)
-        matrix(f"blk.{i}.ffn_up.weight", N_FF, N_EMBD)
-        matrix(f"blk.{i}.ffn_down.weight", N_EMBD, N_FF)
+        matrix(f"blk.{i}.attn_output.weight", n_embd, q_dim)
+        vector(f"blk.{i}.ffn_norm.weight", n_embd, 1.0, 0.1)
+        if extra.get("fused"):
+            # Gate rows first, then up (what ggml's swiglu splits).
+            matrix(f"blk.{i}.ffn_up.weight", 2 * N_FF, n_embd)
+        else:
+            matrix(f"blk.{i}.ffn_gate.weight", N_FF, n_embd)
+            matrix(f"blk.{i}.ffn_up.weight", N_FF, n_embd)
+        matrix(f"blk.{i}.ffn_down.weight", n_embd, N_FF)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -6,7 +6,8 @@
 //! maths follows llama.cpp's `llm_build_llama` (RMSNorm, interleaved RoPE,
 //! grouped-query attention, SwiGLU MLP, tied embeddings when the file has no
 //! `output.weight`); the other families it runs (`FAMILIES`: Qwen 2's q/k/v
-//! biases, Qwen 3's q/k norms, NeoX RoPE, Llama 3's RoPE frequency factors)
+//! biases, Qwen 3's q/k norms, Phi-3's fused matrices, NeoX RoPE, Llama 3's
+//! RoPE frequency factors)
 //! are switches of the same pass, each proven against llama.cpp by
 //! `tests/families.rs`.
 
@@ -35,36 +36,56 @@ pub struct Family {
     /// Per-head RMSNorm of queries and keys before RoPE
     /// (`blk.N.attn_{q,k}_norm.weight`).
     pub qk_norm: bool,
+    /// q, k and v in one matrix (`attn_qkv`), and the SwiGLU's gate and up
+    /// in one (`ffn_up`, gate rows first).
+    pub fused: bool,
+    /// Queries multiplied by 1/sqrt(head_dim) before they meet the keys
+    /// (rounded to f16 after the scaling, not before: Phi-3's graph).
+    pub scale_q_first: bool,
 }
 
 /// The families hearth runs, each proven token for token against llama.cpp
 /// on random-weight files (`tests/families.rs`). Mistral's GGUFs (7B, Nemo)
 /// are `llama` files; Llama 3's RoPE frequency factors are read from the
-/// file (`rope_freqs.weight`).
+/// file (`rope_freqs.weight`). Phi-3's 128k models (LongRoPE) are refused.
 pub const FAMILIES: &[Family] = &[
     Family {
         arch: "llama",
         rope_neox: false,
         qkv_bias: false,
         qk_norm: false,
+        fused: false,
+        scale_q_first: false,
     },
     Family {
         arch: "qwen2",
         rope_neox: true,
         qkv_bias: true,
         qk_norm: false,
+        fused: false,
+        scale_q_first: false,
     },
     Family {
         arch: "qwen3",
         rope_neox: true,
         qkv_bias: false,
         qk_norm: true,
+        fused: false,
+        scale_q_first: false,
+    },
+    Family {
+        arch: "phi3",
+        rope_neox: true,
+        qkv_bias: false,
+        qk_norm: false,
+        fused: true,
+        scale_q_first: true,
     },
 ];
 
 /// Architectures llama.cpp runs that hearth does not yet: named in the error
 /// so that a user knows it is a gap, not a broken file.
-const PLANNED: &[&str] = &["gemma3", "phi3", "mistral3"];
+const PLANNED: &[&str] = &["gemma3", "mistral3"];
 
 /// GGUF `general.architecture` values hearth loads.
 pub fn supported_architectures() -> Vec<&'static str> {
@@ -108,6 +129,17 @@ impl LlamaConfig {
         self.n_head * self.head_dim
     }
 
+    /// The factors applied to the queries before attention and to the
+    /// query-key products: 1/sqrt(head_dim) on one side, 1 on the other.
+    pub fn attention_scales(&self) -> (f32, f32) {
+        let scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
+        if self.family.scale_q_first {
+            (scale, 1.0)
+        } else {
+            (1.0, scale)
+        }
+    }
+
     /// The shape (rows, then columns) the tensor `name` must have, or None
     /// for a name this model does not read.
     fn tensor_dims(&self, name: &str) -> Option<Vec<usize>> {
@@ -126,7 +158,10 @@ impl LlamaConfig {
             "attn_k.bias" | "attn_v.bias" => vec![kv],
             "attn_q_norm.weight" | "attn_k_norm.weight" => vec![self.head_dim],
             "attn_output.weight" => vec![d, q],
-            "ffn_gate.weight" | "ffn_up.weight" => vec![self.n_ff, d],
+            "attn_qkv.weight" => vec![q + 2 * kv, d],
+            "ffn_gate.weight" => vec![self.n_ff, d],
+            "ffn_up.weight" if self.family.fused => vec![2 * self.n_ff, d],
+            "ffn_up.weight" => vec![self.n_ff, d],
             "ffn_down.weight" => vec![d, self.n_ff],
             _ => return None,
         })
@@ -210,6 +245,13 @@ impl LlamaConfig {
                 )))
             }
         };
+        if ct.tensor_infos.contains_key("rope_factors_long.weight") {
+            return Err(Error::Model(
+                "LongRoPE (rope_factors_long/short, as in Phi-3's 128k models) is not supported; \
+                 the 4k models are"
+                    .into(),
+            ));
+        }
         let vocab_size = match ct.metadata.get("tokenizer.ggml.tokens") {
             Some(candle_core::quantized::gguf_file::Value::Array(t)) => t.len(),
             _ => int("vocab_size")?,
@@ -293,19 +335,55 @@ impl Linear {
     }
 }
 
+/// Products of one input by several matrices: separate matrices, or one
+/// fused matrix whose output rows are the parts end to end (Phi-3's
+/// `attn_qkv` and its `ffn_up`, gate then up).
+enum Proj<const N: usize> {
+    Separate([Linear; N]),
+    Fused(Linear, [usize; N]),
+}
+
+impl<const N: usize> Proj<N> {
+    fn forward(&self, x: &Tensor) -> Result<[Tensor; N]> {
+        match self {
+            Self::Separate(ws) => Linear::forward_many(ws.each_ref(), x),
+            Self::Fused(w, widths) => {
+                let y = w.forward(x)?;
+                let mut start = 0;
+                let mut part = |n: usize| -> Result<Tensor> {
+                    let t = y.narrow(candle_core::D::Minus1, start, n)?;
+                    start += n;
+                    Ok(t)
+                };
+                let parts: Vec<Tensor> = widths.iter().map(|&n| part(n)).collect::<Result<_>>()?;
+                Ok(parts
+                    .try_into()
+                    .map_err(|_| ())
+                    .expect("one part per width"))
+            }
+        }
+    }
+
+    fn matrices(&self) -> Vec<&Linear> {
+        match self {
+            Self::Separate(ws) => ws.iter().collect(),
+            Self::Fused(w, _) => vec![w],
+        }
+    }
+}
+
 struct Layer {
     attn_norm: RmsNorm,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Queries, keys and values.
+    qkv: Proj<3>,
     /// Qwen 2's biases on q, k and v.
     qkv_bias: Option<[Bias; 3]>,
     /// Qwen 3's per-head norms of queries and keys.
     qk_norm: Option<[RmsNorm; 2]>,
     wo: Linear,
     ffn_norm: RmsNorm,
-    w_gate: Linear,
-    w_up: Linear,
+    /// The SwiGLU's gate and up products.
+    gate_up: Proj<2>,
     w_down: Linear,
 }
 
@@ -458,8 +536,17 @@ impl Llama {
             let mut q = |suffix: &str| -> Result<Linear> {
                 Linear::new(tensor(&format!("blk.{i}.{suffix}.weight"))?, device)
             };
-            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-            let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            let qkv = if family.fused {
+                Proj::Fused(q("attn_qkv")?, [q_dim, kv_dim, kv_dim])
+            } else {
+                Proj::Separate([q("attn_q")?, q("attn_k")?, q("attn_v")?])
+            };
+            let gate_up = if family.fused {
+                Proj::Fused(q("ffn_up")?, [config.n_ff, config.n_ff])
+            } else {
+                Proj::Separate([q("ffn_gate")?, q("ffn_up")?])
+            };
+            let (wo, w_down) = (q("attn_output")?, q("ffn_down")?);
             let (attn_norm, attn_host) = norm_of(tensor(&format!("blk.{i}.attn_norm.weight"))?)?;
             let (ffn_norm, ffn_host) = norm_of(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?;
             let qkv_bias = if family.qkv_bias {
@@ -503,15 +590,12 @@ impl Llama {
             });
             layers.push(Layer {
                 attn_norm,
-                wq,
-                wk,
-                wv,
+                qkv,
                 qkv_bias,
                 qk_norm,
                 wo,
                 ffn_norm,
-                w_gate,
-                w_up,
+                gate_up,
                 w_down,
             });
         }
@@ -522,9 +606,10 @@ impl Llama {
         let cos = Tensor::from_slice(&cos_host, shape, device)?;
         let sin = Tensor::from_slice(&sin_host, shape, device)?;
         let all_own = layers.iter().all(|l| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                .iter()
-                .all(|w| w.as_own().is_some())
+            let mut ws = l.qkv.matrices();
+            ws.extend(l.gate_up.matrices());
+            ws.extend([&l.wo, &l.w_down]);
+            ws.iter().all(|w| w.as_own().is_some())
         }) && output.as_own().is_some();
         let host = if all_own && cpu::supported() {
             Some(HostModel {
@@ -691,7 +776,7 @@ impl Llama {
     fn forward_tensors(&self, segments: &mut [TensorSegment]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let n_rep = cfg.n_head / cfg.n_kv_head;
-        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        let (q_scale, scale) = cfg.attention_scales();
         let tokens: Vec<u32> = segments
             .iter()
             .flat_map(|s| s.tokens.iter().copied())
@@ -717,8 +802,7 @@ impl Llama {
         let mut x = self.embed.forward(&input)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
-            let [mut q, mut k, mut v] =
-                Linear::forward_many([&layer.wq, &layer.wk, &layer.wv], &h)?;
+            let [mut q, mut k, mut v] = layer.qkv.forward(&h)?;
             if let Some([bq, bk, bv]) = &layer.qkv_bias {
                 q = q.broadcast_add(&bq.tensor)?;
                 k = k.broadcast_add(&bk.tensor)?;
@@ -770,8 +854,13 @@ impl Llama {
                 // Grouped-query attention without copying the cache per
                 // head: the n_rep query heads that share a kv head are
                 // stacked as rows.
-                let q = round_f16(&q)?.reshape((1, cfg.n_kv_head, n_rep * len, cfg.head_dim))?;
-                let mut att = (q.matmul(&k.t()?)? * scale)?;
+                let q = round_f16(&(q * q_scale as f64)?)?.reshape((
+                    1,
+                    cfg.n_kv_head,
+                    n_rep * len,
+                    cfg.head_dim,
+                ))?;
+                let mut att = (q.matmul(&k.t()?)? * scale as f64)?;
                 if let Some(mask) = mask {
                     att = att.broadcast_add(mask)?;
                 }
@@ -787,7 +876,7 @@ impl Llama {
             x = (x + layer.wo.forward(&y)?)?;
 
             let h = layer.ffn_norm.forward(&x)?;
-            let [gate, up] = Linear::forward_many([&layer.w_gate, &layer.w_up], &h)?;
+            let [gate, up] = layer.gate_up.forward(&h)?;
             let y = layer
                 .w_down
                 .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
@@ -1179,7 +1268,7 @@ mod tests {
 
     #[test]
     fn unproven_architectures_are_refused_with_the_supported_list() {
-        for arch in ["gemma3", "phi3", "mistral3", "gpt2", ""] {
+        for arch in ["gemma3", "mistral3", "gpt2", ""] {
             let gguf = tiny_gguf();
             let mut buf = std::io::Cursor::new(&gguf);
             let mut content = gguf_file::Content::read(&mut buf).unwrap();
@@ -1193,7 +1282,7 @@ mod tests {
             };
             assert!(
                 err.contains(&format!("{arch:?}"))
-                    && err.contains("supported: llama, qwen2, qwen3"),
+                    && err.contains("supported: llama, qwen2, qwen3, phi3"),
                 "{err}"
             );
         }

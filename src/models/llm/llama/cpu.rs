@@ -16,7 +16,7 @@
 //! teacher-forced reference tokens are llama.cpp's choice (the tensor path:
 //! 128).
 
-use super::{Linear, Llama};
+use super::{Linear, Llama, Proj};
 use crate::error::{Error, Result};
 use hearth_kernels::decoder::{self, add_into, rms_norm, rope_rows, round_f16, Heads};
 use hearth_kernels::quant::QMatrix;
@@ -102,6 +102,37 @@ pub(super) struct HostSegment<'a> {
     pub logits: bool,
 }
 
+/// The products of rows `x` by each matrix of `proj` (one thread-pool
+/// dispatch for all): a fused matrix's output rows are cut into the parts.
+fn products<const N: usize>(proj: &Proj<N>, x: &[f32]) -> Result<[Vec<f32>; N]> {
+    let outs = match proj {
+        Proj::Separate(ws) => {
+            let ws: Vec<&QMatrix> = ws.iter().map(own).collect::<Result<_>>()?;
+            QMatrix::matmul_many(&ws, x)?
+        }
+        Proj::Fused(w, widths) => {
+            let y = own(w)?.matmul(x)?;
+            let total: usize = widths.iter().sum();
+            let mut outs: Vec<Vec<f32>> = widths
+                .iter()
+                .map(|n| Vec::with_capacity(y.len() / total * n))
+                .collect();
+            for row in y.chunks_exact(total) {
+                let mut start = 0;
+                for (out, &n) in outs.iter_mut().zip(widths) {
+                    out.extend_from_slice(&row[start..start + n]);
+                    start += n;
+                }
+            }
+            outs
+        }
+    };
+    Ok(outs
+        .try_into()
+        .map_err(|_| ())
+        .expect("one product per matrix"))
+}
+
 /// Add `bias` to every row of `x`.
 fn add_rows(x: &mut [f32], bias: &[f32]) {
     for row in x.chunks_exact_mut(bias.len()) {
@@ -124,11 +155,12 @@ impl Llama {
         let (d, hd) = (cfg.n_embd, cfg.head_dim);
         let (q_dim, kv_dim) = (cfg.n_head * hd, cfg.n_kv_head * hd);
         let eps = cfg.rms_eps as f32;
+        let (q_scale, k_scale) = cfg.attention_scales();
         let heads = Heads {
             n_head: cfg.n_head,
             n_kv_head: cfg.n_kv_head,
             head_dim: hd,
-            scale: (1.0 / (hd as f64).sqrt()) as f32,
+            scale: k_scale,
         };
         let tables = (host.cos.as_slice(), host.sin.as_slice());
         // Row r belongs to segment seg_of[r] at position pos_of[r].
@@ -147,10 +179,7 @@ impl Llama {
         let neox = cfg.family.rope_neox;
         for ((li, layer), hl) in self.layers.iter().enumerate().zip(&host.layers) {
             let h = rms_norm(&x, &hl.attn_norm, eps);
-            let qkv = [own(&layer.wq)?, own(&layer.wk)?, own(&layer.wv)?];
-            let [mut q, mut k, mut v]: [Vec<f32>; 3] = QMatrix::matmul_many(&qkv, &h)?
-                .try_into()
-                .expect("three products");
+            let [mut q, mut k, mut v] = products(&layer.qkv, &h)?;
             if let Some([bq, bk, bv]) = &hl.qkv_bias {
                 add_rows(&mut q, bq);
                 add_rows(&mut k, bk);
@@ -163,6 +192,9 @@ impl Llama {
             }
             rope_rows(&mut q, q_dim, &pos_of, tables, hd, neox);
             rope_rows(&mut k, kv_dim, &pos_of, tables, hd, neox);
+            if q_scale != 1.0 {
+                q.iter_mut().for_each(|v| *v *= q_scale);
+            }
             // The same f16 roundings as the tensor path (see there).
             round_f16(&mut q);
             round_f16(&mut k);
@@ -186,10 +218,7 @@ impl Llama {
             add_into(&mut x, &own(&layer.wo)?.matmul(&y)?);
 
             let h = rms_norm(&x, &hl.ffn_norm, eps);
-            let gate_up = [own(&layer.w_gate)?, own(&layer.w_up)?];
-            let [mut gate, up]: [Vec<f32>; 2] = QMatrix::matmul_many(&gate_up, &h)?
-                .try_into()
-                .expect("two products");
+            let [mut gate, up] = products(&layer.gate_up, &h)?;
             // SAFETY: as for attention.
             unsafe { decoder::swiglu(&mut gate, &up) };
             add_into(&mut x, &own(&layer.w_down)?.matmul(&gate)?);
