@@ -164,3 +164,46 @@ fn pre_tokenizers_match_llama_cpp() {
         }
     }
 }
+
+#[test]
+fn models_inspect_describes_each_file() {
+    let files = tiny_files();
+    let inspect = |name: &str| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["models", "inspect", "--json"])
+            .arg(&files[name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let q8 = inspect("qwen3-q8_0");
+    assert_eq!(q8["architecture"], "qwen3");
+    assert_eq!(q8["supported"], true);
+    assert_eq!(q8["fast_cpu_path"], true, "{q8}");
+    assert_eq!(q8["layers"], 2);
+    assert_eq!(q8["tokenizer"]["vocabulary"], 49152);
+    let f32 = inspect("llama3-f32");
+    assert_eq!(f32["rope"]["frequency_factors"], true);
+    assert_eq!(
+        f32["fast_cpu_path"], false,
+        "F32 matrices run on candle's products"
+    );
+    let linear = inspect("llama-linear-q8_0");
+    assert_eq!(linear["rope"]["scaling"], "linear");
+    // The text form names the facts.
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["models", "inspect"])
+        .arg(&files["phi3-q8_0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("architecture    phi3") && text.contains("supported       yes"),
+        "{text}"
+    );
+}

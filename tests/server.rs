@@ -221,6 +221,16 @@ async fn serves_both_pipelines_and_keeps_documents_across_restarts() {
     assert_eq!(info["role"], "all");
     assert_eq!(info["models"]["shared_weights"], true);
     assert_eq!(info["index"]["documents"], 3);
+    // The LLM's file, as `hearth models inspect` reads it.
+    let file = &info["models"]["rag_generator"]["gguf"];
+    assert_eq!(file["architecture"], "llama", "{info}");
+    assert_eq!(file["supported"], true, "{info}");
+    assert_eq!(file["fast_cpu_path"], true, "{info}");
+    assert_eq!(file["tokenizer"]["pre"], "smollm", "{info}");
+    assert!(
+        file["tensor_types"]["Q4_1"][0].as_u64().unwrap() > 100,
+        "{info}"
+    );
 
     // A clean restart loads the saved index and finds everything.
     server.stop();

@@ -57,6 +57,23 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Talk to the LLM, turn after turn, with its chat template.
     Chat(ChatArgs),
+    /// Look at model files: `hearth models inspect FILE.gguf`.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// What a GGUF file holds: architecture, parameters, quantization mix,
+    /// context length, RoPE, tokenizer, chat template, and whether hearth
+    /// runs it (and on its fast CPU kernels).
+    Inspect {
+        /// The .gguf file.
+        file: std::path::PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => models::embed(args, &device()?),
         Command::Generate(args) => models::generate(args, &device()?),
         Command::Chat(args) => models::chat(args, &device()?),
+        Command::Models(ModelsCommand::Inspect { file, json }) => models::inspect(&file, json),
     }
 }
 

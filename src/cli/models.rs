@@ -1,5 +1,5 @@
 //! The models on their own, without a server: `hearth embed`,
-//! `hearth generate` and `hearth chat`.
+//! `hearth generate`, `hearth chat` and `hearth models inspect`.
 
 use super::args::{ChatArgs, EmbedArgs, GenerateArgs, LlmArgs};
 use crate::engine::{Event, Generator, GeneratorLimits, Prompt};
@@ -147,4 +147,14 @@ pub(super) fn chat(args: ChatArgs, device: &candle_core::Device) -> Result<()> {
             messages.push(Message::new("assistant", reply));
         }
     }
+}
+
+pub(super) fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
+    let summary = crate::models::llm::gguf::inspect(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(())
 }

@@ -71,6 +71,9 @@ pub struct ModelInfo {
     pub context_length: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<usize>,
+    /// A local LLM's file: architecture, quantization mix, tokenizer...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<crate::models::llm::gguf::Summary>,
 }
 
 impl ModelInfo {
@@ -81,6 +84,10 @@ impl ModelInfo {
             remote: matches!(g, Generation::Remote(_)),
             context_length: Some(g.context_length()),
             dimensions: None,
+            gguf: match g {
+                Generation::Local(g) => Some((*g.llm().summary).clone()),
+                Generation::Remote(_) => None,
+            },
         }
     }
 
@@ -91,6 +98,7 @@ impl ModelInfo {
             remote: matches!(e, Embedding::Remote(_)),
             context_length: Some(e.max_tokens()),
             dimensions: Some(e.dim()),
+            gguf: None,
         }
     }
 }
@@ -293,6 +301,7 @@ impl Services {
                         remote: false,
                         context_length: None,
                         dimensions: None,
+                        gguf: None,
                     });
                     retriever = retriever
                         .with_reranker(RerankWorker::spawn(model, config.limits.embed_queue));

@@ -75,7 +75,7 @@ fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
 
 /// The served models: `hearth-rag`, `hearth-fine-tuned`, the LLM and the embedder.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses(
-    (status = 200, description = "OpenAI's model list: `{\"object\": \"list\", \"data\": [{\"id\", \"object\", \"created\", \"owned_by\"}]}`", body = Object),
+    (status = 200, description = "OpenAI's model list: `{\"object\": \"list\", \"data\": [{\"id\", \"object\", \"created\", \"owned_by\"}]}`; a local LLM's entry adds `gguf` (what `hearth models inspect` prints)", body = Object),
 ))]
 pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
@@ -91,8 +91,13 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     if services.fine_tuned().is_ok() {
         add(FINE_TUNED_MODEL);
     }
+    // A local LLM's entry also says what its file holds (as in `/info`).
+    let mut files = std::collections::HashMap::new();
     for (_, g) in services.generators() {
         add(g.name());
+        if let crate::engine::Generation::Local(local) = g {
+            files.insert(g.name().to_string(), json!(*local.llm().summary));
+        }
     }
     if let Ok(e) = services.embedding() {
         add(e.name());
@@ -100,7 +105,14 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     let created = unix_now() - state.started.elapsed().as_secs();
     let data: Vec<Value> = ids
         .iter()
-        .map(|id| json!({ "id": id, "object": "model", "created": created, "owned_by": "hearth" }))
+        .map(|id| {
+            let mut model =
+                json!({ "id": id, "object": "model", "created": created, "owned_by": "hearth" });
+            if let Some(file) = files.get(id) {
+                model["gguf"] = file.clone();
+            }
+            model
+        })
         .collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }

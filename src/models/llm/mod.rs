@@ -29,6 +29,8 @@ pub struct Llm {
     pub path: PathBuf,
     /// A short name for logs and APIs (the file stem).
     pub name: String,
+    /// What the file holds (`hearth models inspect`), for `/info`.
+    pub summary: Arc<gguf::Summary>,
 }
 
 impl Llm {
@@ -41,6 +43,8 @@ impl Llm {
         ])?;
         let path = paths[0].clone().expect("required file resolved");
         let (mut file, content) = gguf::open(&path)?;
+        let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let summary = Arc::new(gguf::Summary::of(&content, bytes));
         let tokenizer = LlmTokenizer::load(&content, paths[1].as_deref())?;
         let model = Llama::from_gguf(&content, &mut file, device)?;
         if tokenizer.vocab_size() > model.config.vocab_size {
@@ -67,6 +71,7 @@ impl Llm {
             chat: Arc::new(chat),
             path,
             name,
+            summary,
         })
     }
 
