@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 /// How far a logit may sit from llama.cpp's. With f32 weights both sum the
 /// same products in different orders (measured: within 0.0008). With Q8_0
-/// weights hearth's kernels do ggml's arithmetic step for step (6 of the 7
+/// weights hearth's kernels do ggml's arithmetic step for step (7 of the 8
 /// files match bit for bit), but an activation that lands on a rounding
 /// boundary after a last-bit difference upstream moves one int8 by one
 /// step: measured up to 0.063 on logits of magnitude 20-50.

@@ -89,6 +89,31 @@ pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU (tanh form) of `gate` times `up`, in place, as ggml's `geglu`
+/// computes it on the CPU: the gate rounded to f16 and looked up in a table
+/// of f16 GELU values (so the result is `f16(gelu(f16(x)))`), except at
+/// and beyond +-10, where it is `x` and 0.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let h = f16::from_f32(x).to_f32();
+            f16::from_f32(gelu_tanh(h)).to_f32() * u
+        };
+    }
+}
+
+/// ggml's `ggml_gelu_f32`: `0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2)))`.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_4_f64 as f32;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
 /// ggml's `soft_max` of `xs * scale` in place: exp as in [`simd::exp_ggml`] in
 /// groups of 8 (each group summed in f32 as ggml's AVX2 code does, the
 /// groups in f64), the C library's exp for the rest, then the result
@@ -192,13 +217,16 @@ pub fn rope_rows(
 
 /// The shape of attention: query heads, key/value heads (grouped-query
 /// attention shares each among `n_head / n_kv_head` query heads), head
-/// width, and the score scale (`1 / sqrt(head_dim)`).
+/// width, the score scale (`1 / sqrt(head_dim)`), and the sliding window:
+/// a query at position `p` sees the keys at positions `t` with
+/// `p - t < window` (`usize::MAX`: all of them).
 #[derive(Clone, Copy)]
 pub struct Heads {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub head_dim: usize,
     pub scale: f32,
+    pub window: usize,
 }
 
 /// Attention for a batch of rows, one work item per (row, head) on candle's
@@ -222,6 +250,7 @@ pub unsafe fn attention(
         n_kv_head,
         head_dim: hd,
         scale,
+        window,
     } = heads;
     let (q_dim, kv_dim) = (n_head * hd, n_kv_head * hd);
     let n_rep = n_head / n_kv_head;
@@ -241,6 +270,10 @@ pub unsafe fn attention(
             // SAFETY (the three calls): the caller's CPU has FMA.
             scores
                 .extend((0..seen).map(|t| unsafe { dot8(query, &keys[t * kv_dim + at..][..hd]) }));
+            // Keys out of the sliding window are masked, as llama.cpp masks
+            // them: still summed over, with weight zero.
+            let first = seen.saturating_sub(window);
+            scores[..first].fill(f32::NEG_INFINITY);
             // llama.cpp attends over the cache padded to KV_PAD cells, the
             // padding masked out.
             scores.resize(seen.next_multiple_of(KV_PAD), f32::NEG_INFINITY);
@@ -254,4 +287,36 @@ pub unsafe fn attention(
         }
     });
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geglu_is_ggmls_f16_table_gelu_times_up() {
+        let xs = [
+            -12.0f32, -10.0, -1.5, -0.001, 0.0, 0.3, 1.0, 2.718, 9.99, 10.0, 12.5,
+        ];
+        let up = [2.0f32; 11];
+        let mut gate = xs;
+        geglu(&mut gate, &up);
+        for (x, y) in xs.iter().zip(gate) {
+            let want = if *x <= -10.0 {
+                0.0
+            } else if *x >= 10.0 {
+                x * 2.0
+            } else {
+                // The plain formula in f64, on the f16 input, rounded to f16.
+                let h = f16::from_f32(*x).to_f32() as f64;
+                let g = 0.5
+                    * h
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * h * (1.0 + 0.044715 * h * h))
+                            .tanh());
+                f16::from_f64(g).to_f32() * 2.0
+            };
+            assert_eq!(y, want, "geglu({x})");
+        }
+    }
 }

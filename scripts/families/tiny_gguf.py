@@ -63,6 +63,12 @@ FAMILIES = {
     # queries scaled before attention (heads of 24, whose 1/sqrt is no
     # power of two, so that the order of the rounding shows).
     "phi3": ("phi3", {"fused": True, "n_embd": 96}),
+    # Gemma 3: embeddings scaled by sqrt(n_embd), q/k norms, norms after
+    # attention and after the feed-forward, GELU, queries scaled first;
+    # layer 0 attends over a sliding window of 8 (another RoPE base),
+    # layer 1 to everything; logits soft-capped.
+    "gemma3": ("gemma3", {"qk_norm": True, "head_dim": 32, "rope_base": 1000000.0,
+                          "post_norms": True, "sliding_window": 8, "softcap": 30.0}),
 }
 
 QUANTS = {
@@ -124,6 +130,12 @@ def write(path, name, quant, vocab, seed):
         w.add_value_length(head_dim)
     w.add_rope_dimension_count(head_dim)
     w.add_rope_freq_base(base)
+    if "sliding_window" in extra:
+        w.add_sliding_window(extra["sliding_window"])
+        w.add_sliding_window_pattern(2)
+        w.add_rope_freq_base_swa(10000.0)
+    if "softcap" in extra:
+        w.add_final_logit_softcapping(extra["softcap"])
     if "rope_linear" in extra:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(extra["rope_linear"])
@@ -170,6 +182,9 @@ def write(path, name, quant, vocab, seed):
             vector(f"blk.{i}.attn_q_norm.weight", head_dim, 1.0, 0.2)
             vector(f"blk.{i}.attn_k_norm.weight", head_dim, 1.0, 0.2)
         matrix(f"blk.{i}.attn_output.weight", n_embd, q_dim)
+        if extra.get("post_norms"):
+            vector(f"blk.{i}.post_attention_norm.weight", n_embd, 1.0, 0.1)
+            vector(f"blk.{i}.post_ffw_norm.weight", n_embd, 1.0, 0.1)
         vector(f"blk.{i}.ffn_norm.weight", n_embd, 1.0, 0.1)
         if extra.get("fused"):
             # Gate rows first, then up (what ggml's swiglu splits).

@@ -6,8 +6,9 @@
 //! maths follows llama.cpp's `llm_build_llama` (RMSNorm, interleaved RoPE,
 //! grouped-query attention, SwiGLU MLP, tied embeddings when the file has no
 //! `output.weight`); the other families it runs (`FAMILIES`: Qwen 2's q/k/v
-//! biases, Qwen 3's q/k norms, Phi-3's fused matrices, NeoX RoPE, Llama 3's
-//! RoPE frequency factors)
+//! biases, Qwen 3's q/k norms, Phi-3's fused matrices, Gemma 3's extra
+//! norms, GELU and sliding-window layers, NeoX RoPE, Llama 3's RoPE
+//! frequency factors)
 //! are switches of the same pass, each proven against llama.cpp by
 //! `tests/families.rs`.
 
@@ -42,6 +43,12 @@ pub struct Family {
     /// Queries multiplied by 1/sqrt(head_dim) before they meet the keys
     /// (rounded to f16 after the scaling, not before: Phi-3's graph).
     pub scale_q_first: bool,
+    /// Gemma's extras: token embeddings scaled by sqrt(n_embd), RMSNorms
+    /// after attention and after the feed-forward layer
+    /// (`post_attention_norm`, `post_ffw_norm`), GELU (tanh) instead of SiLU in
+    /// the gated feed-forward, and sliding-window layers with their own
+    /// RoPE base.
+    pub gemma: bool,
 }
 
 /// The families hearth runs, each proven token for token against llama.cpp
@@ -56,6 +63,7 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: false,
         fused: false,
         scale_q_first: false,
+        gemma: false,
     },
     Family {
         arch: "qwen2",
@@ -64,6 +72,7 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: false,
         fused: false,
         scale_q_first: false,
+        gemma: false,
     },
     Family {
         arch: "qwen3",
@@ -72,6 +81,7 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: true,
         fused: false,
         scale_q_first: false,
+        gemma: false,
     },
     Family {
         arch: "phi3",
@@ -80,12 +90,22 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: false,
         fused: true,
         scale_q_first: true,
+        gemma: false,
+    },
+    Family {
+        arch: "gemma3",
+        rope_neox: true,
+        qkv_bias: false,
+        qk_norm: true,
+        fused: false,
+        scale_q_first: true,
+        gemma: true,
     },
 ];
 
 /// Architectures llama.cpp runs that hearth does not yet: named in the error
 /// so that a user knows it is a gap, not a broken file.
-const PLANNED: &[&str] = &["gemma3", "mistral3"];
+const PLANNED: &[&str] = &["gemma2", "mistral3"];
 
 /// GGUF `general.architecture` values hearth loads.
 pub fn supported_architectures() -> Vec<&'static str> {
@@ -121,12 +141,54 @@ pub struct LlamaConfig {
     pub rms_eps: f64,
     pub context_length: usize,
     pub vocab_size: usize,
+    /// Sliding-window attention (Gemma 3): the window, which layers use
+    /// it, and their RoPE (another base, no scaling).
+    pub sliding: Option<Sliding>,
+    /// `cap * tanh(logits / cap)` on the output, when the file sets it.
+    pub final_logit_softcap: Option<f32>,
+}
+
+/// Which layers attend over a sliding window, and how.
+#[derive(Debug, Clone)]
+pub struct Sliding {
+    /// A query at position p sees keys at p - window + 1 ..= p.
+    pub window: usize,
+    /// Per layer: whether it slides (the others attend to everything).
+    pub layers: Vec<bool>,
+    pub rope: Rope,
 }
 
 impl LlamaConfig {
     /// Width of all query heads together (the attention output's width).
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
+    }
+
+    /// Which RoPE table and mask layer `li` uses: 0, the model's; 1, the
+    /// sliding window's.
+    pub fn layer_kind(&self, li: usize) -> usize {
+        match &self.sliding {
+            Some(s) if s.layers[li] => 1,
+            _ => 0,
+        }
+    }
+
+    /// The attention window of a layer kind (`usize::MAX`: none).
+    pub fn window(&self, kind: usize) -> usize {
+        match (&self.sliding, kind) {
+            (Some(s), 1) => s.window,
+            _ => usize::MAX,
+        }
+    }
+
+    /// Gemma's final logit soft-capping, when the file asks for it.
+    pub fn soft_cap(&self, logits: &mut [f32]) {
+        if let Some(cap) = self.final_logit_softcap {
+            for l in logits {
+                // As ggml: scale by 1/cap, tanh, scale by cap.
+                *l = (*l * (1.0 / cap)).tanh() * cap;
+            }
+        }
     }
 
     /// The factors applied to the queries before attention and to the
@@ -150,7 +212,11 @@ impl LlamaConfig {
         };
         Some(match suffix {
             "token_embd.weight" | "output.weight" => vec![self.vocab_size, d],
-            "output_norm.weight" | "attn_norm.weight" | "ffn_norm.weight" => vec![d],
+            "output_norm.weight"
+            | "attn_norm.weight"
+            | "ffn_norm.weight"
+            | "post_attention_norm.weight"
+            | "post_ffw_norm.weight" => vec![d],
             "rope_freqs.weight" => vec![self.head_dim / 2],
             "attn_q.weight" => vec![q, d],
             "attn_k.weight" | "attn_v.weight" => vec![kv, d],
@@ -262,9 +328,10 @@ impl LlamaConfig {
                 "GGUF context length {context_length} is outside 1..={MAX_CONTEXT}"
             )));
         }
+        let n_layer = int("block_count")?;
         Ok(Self {
             family,
-            n_layer: int("block_count")?,
+            n_layer,
             n_head,
             n_kv_head,
             n_embd,
@@ -278,7 +345,67 @@ impl LlamaConfig {
             rms_eps: get("attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
             context_length,
             vocab_size,
+            sliding: Self::sliding(ct, &arch, family, n_layer)?,
+            final_logit_softcap: float("final_logit_softcapping")?.filter(|c| *c > 0.0),
         })
+    }
+
+    /// Gemma 3's sliding-window layers, as llama.cpp reads them:
+    /// `attention.sliding_window` (absent or 0: none), the pattern
+    /// `attention.sliding_window_pattern` (an array of per-layer flags, or
+    /// n: every n-th layer attends to everything, default 6), and
+    /// `rope.freq_base_swa` (default 10,000).
+    fn sliding(
+        ct: &Content,
+        arch: &str,
+        family: Family,
+        n_layer: usize,
+    ) -> Result<Option<Sliding>> {
+        use candle_core::quantized::gguf_file::Value;
+        let meta = |key: &str| ct.metadata.get(&format!("{arch}.{key}"));
+        let window = meta("attention.sliding_window").and_then(super::tokenizer::value_u32);
+        let window = match window {
+            Some(w) if w > 0 => w as usize,
+            _ => return Ok(None),
+        };
+        if !family.gemma {
+            return Err(Error::Model(format!(
+                "sliding-window attention is not supported for {arch:?} (only for gemma3)"
+            )));
+        }
+        let layers = match meta("attention.sliding_window_pattern") {
+            Some(Value::Array(flags)) => {
+                let flags: Vec<bool> = flags.iter().map(|v| v.to_bool().unwrap_or(false)).collect();
+                if flags.len() < n_layer {
+                    return Err(Error::Model(format!(
+                        "GGUF sliding_window_pattern has {} flags for {n_layer} layers",
+                        flags.len()
+                    )));
+                }
+                flags[..n_layer].to_vec()
+            }
+            other => {
+                let n = other.and_then(super::tokenizer::value_u32).unwrap_or(6) as usize;
+                (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
+            }
+        };
+        let base = match meta("rope.freq_base_swa") {
+            Some(v) => v.to_f32().map_err(|_| {
+                Error::Model(format!(
+                    "GGUF metadata {arch}.rope.freq_base_swa is not a float"
+                ))
+            })?,
+            None => 10_000.0,
+        };
+        Ok(Some(Sliding {
+            window,
+            layers,
+            rope: Rope {
+                base,
+                freq_scale: 1.0,
+                freq_factors: None,
+            },
+        }))
     }
 }
 
@@ -385,6 +512,8 @@ struct Layer {
     /// The SwiGLU's gate and up products.
     gate_up: Proj<2>,
     w_down: Linear,
+    /// Gemma's norms of the attention's and the feed-forward's outputs.
+    post_norms: Option<[RmsNorm; 2]>,
 }
 
 /// A bias vector, as a tensor and as plain floats.
@@ -400,8 +529,9 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE's cos and sin tables `[context_length, head_dim / 2]`: the
+    /// model's, then the sliding-window layers' when they differ.
+    ropes: Vec<(Tensor, Tensor)>,
     device: Device,
     /// Present when every matrix runs on hearth's CPU kernels and the CPU
     /// has FMA: then the forward pass runs on plain buffers ([`cpu`]).
@@ -580,9 +710,17 @@ impl Llama {
             } else {
                 (None, None)
             };
+            let (post_norms, post_host) = if family.gemma {
+                let (an, ah) = norm_of(tensor(&format!("blk.{i}.post_attention_norm.weight"))?)?;
+                let (fnn, fh) = norm_of(tensor(&format!("blk.{i}.post_ffw_norm.weight"))?)?;
+                (Some([an, fnn]), Some([ah, fh]))
+            } else {
+                (None, None)
+            };
             host_layers.push(HostLayer {
                 attn_norm: attn_host,
                 ffn_norm: ffn_host,
+                post_norms: post_host,
                 qkv_bias: qkv_bias
                     .as_ref()
                     .map(|b| [b[0].host.clone(), b[1].host.clone(), b[2].host.clone()]),
@@ -597,14 +735,25 @@ impl Llama {
                 ffn_norm,
                 gate_up,
                 w_down,
+                post_norms,
             });
         }
         let output = Linear::new(output, device)?;
         config.rope.freq_factors = freq_factors;
-        let (cos_host, sin_host) = rope_tables(&config);
+        let mut tables = vec![rope_tables(&config, &config.rope)];
+        if let Some(sliding) = &config.sliding {
+            tables.push(rope_tables(&config, &sliding.rope));
+        }
         let shape = (config.context_length, config.head_dim / 2);
-        let cos = Tensor::from_slice(&cos_host, shape, device)?;
-        let sin = Tensor::from_slice(&sin_host, shape, device)?;
+        let ropes = tables
+            .iter()
+            .map(|(cos, sin)| -> Result<(Tensor, Tensor)> {
+                Ok((
+                    Tensor::from_slice(cos, shape, device)?,
+                    Tensor::from_slice(sin, shape, device)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
         let all_own = layers.iter().all(|l| {
             let mut ws = l.qkv.matrices();
             ws.extend(l.gate_up.matrices());
@@ -615,8 +764,7 @@ impl Llama {
             Some(HostModel {
                 layers: host_layers,
                 norm: norm_host,
-                cos: cos_host,
-                sin: sin_host,
+                ropes: tables,
             })
         } else {
             None
@@ -627,8 +775,7 @@ impl Llama {
             layers,
             norm,
             output,
-            cos,
-            sin,
+            ropes,
             device: device.clone(),
             host,
         })
@@ -785,22 +932,29 @@ impl Llama {
         // Per segment: its first row in the batch, its rows, its mask (one
         // row per query per head sharing a kv head, see the attention), and
         // its RoPE angles.
+        // Masks and angles come in two kinds: the model's, and the
+        // sliding-window layers' ([`LlamaConfig::layer_kind`]).
         let mut first = 0;
         let mut shapes = Vec::with_capacity(segments.len());
         for s in segments.iter() {
             let (len, pos) = (s.tokens.len(), s.pos);
-            let mask = (len > 1)
-                .then(|| -> Result<Tensor> {
-                    Ok(causal_mask(len, pos, &self.device)?.repeat((n_rep, 1))?)
-                })
-                .transpose()?;
-            let cos = self.cos.narrow(0, pos, len)?;
-            let sin = self.sin.narrow(0, pos, len)?;
-            shapes.push((first, len, mask, cos, sin));
+            let mut kinds = Vec::new();
+            for (kind, (cos, sin)) in self.ropes.iter().enumerate() {
+                let window = cfg.window(kind);
+                let mask = attention_mask(len, pos, window, &self.device)?
+                    .map(|m| m.repeat((n_rep, 1)))
+                    .transpose()?;
+                kinds.push((mask, cos.narrow(0, pos, len)?, sin.narrow(0, pos, len)?));
+            }
+            shapes.push((first, len, kinds));
             first += len;
         }
         let mut x = self.embed.forward(&input)?;
+        if cfg.family.gemma {
+            x = (x * (cfg.n_embd as f32).sqrt() as f64)?;
+        }
         for (li, layer) in self.layers.iter().enumerate() {
+            let kind = cfg.layer_kind(li);
             let h = layer.attn_norm.forward(&x)?;
             let [mut q, mut k, mut v] = layer.qkv.forward(&h)?;
             if let Some([bq, bk, bv]) = &layer.qkv_bias {
@@ -809,8 +963,9 @@ impl Llama {
                 v = v.broadcast_add(&bv.tensor)?;
             }
             let mut ys = Vec::with_capacity(segments.len());
-            for (s, (first, len, mask, cos, sin)) in segments.iter_mut().zip(&shapes) {
+            for (s, (first, len, kinds)) in segments.iter_mut().zip(&shapes) {
                 let (first, len) = (*first, *len);
+                let (mask, cos, sin) = &kinds[kind];
                 // Per head: [1, len, heads, head_dim], normed over
                 // head_dim where the family norms queries and keys, then
                 // [1, heads, len, head_dim].
@@ -873,13 +1028,24 @@ impl Llama {
                 );
             }
             let y = Tensor::cat(&ys, 1)?;
-            x = (x + layer.wo.forward(&y)?)?;
+            let mut y = layer.wo.forward(&y)?;
+            if let Some([post, _]) = &layer.post_norms {
+                y = post.forward(&y)?;
+            }
+            x = (x + y)?;
 
             let h = layer.ffn_norm.forward(&x)?;
             let [gate, up] = layer.gate_up.forward(&h)?;
-            let y = layer
-                .w_down
-                .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
+            let act = if cfg.family.gemma {
+                // ggml's f16 GELU table: f16(gelu(f16(x))).
+                round_f16(&round_f16(&gate)?.gelu()?)?
+            } else {
+                candle_nn::ops::silu(&gate)?
+            };
+            let mut y = layer.w_down.forward(&(act * up)?)?;
+            if let Some([_, post]) = &layer.post_norms {
+                y = post.forward(&y)?;
+            }
             x = (x + y)?;
         }
         // The last row of each segment that wants logits, through the
@@ -900,7 +1066,11 @@ impl Llama {
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?;
-        Ok(logits.to_vec2::<f32>()?)
+        let mut rows = logits.to_vec2::<f32>()?;
+        for row in &mut rows {
+            cfg.soft_cap(row);
+        }
+        Ok(rows)
     }
 }
 
@@ -914,12 +1084,11 @@ struct TensorSegment<'a> {
 }
 
 /// RoPE's cos and sin, `[context_length, head_dim / 2]` row-major.
-fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
+fn rope_tables(cfg: &LlamaConfig, rope: &Rope) -> (Vec<f32>, Vec<f32>) {
     // As ggml computes it: theta starts at the position and is multiplied by
     // base^(-2/d) for each pair (not recomputed with powf), in f32; then
     // divided by the pair's frequency factor and scaled.
     let half = cfg.head_dim / 2;
-    let rope = &cfg.rope;
     let theta_scale = rope.base.powf(-2.0 / cfg.head_dim as f32);
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for p in 0..cfg.context_length {
@@ -935,13 +1104,32 @@ fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
-/// Additive mask `[seq_len, pos + seq_len]`: query i sees keys up to pos + i.
-fn causal_mask(seq_len: usize, pos: usize, device: &Device) -> Result<Tensor> {
+/// Additive mask `[seq_len, pos + seq_len]`: query i (at position pos + i)
+/// sees the keys at positions pos + i - window + 1 ..= pos + i. None when
+/// nothing is masked (one query, all keys in its window).
+fn attention_mask(
+    seq_len: usize,
+    pos: usize,
+    window: usize,
+    device: &Device,
+) -> Result<Option<Tensor>> {
     let kv_len = pos + seq_len;
+    if seq_len == 1 && kv_len <= window {
+        return Ok(None);
+    }
     let mask: Vec<f32> = (0..seq_len)
-        .flat_map(|i| (0..kv_len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..kv_len).map(move |j| {
+                let p = pos + i;
+                if j > p || p - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
-    Ok(Tensor::from_vec(mask, (seq_len, kv_len), device)?)
+    Ok(Some(Tensor::from_vec(mask, (seq_len, kv_len), device)?))
 }
 
 #[cfg(test)]
@@ -1268,7 +1456,7 @@ mod tests {
 
     #[test]
     fn unproven_architectures_are_refused_with_the_supported_list() {
-        for arch in ["gemma3", "mistral3", "gpt2", ""] {
+        for arch in ["gemma2", "mistral3", "gpt2", ""] {
             let gguf = tiny_gguf();
             let mut buf = std::io::Cursor::new(&gguf);
             let mut content = gguf_file::Content::read(&mut buf).unwrap();
@@ -1282,7 +1470,7 @@ mod tests {
             };
             assert!(
                 err.contains(&format!("{arch:?}"))
-                    && err.contains("supported: llama, qwen2, qwen3, phi3"),
+                    && err.contains("supported: llama, qwen2, qwen3, phi3, gemma3"),
                 "{err}"
             );
         }
@@ -1392,7 +1580,12 @@ mod tests {
 
     #[test]
     fn causal_mask_lets_each_query_see_the_prefix_and_itself() {
-        let m = causal_mask(2, 3, &Device::Cpu).unwrap();
+        assert!(attention_mask(1, 3, usize::MAX, &Device::Cpu)
+            .unwrap()
+            .is_none());
+        let m = attention_mask(2, 3, usize::MAX, &Device::Cpu)
+            .unwrap()
+            .unwrap();
         let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
         assert_eq!(m[0][..4], [0.0; 4]);
         assert_eq!(m[0][4], f32::NEG_INFINITY);

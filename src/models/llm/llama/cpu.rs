@@ -26,9 +26,9 @@ use hearth_kernels::quant::QMatrix;
 pub(super) struct HostModel {
     pub layers: Vec<HostLayer>,
     pub norm: Vec<f32>,
-    /// RoPE tables, `[context_length, head_dim / 2]`.
-    pub cos: Vec<f32>,
-    pub sin: Vec<f32>,
+    /// RoPE tables (cos, sin), `[context_length, head_dim / 2]` each: the
+    /// model's, then the sliding-window layers' when they differ.
+    pub ropes: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 /// One layer's vectors: its norms' weights, and the family's extras.
@@ -39,6 +39,8 @@ pub(super) struct HostLayer {
     pub qkv_bias: Option<[Vec<f32>; 3]>,
     /// Per-head norms of queries and keys, `[head_dim]` each (Qwen 3).
     pub qk_norm: Option<[Vec<f32>; 2]>,
+    /// Norms of the attention's and the feed-forward's outputs (Gemma).
+    pub post_norms: Option<[Vec<f32>; 2]>,
 }
 
 /// One layer's cached keys and values: a row of `n_kv_head * head_dim` per
@@ -156,13 +158,13 @@ impl Llama {
         let (q_dim, kv_dim) = (cfg.n_head * hd, cfg.n_kv_head * hd);
         let eps = cfg.rms_eps as f32;
         let (q_scale, k_scale) = cfg.attention_scales();
-        let heads = Heads {
+        let heads = |kind: usize| Heads {
             n_head: cfg.n_head,
             n_kv_head: cfg.n_kv_head,
             head_dim: hd,
             scale: k_scale,
+            window: cfg.window(kind),
         };
-        let tables = (host.cos.as_slice(), host.sin.as_slice());
         // Row r belongs to segment seg_of[r] at position pos_of[r].
         let (mut seg_of, mut pos_of) = (Vec::new(), Vec::new());
         for (i, s) in segments.iter().enumerate() {
@@ -177,7 +179,14 @@ impl Llama {
             }
         }
         let neox = cfg.family.rope_neox;
+        if cfg.family.gemma {
+            let scale = (d as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         for ((li, layer), hl) in self.layers.iter().enumerate().zip(&host.layers) {
+            let kind = cfg.layer_kind(li);
+            let (cos, sin) = &host.ropes[kind];
+            let tables = (cos.as_slice(), sin.as_slice());
             let h = rms_norm(&x, &hl.attn_norm, eps);
             let [mut q, mut k, mut v] = products(&layer.qkv, &h)?;
             if let Some([bq, bk, bv]) = &hl.qkv_bias {
@@ -214,14 +223,26 @@ impl Llama {
                 .map(|s| (s.cache[li].k.as_slice(), s.cache[li].v.as_slice()))
                 .collect();
             // SAFETY: the buffer path runs only where `supported()`.
-            let y = unsafe { decoder::attention(heads, &q, &caches, &seg_of, &pos_of) };
-            add_into(&mut x, &own(&layer.wo)?.matmul(&y)?);
+            let y = unsafe { decoder::attention(heads(kind), &q, &caches, &seg_of, &pos_of) };
+            let mut y = own(&layer.wo)?.matmul(&y)?;
+            if let Some([post, _]) = &hl.post_norms {
+                y = rms_norm(&y, post, eps);
+            }
+            add_into(&mut x, &y);
 
             let h = rms_norm(&x, &hl.ffn_norm, eps);
             let [mut gate, up] = products(&layer.gate_up, &h)?;
-            // SAFETY: as for attention.
-            unsafe { decoder::swiglu(&mut gate, &up) };
-            add_into(&mut x, &own(&layer.w_down)?.matmul(&gate)?);
+            if cfg.family.gemma {
+                decoder::geglu(&mut gate, &up);
+            } else {
+                // SAFETY: as for attention.
+                unsafe { decoder::swiglu(&mut gate, &up) };
+            }
+            let mut y = own(&layer.w_down)?.matmul(&gate)?;
+            if let Some([_, post]) = &hl.post_norms {
+                y = rms_norm(&y, post, eps);
+            }
+            add_into(&mut x, &y);
         }
         // The last row of each segment that wants logits, through the
         // output layer together.
@@ -236,7 +257,10 @@ impl Llama {
         if last.is_empty() {
             return Ok(segments.iter().map(|_| None).collect());
         }
-        let logits = own(&self.output)?.matmul(&last)?;
+        let mut logits = own(&self.output)?.matmul(&last)?;
+        for row in logits.chunks_exact_mut(cfg.vocab_size) {
+            cfg.soft_cap(row);
+        }
         let mut rows = logits.chunks_exact(logits.len() / (last.len() / d));
         Ok(segments
             .iter()
