@@ -221,6 +221,71 @@ def write_vocab_only(path, pre, vocab):
     w.close()
 
 
+def byte_level_decoder():
+    """GPT-2's byte-level alphabet, reversed: the character a byte-level BPE
+    token uses for each byte -> that byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def write_spm_vocab_only(path, vocab, add_space_prefix):
+    """A SentencePiece-style vocabulary (`tokenizer.ggml.model = "llama"`,
+    as Llama 2, Mistral, Phi-3 and Gemma carry) made from SmolLM2's: each
+    byte-level token turned back into its text with spaces as U+2581, a
+    score that falls with the token's rank, the 256 byte tokens <0xXX>, and
+    <unk>, <s>, </s> and SmolLM2's control tokens."""
+    to_byte = byte_level_decoder()
+    tokens, scores, types = ["<unk>", "<s>", "</s>"], [0.0, 0.0, 0.0], [2, 3, 3]
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    scores += [0.0] * 256
+    types += [6] * 256
+    seen = set(tokens)
+    for rank, (text, kind) in enumerate(zip(vocab["tokenizer.ggml.tokens"],
+                                            vocab["tokenizer.ggml.token_type"])):
+        if kind == 3:
+            piece = text
+        else:
+            try:
+                piece = bytes(to_byte[c] for c in text).decode("utf-8")
+            except (KeyError, UnicodeDecodeError):
+                continue
+            piece = piece.replace(" ", "\u2581")
+        if piece in seen or not piece:
+            continue
+        seen.add(piece)
+        tokens.append(piece)
+        scores.append(-float(rank))
+        types.append(3 if kind == 3 else 1)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(N_LAYER)
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_space_prefix(add_space_prefix)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab", required=True, help="a GGUF whose tokenizer the files borrow")
@@ -242,6 +307,10 @@ def main():
         path = os.path.join(args.out, f"tok-{pre}.gguf")
         write_vocab_only(path, pre, vocab)
         print(f"tok-{pre}", path)
+    for name, prefix in [("spm", True), ("spm-no-prefix", False)]:
+        path = os.path.join(args.out, f"tok-{name}.gguf")
+        write_spm_vocab_only(path, vocab, prefix)
+        print(f"tok-{name}", path)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod gguf;
 pub mod llama;
 pub mod sampling;
+pub mod spm;
 pub mod stream;
 pub mod tokenizer;
 

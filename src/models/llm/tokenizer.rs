@@ -1,14 +1,17 @@
 //! The LLM's tokenizer: read from a `tokenizer.json` beside the model when
 //! there is one, otherwise rebuilt from the GGUF metadata (`tokenizer.ggml.*`).
 //!
-//! Only byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`) are
-//! rebuilt, and only for pre-tokenizers we know (`tokenizer.ggml.pre`): an
+//! Two kinds of vocabulary are rebuilt: SentencePiece-style ones
+//! (`tokenizer.ggml.model = "llama"`, see [`super::spm`]), and byte-level BPE
+//! (`"gpt2"`) for the pre-tokenizers we know (`tokenizer.ggml.pre`): an
 //! unknown one is an error naming the fix, never a silent fall-back to GPT-2
 //! rules that would tokenize digits or whitespace differently from llama.cpp.
 
+use super::spm::Spm;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use std::path::Path;
+use std::sync::Arc;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -25,7 +28,7 @@ const TOKEN_TYPE_USER_DEFINED: u32 = 4;
 /// The tokenizer plus the special ids generation needs.
 #[derive(Clone)]
 pub struct LlmTokenizer {
-    inner: Tokenizer,
+    inner: Inner,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     /// Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`).
@@ -34,27 +37,59 @@ pub struct LlmTokenizer {
     pub end_of_turn: Vec<u32>,
 }
 
+/// A Hugging Face tokenizer (byte-level BPE, or a `tokenizer.json`), or a
+/// SentencePiece-style vocabulary ([`Spm`]).
+#[derive(Clone)]
+enum Inner {
+    Hf(Box<Tokenizer>),
+    Spm(Arc<Spm>),
+}
+
+impl Inner {
+    fn token_to_id(&self, text: &str) -> Option<u32> {
+        match self {
+            Self::Hf(t) => t.token_to_id(text),
+            Self::Spm(t) => t.token_to_id(text),
+        }
+    }
+}
+
 impl LlmTokenizer {
     /// `tokenizer.json` wins when present; otherwise GGUF metadata.
     pub fn load(gguf: &Content, tokenizer_json: Option<&Path>) -> Result<Self> {
+        let model = gguf
+            .metadata
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+            .unwrap_or("");
         let inner = match tokenizer_json {
-            Some(path) => Tokenizer::from_file(path).map_err(|e| {
+            Some(path) => Inner::Hf(Box::new(Tokenizer::from_file(path).map_err(|e| {
                 Error::Model(format!("cannot read tokenizer {}: {e}", path.display()))
-            })?,
-            None => from_gguf(gguf)?,
+            })?)),
+            None if model == "llama" => Inner::Spm(Arc::new(Spm::from_gguf(gguf)?)),
+            None => Inner::Hf(Box::new(from_gguf(gguf)?)),
         };
         let bos = meta_u32(gguf, "tokenizer.ggml.bos_token_id");
         let eos = meta_u32(gguf, "tokenizer.ggml.eos_token_id");
+        // As llama.cpp: SentencePiece vocabularies start prompts with BOS
+        // unless the file says otherwise.
         let add_bos = gguf
             .metadata
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
+            .unwrap_or(model == "llama");
         let mut end_of_turn: Vec<u32> = eos.into_iter().collect();
         if let Some(eot) = meta_u32(gguf, "tokenizer.ggml.eot_token_id") {
             end_of_turn.push(eot);
         }
-        for marker in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"] {
+        for marker in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end|>",
+            "<end_of_turn>",
+            "<|eot|>",
+        ] {
             if let Some(id) = inner.token_to_id(marker) {
                 end_of_turn.push(id);
             }
@@ -73,8 +108,13 @@ impl LlmTokenizer {
     /// Token ids for `text`; special tokens written in the text (such as
     /// `<|im_start|>`) become their ids. No BOS is added here.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(Error::tokenizer)?;
-        Ok(enc.get_ids().to_vec())
+        match &self.inner {
+            Inner::Hf(t) => {
+                let enc = t.encode(text, false).map_err(Error::tokenizer)?;
+                Ok(enc.get_ids().to_vec())
+            }
+            Inner::Spm(t) => Ok(t.encode(text)),
+        }
     }
 
     /// Encode a prompt for generation: BOS first when the model wants one.
@@ -89,15 +129,24 @@ impl LlmTokenizer {
 
     /// Text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(Error::tokenizer)
+        match &self.inner {
+            Inner::Hf(t) => t.decode(ids, true).map_err(Error::tokenizer),
+            Inner::Spm(t) => Ok(t.decode(ids, true)),
+        }
     }
 
     pub fn token_text(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.inner {
+            Inner::Hf(t) => t.id_to_token(id),
+            Inner::Spm(t) => t.id_to_token(id),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Inner::Hf(t) => t.get_vocab_size(true),
+            Inner::Spm(t) => t.vocab_size(),
+        }
     }
 
     pub fn is_end_of_turn(&self, id: u32) -> bool {
