@@ -194,10 +194,7 @@ def write(path, name, quant, vocab, seed):
             matrix(f"blk.{i}.ffn_up.weight", N_FF, n_embd)
         matrix(f"blk.{i}.ffn_down.weight", n_embd, N_FF)
 
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
 # Pre-tokenizers checked on SmolLM2's vocabulary: the same merges split by
@@ -205,8 +202,9 @@ def write(path, name, quant, vocab, seed):
 PRE_TOKENIZERS = ["smollm", "gpt-2", "default", "llama-bpe", "qwen2"]
 
 
-def write_vocab_only(path, pre, vocab):
-    """A llama file with no tensors: enough for llama.cpp's vocab_only load."""
+def vocab_only_writer(path):
+    """A llama file's writer for a file with no tensors: enough for
+    llama.cpp's vocab_only load."""
     w = gguf.GGUFWriter(path, "llama")
     w.add_block_count(N_LAYER)
     w.add_context_length(N_CTX)
@@ -214,11 +212,21 @@ def write_vocab_only(path, pre, vocab):
     w.add_feed_forward_length(N_FF)
     w.add_head_count(N_HEAD)
     w.add_layer_norm_rms_eps(1e-5)
-    copy_tokenizer(w, {**vocab, "tokenizer.ggml.pre": pre})
+    return w
+
+
+def finish(w):
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_vocab_only(path, pre, vocab):
+    """SmolLM2's vocabulary under the pre-tokenizer rules `pre`."""
+    w = vocab_only_writer(path)
+    copy_tokenizer(w, {**vocab, "tokenizer.ggml.pre": pre})
+    finish(w)
 
 
 def byte_level_decoder():
@@ -264,13 +272,7 @@ def write_spm_vocab_only(path, vocab, add_space_prefix):
         tokens.append(piece)
         scores.append(-float(rank))
         types.append(3 if kind == 3 else 1)
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_block_count(N_LAYER)
-    w.add_context_length(N_CTX)
-    w.add_embedding_length(N_EMBD)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_layer_norm_rms_eps(1e-5)
+    w = vocab_only_writer(path)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -280,10 +282,7 @@ def write_spm_vocab_only(path, vocab, add_space_prefix):
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
     w.add_add_space_prefix(add_space_prefix)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
 def main():

@@ -57,12 +57,7 @@ impl Inner {
 impl LlmTokenizer {
     /// `tokenizer.json` wins when present; otherwise GGUF metadata.
     pub fn load(gguf: &Content, tokenizer_json: Option<&Path>) -> Result<Self> {
-        let model = gguf
-            .metadata
-            .get("tokenizer.ggml.model")
-            .and_then(|v| v.to_string().ok())
-            .map(String::as_str)
-            .unwrap_or("");
+        let model = vocabulary_kind(gguf);
         let inner = match tokenizer_json {
             Some(path) => Inner::Hf(Box::new(Tokenizer::from_file(path).map_err(|e| {
                 Error::Model(format!("cannot read tokenizer {}: {e}", path.display()))
@@ -185,18 +180,24 @@ fn meta_strings(gguf: &Content, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Rebuild a Hugging Face tokenizer from GGUF metadata.
-pub fn from_gguf(gguf: &Content) -> Result<Tokenizer> {
-    let model = gguf
-        .metadata
+/// `tokenizer.ggml.model`: "gpt2" (byte-level BPE), "llama"
+/// (SentencePiece-style), ...
+fn vocabulary_kind(gguf: &Content) -> &str {
+    gguf.metadata
         .get("tokenizer.ggml.model")
         .and_then(|v| v.to_string().ok())
         .map(String::as_str)
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+/// Rebuild a Hugging Face tokenizer from GGUF metadata.
+pub fn from_gguf(gguf: &Content) -> Result<Tokenizer> {
+    let model = vocabulary_kind(gguf);
     if model != "gpt2" {
         return Err(Error::Model(format!(
-            "GGUF tokenizer model {model:?} cannot be rebuilt from metadata (only byte-level BPE, \
-             \"gpt2\", is supported): put the model's tokenizer.json beside the .gguf file"
+            "GGUF tokenizer model {model:?} cannot be rebuilt from metadata (supported: byte-level \
+             BPE, \"gpt2\", and SentencePiece-style, \"llama\"): put the model's tokenizer.json \
+             beside the .gguf file"
         )));
     }
     let pre = gguf
