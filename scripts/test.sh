@@ -13,7 +13,7 @@ if [ ! -d ../shared/reference ]; then
 fi
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
-scripts/fetch-models.sh >"$logs/models" 2>&1 &
+scripts/fetch-models.sh --extra >"$logs/models" 2>&1 &
 models=$!
 scripts/python-env.sh >"$logs/python" 2>&1 &
 python=$!

@@ -5,7 +5,9 @@ against.
 
 For each model file: its sha256 (the test checks it wrote the same bytes),
 the tokens of each prompt, the greedy continuation, and at every step the
-top logits. For each tokenizer-only file: the tokens of each text.
+top logits. For each tokenizer-only file: the tokens of each text. With
+--real-fixture, the same for the real models of `fetch-models.sh --extra`
+(tests/fixtures/real-models.json).
 
 Run by scripts/families/make-fixtures.sh, which builds llama-cpp-python
 (pinned like scripts/bench-peers.sh). llama.cpp runs as hearth does by
@@ -50,24 +52,37 @@ def tokenize(llm, text):
     return llm.tokenize(text.encode(), add_bos=False, special=True)
 
 
-def run_model(path):
+# Real models (scripts/fetch-models.sh --extra): plain continuations (the
+# Gemma 3 270M file is the pretrained model, not the instruction-tuned one)
+# and one turn in the model's own markup.
+REAL_MODELS = {
+    "gemma3-270m": "models/gemma3-270m/gemma-3-270m-q4_k_m.gguf",
+}
+REAL_PROMPTS = [
+    "The capital of France is",
+    "fn main() {\n    let v = vec![1, 2, 3];\n",
+    "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n",
+]
+
+
+def run_model(path, prompts=PROMPTS, steps=STEPS):
     llm = llama_cpp.Llama(path, n_ctx=256, n_batch=256, n_threads=2, logits_all=True,
                           flash_attn=False, verbose=False)
     out = []
-    for prompt in PROMPTS:
+    for prompt in prompts:
         llm.reset()
         tokens = tokenize(llm, prompt)
         if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true":
             tokens = [llm.token_bos()] + tokens
         llm.eval(tokens)
-        steps = []
-        for _ in range(STEPS):
+        taken = []
+        for _ in range(steps):
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
             top = np.argsort(-logits, kind="stable")[:TOP]
             chosen = int(top[0])
-            steps.append({"token": chosen, "top": [[int(i), float(logits[i])] for i in top]})
+            taken.append({"token": chosen, "top": [[int(i), float(logits[i])] for i in top]})
             llm.eval([chosen])
-        out.append({"prompt": prompt, "tokens": tokens, "steps": steps})
+        out.append({"prompt": prompt, "tokens": tokens, "steps": taken})
     return out
 
 
@@ -81,7 +96,21 @@ def main():
     ap.add_argument("--vocab", required=True)
     ap.add_argument("--out", required=True, help="where tiny_gguf.py writes the files")
     ap.add_argument("--fixture", required=True)
+    ap.add_argument("--real-fixture", help="also run the real models present into this file")
     args = ap.parse_args()
+    if args.real_fixture:
+        real = {"llama_cpp_python": llama_cpp.__version__, "models": {}}
+        for name, path in REAL_MODELS.items():
+            real["models"][name] = {
+                "path": path,
+                "sha256": sha256(path),
+                "texts": run_tokenizer(path),
+                "prompts": run_model(path, REAL_PROMPTS, 16),
+            }
+            print(name, file=sys.stderr)
+        with open(args.real_fixture, "w") as f:
+            json.dump(real, f, indent=1, ensure_ascii=False)
+            f.write("\n")
     listing = subprocess.run(
         [sys.executable, __file__.replace("llama_cpp_reference.py", "tiny_gguf.py"),
          "--vocab", args.vocab, "--out", args.out],

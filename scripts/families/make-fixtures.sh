@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Remake tests/fixtures/families.json: what llama.cpp computes on the tiny
 # random-weight GGUF files of scripts/families/tiny_gguf.py (one per model
-# family hearth runs). Run it after changing tiny_gguf.py or its prompts;
+# family hearth runs), and tests/fixtures/real-models.json: the same on the
+# real models of scripts/fetch-models.sh --extra (Gemma 3 270M). Run it after changing tiny_gguf.py or its prompts;
 # the tests (tests/families.rs) then compare hearth with it.
 #
 # llama.cpp comes from llama-cpp-python, built from its sdist (minutes, the
@@ -23,10 +24,11 @@ if ! "$venv/bin/python" -c "import llama_cpp, gguf, numpy" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-binary llama-cpp-python \
     "llama-cpp-python==$LLAMA_CPP_PYTHON" "gguf==$GGUF_VERSION" "numpy==$NUMPY_VERSION"
 fi
-scripts/fetch-models.sh >/dev/null
+scripts/fetch-models.sh --extra >/dev/null
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$venv/bin/python" scripts/families/llama_cpp_reference.py \
   --vocab models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
-  --out "$out" --fixture tests/fixtures/families.json
-echo "make-fixtures: wrote tests/fixtures/families.json"
+  --out "$out" --fixture tests/fixtures/families.json \
+  --real-fixture tests/fixtures/real-models.json
+echo "make-fixtures: wrote tests/fixtures/families.json and real-models.json"

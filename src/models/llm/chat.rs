@@ -2,7 +2,9 @@
 //!
 //! The template comes from the GGUF metadata (`tokenizer.chat_template`) and
 //! is rendered with minijinja (plus Python-style string methods, which
-//! Hugging Face templates use); a model without one gets ChatML.
+//! Hugging Face templates use); a model without one gets its family's
+//! (Gemma, Llama 3, Phi-3, `[INST]`, known by their turn tokens), else
+//! ChatML.
 
 use crate::error::{Error, Result};
 use minijinja::{context, Environment, ErrorKind};
@@ -26,6 +28,36 @@ impl Message {
 
 /// ChatML, for models that carry no template of their own.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Gemma's turns (`<start_of_turn>user` / `model`), a system message
+/// folded into the first user turn, as Gemma 3's own template does.
+pub const GEMMA: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
+
+/// Llama 3's header-delimited turns.
+pub const LLAMA3: &str = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+/// Phi-3's `<|role|>` turns.
+pub const PHI3: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+/// Mistral's and Llama 2's `[INST]` turns, a system message folded into
+/// the first user turn.
+pub const INST: &str = "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if message['role'] == 'user' -%}{{ '[INST] ' + (prefix if loop.first else '') + message['content'] + ' [/INST]' }}{%- else -%}{{ message['content'] + eos_token }}{%- endif -%}{%- endfor -%}";
+
+/// The template for a model file that carries none, chosen by the turn
+/// markers its vocabulary has (`has_token`); ChatML when none matches.
+pub fn default_template(has_token: impl Fn(&str) -> bool) -> &'static str {
+    if has_token("<start_of_turn>") {
+        GEMMA
+    } else if has_token("<|start_header_id|>") {
+        LLAMA3
+    } else if has_token("<|assistant|>") && has_token("<|end|>") {
+        PHI3
+    } else if has_token("[INST]") {
+        INST
+    } else {
+        CHATML
+    }
+}
 
 /// A compiled chat template.
 pub struct ChatTemplate {
@@ -108,6 +140,63 @@ mod tests {
             ])
             .unwrap();
         assert!(out.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"));
+    }
+
+    #[test]
+    fn family_defaults_render_their_turns() {
+        let gemma = ChatTemplate::new(
+            Some(default_template(|t| t == "<start_of_turn>")),
+            "<bos>",
+            "<eos>",
+        )
+        .unwrap();
+        let out = gemma
+            .render(&[
+                Message::new("system", "Be brief."),
+                Message::new("user", " hi "),
+                Message::new("assistant", "hello"),
+                Message::new("user", "bye"),
+            ])
+            .unwrap();
+        assert_eq!(
+            out,
+            "<bos><start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\nhello<end_of_turn>\n<start_of_turn>user\nbye<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let llama3 = ChatTemplate::new(
+            Some(default_template(|t| t == "<|start_header_id|>")),
+            "<|begin_of_text|>",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            llama3.render(&[Message::new("user", "hi")]).unwrap(),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+        let phi3 = ChatTemplate::new(
+            Some(default_template(|t| {
+                matches!(t, "<|assistant|>" | "<|end|>")
+            })),
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            phi3.render(&[Message::new("user", "hi")]).unwrap(),
+            "<|user|>\nhi<|end|>\n<|assistant|>\n"
+        );
+        let inst =
+            ChatTemplate::new(Some(default_template(|t| t == "[INST]")), "<s>", "</s>").unwrap();
+        assert_eq!(
+            inst.render(&[
+                Message::new("system", "S"),
+                Message::new("user", "hi"),
+                Message::new("assistant", "yo"),
+                Message::new("user", "ok")
+            ])
+            .unwrap(),
+            "<s>[INST] S\n\nhi [/INST]yo</s>[INST] ok [/INST]"
+        );
+        assert_eq!(default_template(|_| false), CHATML);
     }
 
     #[test]

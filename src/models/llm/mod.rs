@@ -59,9 +59,16 @@ impl Llm {
             .metadata
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
-            .map(String::as_str);
+            .map(String::as_str)
+            .unwrap_or_else(|| {
+                chat::default_template(|t| {
+                    tokenizer.encode(t).ok().is_some_and(|ids| {
+                        ids.len() == 1 && tokenizer.token_text(ids[0]).as_deref() == Some(t)
+                    })
+                })
+            });
         let token = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
-        let chat = ChatTemplate::new(template, &token(tokenizer.bos), &token(tokenizer.eos))?;
+        let chat = ChatTemplate::new(Some(template), &token(tokenizer.bos), &token(tokenizer.eos))?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -84,6 +91,18 @@ impl Llm {
     /// Render chat messages with the model's template and tokenize them.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let text = self.chat.render(messages)?;
-        self.tokenizer.encode_prompt(&text)
+        // A template that writes the BOS token itself (`{{ bos_token }}`)
+        // must not get a second one from the tokenizer.
+        let bos = self
+            .tokenizer
+            .bos
+            .and_then(|b| self.tokenizer.token_text(b));
+        let text = match bos {
+            Some(bos) if self.tokenizer.add_bos && !bos.is_empty() => {
+                text.strip_prefix(bos.as_str()).unwrap_or(&text)
+            }
+            _ => &text,
+        };
+        self.tokenizer.encode_prompt(text)
     }
 }
