@@ -19,11 +19,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// How far a logit may sit from llama.cpp's. With f32 weights both sum the
-/// same products in different orders (measured: within 0.0008). With Q8_0
-/// weights hearth's kernels do ggml's arithmetic step for step (7 of the 8
-/// files match bit for bit), but an activation that lands on a rounding
-/// boundary after a last-bit difference upstream moves one int8 by one
-/// step: measured up to 0.063 on logits of magnitude 20-50.
+/// same products in different orders (measured: within 0.0008). With
+/// quantized weights hearth's kernels do ggml's arithmetic step for step
+/// (9 of the 10 quantized files match bit for bit), but an activation that
+/// lands on a rounding boundary after a last-bit difference upstream moves
+/// one int8 by one step: measured up to 0.063 on logits of magnitude 20-50.
 fn tolerance(name: &str) -> f32 {
     if name.ends_with("-f32") {
         0.005
@@ -219,14 +219,16 @@ fn models_inspect_describes_each_file() {
     );
 }
 
-/// How far the real Gemma 3 270M's logits may sit from llama.cpp's. Its
-/// Q4_K, Q6_K and Q5_0 matrices go through candle's quantized products,
-/// not hearth's kernels (which do ggml's arithmetic, bit for bit on the
-/// tiny Q8_0 files): measured within 1.13 of llama.cpp's logits (0.1-0.7
-/// at most steps, on logits of 12-27), about the noise of quantizing the
-/// activations (with the weights dequantized to f32 the gap is the same
-/// size).
-const REAL_TOLERANCE: f32 = 1.5;
+/// How far the real Gemma 3 270M's logits may sit from llama.cpp's. All
+/// its matrices (Q8_0, Q5_0, Q4_K, Q6_K) run on hearth's kernels, which
+/// give ggml's bits (the `*-kquant` tiny files match bit for bit), but
+/// llama.cpp's own logits on this file depend on how a prompt is batched:
+/// with 4 or more rows it multiplies Q4_K matrices with another kernel
+/// (the repacked `gemm`, whose sums round differently on real data), and
+/// for one row it takes attention's dot products in another order. The
+/// same prompt fed to llama.cpp whole or token by token gives logits up to
+/// 0.64 apart; hearth's sit within 0.63 of the whole-prompt ones.
+const REAL_TOLERANCE: f32 = 1.0;
 
 /// Below this margin between llama.cpp's two best logits, hearth may pick
 /// the other one.
@@ -236,8 +238,8 @@ const NEAR_TIE: f64 = 1.0;
 /// against llama.cpp on the same file: tokenization of awkward texts, the
 /// prompts' tokens, and 16 steps fed llama.cpp's greedy tokens, where
 /// hearth's logits must lie near llama.cpp's and its greedy choice must be
-/// llama.cpp's wherever llama.cpp's choice is not a near-tie (measured: 46
-/// of 48 steps agree; the other two had margins of 0.013 and 0.035).
+/// llama.cpp's wherever llama.cpp's choice is not a near-tie (measured: 47
+/// of 48 steps agree; the other at a margin of 0.013).
 #[test]
 fn real_gemma3_matches_llama_cpp() {
     let path = common::repo().join("tests/fixtures/real-models.json");

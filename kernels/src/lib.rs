@@ -5,8 +5,9 @@
 //! only orchestrates these loops, builds unoptimised and fast.
 //!
 //! - [`simd`]: dot products, CPU feature checks, polynomial `exp`.
-//! - [`quant`]: matrix products against Q4_1 and Q8_0 weights
-//!   ([`quant::QMatrix`]).
+//! - [`quant`]: matrix products against quantized weights
+//!   ([`quant::QMatrix`]: Q4_1, Q8_0, Q5_0, and the K-quants of
+//!   [`kquant`], Q4_K and Q6_K).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
 //! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]).
@@ -18,6 +19,7 @@
 pub mod bert;
 pub mod decoder;
 pub mod graph;
+pub mod kquant;
 pub mod quant;
 pub mod simd;
 

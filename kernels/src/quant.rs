@@ -1,7 +1,8 @@
-//! Matrix multiplication against Q4_1 and Q8_0 weights on the CPU, with
-//! AVX2 dot products: candle 0.11 runs Q4_1 through its generic scalar
-//! code, which made it the largest cost of every forward pass (the default
-//! LLM's layers are all Q4_1; its output matrix is Q8_0).
+//! Matrix multiplication against quantized weights on the CPU: Q4_1 and
+//! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_K and
+//! Q6_K in [`crate::kquant`]. candle 0.11 runs Q4_1 through its generic
+//! scalar code, which made it the largest cost of every forward pass (the
+//! default LLM's layers are all Q4_1; its output matrix is Q8_0).
 //!
 //! The numerics are ggml's (`ggml_vec_dot_q4_1_q8_1`,
 //! `ggml_vec_dot_q8_0_q8_0`): each row of activations is quantized to 8-bit
@@ -15,6 +16,7 @@
 //! Work is split over output columns on candle's CPU thread pool, the one
 //! its own quantized kernels use, so hearth never runs two pools at once.
 
+use crate::kquant::{dot_q4_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -39,13 +41,36 @@ struct BlockQ8 {
     qs: [i8; QK],
 }
 
-/// The weights' blocks, row-major: row `j` is `[j * k / 32..(j + 1) * k / 32]`.
+/// The weights' blocks, row-major: row `j` is `[j * k / B..(j + 1) * k / B]`
+/// for blocks of `B` weights (32, or 256 for the K-quants).
 enum Blocks {
     Q4_1(Vec<BlockQ4>),
+    /// Q8_0, and Q5_0 widened to it at load (see [`QMatrix::from_qtensor`]).
     Q8_0(Vec<BlockQ8>),
+    Q4K(Vec<BlockQ4K>),
+    Q6K(Vec<BlockQ6K>),
 }
 
-/// A `[n, k]` Q4_1 or Q8_0 weight matrix, applied as `x @ W^T`.
+impl Blocks {
+    fn len(&self) -> usize {
+        match self {
+            Self::Q4_1(b) => b.len(),
+            Self::Q8_0(b) => b.len(),
+            Self::Q4K(b) => b.len(),
+            Self::Q6K(b) => b.len(),
+        }
+    }
+
+    /// Weights per block.
+    fn size(&self) -> usize {
+        match self {
+            Self::Q4_1(_) | Self::Q8_0(_) => QK,
+            Self::Q4K(_) | Self::Q6K(_) => QK_K,
+        }
+    }
+}
+
+/// A `[n, k]` quantized weight matrix, applied as `x @ W^T`.
 pub struct QMatrix {
     n: usize,
     k: usize,
@@ -55,30 +80,39 @@ pub struct QMatrix {
 impl QMatrix {
     /// Whether [`QMatrix::from_qtensor`] takes tensors of this type.
     pub fn supports(dtype: GgmlDType) -> bool {
-        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
+        matches!(
+            dtype,
+            GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K
+        )
     }
 
-    /// Take a Q4_1 or Q8_0 tensor's blocks (`[n, k]`, `k` a multiple of 32).
+    /// Take a Q4_1, Q8_0, Q5_0, Q4_K or Q6_K tensor's blocks (`[n, k]`, `k`
+    /// a multiple of the block size). Q5_0 blocks are widened to Q8_0's
+    /// layout (their 5-bit weights minus 16 as int8 under the same f16
+    /// scale): ggml multiplies Q5_0 by Q8_0 activations exactly as it
+    /// multiplies Q8_0 weights, so the Q8_0 kernel gives its bits, at 36
+    /// bytes per 32 weights instead of 22.
     pub fn from_qtensor(t: &QTensor) -> Result<Self> {
         let dtype = t.dtype();
         if !Self::supports(dtype) {
             return Err(Error::Model(format!(
-                "expected Q4_1 or Q8_0, got {dtype:?}"
+                "expected Q4_1, Q8_0, Q5_0, Q4_K or Q6_K, got {dtype:?}"
             )));
         }
         let (n, k) = t
             .shape()
             .dims2()
             .map_err(|e| Error::Model(format!("{dtype:?} weight: {e}")))?;
-        if !k.is_multiple_of(QK) {
+        let block = dtype.block_size();
+        if !k.is_multiple_of(block) {
             return Err(Error::Model(format!(
-                "{dtype:?} row length {k} is not a multiple of 32"
+                "{dtype:?} row length {k} is not a multiple of {block}"
             )));
         }
         let data = t.data()?;
         let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let blocks = if dtype == GgmlDType::Q4_1 {
-            Blocks::Q4_1(
+        let blocks = match dtype {
+            GgmlDType::Q4_1 => Blocks::Q4_1(
                 data.chunks_exact(20)
                     .map(|b| BlockQ4 {
                         d: half(&b[0..2]),
@@ -86,9 +120,8 @@ impl QMatrix {
                         qs: b[4..20].try_into().expect("16 bytes"),
                     })
                     .collect(),
-            )
-        } else {
-            Blocks::Q8_0(
+            ),
+            GgmlDType::Q8_0 => Blocks::Q8_0(
                 data.chunks_exact(34)
                     .map(|b| BlockQ8 {
                         d: half(&b[0..2]),
@@ -96,13 +129,43 @@ impl QMatrix {
                         qs: std::array::from_fn(|i| b[2 + i] as i8),
                     })
                     .collect(),
-            )
+            ),
+            GgmlDType::Q5_0 => Blocks::Q8_0(
+                data.chunks_exact(22)
+                    .map(|b| {
+                        // Low nibbles are weights 0..16, high ones 16..32;
+                        // bit i of qh is weight i's fifth bit.
+                        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                        let qs = &b[6..22];
+                        BlockQ8 {
+                            d: half(&b[0..2]),
+                            s: 0.0,
+                            qs: std::array::from_fn(|i| {
+                                let nibble = if i < 16 {
+                                    qs[i] & 0x0F
+                                } else {
+                                    qs[i - 16] >> 4
+                                };
+                                let high = ((qh >> i) & 1) as u8;
+                                ((nibble | (high << 4)) as i8) - 16
+                            }),
+                        }
+                    })
+                    .collect(),
+            ),
+            GgmlDType::Q4K => Blocks::Q4K(
+                data.chunks_exact(BlockQ4K::BYTES)
+                    .map(BlockQ4K::parse)
+                    .collect(),
+            ),
+            _ => Blocks::Q6K(
+                data.chunks_exact(BlockQ6K::BYTES)
+                    .map(BlockQ6K::parse)
+                    .collect(),
+            ),
         };
-        let count = match &blocks {
-            Blocks::Q4_1(b) => b.len(),
-            Blocks::Q8_0(b) => b.len(),
-        };
-        if count != n * k / QK {
+        let count = blocks.len();
+        if count != n * k / block {
             return Err(Error::Model(format!(
                 "{dtype:?} weight [{n}, {k}] holds {count} blocks"
             )));
@@ -164,7 +227,18 @@ impl QMatrix {
             )));
         }
         let m = input.len() / k;
-        let xq: Vec<BlockQ8> = input.chunks_exact(QK).map(quantize_q8_1).collect();
+        // The activations, quantized once for each kind of block present.
+        let any = |small: bool| ms.iter().any(|w| (w.blocks.size() == QK) == small);
+        let xq: Vec<BlockQ8> = if any(true) {
+            input.chunks_exact(QK).map(quantize_q8_1).collect()
+        } else {
+            Vec::new()
+        };
+        let xk: Vec<BlockQ8K> = if any(false) {
+            input.chunks_exact(QK_K).map(quantize_q8_k).collect()
+        } else {
+            Vec::new()
+        };
         let mut outs: Vec<Vec<f32>> = ms.iter().map(|w| vec![0f32; m * w.n]).collect();
         // Columns in groups of 4: each group reads its weight rows once for
         // all m activation rows (which stay in cache). Group g belongs to the
@@ -177,6 +251,10 @@ impl QMatrix {
         }
         let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
+        let q4_k: (DotFn<BlockQ4K, BlockQ8K>, Dot4Fn<BlockQ4K, BlockQ8K>) =
+            (dot_q4_k, |w, xs| xs.map(|x| dot_q4_k(w, x)));
+        let q6_k: (DotFn<BlockQ6K, BlockQ8K>, Dot4Fn<BlockQ6K, BlockQ8K>) =
+            (dot_q6_k, |w, xs| xs.map(|x| dot_q6_k(w, x)));
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
                 let i = ends.partition_point(|&e| e <= g);
@@ -186,6 +264,8 @@ impl QMatrix {
                 match &w.blocks {
                     Blocks::Q4_1(b) => columns(b, w.n, &xq, m, local, out, q4_1),
                     Blocks::Q8_0(b) => columns(b, w.n, &xq, m, local, out, q8_0),
+                    Blocks::Q4K(b) => columns(b, w.n, &xk, m, local, out, q4_k),
+                    Blocks::Q6K(b) => columns(b, w.n, &xk, m, local, out, q6_k),
                 }
             }
         });
@@ -197,14 +277,14 @@ impl QMatrix {
 /// `out[r * n + j]`. Rows go four at a time through `dots`, which unpacks
 /// each weight block once for the four; each row's sum is computed exactly
 /// as `dot` computes it alone, so results do not depend on `m`.
-fn columns<W>(
+fn columns<W, A>(
     w: &[W],
     n: usize,
-    xq: &[BlockQ8],
+    xq: &[A],
     m: usize,
     g: usize,
     out: *mut f32,
-    (dot, dots): (DotFn<W>, Dot4Fn<W>),
+    (dot, dots): (DotFn<W, A>, Dot4Fn<W, A>),
 ) {
     let kb = w.len() / n;
     let x = |r: usize| &xq[r * kb..(r + 1) * kb];
@@ -268,9 +348,11 @@ fn quantize_q8_1_portable(x: &[f32]) -> BlockQ8 {
     }
 }
 
-type DotFn<W> = fn(&[W], &[BlockQ8]) -> f32;
+/// One weight row against one activation row (`A`: Q8_1/Q8_0 blocks, or
+/// Q8_K for the K-quants).
+type DotFn<W, A = BlockQ8> = fn(&[W], &[A]) -> f32;
 /// One weight row against four activation rows.
-type Dot4Fn<W> = fn(&[W], [&[BlockQ8]; 4]) -> [f32; 4];
+type Dot4Fn<W, A = BlockQ8> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 
 fn dot_q4_1() -> (DotFn<BlockQ4>, Dot4Fn<BlockQ4>) {
     #[cfg(target_arch = "x86_64")]
@@ -508,8 +590,14 @@ mod tests {
 
     #[test]
     fn matches_candle_and_the_dequantized_product() {
-        let (n, k, m) = (70, 128, 5);
-        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        let (n, k, m) = (70, 512, 5);
+        for dtype in [
+            GgmlDType::Q4_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
             let (w, q) = weights(n, k, dtype);
             let ours = QMatrix::from_qtensor(&q).unwrap();
             let x = Tensor::randn(0f32, 1.0, (1, m, k), &Device::Cpu).unwrap();

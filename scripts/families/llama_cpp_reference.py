@@ -65,16 +65,24 @@ REAL_PROMPTS = [
 ]
 
 
-def run_model(path, prompts=PROMPTS, steps=STEPS):
-    llm = llama_cpp.Llama(path, n_ctx=256, n_batch=256, n_threads=2, logits_all=True,
-                          flash_attn=False, verbose=False)
+def run_model(path, prompts=PROMPTS, steps=STEPS, batch=256):
+    """`batch`: how many prompt tokens llama.cpp evaluates at once (the
+    default, as its users run it). Its logits depend on it: on the real
+    Gemma file, with 4 or more rows at once it multiplies Q4_K matrices
+    with another kernel (the repacked `gemm`) than for fewer (`gemv`), and
+    for one row it takes attention's dot products in another order than
+    for several, so the same prompt gives logits up to 0.64 apart when fed
+    whole or token by token. hearth's do not depend on the batching."""
+    llm = llama_cpp.Llama(path, n_ctx=256, n_batch=batch, n_ubatch=batch, n_threads=2,
+                          logits_all=True, flash_attn=False, verbose=False)
     out = []
     for prompt in prompts:
         llm.reset()
         tokens = tokenize(llm, prompt)
         if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true":
             tokens = [llm.token_bos()] + tokens
-        llm.eval(tokens)
+        for start in range(0, len(tokens), batch):
+            llm.eval(tokens[start:start + batch])
         taken = []
         for _ in range(steps):
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)

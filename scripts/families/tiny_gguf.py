@@ -76,6 +76,41 @@ QUANTS = {
     "q8_0": gguf.GGMLQuantizationType.Q8_0,
 }
 
+# Families also written as a K-quant mix, as Q4_K_M files mix them: Q4_K
+# for q, k, gate and up, Q6_K for v and down, Q5_0 for the attention
+# output, Q8_0 for the embeddings and the output layer. Width 256, the
+# K-quants' block size.
+KQUANT_FAMILIES = ["llama", "gemma3"]
+KQUANT_TYPES = {
+    "attn_q": "Q4_K", "attn_k": "Q4_K", "ffn_gate": "Q4_K", "ffn_up": "Q4_K",
+    "attn_v": "Q6_K", "ffn_down": "Q6_K", "attn_output": "Q5_0",
+}
+
+
+def f16_bytes(values):
+    return np.asarray(values, dtype=np.float16).view(np.uint8).reshape(-1, 2)
+
+
+def random_blocks(rng, qtype, rows, cols):
+    """Random but well-formed blocks of a quantized type, as raw bytes
+    `[rows, bytes per row]`: gguf-py cannot quantize to the K-quants, and
+    the test needs no quantizer, only bytes both programs read alike. The
+    scales are sized for weights of about 1/sqrt(cols)."""
+    nb = rows * cols // (256 if qtype.endswith("_K") else 32)
+    u8 = lambda n: rng.integers(0, 256, size=(nb, n), dtype=np.uint8)  # noqa: E731
+    if qtype == "Q4_K":  # d, dmin, 12 bytes of 6-bit scales and mins, 128 nibble bytes
+        d = f16_bytes(np.abs(rng.standard_normal(nb)) * 0.3 / (256 * np.sqrt(cols)) + 1e-5)
+        dmin = f16_bytes(np.abs(rng.standard_normal(nb)) * 2.0 / (32 * np.sqrt(cols)))
+        blocks = np.concatenate([d, dmin, u8(12), u8(128)], axis=1)
+    elif qtype == "Q6_K":  # 128 low-nibble bytes, 64 high-bit bytes, 16 int8 scales, d
+        scales = rng.integers(-40, 41, size=(nb, 16)).astype(np.int8).view(np.uint8)
+        d = f16_bytes(np.abs(rng.standard_normal(nb)) * 1.0 / (40 * 16 * np.sqrt(cols)) + 1e-5)
+        blocks = np.concatenate([u8(128), u8(64), scales, d], axis=1)
+    else:  # Q5_0: d, 4 bytes of fifth bits, 16 nibble bytes
+        d = f16_bytes(rng.standard_normal(nb) * 1.0 / (8 * np.sqrt(cols)))
+        blocks = np.concatenate([d, u8(4), u8(16)], axis=1)
+    return blocks.reshape(rows, -1)
+
 
 TOKENIZER_KEYS = [
     "tokenizer.ggml.model",
@@ -112,8 +147,11 @@ def copy_tokenizer(writer, vocab):
 
 def write(path, name, quant, vocab, seed):
     arch, extra = FAMILIES[name]
+    if quant == "kquant":
+        extra = {**extra, "n_embd": 256, "n_ff": 512}
     rng = np.random.default_rng(seed)
     n_embd = extra.get("n_embd", N_EMBD)
+    n_ff = extra.get("n_ff", N_FF)
     head_dim = extra.get("head_dim", n_embd // N_HEAD)
     q_dim, kv_dim = N_HEAD * head_dim, N_KV_HEAD * head_dim
     base = extra.get("rope_base", 10000.0)
@@ -122,7 +160,7 @@ def write(path, name, quant, vocab, seed):
     w.add_block_count(N_LAYER)
     w.add_context_length(N_CTX)
     w.add_embedding_length(n_embd)
-    w.add_feed_forward_length(N_FF)
+    w.add_feed_forward_length(n_ff)
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_KV_HEAD)
     if "head_dim" in extra:
@@ -140,14 +178,20 @@ def write(path, name, quant, vocab, seed):
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(extra["rope_linear"])
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(QUANTS[quant] == gguf.GGMLQuantizationType.Q8_0 and 7 or 0)
+    w.add_file_type({"f32": 0, "q8_0": 7, "kquant": 15}[quant])
     n_vocab = copy_tokenizer(w, vocab)
     w.add_vocab_size(n_vocab)
 
     def matrix(tensor, rows, cols, std=None):
+        kind = tensor.split(".")[-2]
+        if quant == "kquant" and kind in KQUANT_TYPES:
+            qtype = KQUANT_TYPES[kind]
+            w.add_tensor(tensor, random_blocks(rng, qtype, rows, cols),
+                         raw_dtype=gguf.GGMLQuantizationType[qtype])
+            return
         std = std if std is not None else 1.0 / math.sqrt(cols)
         data = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
-        qtype = QUANTS[quant]
+        qtype = QUANTS.get(quant, gguf.GGMLQuantizationType.Q8_0)
         if qtype == gguf.GGMLQuantizationType.F32:
             w.add_tensor(tensor, data)
         else:
@@ -188,11 +232,11 @@ def write(path, name, quant, vocab, seed):
         vector(f"blk.{i}.ffn_norm.weight", n_embd, 1.0, 0.1)
         if extra.get("fused"):
             # Gate rows first, then up (what ggml's swiglu splits).
-            matrix(f"blk.{i}.ffn_up.weight", 2 * N_FF, n_embd)
+            matrix(f"blk.{i}.ffn_up.weight", 2 * n_ff, n_embd)
         else:
-            matrix(f"blk.{i}.ffn_gate.weight", N_FF, n_embd)
-            matrix(f"blk.{i}.ffn_up.weight", N_FF, n_embd)
-        matrix(f"blk.{i}.ffn_down.weight", n_embd, N_FF)
+            matrix(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+            matrix(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        matrix(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
 
     finish(w)
 
@@ -302,6 +346,13 @@ def main():
             path = os.path.join(args.out, f"{file}.gguf")
             write(path, name, quant, vocab, seed)
             print(file, path)
+    for seed, name in enumerate(KQUANT_FAMILIES, start=100):
+        if name not in names:
+            continue
+        file = f"{name}-kquant"
+        path = os.path.join(args.out, f"{file}.gguf")
+        write(path, name, "kquant", vocab, seed)
+        print(file, path)
     for pre in PRE_TOKENIZERS:
         path = os.path.join(args.out, f"tok-{pre}.gguf")
         write_vocab_only(path, pre, vocab)
