@@ -20,9 +20,8 @@
 //!   an f32 lane with one fused multiply-add by `d_w * d_x`, the lanes
 //!   summed at the end as `hsum_float_8` sums them.
 //!
-//! The integer sums are exact however they are computed, so the kernels
-//! below are written for the compiler to vectorise; only the float steps
-//! keep ggml's order.
+//! The integer sums are exact however they are computed; only the float
+//! steps must keep ggml's order (and Q6_K's lanes their contents).
 
 use half::f16;
 
@@ -138,7 +137,7 @@ fn dot32(a: &[u8; 32], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
-#[inline(always)]
+/// The portable kernels: the sums below, scalar.
 fn dot_q4_k_body(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     let (mut acc, mut acc_min) = (0f32, 0f32);
     let mut q = [0u8; 32];
@@ -166,7 +165,6 @@ fn dot_q4_k_body(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     acc - acc_min
 }
 
-#[inline(always)]
 fn dot_q6_k_body(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     let mut acc = [0f32; 8];
     for (w, x) in w.iter().zip(x) {
@@ -200,41 +198,218 @@ fn dot_q6_k_body(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     (q[0] + q[2]) + (q[1] + q[3])
 }
 
-/// The kernels compiled for AVX2 + FMA (vectorised integer sums, one
-/// instruction per fused multiply-add), and portably.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q4_k_avx2(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    dot_q4_k_body(w, x)
-}
+/// One activation row or four: the `_x4` kernels unpack each weight block
+/// once for four rows, and every row's arithmetic is the same as alone.
+pub(crate) type DotK<W> = fn(&[W], &[BlockQ8K]) -> f32;
+pub(crate) type DotK4<W> = fn(&[W], [&[BlockQ8K]; 4]) -> [f32; 4];
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q6_k_avx2(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    dot_q6_k_body(w, x)
-}
-
-pub(crate) fn dot_q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+pub(crate) fn dot_q4_k() -> (DotK<BlockQ4K>, DotK4<BlockQ4K>) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { dot_q4_k_avx2(w, x) };
+        return (
+            |w, x| unsafe { avx2::q4_k::<1>(w, [x])[0] },
+            |w, xs| unsafe { avx2::q4_k::<4>(w, xs) },
+        );
     }
-    dot_q4_k_body(w, x)
+    (dot_q4_k_body, |w, xs| xs.map(|x| dot_q4_k_body(w, x)))
 }
 
-pub(crate) fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+pub(crate) fn dot_q6_k() -> (DotK<BlockQ6K>, DotK4<BlockQ6K>) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { dot_q6_k_avx2(w, x) };
+        return (
+            |w, x| unsafe { avx2::q6_k::<1>(w, [x])[0] },
+            |w, xs| unsafe { avx2::q6_k::<4>(w, xs) },
+        );
     }
-    dot_q6_k_body(w, x)
+    (dot_q6_k_body, |w, xs| xs.map(|x| dot_q6_k_body(w, x)))
+}
+
+/// The same sums with AVX2: `maddubs` (u8 x i8 pairs into i16, which
+/// cannot saturate here: weights below 64, activations within 127) then
+/// `madd` by the sub-block scales into i32 lanes, which for Q6_K are
+/// exactly ggml's lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{BlockQ4K, BlockQ6K, BlockQ8K};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let q = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0b01_00_11_10));
+        let q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0b10_11_00_01));
+        _mm_cvtsi128_si32(q)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q4_k<const R: usize>(w: &[BlockQ4K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
+        let low = _mm256_set1_epi8(0x0F);
+        let (mut acc, mut acc_min) = ([0f32; R], [0f32; R]);
+        let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
+        for b in 0..n {
+            let w = &w[b];
+            let mut sums = [_mm256_setzero_si256(); R];
+            for j in 0..4 {
+                let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
+                let (lo, hi) = (
+                    _mm256_and_si256(bits, low),
+                    _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
+                );
+                let (sc_lo, sc_hi) = (
+                    _mm256_set1_epi16(w.sc[2 * j] as i16),
+                    _mm256_set1_epi16(w.sc[2 * j + 1] as i16),
+                );
+                for (sum, x) in sums.iter_mut().zip(&xs) {
+                    let q8 = x[b].qs.as_ptr().add(64 * j);
+                    let q8_lo = _mm256_loadu_si256(q8 as *const __m256i);
+                    let q8_hi = _mm256_loadu_si256(q8.add(32) as *const __m256i);
+                    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, q8_lo), sc_lo);
+                    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, q8_hi), sc_hi);
+                    *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(p_lo, p_hi));
+                }
+            }
+            for r in 0..R {
+                let x = &xs[r][b];
+                let mut mins = 0i32;
+                for s in 0..8 {
+                    mins += w.m[s] as i32 * (x.bsums[2 * s] as i32 + x.bsums[2 * s + 1] as i32);
+                }
+                acc[r] = (hsum_i32(sums[r]) as f32).mul_add(w.d * x.d, acc[r]);
+                acc_min[r] = (mins as f32).mul_add(w.dmin * x.d, acc_min[r]);
+            }
+        }
+        std::array::from_fn(|r| acc[r] - acc_min[r])
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q6_k<const R: usize>(w: &[BlockQ6K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
+        let (m3, m15) = (_mm256_set1_epi8(3), _mm256_set1_epi8(15));
+        let mut acc = [_mm256_setzero_ps(); R];
+        let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
+        for b in 0..n {
+            let w = &w[b];
+            let mut lanes = [_mm256_setzero_si256(); R];
+            for j in 0..2 {
+                let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * j) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m15),
+                        _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m15),
+                        _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m15),
+                        _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15),
+                        _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2),
+                    ),
+                ];
+                for (k, q) in q.iter().enumerate() {
+                    // Values 0..16 of the vector take one sub-block's
+                    // scale, 16..32 the next one's.
+                    let s = 8 * j + 2 * k;
+                    let scale = _mm256_set_m128i(
+                        _mm_set1_epi16(w.sc[s + 1] as i16),
+                        _mm_set1_epi16(w.sc[s] as i16),
+                    );
+                    for (lane, x) in lanes.iter_mut().zip(&xs) {
+                        let q8 = _mm256_loadu_si256(
+                            x[b].qs.as_ptr().add(128 * j + 32 * k) as *const __m256i,
+                        );
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*q, q8), scale);
+                        *lane = _mm256_add_epi32(*lane, p);
+                    }
+                }
+            }
+            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.sc.as_ptr() as *const __m128i));
+            for r in 0..R {
+                let x = &xs[r][b];
+                let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
+                let sub = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
+                let sumi = _mm256_sub_epi32(lanes[r], sub);
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(x.d * w.d),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc[r],
+                );
+            }
+        }
+        std::array::from_fn(|r| crate::quant::hsum(acc[r]))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Random but well-formed blocks (any bytes are valid K-quant blocks
+    /// once the f16 scales are finite), from a fixed seed.
+    fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn with_scale(mut b: Vec<u8>, at: &[usize], value: f32) -> Vec<u8> {
+        for &i in at {
+            b[i..i + 2].copy_from_slice(&f16::from_f32(value).to_le_bytes());
+        }
+        b
+    }
+
+    /// The AVX2 kernels (one row and four) against the portable ones, bit
+    /// for bit, so that either gives ggml's result.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_portable_kernels_give_the_same_bits() {
+        if !crate::simd::has_avx2_fma() {
+            eprintln!("this CPU has no AVX2: only the portable kernels run here");
+            return;
+        }
+        let blocks = 3;
+        let xs: Vec<Vec<BlockQ8K>> = (0..4)
+            .map(|r| {
+                let x: Vec<f32> = random_bytes(blocks * QK_K, 7 + r)
+                    .iter()
+                    .map(|&b| (b as f32 - 128.0) / 9.0)
+                    .collect();
+                x.chunks_exact(QK_K).map(quantize_q8_k).collect()
+            })
+            .collect();
+        let rows: [&[BlockQ8K]; 4] = std::array::from_fn(|r| xs[r].as_slice());
+        let q4: Vec<BlockQ4K> = (0..blocks as u64)
+            .map(|i| with_scale(random_bytes(BlockQ4K::BYTES, 99 + i), &[0, 2], 0.01))
+            .map(|b| BlockQ4K::parse(&b))
+            .collect();
+        let q6: Vec<BlockQ6K> = (0..blocks as u64)
+            .map(|i| with_scale(random_bytes(BlockQ6K::BYTES, 199 + i), &[208], 0.01))
+            .map(|b| BlockQ6K::parse(&b))
+            .collect();
+        let (one, four) = dot_q4_k();
+        let want = rows.map(|x| dot_q4_k_body(&q4, x).to_bits());
+        assert_eq!(four(&q4, rows).map(f32::to_bits), want);
+        assert_eq!(one(&q4, rows[0]).to_bits(), want[0]);
+        let (one, four) = dot_q6_k();
+        let want = rows.map(|x| dot_q6_k_body(&q6, x).to_bits());
+        assert_eq!(four(&q6, rows).map(f32::to_bits), want);
+        assert_eq!(one(&q6, rows[0]).to_bits(), want[0]);
+    }
 
     #[test]
     fn q8_k_is_ggmls_reference_quantization() {

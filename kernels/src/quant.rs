@@ -251,10 +251,7 @@ impl QMatrix {
         }
         let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
-        let q4_k: (DotFn<BlockQ4K, BlockQ8K>, Dot4Fn<BlockQ4K, BlockQ8K>) =
-            (dot_q4_k, |w, xs| xs.map(|x| dot_q4_k(w, x)));
-        let q6_k: (DotFn<BlockQ6K, BlockQ8K>, Dot4Fn<BlockQ6K, BlockQ8K>) =
-            (dot_q6_k, |w, xs| xs.map(|x| dot_q6_k(w, x)));
+        let (q4_k, q6_k) = (dot_q4_k(), dot_q6_k());
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
                 let i = ends.partition_point(|&e| e <= g);
@@ -423,7 +420,7 @@ fn dot_q8_0_scalar(w: &[BlockQ8], x: &[BlockQ8]) -> f32 {
 /// ggml's `hsum_float_8`: the same additions in the same order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
+pub(crate) unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let quad = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
     let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
