@@ -131,6 +131,27 @@ impl BlockQ6K {
     }
 }
 
+impl BlockQ6K {
+    /// The 256 weights, as ggml's `dequantize_row_q6_K` computes them
+    /// (`d * sc * q`, left to right).
+    pub fn dequantize(&self) -> [f32; QK_K] {
+        let mut out = [0f32; QK_K];
+        for j in 0..2 {
+            let (ql, qh) = (&self.ql[64 * j..], &self.qh[32 * j..]);
+            for e in 0..32 {
+                for k in 0..4 {
+                    let low = if k % 2 == 0 { ql[e] } else { ql[32 + e] };
+                    let low = if k < 2 { low & 0x0F } else { low >> 4 };
+                    let q = (low | (((qh[e] >> (2 * k)) & 3) << 4)) as i32 - 32;
+                    let sc = self.sc[8 * j + e / 16 + 2 * k] as f32;
+                    out[128 * j + 32 * k + e] = self.d * sc * q as f32;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Sum of `a[i] * b[i]` over 32 values, exactly.
 #[inline(always)]
 fn dot32(a: &[u8; 32], b: &[i8]) -> i32 {
@@ -324,7 +345,7 @@ mod avx2 {
                     );
                     for (lane, x) in lanes.iter_mut().zip(&xs) {
                         let q8 = _mm256_loadu_si256(
-                            x[b].qs.as_ptr().add(128 * j + 32 * k) as *const __m256i,
+                            x[b].qs.as_ptr().add(128 * j + 32 * k) as *const __m256i
                         );
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*q, q8), scale);
                         *lane = _mm256_add_epi32(*lane, p);
@@ -337,11 +358,8 @@ mod avx2 {
                 let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
                 let sub = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
                 let sumi = _mm256_sub_epi32(lanes[r], sub);
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(x.d * w.d),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc[r],
-                );
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(x.d * w.d), _mm256_cvtepi32_ps(sumi), acc[r]);
             }
         }
         std::array::from_fn(|r| crate::quant::hsum(acc[r]))

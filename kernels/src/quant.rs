@@ -173,6 +173,28 @@ impl QMatrix {
         Ok(Self { n, k, blocks })
     }
 
+    /// Row `j` of the weights as f32, exactly as ggml's `get_rows`
+    /// dequantizes it (an embedding lookup), for the types where that is a
+    /// plain product (Q8_0 and the Q5_0 widened to it, Q6_K); None for the
+    /// others or a row out of range.
+    pub fn row(&self, j: usize) -> Option<Vec<f32>> {
+        if j >= self.n {
+            return None;
+        }
+        let per_row = self.blocks.len() / self.n;
+        let range = j * per_row..(j + 1) * per_row;
+        match &self.blocks {
+            Blocks::Q8_0(b) => Some(
+                b[range]
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                    .collect(),
+            ),
+            Blocks::Q6K(b) => Some(b[range].iter().flat_map(BlockQ6K::dequantize).collect()),
+            Blocks::Q4_1(_) | Blocks::Q4K(_) => None,
+        }
+    }
+
     /// `x @ W^T` for `x` of shape `[..., k]` (f32, CPU): shape `[..., n]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut out = Self::forward_many(&[self], x)?;

@@ -23,6 +23,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 use cpu::{HostKv, HostLayer, HostModel, HostSegment};
 use hearth_kernels::quant::QMatrix;
 use std::io::{Read, Seek};
+use std::sync::Arc;
 
 /// What a decoder family adds to the llama layout, as data: the forward
 /// pass is one ([`Llama`]), and these switch its optional steps.
@@ -423,13 +424,14 @@ fn round_f16(t: &Tensor) -> Result<Tensor> {
 /// through candle's.
 enum Linear {
     Candle(QMatMul),
-    Own(QMatrix),
+    /// Shared with the token embedding when the output layer is tied to it.
+    Own(Arc<QMatrix>),
 }
 
 impl Linear {
     fn new(t: QTensor, device: &Device) -> Result<Self> {
         if device.is_cpu() && QMatrix::supports(t.dtype()) {
-            return Ok(Self::Own(QMatrix::from_qtensor(&t)?));
+            return Ok(Self::Own(Arc::new(QMatrix::from_qtensor(&t)?)));
         }
         Ok(Self::Candle(QMatMul::from_qtensor(t)?))
     }
@@ -444,7 +446,7 @@ impl Linear {
     /// hearth's kernel, when this matrix runs on it.
     fn as_own(&self) -> Option<&QMatrix> {
         match self {
-            Self::Own(m) => Some(m),
+            Self::Own(m) => Some(m.as_ref()),
             Self::Candle(_) => None,
         }
     }
@@ -525,7 +527,11 @@ struct Bias {
 /// The model's weights. Immutable after loading; share with `Arc`.
 pub struct Llama {
     pub config: LlamaConfig,
-    embed: Embedding,
+    embed: TokenEmbedding,
+    /// The f32 table the tensor path looks tokens up in, made on its first
+    /// use from quantized rows (the CPU buffer path never needs it: a
+    /// 262k-token vocabulary is 671 MB in f32, 178 MB in Q8_0).
+    embed_table: std::sync::OnceLock<Embedding>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Linear,
@@ -536,6 +542,14 @@ pub struct Llama {
     /// Present when every matrix runs on hearth's CPU kernels and the CPU
     /// has FMA: then the forward pass runs on plain buffers ([`cpu`]).
     host: Option<HostModel>,
+}
+
+/// The token embeddings: quantized rows, dequantized one token at a time
+/// as ggml's `get_rows` does (Q8_0, Q5_0 and Q6_K tables on the CPU), or
+/// an f32 table (the other types, and GPUs).
+enum TokenEmbedding {
+    Rows(Arc<QMatrix>),
+    Table(Embedding),
 }
 
 /// One sequence's part of a batched step ([`Llama::forward_batch`]).
@@ -629,7 +643,11 @@ impl Llama {
                 .map_err(|e| Error::Model(format!("GGUF tensor {name}: {e}")))
         };
         let embed_q = tensor("token_embd.weight")?;
-        let embed = Embedding::new(embed_q.dequantize(device)?, config.n_embd);
+        let embed_rows = (device.is_cpu() && QMatrix::supports(embed_q.dtype()))
+            .then(|| QMatrix::from_qtensor(&embed_q))
+            .transpose()?
+            .filter(|m| m.row(0).is_some())
+            .map(Arc::new);
         // The norms' weights, as tensors and as plain vectors.
         let eps = config.rms_eps;
         let norm_of = |t: QTensor| -> Result<(RmsNorm, Vec<f32>)> {
@@ -655,10 +673,7 @@ impl Llama {
             None
         };
         // Tied embeddings: small models reuse token_embd as the output layer.
-        let output = match tensor("output.weight") {
-            Ok(t) => t,
-            Err(_) => embed_q,
-        };
+        let output = tensor("output.weight").ok();
         let (q_dim, kv_dim) = (config.q_dim(), config.n_kv_head * config.head_dim);
         let mut layers = Vec::with_capacity(config.n_layer);
         let mut host_layers = Vec::with_capacity(config.n_layer);
@@ -738,7 +753,19 @@ impl Llama {
                 post_norms,
             });
         }
-        let output = Linear::new(output, device)?;
+        // Tied embeddings: small models reuse token_embd as the output
+        // layer (one copy of the quantized rows serves both).
+        let (output, embed) = match (output, embed_rows) {
+            (Some(t), Some(rows)) => (Linear::new(t, device)?, TokenEmbedding::Rows(rows)),
+            (None, Some(rows)) => (Linear::Own(rows.clone()), TokenEmbedding::Rows(rows)),
+            (output, None) => {
+                let table = Embedding::new(embed_q.dequantize(device)?, config.n_embd);
+                (
+                    Linear::new(output.unwrap_or(embed_q), device)?,
+                    TokenEmbedding::Table(table),
+                )
+            }
+        };
         config.rope.freq_factors = freq_factors;
         let mut tables = vec![rope_tables(&config, &config.rope)];
         if let Some(sliding) = &config.sliding {
@@ -772,6 +799,7 @@ impl Llama {
         Ok(Self {
             config,
             embed,
+            embed_table: std::sync::OnceLock::new(),
             layers,
             norm,
             output,
@@ -901,6 +929,36 @@ impl Llama {
             .collect())
     }
 
+    /// The f32 embedding table of the tensor path.
+    fn embedding_table(&self) -> Result<&Embedding> {
+        let rows = match &self.embed {
+            TokenEmbedding::Table(table) => return Ok(table),
+            TokenEmbedding::Rows(rows) => rows,
+        };
+        if let Some(table) = self.embed_table.get() {
+            return Ok(table);
+        }
+        let (n, d) = (self.config.vocab_size, self.config.n_embd);
+        let mut values = Vec::with_capacity(n * d);
+        for j in 0..n {
+            values.extend(rows.row(j).expect("rows checked at load"));
+        }
+        let table = Tensor::from_vec(values, (n, d), &self.device)?;
+        Ok(self.embed_table.get_or_init(|| Embedding::new(table, d)))
+    }
+
+    /// The embedding of `token`, as f32.
+    fn embedding_row(&self, token: u32) -> Result<Vec<f32>> {
+        match &self.embed {
+            TokenEmbedding::Rows(rows) => rows.row(token as usize).ok_or_else(|| {
+                Error::InvalidInput(format!("token {token} is outside the vocabulary"))
+            }),
+            TokenEmbedding::Table(table) => {
+                Ok(table.embeddings().get(token as usize)?.to_vec1()?)
+            }
+        }
+    }
+
     fn check_segment(&self, seq_len: usize, pos: usize) -> Result<()> {
         if seq_len == 0 {
             return Err(Error::InvalidInput("no tokens to feed the model".into()));
@@ -949,7 +1007,7 @@ impl Llama {
             shapes.push((first, len, kinds));
             first += len;
         }
-        let mut x = self.embed.forward(&input)?;
+        let mut x = self.embedding_table()?.forward(&input)?;
         if cfg.family.gemma {
             x = (x * (cfg.n_embd as f32).sqrt() as f64)?;
         }

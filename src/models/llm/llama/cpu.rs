@@ -171,11 +171,10 @@ impl Llama {
             seg_of.extend(std::iter::repeat_n(i, s.tokens.len()));
             pos_of.extend(s.pos..s.pos + s.tokens.len());
         }
-        let table = self.embed.embeddings();
         let mut x = Vec::with_capacity(seg_of.len() * d);
         for s in segments.iter() {
             for &t in s.tokens {
-                x.extend(table.get(t as usize)?.to_vec1::<f32>()?);
+                x.extend(self.embedding_row(t)?);
             }
         }
         let neox = cfg.family.rope_neox;
