@@ -6,6 +6,7 @@ on the same GGUF file with the same thread count.
 """
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -56,6 +57,7 @@ tg = time.perf_counter() - start
 print(json.dumps({
     "peer": "llama.cpp",
     "kind": "llm",
+    "model": os.path.splitext(os.path.basename(a.model))[0],
     "threads": a.threads,
     "prompt_tokens": a.prompt_tokens,
     "gen_tokens": a.gen_tokens,

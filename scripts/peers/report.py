@@ -21,8 +21,10 @@ for r in rows:
     side = "hearth" if r["peer"] == "hearth" else "peer"
     t = r["threads"]
     if r["kind"] == "llm":
-        values[("llm", "prompt tok/s", t, r["prompt_tokens"], side)].append(r["pp_tok_s"])
-        values[("llm", "decode tok/s", t, r["gen_tokens"], side)].append(r["tg_tok_s"])
+        # One row per model file (SmolLM2 Q4_1 by default; the K-quant files).
+        model = r.get("model", "SmolLM2-135M-Instruct.Q4_1")
+        values[("llm", f"prompt tok/s, {model}", t, r["prompt_tokens"], side)].append(r["pp_tok_s"])
+        values[("llm", f"decode tok/s, {model}", t, r["gen_tokens"], side)].append(r["tg_tok_s"])
     elif r["kind"] == "embed":
         values[("embed", "texts/s", t, r["batch"], side)].append(r["texts_per_s"])
         if r["batch"] == 1:

@@ -63,6 +63,7 @@ pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> 
     }
     let tg = start.elapsed().as_secs_f64();
     Ok(json!({
+        "model": model.name,
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "pp_tok_s": prompt_tokens as f64 / pp,

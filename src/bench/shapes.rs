@@ -63,16 +63,28 @@ pub enum WeightType {
     Q8_0,
     Q4k,
     Q6k,
+    /// llama.cpp's Q4_K_M mix: Q6_K for the value and down projections and
+    /// the embeddings (the output layer when tied), Q4_K for the rest.
+    Q4kM,
     F16,
 }
 
 impl WeightType {
-    fn ggml(self) -> GgmlDType {
+    /// The type of the tensor `name` (a `*.weight` of the llama layout).
+    fn ggml(self, name: &str) -> GgmlDType {
         match self {
             WeightType::Q4_1 => GgmlDType::Q4_1,
             WeightType::Q8_0 => GgmlDType::Q8_0,
             WeightType::Q4k => GgmlDType::Q4K,
             WeightType::Q6k => GgmlDType::Q6K,
+            WeightType::Q4kM => {
+                let six = ["attn_v.", "ffn_down.", "token_embd.", "output."];
+                if six.iter().any(|part| name.contains(part)) {
+                    GgmlDType::Q6K
+                } else {
+                    GgmlDType::Q4K
+                }
+            }
             WeightType::F16 => GgmlDType::F16,
         }
     }
@@ -149,19 +161,22 @@ pub fn write_random_llm(
             (blk("ffn_down"), [d.embd, d.ffn]),
         ]);
     }
-    let mut draws: HashMap<[usize; 2], QTensor> = HashMap::new();
+    // One draw per shape and type.
+    let key = |name: &str, dims: &[usize; 2]| (*dims, format!("{:?}", dtype.ggml(name)));
+    let mut draws: HashMap<([usize; 2], String), QTensor> = HashMap::new();
     let mut params = 0u64;
-    for (_, dims) in &names {
+    for (name, dims) in &names {
         params += (dims[0] * dims[1]) as u64;
-        if draws.contains_key(dims) {
+        let k = key(name, dims);
+        if draws.contains_key(&k) {
             continue;
         }
-        draws.insert(*dims, random_tensor(*dims, dtype.ggml())?);
+        draws.insert(k, random_tensor(*dims, dtype.ggml(name))?);
     }
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = names
         .iter()
-        .map(|(name, dims)| (name.as_str(), &draws[dims]))
+        .map(|(name, dims)| (name.as_str(), &draws[&key(name, dims)]))
         .collect();
     let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| Error::io(out, e))?);
     gguf_file::write(&mut w, &meta_refs, &tensor_refs)
