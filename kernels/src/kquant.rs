@@ -72,8 +72,8 @@ pub(crate) fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
 pub(crate) struct BlockQ4K {
     d: f32,
     dmin: f32,
-    sc: [u8; 8],
-    m: [u8; 8],
+    /// The 8 sub-block scales, then the 8 mins, unpacked from 6 bits.
+    sc_m: [u8; 16],
     qs: [u8; QK_K / 2],
 }
 
@@ -99,8 +99,7 @@ impl BlockQ4K {
         Self {
             d: half(0),
             dmin: half(2),
-            sc,
-            m,
+            sc_m: std::array::from_fn(|i| if i < 8 { sc[i] } else { m[i - 8] }),
             qs: b[16..144].try_into().expect("128 bytes"),
         }
     }
@@ -170,15 +169,15 @@ fn dot_q4_k_body(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
             for (q, p) in q.iter_mut().zip(packed) {
                 *q = p & 0x0F;
             }
-            sum += w.sc[2 * j] as i32 * dot32(&q, &x.qs[64 * j..64 * j + 32]);
+            sum += w.sc_m[2 * j] as i32 * dot32(&q, &x.qs[64 * j..64 * j + 32]);
             for (q, p) in q.iter_mut().zip(packed) {
                 *q = p >> 4;
             }
-            sum += w.sc[2 * j + 1] as i32 * dot32(&q, &x.qs[64 * j + 32..64 * j + 64]);
+            sum += w.sc_m[2 * j + 1] as i32 * dot32(&q, &x.qs[64 * j + 32..64 * j + 64]);
         }
         for s in 0..8 {
             let sums = x.bsums[2 * s] as i32 + x.bsums[2 * s + 1] as i32;
-            mins += w.m[s] as i32 * sums;
+            mins += w.sc_m[8 + s] as i32 * sums;
         }
         acc = (sum as f32).mul_add(w.d * x.d, acc);
         acc_min = (mins as f32).mul_add(w.dmin * x.d, acc_min);
@@ -257,6 +256,22 @@ mod avx2 {
     use super::{BlockQ4K, BlockQ6K, BlockQ8K};
     use std::arch::x86_64::*;
 
+    /// Byte shuffles that spread Q6_K scales `2i` (to bytes 0..8) and
+    /// `2i + 1` (to bytes 8..16).
+    const PAIRS: [[u8; 16]; 8] = {
+        let mut t = [[0u8; 16]; 8];
+        let mut i = 0;
+        while i < 8 {
+            let mut b = 0;
+            while b < 16 {
+                t[i][b] = (2 * i + b / 8) as u8;
+                b += 1;
+            }
+            i += 1;
+        }
+        t
+    };
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum_i32(v: __m256i) -> i32 {
         let q = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -273,16 +288,24 @@ mod avx2 {
         for b in 0..n {
             let w = &w[b];
             let mut sums = [_mm256_setzero_si256(); R];
+            // The 8 scales and 8 mins as 16-bit values: scales in both
+            // halves of one register, to be broadcast by byte shuffles.
+            let sc_m = _mm256_cvtepu8_epi16(_mm_loadu_si128(w.sc_m.as_ptr() as *const __m128i));
+            let sc128 = _mm256_castsi256_si128(sc_m);
+            let scales = _mm256_set_m128i(sc128, sc128);
+            let mins = _mm256_extracti128_si256(sc_m, 1);
             for j in 0..4 {
                 let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
                 let (lo, hi) = (
                     _mm256_and_si256(bits, low),
                     _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
                 );
-                let (sc_lo, sc_hi) = (
-                    _mm256_set1_epi16(w.sc[2 * j] as i16),
-                    _mm256_set1_epi16(w.sc[2 * j + 1] as i16),
-                );
+                let broadcast = |i: usize| {
+                    let pick =
+                        _mm256_set1_epi16(i16::from_le_bytes([2 * i as u8, 2 * i as u8 + 1]));
+                    _mm256_shuffle_epi8(scales, pick)
+                };
+                let (sc_lo, sc_hi) = (broadcast(2 * j), broadcast(2 * j + 1));
                 for (sum, x) in sums.iter_mut().zip(&xs) {
                     let q8 = x[b].qs.as_ptr().add(64 * j);
                     let q8_lo = _mm256_loadu_si256(q8 as *const __m256i);
@@ -294,10 +317,17 @@ mod avx2 {
             }
             for r in 0..R {
                 let x = &xs[r][b];
-                let mut mins = 0i32;
-                for s in 0..8 {
-                    mins += w.m[s] as i32 * (x.bsums[2 * s] as i32 + x.bsums[2 * s + 1] as i32);
-                }
+                // The sub-blocks' activation sums (pairs of bsums), times
+                // the mins, summed.
+                let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
+                let pairs = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bsums),
+                    _mm256_extracti128_si256(bsums, 1),
+                );
+                let m = _mm_madd_epi16(mins, pairs);
+                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
+                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
+                let mins = _mm_cvtsi128_si32(m);
                 acc[r] = (hsum_i32(sums[r]) as f32).mul_add(w.d * x.d, acc[r]);
                 acc_min[r] = (mins as f32).mul_add(w.dmin * x.d, acc_min[r]);
             }
@@ -313,6 +343,7 @@ mod avx2 {
         for b in 0..n {
             let w = &w[b];
             let mut lanes = [_mm256_setzero_si256(); R];
+            let sc = _mm_loadu_si128(w.sc.as_ptr() as *const __m128i);
             for j in 0..2 {
                 let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j) as *const __m256i);
                 let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j + 32) as *const __m256i);
@@ -338,11 +369,8 @@ mod avx2 {
                 for (k, q) in q.iter().enumerate() {
                     // Values 0..16 of the vector take one sub-block's
                     // scale, 16..32 the next one's.
-                    let s = 8 * j + 2 * k;
-                    let scale = _mm256_set_m128i(
-                        _mm_set1_epi16(w.sc[s + 1] as i16),
-                        _mm_set1_epi16(w.sc[s] as i16),
-                    );
+                    let pick = _mm_loadu_si128(PAIRS[4 * j + k].as_ptr() as *const __m128i);
+                    let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
                     for (lane, x) in lanes.iter_mut().zip(&xs) {
                         let q8 = _mm256_loadu_si256(
                             x[b].qs.as_ptr().add(128 * j + 32 * k) as *const __m256i
@@ -352,7 +380,7 @@ mod avx2 {
                     }
                 }
             }
-            let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.sc.as_ptr() as *const __m128i));
+            let scales = _mm256_cvtepi8_epi16(sc);
             for r in 0..R {
                 let x = &xs[r][b];
                 let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
