@@ -1,5 +1,5 @@
-//! ggml's K-quants on the CPU: Q4_K and Q6_K weights, in super-blocks of
-//! 256 with 8 (Q4_K) or 16 (Q6_K) sub-block scales, against activations
+//! ggml's K-quants on the CPU: Q4_K, Q5_K and Q6_K weights, in super-blocks
+//! of 256 with 8 (Q4_K, Q5_K) or 16 (Q6_K) sub-block scales, against activations
 //! quantized to Q8_K (256 int8 values, an f32 scale, and the sums of each
 //! 16 values).
 //!
@@ -13,6 +13,7 @@
 //!   activation and of min x activation, each accumulated in f32 with one
 //!   fused multiply-add by `d_w * d_x` (and `dmin_w * d_x`), the second sum
 //!   subtracted at the end;
+//! - Q5_K: `ggml_vec_dot_q5_K_q8_K` (see [`dot_q5_k_body`]);
 //! - Q6_K: `ggml_vec_dot_q6_K_q8_K`: per super-block eight integer lanes
 //!   (lane `l` holds positions `4l..4l+4` of every 32-value vector, each
 //!   product scaled by its 16-value sub-block's scale, minus 32 times the
@@ -77,30 +78,64 @@ pub(crate) struct BlockQ4K {
     qs: [u8; QK_K / 2],
 }
 
+/// `d`, `dmin` (f16) and the 8 scales and 8 mins packed in 6 bits each
+/// (12 bytes), as Q4_K and Q5_K blocks begin: the scales, then the mins.
+fn scales_and_mins(b: &[u8]) -> (f32, f32, [u8; 16]) {
+    let half = |i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    let s = &b[4..16];
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = s[j] & 63;
+            m[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+            m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+    }
+    let sc_m = std::array::from_fn(|i| if i < 8 { sc[i] } else { m[i - 8] });
+    (half(0), half(2), sc_m)
+}
+
 impl BlockQ4K {
     /// Bytes per block in GGUF.
     pub const BYTES: usize = 144;
 
-    /// Read a block as ggml stores it (`d`, `dmin` in f16, the 6-bit
-    /// scales and mins packed in 12 bytes).
+    /// Read a block as ggml stores it.
     pub fn parse(b: &[u8]) -> Self {
-        let half = |i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
-        let s = &b[4..16];
-        let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
-        for j in 0..8 {
-            if j < 4 {
-                sc[j] = s[j] & 63;
-                m[j] = s[j + 4] & 63;
-            } else {
-                sc[j] = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-                m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-            }
-        }
+        let (d, dmin, sc_m) = scales_and_mins(b);
         Self {
-            d: half(0),
-            dmin: half(2),
-            sc_m: std::array::from_fn(|i| if i < 8 { sc[i] } else { m[i - 8] }),
+            d,
+            dmin,
+            sc_m,
             qs: b[16..144].try_into().expect("128 bytes"),
+        }
+    }
+}
+
+/// One Q5_K super-block: as Q4_K, with a fifth bit per weight (`qh`: bit
+/// `s` of byte `i` belongs to weight `i` of sub-block `s`), `q` in 0..32.
+#[derive(Clone, Copy)]
+pub(crate) struct BlockQ5K {
+    d: f32,
+    dmin: f32,
+    sc_m: [u8; 16],
+    qh: [u8; QK_K / 8],
+    qs: [u8; QK_K / 2],
+}
+
+impl BlockQ5K {
+    /// Bytes per block in GGUF.
+    pub const BYTES: usize = 176;
+
+    pub fn parse(b: &[u8]) -> Self {
+        let (d, dmin, sc_m) = scales_and_mins(b);
+        Self {
+            d,
+            dmin,
+            sc_m,
+            qh: b[16..48].try_into().expect("32 bytes"),
+            qs: b[48..176].try_into().expect("128 bytes"),
         }
     }
 }
@@ -155,6 +190,46 @@ impl BlockQ6K {
 #[inline(always)]
 fn dot32(a: &[u8; 32], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+/// ggml's `ggml_vec_dot_q5_K_q8_K`: eight integer lanes per super-block
+/// (lane `l`: positions `4l..4l+4` of each 32-value vector, scaled by its
+/// sub-block's scale), each added into an f32 lane by one fused
+/// multiply-add with `d_w * d_x`; the mins' sum per super-block added into
+/// one f32 by a fused multiply-add with `-d_x * dmin_w`; the lanes summed
+/// as `hsum_float_8`, then the mins' total added.
+fn dot_q5_k_body(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let mut lanes = [0i32; 8];
+        for j in 0..4 {
+            for half in 0..2 {
+                let s = 2 * j + half;
+                let q8 = &x.qs[64 * j + 32 * half..];
+                for (e, &packed) in w.qs[32 * j..32 * j + 32].iter().enumerate() {
+                    let low = if half == 0 {
+                        packed & 0x0F
+                    } else {
+                        packed >> 4
+                    };
+                    let q = (low | (((w.qh[e] >> s) & 1) << 4)) as i32;
+                    lanes[e / 4] += w.sc_m[s] as i32 * q * q8[e] as i32;
+                }
+            }
+        }
+        let mut mins = 0i32;
+        for s in 0..8 {
+            mins += w.sc_m[8 + s] as i32 * (x.bsums[2 * s] as i32 + x.bsums[2 * s + 1] as i32);
+        }
+        let d = x.d * w.d;
+        for (acc, lane) in acc.iter_mut().zip(lanes) {
+            *acc = d.mul_add(lane as f32, *acc);
+        }
+        summs = (-x.d * w.dmin).mul_add(mins as f32, summs);
+    }
+    let q: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+    ((q[0] + q[2]) + (q[1] + q[3])) + summs
 }
 
 /// The portable kernels: the sums below, scalar.
@@ -235,6 +310,18 @@ pub(crate) fn dot_q4_k() -> (DotK<BlockQ4K>, DotK4<BlockQ4K>) {
     (dot_q4_k_body, |w, xs| xs.map(|x| dot_q4_k_body(w, x)))
 }
 
+pub(crate) fn dot_q5_k() -> (DotK<BlockQ5K>, DotK4<BlockQ5K>) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return (
+            |w, x| unsafe { avx2::q5_k::<1>(w, [x])[0] },
+            |w, xs| unsafe { avx2::q5_k::<4>(w, xs) },
+        );
+    }
+    (dot_q5_k_body, |w, xs| xs.map(|x| dot_q5_k_body(w, x)))
+}
+
 pub(crate) fn dot_q6_k() -> (DotK<BlockQ6K>, DotK4<BlockQ6K>) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
@@ -253,7 +340,7 @@ pub(crate) fn dot_q6_k() -> (DotK<BlockQ6K>, DotK4<BlockQ6K>) {
 /// exactly ggml's lanes.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BlockQ4K, BlockQ6K, BlockQ8K};
+    use super::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
     use std::arch::x86_64::*;
 
     /// Byte shuffles that spread Q6_K scales `2i` (to bytes 0..8) and
@@ -280,6 +367,50 @@ mod avx2 {
         _mm_cvtsi128_si32(q)
     }
 
+    /// A Q4_K or Q5_K block's 8 scales as 16-bit values in both halves of
+    /// one register (to broadcast with [`scale`]), and its 8 mins.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scales_and_mins(sc_m: &[u8; 16]) -> (__m256i, __m128i) {
+        let sc_m = _mm256_cvtepu8_epi16(_mm_loadu_si128(sc_m.as_ptr() as *const __m128i));
+        let sc128 = _mm256_castsi256_si128(sc_m);
+        (
+            _mm256_set_m128i(sc128, sc128),
+            _mm256_extracti128_si256(sc_m, 1),
+        )
+    }
+
+    /// Scale `i` in every 16-bit lane.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scale(scales: __m256i, i: usize) -> __m256i {
+        let pick = _mm256_set1_epi16(i16::from_le_bytes([2 * i as u8, 2 * i as u8 + 1]));
+        _mm256_shuffle_epi8(scales, pick)
+    }
+
+    /// The 8 mins times the activations' sums over their sub-blocks (pairs
+    /// of bsums), summed: exact.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mins_sum(mins: __m128i, x: &BlockQ8K) -> i32 {
+        let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
+        let pairs = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256(bsums, 1),
+        );
+        let m = _mm_madd_epi16(mins, pairs);
+        let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
+        let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
+        _mm_cvtsi128_si32(m)
+    }
+
+    /// `Σ sc_lo * (lo . q8[..32]) + sc_hi * (hi . q8[32..64])` in 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pair(lo: __m256i, hi: __m256i, scales: (__m256i, __m256i), q8: *const i8) -> __m256i {
+        let q8_lo = _mm256_loadu_si256(q8 as *const __m256i);
+        let q8_hi = _mm256_loadu_si256(q8.add(32) as *const __m256i);
+        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, q8_lo), scales.0);
+        let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, q8_hi), scales.1);
+        _mm256_add_epi32(p_lo, p_hi)
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn q4_k<const R: usize>(w: &[BlockQ4K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
         let low = _mm256_set1_epi8(0x0F);
@@ -288,51 +419,67 @@ mod avx2 {
         for b in 0..n {
             let w = &w[b];
             let mut sums = [_mm256_setzero_si256(); R];
-            // The 8 scales and 8 mins as 16-bit values: scales in both
-            // halves of one register, to be broadcast by byte shuffles.
-            let sc_m = _mm256_cvtepu8_epi16(_mm_loadu_si128(w.sc_m.as_ptr() as *const __m128i));
-            let sc128 = _mm256_castsi256_si128(sc_m);
-            let scales = _mm256_set_m128i(sc128, sc128);
-            let mins = _mm256_extracti128_si256(sc_m, 1);
+            let (scales, mins) = scales_and_mins(&w.sc_m);
             for j in 0..4 {
                 let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
-                let (lo, hi) = (
-                    _mm256_and_si256(bits, low),
-                    _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
-                );
-                let broadcast = |i: usize| {
-                    let pick =
-                        _mm256_set1_epi16(i16::from_le_bytes([2 * i as u8, 2 * i as u8 + 1]));
-                    _mm256_shuffle_epi8(scales, pick)
-                };
-                let (sc_lo, sc_hi) = (broadcast(2 * j), broadcast(2 * j + 1));
+                let lo = _mm256_and_si256(bits, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
+                let sc = (scale(scales, 2 * j), scale(scales, 2 * j + 1));
                 for (sum, x) in sums.iter_mut().zip(&xs) {
-                    let q8 = x[b].qs.as_ptr().add(64 * j);
-                    let q8_lo = _mm256_loadu_si256(q8 as *const __m256i);
-                    let q8_hi = _mm256_loadu_si256(q8.add(32) as *const __m256i);
-                    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, q8_lo), sc_lo);
-                    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, q8_hi), sc_hi);
-                    *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(p_lo, p_hi));
+                    let p = pair(lo, hi, sc, x[b].qs.as_ptr().add(64 * j));
+                    *sum = _mm256_add_epi32(*sum, p);
                 }
             }
             for r in 0..R {
                 let x = &xs[r][b];
-                // The sub-blocks' activation sums (pairs of bsums), times
-                // the mins, summed.
-                let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
-                let pairs = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bsums),
-                    _mm256_extracti128_si256(bsums, 1),
-                );
-                let m = _mm_madd_epi16(mins, pairs);
-                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
-                let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
-                let mins = _mm_cvtsi128_si32(m);
                 acc[r] = (hsum_i32(sums[r]) as f32).mul_add(w.d * x.d, acc[r]);
-                acc_min[r] = (mins as f32).mul_add(w.dmin * x.d, acc_min[r]);
+                acc_min[r] = (mins_sum(mins, x) as f32).mul_add(w.dmin * x.d, acc_min[r]);
             }
         }
         std::array::from_fn(|r| acc[r] - acc_min[r])
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q5_k<const R: usize>(w: &[BlockQ5K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
+        let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut summs = [0f32; R];
+        let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
+        for b in 0..n {
+            let w = &w[b];
+            let mut lanes = [_mm256_setzero_si256(); R];
+            let (scales, mins) = scales_and_mins(&w.sc_m);
+            let hbits = _mm256_loadu_si256(w.qh.as_ptr() as *const __m256i);
+            // Bit s of each byte of qh, as 16 (shifts within 16-bit lanes
+            // leave each byte's own bit in its bit 0).
+            let fifth = |s: i32| {
+                let h = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(s));
+                _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
+            };
+            for j in 0..4 {
+                let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
+                let lo = _mm256_or_si256(_mm256_and_si256(bits, low), fifth(2 * j as i32));
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
+                    fifth(2 * j as i32 + 1),
+                );
+                let sc = (scale(scales, 2 * j), scale(scales, 2 * j + 1));
+                for (lane, x) in lanes.iter_mut().zip(&xs) {
+                    let p = pair(lo, hi, sc, x[b].qs.as_ptr().add(64 * j));
+                    *lane = _mm256_add_epi32(*lane, p);
+                }
+            }
+            for r in 0..R {
+                let x = &xs[r][b];
+                summs[r] = (-x.d * w.dmin).mul_add(mins_sum(mins, x) as f32, summs[r]);
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(x.d * w.d),
+                    _mm256_cvtepi32_ps(lanes[r]),
+                    acc[r],
+                );
+            }
+        }
+        std::array::from_fn(|r| crate::quant::hsum(acc[r]) + summs[r])
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -451,6 +598,14 @@ mod tests {
         let want = rows.map(|x| dot_q4_k_body(&q4, x).to_bits());
         assert_eq!(four(&q4, rows).map(f32::to_bits), want);
         assert_eq!(one(&q4, rows[0]).to_bits(), want[0]);
+        let q5: Vec<BlockQ5K> = (0..blocks as u64)
+            .map(|i| with_scale(random_bytes(BlockQ5K::BYTES, 299 + i), &[0, 2], 0.01))
+            .map(|b| BlockQ5K::parse(&b))
+            .collect();
+        let (one, four) = dot_q5_k();
+        let want = rows.map(|x| dot_q5_k_body(&q5, x).to_bits());
+        assert_eq!(four(&q5, rows).map(f32::to_bits), want);
+        assert_eq!(one(&q5, rows[0]).to_bits(), want[0]);
         let (one, four) = dot_q6_k();
         let want = rows.map(|x| dot_q6_k_body(&q6, x).to_bits());
         assert_eq!(four(&q6, rows).map(f32::to_bits), want);

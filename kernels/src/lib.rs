@@ -7,7 +7,7 @@
 //! - [`simd`]: dot products, CPU feature checks, polynomial `exp`.
 //! - [`quant`]: matrix products against quantized weights
 //!   ([`quant::QMatrix`]: Q4_1, Q8_0, Q5_0, and the K-quants of
-//!   [`kquant`], Q4_K and Q6_K).
+//!   [`kquant`], Q4_K, Q5_K and Q6_K).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
 //! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]).

@@ -1,6 +1,6 @@
 //! Matrix multiplication against quantized weights on the CPU: Q4_1 and
-//! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_K and
-//! Q6_K in [`crate::kquant`]. candle 0.11 runs Q4_1 through its generic
+//! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_K,
+//! Q5_K and Q6_K in [`crate::kquant`]. candle 0.11 runs Q4_1 through its generic
 //! scalar code, which made it the largest cost of every forward pass (the
 //! default LLM's layers are all Q4_1; its output matrix is Q8_0).
 //!
@@ -16,7 +16,9 @@
 //! Work is split over output columns on candle's CPU thread pool, the one
 //! its own quantized kernels use, so hearth never runs two pools at once.
 
-use crate::kquant::{dot_q4_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
+use crate::kquant::{
+    dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
+};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -48,6 +50,7 @@ enum Blocks {
     /// Q8_0, and Q5_0 widened to it at load (see [`QMatrix::from_qtensor`]).
     Q8_0(Vec<BlockQ8>),
     Q4K(Vec<BlockQ4K>),
+    Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
 }
 
@@ -57,6 +60,7 @@ impl Blocks {
             Self::Q4_1(b) => b.len(),
             Self::Q8_0(b) => b.len(),
             Self::Q4K(b) => b.len(),
+            Self::Q5K(b) => b.len(),
             Self::Q6K(b) => b.len(),
         }
     }
@@ -65,7 +69,7 @@ impl Blocks {
     fn size(&self) -> usize {
         match self {
             Self::Q4_1(_) | Self::Q8_0(_) => QK,
-            Self::Q4K(_) | Self::Q6K(_) => QK_K,
+            Self::Q4K(_) | Self::Q5K(_) | Self::Q6K(_) => QK_K,
         }
     }
 }
@@ -82,11 +86,16 @@ impl QMatrix {
     pub fn supports(dtype: GgmlDType) -> bool {
         matches!(
             dtype,
-            GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K
+            GgmlDType::Q4_1
+                | GgmlDType::Q8_0
+                | GgmlDType::Q5_0
+                | GgmlDType::Q4K
+                | GgmlDType::Q5K
+                | GgmlDType::Q6K
         )
     }
 
-    /// Take a Q4_1, Q8_0, Q5_0, Q4_K or Q6_K tensor's blocks (`[n, k]`, `k`
+    /// Take a Q4_1, Q8_0, Q5_0, Q4_K, Q5_K or Q6_K tensor's blocks (`[n, k]`, `k`
     /// a multiple of the block size). Q5_0 blocks are widened to Q8_0's
     /// layout (their 5-bit weights minus 16 as int8 under the same f16
     /// scale): ggml multiplies Q5_0 by Q8_0 activations exactly as it
@@ -96,7 +105,7 @@ impl QMatrix {
         let dtype = t.dtype();
         if !Self::supports(dtype) {
             return Err(Error::Model(format!(
-                "expected Q4_1, Q8_0, Q5_0, Q4_K or Q6_K, got {dtype:?}"
+                "expected Q4_1, Q8_0, Q5_0, Q4_K, Q5_K or Q6_K, got {dtype:?}"
             )));
         }
         let (n, k) = t
@@ -158,6 +167,11 @@ impl QMatrix {
                     .map(BlockQ4K::parse)
                     .collect(),
             ),
+            GgmlDType::Q5K => Blocks::Q5K(
+                data.chunks_exact(BlockQ5K::BYTES)
+                    .map(BlockQ5K::parse)
+                    .collect(),
+            ),
             _ => Blocks::Q6K(
                 data.chunks_exact(BlockQ6K::BYTES)
                     .map(BlockQ6K::parse)
@@ -191,7 +205,7 @@ impl QMatrix {
                     .collect(),
             ),
             Blocks::Q6K(b) => Some(b[range].iter().flat_map(BlockQ6K::dequantize).collect()),
-            Blocks::Q4_1(_) | Blocks::Q4K(_) => None,
+            Blocks::Q4_1(_) | Blocks::Q4K(_) | Blocks::Q5K(_) => None,
         }
     }
 
@@ -273,7 +287,7 @@ impl QMatrix {
         }
         let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
-        let (q4_k, q6_k) = (dot_q4_k(), dot_q6_k());
+        let (q4_k, q5_k, q6_k) = (dot_q4_k(), dot_q5_k(), dot_q6_k());
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
                 let i = ends.partition_point(|&e| e <= g);
@@ -284,6 +298,7 @@ impl QMatrix {
                     Blocks::Q4_1(b) => columns(b, w.n, &xq, m, local, out, q4_1),
                     Blocks::Q8_0(b) => columns(b, w.n, &xq, m, local, out, q8_0),
                     Blocks::Q4K(b) => columns(b, w.n, &xk, m, local, out, q4_k),
+                    Blocks::Q5K(b) => columns(b, w.n, &xk, m, local, out, q5_k),
                     Blocks::Q6K(b) => columns(b, w.n, &xk, m, local, out, q6_k),
                 }
             }
@@ -615,6 +630,7 @@ mod tests {
             GgmlDType::Q8_0,
             GgmlDType::Q5_0,
             GgmlDType::Q4K,
+            GgmlDType::Q5K,
             GgmlDType::Q6K,
         ] {
             let (w, q) = weights(n, k, dtype);

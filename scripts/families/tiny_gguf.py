@@ -76,13 +76,13 @@ QUANTS = {
     "q8_0": gguf.GGMLQuantizationType.Q8_0,
 }
 
-# Families also written as a K-quant mix, as Q4_K_M files mix them: Q4_K
-# for q, k, gate and up, Q6_K for v and down, Q5_0 for the attention
-# output, Q8_0 for the embeddings and the output layer. Width 256, the
-# K-quants' block size.
+# Families also written as a K-quant mix, as Q4_K_M and Q5_K_M files mix
+# them: Q4_K for q and gate, Q5_K for k and up, Q6_K for v and down, Q5_0
+# for the attention output, Q8_0 for the embeddings and the output layer.
+# Width 256, the K-quants' block size.
 KQUANT_FAMILIES = ["llama", "gemma3"]
 KQUANT_TYPES = {
-    "attn_q": "Q4_K", "attn_k": "Q4_K", "ffn_gate": "Q4_K", "ffn_up": "Q4_K",
+    "attn_q": "Q4_K", "attn_k": "Q5_K", "ffn_gate": "Q4_K", "ffn_up": "Q5_K",
     "attn_v": "Q6_K", "ffn_down": "Q6_K", "attn_output": "Q5_0",
 }
 
@@ -98,10 +98,13 @@ def random_blocks(rng, qtype, rows, cols):
     scales are sized for weights of about 1/sqrt(cols)."""
     nb = rows * cols // (256 if qtype.endswith("_K") else 32)
     u8 = lambda n: rng.integers(0, 256, size=(nb, n), dtype=np.uint8)  # noqa: E731
-    if qtype == "Q4_K":  # d, dmin, 12 bytes of 6-bit scales and mins, 128 nibble bytes
-        d = f16_bytes(np.abs(rng.standard_normal(nb)) * 0.3 / (256 * np.sqrt(cols)) + 1e-5)
+    if qtype in ("Q4_K", "Q5_K"):  # d, dmin, 12 bytes of 6-bit scales and mins,
+        # (Q5_K: 32 bytes of fifth bits,) 128 nibble bytes
+        top = 16 if qtype == "Q4_K" else 32
+        d = f16_bytes(np.abs(rng.standard_normal(nb)) * 0.3 / (16 * top * np.sqrt(cols)) + 1e-5)
         dmin = f16_bytes(np.abs(rng.standard_normal(nb)) * 2.0 / (32 * np.sqrt(cols)))
-        blocks = np.concatenate([d, dmin, u8(12), u8(128)], axis=1)
+        fifth = [u8(32)] if qtype == "Q5_K" else []
+        blocks = np.concatenate([d, dmin, u8(12)] + fifth + [u8(128)], axis=1)
     elif qtype == "Q6_K":  # 128 low-nibble bytes, 64 high-bit bytes, 16 int8 scales, d
         scales = rng.integers(-40, 41, size=(nb, 16)).astype(np.int8).view(np.uint8)
         d = f16_bytes(np.abs(rng.standard_normal(nb)) * 1.0 / (40 * 16 * np.sqrt(cols)) + 1e-5)

@@ -66,6 +66,8 @@ pub enum WeightType {
     /// llama.cpp's Q4_K_M mix: Q6_K for the value and down projections and
     /// the embeddings (the output layer when tied), Q4_K for the rest.
     Q4kM,
+    /// The same with Q5_K for the rest (Q5_K_M).
+    Q5kM,
     F16,
 }
 
@@ -77,12 +79,14 @@ impl WeightType {
             WeightType::Q8_0 => GgmlDType::Q8_0,
             WeightType::Q4k => GgmlDType::Q4K,
             WeightType::Q6k => GgmlDType::Q6K,
-            WeightType::Q4kM => {
+            WeightType::Q4kM | WeightType::Q5kM => {
                 let six = ["attn_v.", "ffn_down.", "token_embd.", "output."];
                 if six.iter().any(|part| name.contains(part)) {
                     GgmlDType::Q6K
-                } else {
+                } else if self == WeightType::Q4kM {
                     GgmlDType::Q4K
+                } else {
+                    GgmlDType::Q5K
                 }
             }
             WeightType::F16 => GgmlDType::F16,
