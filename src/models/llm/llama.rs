@@ -351,8 +351,9 @@ impl LlamaConfig {
         })
     }
 
-    /// Gemma 3's sliding-window layers, as llama.cpp reads them:
-    /// `attention.sliding_window` (absent or 0: none), the pattern
+    /// Gemma 3's sliding-window layers, as llama.cpp reads them (other
+    /// families ignore the keys): `attention.sliding_window` (absent or 0:
+    /// none), the pattern
     /// `attention.sliding_window_pattern` (an array of per-layer flags, or
     /// n: every n-th layer attends to everything, default 6), and
     /// `rope.freq_base_swa` (default 10,000).
@@ -363,17 +364,17 @@ impl LlamaConfig {
         n_layer: usize,
     ) -> Result<Option<Sliding>> {
         use candle_core::quantized::gguf_file::Value;
+        // As llama.cpp: only Gemma's layers read the key (a Qwen 2 file
+        // may carry one it does not use).
+        if !family.gemma {
+            return Ok(None);
+        }
         let meta = |key: &str| ct.metadata.get(&format!("{arch}.{key}"));
         let window = meta("attention.sliding_window").and_then(super::tokenizer::value_u32);
         let window = match window {
             Some(w) if w > 0 => w as usize,
             _ => return Ok(None),
         };
-        if !family.gemma {
-            return Err(Error::Model(format!(
-                "sliding-window attention is not supported for {arch:?} (only for gemma3)"
-            )));
-        }
         let layers = match meta("attention.sliding_window_pattern") {
             Some(Value::Array(flags)) => {
                 let flags: Vec<bool> = flags.iter().map(|v| v.to_bool().unwrap_or(false)).collect();
@@ -1634,6 +1635,20 @@ mod tests {
             &raw_gguf(&[], &[("t", &[1 << 40, 1 << 40], 0, 0)]),
             "architecture",
         );
+    }
+
+    #[test]
+    fn sliding_window_keys_are_ignored_outside_gemma() {
+        // Phi-3 mini and Qwen 2 files can carry one; llama.cpp ignores it.
+        let gguf = tiny_gguf();
+        let mut buf = std::io::Cursor::new(&gguf);
+        let mut content = gguf_file::Content::read(&mut buf).unwrap();
+        content
+            .metadata
+            .insert("llama.attention.sliding_window".into(), Value::U32(4));
+        let model = Llama::from_gguf(&content, &mut buf, &Device::Cpu).unwrap();
+        assert!(model.config.sliding.is_none());
+        assert_eq!(model.config.window(1), usize::MAX);
     }
 
     #[test]
