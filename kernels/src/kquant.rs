@@ -300,6 +300,14 @@ pub(crate) type DotK4<W> = fn(&[W], [&[BlockQ8K]; 4]) -> [f32; 4];
 
 pub(crate) fn dot_q4_k() -> (DotK<BlockQ4K>, DotK4<BlockQ4K>) {
     #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
+        return (
+            |w, x| unsafe { avx512::q4_k::<1>(w, [x])[0] },
+            |w, xs| unsafe { avx512::q4_k::<4>(w, xs) },
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return (
@@ -312,6 +320,14 @@ pub(crate) fn dot_q4_k() -> (DotK<BlockQ4K>, DotK4<BlockQ4K>) {
 
 pub(crate) fn dot_q5_k() -> (DotK<BlockQ5K>, DotK4<BlockQ5K>) {
     #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
+        return (
+            |w, x| unsafe { avx512::q5_k::<1>(w, [x])[0] },
+            |w, xs| unsafe { avx512::q5_k::<4>(w, xs) },
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         return (
@@ -323,6 +339,14 @@ pub(crate) fn dot_q5_k() -> (DotK<BlockQ5K>, DotK4<BlockQ5K>) {
 }
 
 pub(crate) fn dot_q6_k() -> (DotK<BlockQ6K>, DotK4<BlockQ6K>) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
+        return (
+            |w, x| unsafe { avx512::q6_k::<1>(w, [x])[0] },
+            |w, xs| unsafe { avx512::q6_k::<4>(w, xs) },
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -360,17 +384,67 @@ mod avx2 {
     };
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum_i32(v: __m256i) -> i32 {
+    pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
         let q = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0b01_00_11_10));
         let q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0b10_11_00_01));
         _mm_cvtsi128_si32(q)
     }
 
+    /// Sub-blocks `2j` and `2j + 1` of a Q5_K block's weights (0..32): the
+    /// nibbles with their fifth bits.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q5_values(w: &BlockQ5K, j: usize) -> [__m256i; 2] {
+        let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+        let hbits = _mm256_loadu_si256(w.qh.as_ptr() as *const __m256i);
+        // Bit s of each byte of qh, as 16 (shifts within 16-bit lanes leave
+        // each byte's own bit in its bit 0).
+        let fifth = |s: i32| {
+            let h = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(s));
+            _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
+        };
+        let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
+        [
+            _mm256_or_si256(_mm256_and_si256(bits, low), fifth(2 * j as i32)),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
+                fifth(2 * j as i32 + 1),
+            ),
+        ]
+    }
+
+    /// Half `j` of a Q6_K block's weights (0..64, before the -32) as four
+    /// 32-value vectors, in the order of the activations.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q6_values(w: &BlockQ6K, j: usize) -> [__m256i; 4] {
+        let (m3, m15) = (_mm256_set1_epi8(3), _mm256_set1_epi8(15));
+        let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * j) as *const __m256i);
+        [
+            _mm256_or_si256(
+                _mm256_and_si256(ql0, m15),
+                _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(ql1, m15),
+                _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m15),
+                _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15),
+                _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2),
+            ),
+        ]
+    }
+
     /// A Q4_K or Q5_K block's 8 scales as 16-bit values in both halves of
     /// one register (to broadcast with [`scale`]), and its 8 mins.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn scales_and_mins(sc_m: &[u8; 16]) -> (__m256i, __m128i) {
+    pub(super) unsafe fn scales_and_mins(sc_m: &[u8; 16]) -> (__m256i, __m128i) {
         let sc_m = _mm256_cvtepu8_epi16(_mm_loadu_si128(sc_m.as_ptr() as *const __m128i));
         let sc128 = _mm256_castsi256_si128(sc_m);
         (
@@ -381,7 +455,7 @@ mod avx2 {
 
     /// Scale `i` in every 16-bit lane.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn scale(scales: __m256i, i: usize) -> __m256i {
+    pub(super) unsafe fn scale(scales: __m256i, i: usize) -> __m256i {
         let pick = _mm256_set1_epi16(i16::from_le_bytes([2 * i as u8, 2 * i as u8 + 1]));
         _mm256_shuffle_epi8(scales, pick)
     }
@@ -389,7 +463,7 @@ mod avx2 {
     /// The 8 mins times the activations' sums over their sub-blocks (pairs
     /// of bsums), summed: exact.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn mins_sum(mins: __m128i, x: &BlockQ8K) -> i32 {
+    pub(super) unsafe fn mins_sum(mins: __m128i, x: &BlockQ8K) -> i32 {
         let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
         let pairs = _mm_hadd_epi16(
             _mm256_castsi256_si128(bsums),
@@ -441,7 +515,6 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn q5_k<const R: usize>(w: &[BlockQ5K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
-        let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
         let mut acc = [_mm256_setzero_ps(); R];
         let mut summs = [0f32; R];
         let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
@@ -449,20 +522,8 @@ mod avx2 {
             let w = &w[b];
             let mut lanes = [_mm256_setzero_si256(); R];
             let (scales, mins) = scales_and_mins(&w.sc_m);
-            let hbits = _mm256_loadu_si256(w.qh.as_ptr() as *const __m256i);
-            // Bit s of each byte of qh, as 16 (shifts within 16-bit lanes
-            // leave each byte's own bit in its bit 0).
-            let fifth = |s: i32| {
-                let h = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(s));
-                _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
-            };
             for j in 0..4 {
-                let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
-                let lo = _mm256_or_si256(_mm256_and_si256(bits, low), fifth(2 * j as i32));
-                let hi = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
-                    fifth(2 * j as i32 + 1),
-                );
+                let [lo, hi] = q5_values(w, j);
                 let sc = (scale(scales, 2 * j), scale(scales, 2 * j + 1));
                 for (lane, x) in lanes.iter_mut().zip(&xs) {
                     let p = pair(lo, hi, sc, x[b].qs.as_ptr().add(64 * j));
@@ -484,7 +545,6 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn q6_k<const R: usize>(w: &[BlockQ6K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
-        let (m3, m15) = (_mm256_set1_epi8(3), _mm256_set1_epi8(15));
         let mut acc = [_mm256_setzero_ps(); R];
         let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
         for b in 0..n {
@@ -492,27 +552,7 @@ mod avx2 {
             let mut lanes = [_mm256_setzero_si256(); R];
             let sc = _mm_loadu_si128(w.sc.as_ptr() as *const __m128i);
             for j in 0..2 {
-                let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * j + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * j) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, m15),
-                        _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m15),
-                        _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m15),
-                        _mm256_and_si256(qh, _mm256_set1_epi8(48)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15),
-                        _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2),
-                    ),
-                ];
+                let q = q6_values(w, j);
                 for (k, q) in q.iter().enumerate() {
                     // Values 0..16 of the vector take one sub-block's
                     // scale, 16..32 the next one's.
@@ -533,6 +573,159 @@ mod avx2 {
                 let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
                 let sub = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
                 let sumi = _mm256_sub_epi32(lanes[r], sub);
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(x.d * w.d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            }
+        }
+        std::array::from_fn(|r| crate::quant::hsum(acc[r]))
+    }
+}
+
+/// The same sums with AVX-512 (F, BW): 64 weights per instruction where
+/// AVX2 takes 32. Integer totals are the same whatever the grouping; where
+/// ggml's float steps take eight 32-bit lanes (Q5_K, Q6_K), the 16 lanes
+/// here are folded onto those 8 before any float is formed (lane `l` and
+/// `l + 8` hold the same positions of two consecutive 32-value vectors),
+/// so the results are the AVX2 kernels' bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::{hsum_i32, mins_sum, q5_values, q6_values, scale, scales_and_mins};
+    use super::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+    use std::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        crate::simd::has_avx2_fma()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+    }
+
+    /// Two 256-bit halves as one 512-bit vector (`lo` first).
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+
+    /// The 16 lanes folded onto 8: lane `l` plus lane `l + 8`.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn fold(v: __m512i) -> __m256i {
+        _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1))
+    }
+
+    /// `Σ scale * (q . q8)` over 64 values (32-bit lanes of 4 products).
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn scaled(q: __m512i, scales: __m512i, q8: *const i8) -> __m512i {
+        let q8 = _mm512_loadu_si512(q8 as *const _);
+        _mm512_madd_epi16(_mm512_maddubs_epi16(q, q8), scales)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn q4_k<const R: usize>(w: &[BlockQ4K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
+        let low = _mm256_set1_epi8(0x0F);
+        let (mut acc, mut acc_min) = ([0f32; R], [0f32; R]);
+        let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
+        for b in 0..n {
+            let w = &w[b];
+            let mut sums = [_mm512_setzero_si512(); R];
+            let (scales, mins) = scales_and_mins(&w.sc_m);
+            for j in 0..4 {
+                let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * j) as *const __m256i);
+                let q = join(
+                    _mm256_and_si256(bits, low),
+                    _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
+                );
+                let sc = join(scale(scales, 2 * j), scale(scales, 2 * j + 1));
+                for (sum, x) in sums.iter_mut().zip(&xs) {
+                    let p = scaled(q, sc, x[b].qs.as_ptr().add(64 * j));
+                    *sum = _mm512_add_epi32(*sum, p);
+                }
+            }
+            for r in 0..R {
+                let x = &xs[r][b];
+                let total = hsum_i32(fold(sums[r]));
+                acc[r] = (total as f32).mul_add(w.d * x.d, acc[r]);
+                acc_min[r] = (mins_sum(mins, x) as f32).mul_add(w.dmin * x.d, acc_min[r]);
+            }
+        }
+        std::array::from_fn(|r| acc[r] - acc_min[r])
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn q5_k<const R: usize>(w: &[BlockQ5K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut summs = [0f32; R];
+        let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
+        for b in 0..n {
+            let w = &w[b];
+            let mut lanes = [_mm512_setzero_si512(); R];
+            let (scales, mins) = scales_and_mins(&w.sc_m);
+            for j in 0..4 {
+                let [lo, hi] = q5_values(w, j);
+                let q = join(lo, hi);
+                let sc = join(scale(scales, 2 * j), scale(scales, 2 * j + 1));
+                for (lane, x) in lanes.iter_mut().zip(&xs) {
+                    let p = scaled(q, sc, x[b].qs.as_ptr().add(64 * j));
+                    *lane = _mm512_add_epi32(*lane, p);
+                }
+            }
+            for r in 0..R {
+                let x = &xs[r][b];
+                summs[r] = (-x.d * w.dmin).mul_add(mins_sum(mins, x) as f32, summs[r]);
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(x.d * w.d),
+                    _mm256_cvtepi32_ps(fold(lanes[r])),
+                    acc[r],
+                );
+            }
+        }
+        std::array::from_fn(|r| crate::quant::hsum(acc[r]) + summs[r])
+    }
+
+    /// Byte shuffles giving, in each 128-bit half, Q6_K scales
+    /// `4t, 4t + 1` (low half) and `4t + 2, 4t + 3` (high half), eight
+    /// bytes each: the scales of 64 consecutive weights.
+    const QUADS: [[u8; 32]; 4] = {
+        let mut m = [[0u8; 32]; 4];
+        let mut t = 0;
+        while t < 4 {
+            let mut i = 0;
+            while i < 32 {
+                m[t][i] = (4 * t + i / 8) as u8;
+                i += 1;
+            }
+            t += 1;
+        }
+        m
+    };
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn q6_k<const R: usize>(w: &[BlockQ6K], xs: [&[BlockQ8K]; R]) -> [f32; R] {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let n = xs.iter().fold(w.len(), |n, x| n.min(x.len()));
+        for b in 0..n {
+            let w = &w[b];
+            let mut lanes = [_mm512_setzero_si512(); R];
+            let sc = _mm_loadu_si128(w.sc.as_ptr() as *const __m128i);
+            let sc2 = _mm256_broadcastsi128_si256(sc);
+            for j in 0..2 {
+                let [q0, q1, q2, q3] = q6_values(w, j);
+                let (q01, q23) = (join(q0, q1), join(q2, q3));
+                let quad = |t: usize| {
+                    let pick = _mm256_loadu_si256(QUADS[t].as_ptr() as *const __m256i);
+                    _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(sc2, pick))
+                };
+                let (s01, s23) = (quad(2 * j), quad(2 * j + 1));
+                for (lane, x) in lanes.iter_mut().zip(&xs) {
+                    let q8 = x[b].qs.as_ptr().add(128 * j);
+                    let p = _mm512_add_epi32(scaled(q01, s01, q8), scaled(q23, s23, q8.add(64)));
+                    *lane = _mm512_add_epi32(*lane, p);
+                }
+            }
+            let scales = _mm256_cvtepi8_epi16(sc);
+            for r in 0..R {
+                let x = &xs[r][b];
+                let bsums = _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i);
+                let sub = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales), 5);
+                let sumi = _mm256_sub_epi32(fold(lanes[r]), sub);
                 acc[r] =
                     _mm256_fmadd_ps(_mm256_set1_ps(x.d * w.d), _mm256_cvtepi32_ps(sumi), acc[r]);
             }
@@ -566,11 +759,11 @@ mod tests {
         b
     }
 
-    /// The AVX2 kernels (one row and four) against the portable ones, bit
-    /// for bit, so that either gives ggml's result.
+    /// The AVX2 and AVX-512 kernels (one row and four) against the
+    /// portable ones, bit for bit, so that each gives ggml's result.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx2_and_portable_kernels_give_the_same_bits() {
+    fn simd_and_portable_kernels_give_the_same_bits() {
         if !crate::simd::has_avx2_fma() {
             eprintln!("this CPU has no AVX2: only the portable kernels run here");
             return;
@@ -590,26 +783,36 @@ mod tests {
             .map(|i| with_scale(random_bytes(BlockQ4K::BYTES, 99 + i), &[0, 2], 0.01))
             .map(|b| BlockQ4K::parse(&b))
             .collect();
-        let q6: Vec<BlockQ6K> = (0..blocks as u64)
-            .map(|i| with_scale(random_bytes(BlockQ6K::BYTES, 199 + i), &[208], 0.01))
-            .map(|b| BlockQ6K::parse(&b))
-            .collect();
-        let (one, four) = dot_q4_k();
-        let want = rows.map(|x| dot_q4_k_body(&q4, x).to_bits());
-        assert_eq!(four(&q4, rows).map(f32::to_bits), want);
-        assert_eq!(one(&q4, rows[0]).to_bits(), want[0]);
         let q5: Vec<BlockQ5K> = (0..blocks as u64)
             .map(|i| with_scale(random_bytes(BlockQ5K::BYTES, 299 + i), &[0, 2], 0.01))
             .map(|b| BlockQ5K::parse(&b))
             .collect();
-        let (one, four) = dot_q5_k();
-        let want = rows.map(|x| dot_q5_k_body(&q5, x).to_bits());
-        assert_eq!(four(&q5, rows).map(f32::to_bits), want);
-        assert_eq!(one(&q5, rows[0]).to_bits(), want[0]);
-        let (one, four) = dot_q6_k();
-        let want = rows.map(|x| dot_q6_k_body(&q6, x).to_bits());
-        assert_eq!(four(&q6, rows).map(f32::to_bits), want);
-        assert_eq!(one(&q6, rows[0]).to_bits(), want[0]);
+        let q6: Vec<BlockQ6K> = (0..blocks as u64)
+            .map(|i| with_scale(random_bytes(BlockQ6K::BYTES, 199 + i), &[208], 0.01))
+            .map(|b| BlockQ6K::parse(&b))
+            .collect();
+        let bits = |v: [f32; 4]| v.map(f32::to_bits);
+        let want4 = bits(rows.map(|x| dot_q4_k_body(&q4, x)));
+        let want5 = bits(rows.map(|x| dot_q5_k_body(&q5, x)));
+        let want6 = bits(rows.map(|x| dot_q6_k_body(&q6, x)));
+        // SAFETY: the CPU has AVX2 and FMA (checked above), and AVX-512
+        // where `avx512::available()`.
+        unsafe {
+            assert_eq!(bits(avx2::q4_k::<4>(&q4, rows)), want4);
+            assert_eq!(bits(avx2::q5_k::<4>(&q5, rows)), want5);
+            assert_eq!(bits(avx2::q6_k::<4>(&q6, rows)), want6);
+            assert_eq!(avx2::q6_k::<1>(&q6, [rows[0]])[0].to_bits(), want6[0]);
+            if avx512::available() {
+                assert_eq!(bits(avx512::q4_k::<4>(&q4, rows)), want4);
+                assert_eq!(bits(avx512::q5_k::<4>(&q5, rows)), want5);
+                assert_eq!(bits(avx512::q6_k::<4>(&q6, rows)), want6);
+                assert_eq!(avx512::q4_k::<1>(&q4, [rows[0]])[0].to_bits(), want4[0]);
+            } else {
+                eprintln!("this CPU has no AVX-512: only the AVX2 kernels checked");
+            }
+        }
+        // And what the matrix products dispatch to.
+        assert_eq!((dot_q5_k().1)(&q5, rows).map(f32::to_bits), want5);
     }
 
     #[test]
