@@ -298,65 +298,35 @@ fn dot_q6_k_body(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
 pub(crate) type DotK<W> = fn(&[W], &[BlockQ8K]) -> f32;
 pub(crate) type DotK4<W> = fn(&[W], [&[BlockQ8K]; 4]) -> [f32; 4];
 
-pub(crate) fn dot_q4_k() -> (DotK<BlockQ4K>, DotK4<BlockQ4K>) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
-        return (
-            |w, x| unsafe { avx512::q4_k::<1>(w, [x])[0] },
-            |w, xs| unsafe { avx512::q4_k::<4>(w, xs) },
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return (
-            |w, x| unsafe { avx2::q4_k::<1>(w, [x])[0] },
-            |w, xs| unsafe { avx2::q4_k::<4>(w, xs) },
-        );
-    }
-    (dot_q4_k_body, |w, xs| xs.map(|x| dot_q4_k_body(w, x)))
+/// `$name()`: the fastest kernels this CPU runs for one block type (AVX-512,
+/// else AVX2, else the portable `$body`), one row and four.
+macro_rules! dispatch {
+    ($name:ident, $block:ty, $kernel:ident, $body:ident) => {
+        pub(crate) fn $name() -> (DotK<$block>, DotK4<$block>) {
+            #[cfg(target_arch = "x86_64")]
+            if avx512::available() {
+                // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
+                return (
+                    |w, x| unsafe { avx512::$kernel::<1>(w, [x])[0] },
+                    |w, xs| unsafe { avx512::$kernel::<4>(w, xs) },
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                return (
+                    |w, x| unsafe { avx2::$kernel::<1>(w, [x])[0] },
+                    |w, xs| unsafe { avx2::$kernel::<4>(w, xs) },
+                );
+            }
+            ($body, |w, xs| xs.map(|x| $body(w, x)))
+        }
+    };
 }
 
-pub(crate) fn dot_q5_k() -> (DotK<BlockQ5K>, DotK4<BlockQ5K>) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
-        return (
-            |w, x| unsafe { avx512::q5_k::<1>(w, [x])[0] },
-            |w, xs| unsafe { avx512::q5_k::<4>(w, xs) },
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return (
-            |w, x| unsafe { avx2::q5_k::<1>(w, [x])[0] },
-            |w, xs| unsafe { avx2::q5_k::<4>(w, xs) },
-        );
-    }
-    (dot_q5_k_body, |w, xs| xs.map(|x| dot_q5_k_body(w, x)))
-}
-
-pub(crate) fn dot_q6_k() -> (DotK<BlockQ6K>, DotK4<BlockQ6K>) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512 F/BW, AVX2 and FMA (checked above).
-        return (
-            |w, x| unsafe { avx512::q6_k::<1>(w, [x])[0] },
-            |w, xs| unsafe { avx512::q6_k::<4>(w, xs) },
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return (
-            |w, x| unsafe { avx2::q6_k::<1>(w, [x])[0] },
-            |w, xs| unsafe { avx2::q6_k::<4>(w, xs) },
-        );
-    }
-    (dot_q6_k_body, |w, xs| xs.map(|x| dot_q6_k_body(w, x)))
-}
+dispatch!(dot_q4_k, BlockQ4K, q4_k, dot_q4_k_body);
+dispatch!(dot_q5_k, BlockQ5K, q5_k, dot_q5_k_body);
+dispatch!(dot_q6_k, BlockQ6K, q6_k, dot_q6_k_body);
 
 /// The same sums with AVX2: `maddubs` (u8 x i8 pairs into i16, which
 /// cannot saturate here: weights below 64, activations within 127) then

@@ -655,21 +655,12 @@ impl Llama {
             let host = t.dequantize(device)?.to_vec1::<f32>()?;
             Ok((RmsNorm::from_qtensor(t, eps)?, host))
         };
-        let vector = |t: QTensor, len: usize, name: &str| -> Result<Vec<f32>> {
-            let v = t.dequantize(device)?.flatten_all()?.to_vec1::<f32>()?;
-            if v.len() != len {
-                return Err(Error::Model(format!(
-                    "GGUF tensor {name} has {} values where {len} were expected",
-                    v.len()
-                )));
-            }
-            Ok(v)
-        };
+        // A vector's length was checked with its shape by `tensor`.
+        let vector = |t: QTensor| -> Result<Vec<f32>> { Ok(t.dequantize(device)?.to_vec1()?) };
         let (norm, norm_host) = norm_of(tensor("output_norm.weight")?)?;
         // Llama 3.1's RoPE frequency factors, one per pair.
         let freq_factors = if ct.tensor_infos.contains_key("rope_freqs.weight") {
-            let name = "rope_freqs.weight";
-            Some(vector(tensor(name)?, config.head_dim / 2, name)?)
+            Some(vector(tensor("rope_freqs.weight")?)?)
         } else {
             None
         };
@@ -696,30 +687,20 @@ impl Llama {
             let (attn_norm, attn_host) = norm_of(tensor(&format!("blk.{i}.attn_norm.weight"))?)?;
             let (ffn_norm, ffn_host) = norm_of(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?;
             let qkv_bias = if family.qkv_bias {
-                let mut bias = |part: &str, len: usize| -> Result<Bias> {
-                    let name = format!("blk.{i}.attn_{part}.bias");
-                    let host = vector(tensor(&name)?, len, &name)?;
+                let mut bias = |part: &str| -> Result<Bias> {
+                    let host = vector(tensor(&format!("blk.{i}.attn_{part}.bias"))?)?;
                     Ok(Bias {
-                        tensor: Tensor::from_slice(&host, len, device)?,
+                        tensor: Tensor::from_slice(&host, host.len(), device)?,
                         host,
                     })
                 };
-                Some([bias("q", q_dim)?, bias("k", kv_dim)?, bias("v", kv_dim)?])
+                Some([bias("q")?, bias("k")?, bias("v")?])
             } else {
                 None
             };
             let (qk_norm, qk_host) = if family.qk_norm {
                 let mut norm = |part: &str| -> Result<(RmsNorm, Vec<f32>)> {
-                    let name = format!("blk.{i}.attn_{part}_norm.weight");
-                    let (norm, host) = norm_of(tensor(&name)?)?;
-                    if host.len() != config.head_dim {
-                        return Err(Error::Model(format!(
-                            "GGUF tensor {name} has {} values where {} were expected",
-                            host.len(),
-                            config.head_dim
-                        )));
-                    }
-                    Ok((norm, host))
+                    norm_of(tensor(&format!("blk.{i}.attn_{part}_norm.weight"))?)
                 };
                 let ((qn, qh), (kn, kh)) = (norm("q")?, norm("k")?);
                 (Some([qn, kn]), Some([qh, kh]))
@@ -737,9 +718,6 @@ impl Llama {
                 attn_norm: attn_host,
                 ffn_norm: ffn_host,
                 post_norms: post_host,
-                qkv_bias: qkv_bias
-                    .as_ref()
-                    .map(|b| [b[0].host.clone(), b[1].host.clone(), b[2].host.clone()]),
                 qk_norm: qk_host,
             });
             layers.push(Layer {

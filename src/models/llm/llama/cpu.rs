@@ -31,12 +31,11 @@ pub(super) struct HostModel {
     pub ropes: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
-/// One layer's vectors: its norms' weights, and the family's extras.
+/// One layer's norm weights as plain vectors (the biases are read from
+/// the layer's `Bias`, which holds both forms).
 pub(super) struct HostLayer {
     pub attn_norm: Vec<f32>,
     pub ffn_norm: Vec<f32>,
-    /// Biases on q, k and v (Qwen 2).
-    pub qkv_bias: Option<[Vec<f32>; 3]>,
     /// Per-head norms of queries and keys, `[head_dim]` each (Qwen 3).
     pub qk_norm: Option<[Vec<f32>; 2]>,
     /// Norms of the attention's and the feed-forward's outputs (Gemma).
@@ -188,10 +187,10 @@ impl Llama {
             let tables = (cos.as_slice(), sin.as_slice());
             let h = rms_norm(&x, &hl.attn_norm, eps);
             let [mut q, mut k, mut v] = products(&layer.qkv, &h)?;
-            if let Some([bq, bk, bv]) = &hl.qkv_bias {
-                add_rows(&mut q, bq);
-                add_rows(&mut k, bk);
-                add_rows(&mut v, bv);
+            if let Some([bq, bk, bv]) = &layer.qkv_bias {
+                add_rows(&mut q, &bq.host);
+                add_rows(&mut k, &bk.host);
+                add_rows(&mut v, &bv.host);
             }
             if let Some([qn, kn]) = &hl.qk_norm {
                 // Each head's slice is a row of head_dim values.
