@@ -49,10 +49,13 @@ scripts/fetch-models.sh --extra >/dev/null
 llm_model=models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 # K-quant files: the real Gemma 3 270M (Q4_K_M: Q8_0, Q5_0, Q4_K, Q6_K) and
 # random-weight llamas of Llama 3.2 1B's shape in Q4_K_M- and Q5_K_M-like
-# mixes.
+# mixes; and the same shape in Q4_0, F16 and BF16 (2.1 GB each).
 gemma_model=models/gemma3-270m/gemma-3-270m-q4_k_m.gguf
 kq_1b=$out/llama1b-q4km.gguf
 kq5_1b=$out/llama1b-q5km.gguf
+q40_1b=$out/llama1b-q4-0.gguf
+f16_1b=$out/llama1b-f16.gguf
+bf16_1b=$out/llama1b-bf16.gguf
 embed_model=models/minilm-l6-v2
 echo "bench-peers: building hearth (release)"
 cargo build --release --quiet
@@ -61,6 +64,9 @@ hearth=target/release/hearth
 "$hearth" bench corpus --out "$corpus" >/dev/null  # minutes, the first time only
 [ -f "$kq_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4k-m --out "$kq_1b" >/dev/null
 [ -f "$kq5_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q5k-m --out "$kq5_1b" >/dev/null
+[ -f "$q40_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4-0 --out "$q40_1b" >/dev/null
+[ -f "$f16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype f16 --out "$f16_1b" >/dev/null
+[ -f "$bf16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype bf16 --out "$bf16_1b" >/dev/null
 # The index at scale: 100,000 synthetic 384-dimensional vectors clustered as
 # sentence embeddings cluster (embedding 100k real chunks would take hours).
 corpus_100k=$out/corpus-100k
@@ -78,7 +84,7 @@ for rep in $(seq 1 "$reps"); do
   for t in $threads_list; do
     record "$rep" "$hearth" --threads "$t" bench llm
     record "$rep" "$py" scripts/peers/llm.py --model "$llm_model" --threads "$t" --prompt-text scripts/peers/prompt.txt
-    for m in "$gemma_model" "$kq_1b" "$kq5_1b"; do
+    for m in "$gemma_model" "$kq_1b" "$kq5_1b" "$q40_1b" "$f16_1b" "$bf16_1b"; do
       record "$rep" "$hearth" --threads "$t" bench llm --llm "$m" --gen-tokens 64
       record "$rep" "$py" scripts/peers/llm.py --model "$m" --threads "$t" --prompt-text scripts/peers/prompt.txt --gen-tokens 64
     done

@@ -5,7 +5,8 @@
 //! (`tests/fixtures/families.json`, made by
 //! `scripts/families/make-fixtures.sh`): the prompt's tokens, twelve greedy
 //! tokens, and at every step the top logits. The `f32` files run on
-//! candle's tensors, the `q8_0` files on hearth's own kernels.
+//! candle's tensors; the `q8_0`, `kquant` (Q4_K, Q5_K, Q6_K, Q5_0) and
+//! `wide` (F16, BF16, Q4_0) files on hearth's own kernels.
 
 use crate::common;
 use candle_core::quantized::gguf_file;
@@ -20,8 +21,8 @@ use std::sync::OnceLock;
 
 /// How far a logit may sit from llama.cpp's. With f32 weights both sum the
 /// same products in different orders (measured: within 0.0008). With
-/// quantized weights hearth's kernels do ggml's arithmetic step for step
-/// (9 of the 10 quantized files match bit for bit), but an activation that
+/// quantized and 16-bit weights hearth's kernels do ggml's arithmetic step
+/// for step (10 of the 11 such files match bit for bit), but an activation that
 /// lands on a rounding boundary after a last-bit difference upstream moves
 /// one int8 by one step: measured up to 0.063 on logits of magnitude 20-50.
 fn tolerance(name: &str) -> f32 {
@@ -203,6 +204,11 @@ fn models_inspect_describes_each_file() {
     assert_eq!(
         f32["fast_cpu_path"], false,
         "F32 matrices run on candle's products"
+    );
+    let wide = inspect("llama-wide");
+    assert_eq!(
+        wide["fast_cpu_path"], true,
+        "F16, BF16 and Q4_0 run on hearth's kernels: {wide}"
     );
     let linear = inspect("llama-linear-q8_0");
     assert_eq!(linear["rope"]["scaling"], "linear");

@@ -6,8 +6,9 @@
 //!
 //! - [`simd`]: dot products, CPU feature checks, polynomial `exp`.
 //! - [`quant`]: matrix products against quantized weights
-//!   ([`quant::QMatrix`]: Q4_1, Q8_0, Q5_0, and the K-quants of
-//!   [`kquant`], Q4_K, Q5_K and Q6_K).
+//!   ([`quant::QMatrix`]: Q4_1, Q8_0, Q5_0, Q4_0 of [`q4_0`], the K-quants
+//!   of [`kquant`] (Q4_K, Q5_K and Q6_K), and the 16-bit floats of
+//!   [`wide`] (F16, BF16)).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
 //! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]).
@@ -20,8 +21,10 @@ pub mod bert;
 pub mod decoder;
 pub mod graph;
 pub mod kquant;
+pub mod q4_0;
 pub mod quant;
 pub mod simd;
+pub mod wide;
 
 /// What a kernel refuses: a shape or a model it cannot run.
 #[derive(Debug, thiserror::Error)]

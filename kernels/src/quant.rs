@@ -1,6 +1,7 @@
 //! Matrix multiplication against quantized weights on the CPU: Q4_1 and
-//! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_K,
-//! Q5_K and Q6_K in [`crate::kquant`]. candle 0.11 runs Q4_1 through its generic
+//! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_0 in
+//! [`crate::q4_0`], Q4_K, Q5_K and Q6_K in [`crate::kquant`], F16 and BF16
+//! in [`crate::wide`]. candle 0.11 runs Q4_1 through its generic
 //! scalar code, which made it the largest cost of every forward pass (the
 //! default LLM's layers are all Q4_1; its output matrix is Q8_0).
 //!
@@ -19,6 +20,8 @@
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
+use crate::q4_0::{self, GroupQ4_0, GroupX};
+use crate::wide::{self, Kind};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -43,15 +46,19 @@ struct BlockQ8 {
     qs: [i8; QK],
 }
 
-/// The weights' blocks, row-major: row `j` is `[j * k / B..(j + 1) * k / B]`
-/// for blocks of `B` weights (32, or 256 for the K-quants).
+/// The weights' blocks, row-major, the same number for every row: blocks
+/// of 32 or 256 (the K-quants) weights, groups of 16 Q4_0 blocks, or single
+/// 16-bit floats.
 enum Blocks {
     Q4_1(Vec<BlockQ4>),
     /// Q8_0, and Q5_0 widened to it at load (see [`QMatrix::from_qtensor`]).
     Q8_0(Vec<BlockQ8>),
+    Q4_0(Vec<GroupQ4_0>),
     Q4K(Vec<BlockQ4K>),
     Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
+    /// F16 or BF16 bits.
+    Wide(Kind, Vec<u16>),
 }
 
 impl Blocks {
@@ -59,18 +66,32 @@ impl Blocks {
         match self {
             Self::Q4_1(b) => b.len(),
             Self::Q8_0(b) => b.len(),
+            Self::Q4_0(b) => b.len(),
             Self::Q4K(b) => b.len(),
             Self::Q5K(b) => b.len(),
             Self::Q6K(b) => b.len(),
+            Self::Wide(_, b) => b.len(),
         }
     }
 
-    /// Weights per block.
-    fn size(&self) -> usize {
+    /// How many a row of `k` weights takes.
+    fn per_row(&self, k: usize) -> usize {
         match self {
-            Self::Q4_1(_) | Self::Q8_0(_) => QK,
-            Self::Q4K(_) | Self::Q5K(_) | Self::Q6K(_) => QK_K,
+            Self::Q4_1(_) | Self::Q8_0(_) => k / QK,
+            Self::Q4_0(_) => q4_0::groups_per_row(k),
+            Self::Q4K(_) | Self::Q5K(_) | Self::Q6K(_) => k / QK_K,
+            Self::Wide(..) => k,
         }
+    }
+
+    /// Whether the activations go in as 8-bit blocks of 32 (Q8_0/Q8_1).
+    fn takes_q8(&self) -> bool {
+        matches!(self, Self::Q4_1(_) | Self::Q8_0(_) | Self::Q4_0(_))
+    }
+
+    /// Whether the activations go in as Q8_K blocks of 256.
+    fn takes_q8_k(&self) -> bool {
+        matches!(self, Self::Q4K(_) | Self::Q5K(_) | Self::Q6K(_))
     }
 }
 
@@ -86,17 +107,21 @@ impl QMatrix {
     pub fn supports(dtype: GgmlDType) -> bool {
         matches!(
             dtype,
-            GgmlDType::Q4_1
+            GgmlDType::Q4_0
+                | GgmlDType::Q4_1
                 | GgmlDType::Q8_0
                 | GgmlDType::Q5_0
                 | GgmlDType::Q4K
                 | GgmlDType::Q5K
                 | GgmlDType::Q6K
+                | GgmlDType::F16
+                | GgmlDType::BF16
         )
     }
 
-    /// Take a Q4_1, Q8_0, Q5_0, Q4_K, Q5_K or Q6_K tensor's blocks (`[n, k]`, `k`
-    /// a multiple of the block size). Q5_0 blocks are widened to Q8_0's
+    /// Take a Q4_0, Q4_1, Q8_0, Q5_0, Q4_K, Q5_K, Q6_K, F16 or BF16 tensor's
+    /// blocks (`[n, k]`, `k` a multiple of the block size, and of 32 for
+    /// F16 and BF16). Q5_0 blocks are widened to Q8_0's
     /// layout (their 5-bit weights minus 16 as int8 under the same f16
     /// scale): ggml multiplies Q5_0 by Q8_0 activations exactly as it
     /// multiplies Q8_0 weights, so the Q8_0 kernel gives its bits, at 36
@@ -105,21 +130,36 @@ impl QMatrix {
         let dtype = t.dtype();
         if !Self::supports(dtype) {
             return Err(Error::Model(format!(
-                "expected Q4_1, Q8_0, Q5_0, Q4_K, Q5_K or Q6_K, got {dtype:?}"
+                "expected Q4_0, Q4_1, Q8_0, Q5_0, Q4_K, Q5_K, Q6_K, F16 or BF16, got {dtype:?}"
             )));
         }
         let (n, k) = t
             .shape()
             .dims2()
             .map_err(|e| Error::Model(format!("{dtype:?} weight: {e}")))?;
-        let block = dtype.block_size();
+        let block = match dtype {
+            GgmlDType::F16 | GgmlDType::BF16 => QK,
+            _ => dtype.block_size(),
+        };
         if !k.is_multiple_of(block) {
             return Err(Error::Model(format!(
                 "{dtype:?} row length {k} is not a multiple of {block}"
             )));
         }
         let data = t.data()?;
+        let expected = n * k / dtype.block_size() * dtype.type_size();
+        if data.len() != expected {
+            return Err(Error::Model(format!(
+                "{dtype:?} weight [{n}, {k}] holds {} bytes, not {expected}",
+                data.len()
+            )));
+        }
         let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let bits = || {
+            data.chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
         let blocks = match dtype {
             GgmlDType::Q4_1 => Blocks::Q4_1(
                 data.chunks_exact(20)
@@ -162,6 +202,9 @@ impl QMatrix {
                     })
                     .collect(),
             ),
+            GgmlDType::Q4_0 => Blocks::Q4_0(q4_0::regroup(&data, n, k)),
+            GgmlDType::F16 => Blocks::Wide(Kind::F16, bits()),
+            GgmlDType::BF16 => Blocks::Wide(Kind::Bf16, bits()),
             GgmlDType::Q4K => Blocks::Q4K(
                 data.chunks_exact(BlockQ4K::BYTES)
                     .map(BlockQ4K::parse)
@@ -179,7 +222,7 @@ impl QMatrix {
             ),
         };
         let count = blocks.len();
-        if count != n * k / block {
+        if count != n * blocks.per_row(k) {
             return Err(Error::Model(format!(
                 "{dtype:?} weight [{n}, {k}] holds {count} blocks"
             )));
@@ -189,8 +232,8 @@ impl QMatrix {
 
     /// Row `j` of the weights as f32, exactly as ggml's `get_rows`
     /// dequantizes it (an embedding lookup), for the types where that is a
-    /// plain product (Q8_0 and the Q5_0 widened to it, Q6_K); None for the
-    /// others or a row out of range.
+    /// plain product or a conversion (Q8_0 and the Q5_0 widened to it, Q4_0,
+    /// Q6_K, F16, BF16); None for the others or a row out of range.
     pub fn row(&self, j: usize) -> Option<Vec<f32>> {
         if j >= self.n {
             return None;
@@ -205,6 +248,8 @@ impl QMatrix {
                     .collect(),
             ),
             Blocks::Q6K(b) => Some(b[range].iter().flat_map(BlockQ6K::dequantize).collect()),
+            Blocks::Q4_0(b) => Some(q4_0::dequantize_row(&b[range], self.k)),
+            Blocks::Wide(kind, b) => Some(b[range].iter().map(|&v| kind.to_f32(v)).collect()),
             Blocks::Q4_1(_) | Blocks::Q4K(_) | Blocks::Q5K(_) => None,
         }
     }
@@ -263,15 +308,37 @@ impl QMatrix {
             )));
         }
         let m = input.len() / k;
-        // The activations, quantized once for each kind of block present.
-        let any = |small: bool| ms.iter().any(|w| (w.blocks.size() == QK) == small);
-        let xq: Vec<BlockQ8> = if any(true) {
+        // The activations, quantized (or rounded) once for each kind of
+        // weights present.
+        let any = |f: fn(&Blocks) -> bool| ms.iter().any(|w| f(&w.blocks));
+        let xq: Vec<BlockQ8> = if any(Blocks::takes_q8) {
             input.chunks_exact(QK).map(quantize_q8_1).collect()
         } else {
             Vec::new()
         };
-        let xk: Vec<BlockQ8K> = if any(false) {
+        let xk: Vec<BlockQ8K> = if any(Blocks::takes_q8_k) {
             input.chunks_exact(QK_K).map(quantize_q8_k).collect()
+        } else {
+            Vec::new()
+        };
+        let x4_0: Vec<GroupX> = if any(|b| matches!(b, Blocks::Q4_0(_))) {
+            xq.chunks_exact(k / QK)
+                .flat_map(|row| q4_0::group_activations(row.iter().map(|b| (b.d, &b.qs))))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let wide = |kind: Kind| {
+            ms.iter()
+                .any(|w| matches!(&w.blocks, Blocks::Wide(w, _) if *w == kind))
+        };
+        let xh = if wide(Kind::F16) {
+            wide::f16_activations(input)
+        } else {
+            Vec::new()
+        };
+        let xb = if wide(Kind::Bf16) {
+            wide::bf16_activations(input)
         } else {
             Vec::new()
         };
@@ -288,6 +355,8 @@ impl QMatrix {
         let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
         let (q4_k, q5_k, q6_k) = (dot_q4_k(), dot_q5_k(), dot_q6_k());
+        let q4_0 = q4_0::dots();
+        let (f16s, bf16s) = (wide::f16_kernels(), wide::bf16_kernels());
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
                 let i = ends.partition_point(|&e| e <= g);
@@ -300,6 +369,9 @@ impl QMatrix {
                     Blocks::Q4K(b) => columns(b, w.n, &xk, m, local, out, q4_k),
                     Blocks::Q5K(b) => columns(b, w.n, &xk, m, local, out, q5_k),
                     Blocks::Q6K(b) => columns(b, w.n, &xk, m, local, out, q6_k),
+                    Blocks::Q4_0(b) => columns(b, w.n, &x4_0, m, local, out, q4_0),
+                    Blocks::Wide(Kind::F16, b) => columns_tiled(b, w.n, &xh, m, local, out, f16s),
+                    Blocks::Wide(Kind::Bf16, b) => columns_tiled(b, w.n, &xb, m, local, out, bf16s),
                 }
             }
         });
@@ -338,6 +410,45 @@ fn columns<W, A>(
                 unsafe { *out.add(r * n + j) = dot(row, x(r)) };
                 r += 1;
             }
+        }
+    }
+}
+
+/// [`columns`] with four weight rows against four activation rows at a
+/// time through `tile`, so each activation load serves four weight rows (a
+/// prompt's activations, streamed from cache once per weight row, are
+/// otherwise what bounds its speed). Each sum is computed as `dot` computes
+/// it alone.
+fn columns_tiled<W, A>(
+    w: &[W],
+    n: usize,
+    xq: &[A],
+    m: usize,
+    g: usize,
+    out: *mut f32,
+    (dot, dots, tile): (DotFn<W, A>, Dot4Fn<W, A>, TileFn<W, A>),
+) {
+    if g * 4 + 4 > n || m < 4 {
+        return columns(w, n, xq, m, g, out, (dot, dots));
+    }
+    let kb = w.len() / n;
+    let x = |r: usize| &xq[r * kb..(r + 1) * kb];
+    let rows: [&[W]; 4] = std::array::from_fn(|i| &w[(g * 4 + i) * kb..(g * 4 + i + 1) * kb]);
+    let mut r = 0;
+    while r + 4 <= m {
+        let v = tile(rows, [x(r), x(r + 1), x(r + 2), x(r + 3)]);
+        for (i, col) in v.iter().enumerate() {
+            for (q, v) in col.iter().enumerate() {
+                // SAFETY: as in `columns`.
+                unsafe { *out.add((r + q) * n + g * 4 + i) = *v };
+            }
+        }
+        r += 4;
+    }
+    for r in r..m {
+        for (i, row) in rows.iter().enumerate() {
+            // SAFETY: as in `columns`.
+            unsafe { *out.add(r * n + g * 4 + i) = dot(row, x(r)) };
         }
     }
 }
@@ -387,6 +498,8 @@ fn quantize_q8_1_portable(x: &[f32]) -> BlockQ8 {
 type DotFn<W, A = BlockQ8> = fn(&[W], &[A]) -> f32;
 /// One weight row against four activation rows.
 type Dot4Fn<W, A = BlockQ8> = fn(&[W], [&[A]; 4]) -> [f32; 4];
+/// Four weight rows against four activation rows: `[weight row][activation row]`.
+type TileFn<W, A> = fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
 
 fn dot_q4_1() -> (DotFn<BlockQ4>, Dot4Fn<BlockQ4>) {
     #[cfg(target_arch = "x86_64")]
@@ -626,12 +739,15 @@ mod tests {
     fn matches_candle_and_the_dequantized_product() {
         let (n, k, m) = (70, 512, 5);
         for dtype in [
+            GgmlDType::Q4_0,
             GgmlDType::Q4_1,
             GgmlDType::Q8_0,
             GgmlDType::Q5_0,
             GgmlDType::Q4K,
             GgmlDType::Q5K,
             GgmlDType::Q6K,
+            GgmlDType::F16,
+            GgmlDType::BF16,
         ] {
             let (w, q) = weights(n, k, dtype);
             let ours = QMatrix::from_qtensor(&q).unwrap();
@@ -640,14 +756,17 @@ mod tests {
             assert_eq!(got.dims(), [1, m, n]);
             // candle's own kernel: the same quantized arithmetic, though it
             // multiplies Q4_1's scales in f16 where ggml's AVX2 code (and
-            // hearth) use f32, so they agree to f16 precision.
+            // hearth) use f32, so they agree to f16 precision. For BF16
+            // hearth rounds the activations to bf16 as ggml does (8 bits of
+            // mantissa) and candle does not.
             let same = QTensor::quantize(&w, dtype).unwrap();
             let candle = candle_core::quantized::QMatMul::from_qtensor(same).unwrap();
             let want = candle_core::Module::forward(&candle, &x).unwrap();
             let diff = max_abs(&(&got - &want).unwrap());
             let scale = max_abs(&want);
+            let tolerance = if dtype == GgmlDType::BF16 { 1e-2 } else { 2e-3 };
             assert!(
-                diff < 2e-3 * scale,
+                diff < tolerance * scale,
                 "{dtype:?}: differs from candle by {diff} (max {scale})"
             );
             // And close to the exact product with the dequantized weights.
@@ -769,11 +888,34 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_the_dequantized_rows() {
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q8_0,
+            GgmlDType::F16,
+            GgmlDType::BF16,
+        ] {
+            let (_, q) = weights(3, 640, dtype);
+            let ours = QMatrix::from_qtensor(&q).unwrap();
+            let all = q.dequantize(&Device::Cpu).unwrap();
+            for j in 0..3 {
+                let want = all.get(j).unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(ours.row(j).unwrap(), want, "{dtype:?} row {j}");
+            }
+            assert!(ours.row(3).is_none());
+        }
+    }
+
+    #[test]
     fn rejects_other_types_and_widths() {
         let w = Tensor::zeros((4, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let q4 = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
-        assert!(!QMatrix::supports(GgmlDType::Q4_0));
-        assert!(QMatrix::from_qtensor(&q4).is_err());
+        let q5 = QTensor::quantize(&w, GgmlDType::Q5_1).unwrap();
+        assert!(!QMatrix::supports(GgmlDType::Q5_1));
+        assert!(QMatrix::from_qtensor(&q5).is_err());
+        // 16-bit rows must be whole steps of 32.
+        let odd = Tensor::zeros((4, 48), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let f16 = QTensor::quantize(&odd, GgmlDType::F16).unwrap();
+        assert!(QMatrix::from_qtensor(&f16).is_err());
         let (_, q) = weights(4, 64, GgmlDType::Q4_1);
         let ours = QMatrix::from_qtensor(&q).unwrap();
         let x = Tensor::zeros((1, 32), candle_core::DType::F32, &Device::Cpu).unwrap();

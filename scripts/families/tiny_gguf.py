@@ -86,6 +86,17 @@ KQUANT_TYPES = {
     "attn_v": "Q6_K", "ffn_down": "Q6_K", "attn_output": "Q5_0",
 }
 
+# A llama file in the other types people download: F16 and BF16 (what
+# convert_hf_to_gguf.py writes by default) and Q4_0, mixed so that one
+# forward pass runs every one of them; the embeddings in BF16, the output
+# layer in Q4_0. gguf-py quantizes all three.
+WIDE_FAMILIES = ["llama"]
+WIDE_TYPES = {
+    "attn_q": "F16", "attn_k": "BF16", "attn_v": "Q4_0", "attn_output": "F16",
+    "ffn_gate": "BF16", "ffn_up": "Q4_0", "ffn_down": "F16",
+    "token_embd": "BF16", "output": "Q4_0",
+}
+
 
 def f16_bytes(values):
     return np.asarray(values, dtype=np.float16).view(np.uint8).reshape(-1, 2)
@@ -181,7 +192,7 @@ def write(path, name, quant, vocab, seed):
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(extra["rope_linear"])
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type({"f32": 0, "q8_0": 7, "kquant": 15}[quant])
+    w.add_file_type({"f32": 0, "q8_0": 7, "kquant": 15, "wide": 1}[quant])
     n_vocab = copy_tokenizer(w, vocab)
     w.add_vocab_size(n_vocab)
 
@@ -195,6 +206,8 @@ def write(path, name, quant, vocab, seed):
         std = std if std is not None else 1.0 / math.sqrt(cols)
         data = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
         qtype = QUANTS.get(quant, gguf.GGMLQuantizationType.Q8_0)
+        if quant == "wide":
+            qtype = gguf.GGMLQuantizationType[WIDE_TYPES[kind]]
         if qtype == gguf.GGMLQuantizationType.F32:
             w.add_tensor(tensor, data)
         else:
@@ -349,13 +362,15 @@ def main():
             path = os.path.join(args.out, f"{file}.gguf")
             write(path, name, quant, vocab, seed)
             print(file, path)
-    for seed, name in enumerate(KQUANT_FAMILIES, start=100):
-        if name not in names:
-            continue
-        file = f"{name}-kquant"
-        path = os.path.join(args.out, f"{file}.gguf")
-        write(path, name, "kquant", vocab, seed)
-        print(file, path)
+    # The type mixes, each family's seed counted from its own start.
+    for quant, families, start in [("kquant", KQUANT_FAMILIES, 100), ("wide", WIDE_FAMILIES, 200)]:
+        for seed, name in enumerate(families, start=start):
+            if name not in names:
+                continue
+            file = f"{name}-{quant}"
+            path = os.path.join(args.out, f"{file}.gguf")
+            write(path, name, quant, vocab, seed)
+            print(file, path)
     for pre in PRE_TOKENIZERS:
         path = os.path.join(args.out, f"tok-{pre}.gguf")
         write_vocab_only(path, pre, vocab)

@@ -59,6 +59,7 @@ impl Shape {
 /// The tensor types a random model can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WeightType {
+    Q4_0,
     Q4_1,
     Q8_0,
     Q4k,
@@ -69,12 +70,14 @@ pub enum WeightType {
     /// The same with Q5_K for the rest (Q5_K_M).
     Q5kM,
     F16,
+    Bf16,
 }
 
 impl WeightType {
     /// The type of the tensor `name` (a `*.weight` of the llama layout).
     fn ggml(self, name: &str) -> GgmlDType {
         match self {
+            WeightType::Q4_0 => GgmlDType::Q4_0,
             WeightType::Q4_1 => GgmlDType::Q4_1,
             WeightType::Q8_0 => GgmlDType::Q8_0,
             WeightType::Q4k => GgmlDType::Q4K,
@@ -90,6 +93,7 @@ impl WeightType {
                 }
             }
             WeightType::F16 => GgmlDType::F16,
+            WeightType::Bf16 => GgmlDType::BF16,
         }
     }
 }

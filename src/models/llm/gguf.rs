@@ -91,8 +91,9 @@ pub struct Summary {
     /// ...and if not, why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
-    /// Whether every matrix runs on hearth's own CPU kernels (Q4_1, Q8_0);
-    /// the others go through candle's slower quantized products.
+    /// Whether every matrix runs on hearth's own CPU kernels (Q4_0, Q4_1,
+    /// Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16); the others go through
+    /// candle's slower products.
     pub fast_cpu_path: bool,
 }
 

@@ -420,9 +420,10 @@ fn round_f16(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
 }
 
-/// A quantized weight matrix applied as `x @ W^T`: Q4_1 and Q8_0 on the CPU
-/// go through hearth's SIMD kernels ([`hearth_kernels::quant`]), everything else
-/// through candle's.
+/// A weight matrix applied as `x @ W^T`: on the CPU the types
+/// [`QMatrix::supports`] (the quantized ones people download, F16 and BF16)
+/// go through hearth's SIMD kernels ([`hearth_kernels::quant`]), everything
+/// else (F32, the GPU) through candle's.
 enum Linear {
     Candle(QMatMul),
     /// Shared with the token embedding when the output layer is tied to it.
