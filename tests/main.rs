@@ -9,6 +9,7 @@ mod bench;
 mod embedder;
 mod families;
 mod llm;
+mod lora;
 mod openai;
 mod retrieval;
 mod server;

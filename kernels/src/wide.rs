@@ -153,6 +153,29 @@ pub(crate) fn bf16_kernels() -> Kernels<f32> {
     )
 }
 
+/// `w . x` over f32 values in `tinyBLAS<16>`'s order (ggml's product of f32
+/// matrices whose rows are a multiple of 16 long, LoRA adapters' on
+/// x86-64 with AVX-512): lane `i` fuses the products at `i`, `i + 16`, ...,
+/// then [`reduce16`]. Rows of other lengths keep the same lanes (ggml
+/// would take its plain dot product there).
+pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512 F and FMA (checked above).
+        return unsafe { avx512::dot_f32(w, x) };
+    }
+    dot_f32_body(w, x)
+}
+
+#[inline(always)]
+fn dot_f32_body(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (at, (w, x)) in w.iter().zip(x).enumerate() {
+        acc[at % 16] = w.mul_add(*x, acc[at % 16]);
+    }
+    reduce16(acc)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::reduce16;
@@ -160,6 +183,23 @@ mod avx512 {
 
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
+    }
+
+    /// [`super::dot_f32`]: whole steps of 16 in a register, the rest in
+    /// the same lanes.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+        let n = w.len().min(x.len());
+        let mut acc = _mm512_setzero_ps();
+        for s in 0..n / 16 {
+            let (a, b) = (w.as_ptr().add(s * 16), x.as_ptr().add(s * 16));
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b), acc);
+        }
+        let mut lanes = lanes(acc);
+        for at in n / 16 * 16..n {
+            lanes[at % 16] = w[at].mul_add(x[at], lanes[at % 16]);
+        }
+        reduce16(lanes)
     }
 
     /// 16 f16 values from `v[16 s..]`, widened.
@@ -316,6 +356,17 @@ mod tests {
             .sum();
         let got = bf16_body::<1>(&ws[0], [&xs[0]])[0] as f64;
         assert!((got - exact).abs() < 1e-4, "{got} vs {exact}");
+    }
+
+    #[test]
+    fn f32_dots_give_the_portable_bits() {
+        for n in [16, 48, 40, 7] {
+            let w: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos()).collect();
+            assert_eq!(dot_f32(&w, &x).to_bits(), dot_f32_body(&w, &x).to_bits());
+            let exact: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!((dot_f32(&w, &x) as f64 - exact).abs() < 1e-5);
+        }
     }
 
     #[test]

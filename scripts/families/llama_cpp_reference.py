@@ -17,6 +17,7 @@ default: f16 KV cache, no flash attention, one sequence.
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -38,6 +39,17 @@ TEXTS = [
 ]
 STEPS = 12
 TOP = 8
+# The random adapter of the LoRA fixture (lora_adapter.py's arguments):
+# rank 16 (llama.cpp's f32 products run tinyBLAS's lanes at multiples of
+# 16, as hearth's do), alpha 32.
+# On the tiny llama (whose logits hearth computes bit for bit as llama.cpp
+# does, so the adapter's arithmetic is checked exactly) and on the default
+# LLM (the real model).
+LORA_TINY_BASE = "llama-q8_0"
+LORA_ARGS = {
+    "tiny": ["--rank", "16", "--alpha", "32", "--seed", "1", "--b-std", "0.05"],
+    "smollm2": ["--rank", "16", "--alpha", "32", "--seed", "0", "--b-std", "0.01"],
+}
 
 
 def sha256(path):
@@ -65,18 +77,21 @@ REAL_PROMPTS = [
 ]
 
 
-def run_model(path, prompts=PROMPTS, steps=STEPS, batch=256):
+def run_model(path, prompts=PROMPTS, steps=STEPS, batch=256, lora=None, like=None):
     """`batch`: how many prompt tokens llama.cpp evaluates at once (the
     default, as its users run it). Its logits depend on it: on the real
     Gemma file, with 4 or more rows at once it multiplies Q4_K matrices
     with another kernel (the repacked `gemm`) than for fewer (`gemv`), and
     for one row it takes attention's dot products in another order than
     for several, so the same prompt gives logits up to 0.64 apart when fed
-    whole or token by token. hearth's do not depend on the batching."""
+    whole or token by token. hearth's do not depend on the batching.
+    `lora`: a GGUF adapter applied at scale 1 (`--lora`). `like`: another
+    run's output, whose tokens are fed instead of the greedy ones and whose
+    top tokens' logits are reported."""
     llm = llama_cpp.Llama(path, n_ctx=256, n_batch=batch, n_ubatch=batch, n_threads=2,
-                          logits_all=True, flash_attn=False, verbose=False)
+                          logits_all=True, flash_attn=False, verbose=False, lora_path=lora)
     out = []
-    for prompt in prompts:
+    for n, prompt in enumerate(prompts):
         llm.reset()
         tokens = tokenize(llm, prompt)
         if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true":
@@ -88,6 +103,9 @@ def run_model(path, prompts=PROMPTS, steps=STEPS, batch=256):
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
             top = np.argsort(-logits, kind="stable")[:TOP]
             chosen = int(top[0])
+            if like is not None:
+                step = like[n]["steps"][len(taken)]
+                chosen, top = step["token"], [pair[0] for pair in step["top"]]
             taken.append({"token": chosen, "top": [[int(i), float(logits[i])] for i in top]})
             llm.eval([chosen])
         out.append({"prompt": prompt, "tokens": tokens, "steps": taken})
@@ -105,7 +123,10 @@ def main():
     ap.add_argument("--out", required=True, help="where tiny_gguf.py writes the files")
     ap.add_argument("--fixture", required=True)
     ap.add_argument("--real-fixture", help="also run the real models present into this file")
+    ap.add_argument("--lora-fixture",
+                    help="also run the --vocab model with lora_adapter.py's adapter into this file")
     args = ap.parse_args()
+
     if args.real_fixture:
         real = {"llama_cpp_python": llama_cpp.__version__, "models": {}}
         for name, path in REAL_MODELS.items():
@@ -134,6 +155,35 @@ def main():
     with open(args.fixture, "w") as f:
         json.dump(fixture, f, indent=1, ensure_ascii=False)
         f.write("\n")
+    if args.lora_fixture:
+        tiny = dict(line.split(" ", 1) for line in listing.splitlines())
+        bases = {"tiny": tiny[LORA_TINY_BASE], "smollm2": args.vocab}
+        lora = {"llama_cpp_python": llama_cpp.__version__, "bases": {}}
+        for name, base in bases.items():
+            lora_args = LORA_ARGS[name]
+            out = subprocess.run(
+                [sys.executable, __file__.replace("llama_cpp_reference.py", "lora_adapter.py"),
+                 "--base", base, "--out", os.path.join(args.out, f"lora-{name}"), *lora_args],
+                check=True, capture_output=True, text=True).stdout
+            files = dict(line.split(" ", 1) for line in out.splitlines())
+            with_lora = run_model(base, lora=files["gguf"])
+            lora["bases"][name] = {
+                "base": LORA_TINY_BASE if name == "tiny" else "default LLM",
+                "args": lora_args,
+                "sha256": {
+                    "base": sha256(base),
+                    "gguf": sha256(files["gguf"]),
+                    "peft": sha256(os.path.join(files["peft"], "adapter_model.safetensors")),
+                },
+                "prompts": with_lora,
+                # The base alone, fed the same tokens, on the same top
+                # tokens: what the adapter moved.
+                "without": run_model(base, like=with_lora),
+            }
+            print(f"lora on {name}", file=sys.stderr)
+        with open(args.lora_fixture, "w") as f:
+            json.dump(lora, f, indent=1, ensure_ascii=False)
+            f.write("\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 
 mod cpu;
 
+use super::lora::{Adapter, Target};
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -411,6 +412,19 @@ impl LlamaConfig {
     }
 }
 
+/// `t + scale * B A`, quantized back to `t`'s type.
+fn merge(t: QTensor, pair: &super::lora::Pair) -> Result<QTensor> {
+    let dtype = t.dtype();
+    let device = t.device();
+    let w = t.dequantize(&device)?;
+    let delta = Tensor::from_vec(pair.delta(), w.shape(), &device)?;
+    QTensor::quantize(&(w + delta)?, dtype).map_err(|e| {
+        Error::Model(format!(
+            "merging an adapter into a {dtype:?} matrix: {e} (use adapters unmerged)"
+        ))
+    })
+}
+
 /// The longest context a file may declare: RoPE tables are built for all
 /// of it at load (8 bytes per position and pair).
 const MAX_CONTEXT: usize = 1 << 20;
@@ -569,6 +583,9 @@ pub struct Segment<'a> {
 pub struct KvCache {
     layers: LayerCaches,
     len: usize,
+    /// The LoRA adapter this sequence runs with (unmerged): its low-rank
+    /// updates are added to the base's products for this sequence's rows.
+    adapter: Option<Arc<Adapter>>,
 }
 
 enum LayerCaches {
@@ -615,6 +632,11 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The adapter this sequence runs with.
+    pub fn adapter(&self) -> Option<&Arc<Adapter>> {
+        self.adapter.as_ref()
+    }
 }
 
 impl Llama {
@@ -622,6 +644,20 @@ impl Llama {
         ct: &Content,
         reader: &mut R,
         device: &Device,
+    ) -> Result<Self> {
+        Self::from_gguf_merged(ct, reader, device, None)
+    }
+
+    /// [`from_gguf`](Self::from_gguf) with `adapter` merged into the
+    /// matrices it changes: each is dequantized, `scale * B A` added, and
+    /// quantized again to its own type (so the merged model runs as fast
+    /// as the base; the requantization rounds the sum to that type's
+    /// grid). `adapter` must have been loaded for this file's config.
+    pub fn from_gguf_merged<R: Read + Seek>(
+        ct: &Content,
+        reader: &mut R,
+        device: &Device,
+        adapter: Option<&Adapter>,
     ) -> Result<Self> {
         let mut config = LlamaConfig::from_gguf(ct)?;
         let family = config.family;
@@ -672,7 +708,15 @@ impl Llama {
         let mut host_layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let mut q = |suffix: &str| -> Result<Linear> {
-                Linear::new(tensor(&format!("blk.{i}.{suffix}.weight"))?, device)
+                let t = tensor(&format!("blk.{i}.{suffix}.weight"))?;
+                let pair = Target::ALL
+                    .into_iter()
+                    .find(|t| t.gguf() == suffix)
+                    .and_then(|target| adapter?.pair(i, target));
+                match pair {
+                    Some(pair) => Linear::new(merge(t, pair)?, device),
+                    None => Linear::new(t, device),
+                }
             };
             let qkv = if family.fused {
                 Proj::Fused(q("attn_qkv")?, [q_dim, kv_dim, kv_dim])
@@ -804,7 +848,21 @@ impl Llama {
                     .collect(),
             )
         };
-        KvCache { layers, len: 0 }
+        KvCache {
+            layers,
+            len: 0,
+            adapter: None,
+        }
+    }
+
+    /// [`new_cache`](Self::new_cache) for a sequence that runs with
+    /// `adapter` (unmerged; made for this model by [`Adapter::load`] with
+    /// its config).
+    pub fn new_cache_with(&self, capacity: usize, adapter: Option<Arc<Adapter>>) -> KvCache {
+        KvCache {
+            adapter,
+            ..self.new_cache(capacity)
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -829,6 +887,7 @@ impl Llama {
                     .collect(),
             ),
             len,
+            adapter: None,
         }
     }
 
@@ -874,6 +933,7 @@ impl Llama {
                             pos,
                             cache: layers,
                             logits: s.logits,
+                            adapter: s.cache.adapter.as_deref(),
                         }
                     })
                     .collect();
@@ -895,6 +955,7 @@ impl Llama {
                 pos: s.cache.len,
                 cache: layers,
                 logits: s.logits,
+                adapter: s.cache.adapter.as_deref(),
             });
         }
         let logits = self.forward_tensors(&mut parts)?;
@@ -994,7 +1055,10 @@ impl Llama {
         for (li, layer) in self.layers.iter().enumerate() {
             let kind = cfg.layer_kind(li);
             let h = layer.attn_norm.forward(&x)?;
-            let [mut q, mut k, mut v] = layer.qkv.forward(&h)?;
+            let [q, k, v] = layer.qkv.forward(&h)?;
+            let mut q = lora_tensors(segments, li, Target::Q, &h, q)?;
+            let mut k = lora_tensors(segments, li, Target::K, &h, k)?;
+            let mut v = lora_tensors(segments, li, Target::V, &h, v)?;
             if let Some([bq, bk, bv]) = &layer.qkv_bias {
                 q = q.broadcast_add(&bq.tensor)?;
                 k = k.broadcast_add(&bk.tensor)?;
@@ -1066,7 +1130,7 @@ impl Llama {
                 );
             }
             let y = Tensor::cat(&ys, 1)?;
-            let mut y = layer.wo.forward(&y)?;
+            let mut y = lora_tensors(segments, li, Target::O, &y, layer.wo.forward(&y)?)?;
             if let Some([post, _]) = &layer.post_norms {
                 y = post.forward(&y)?;
             }
@@ -1074,13 +1138,22 @@ impl Llama {
 
             let h = layer.ffn_norm.forward(&x)?;
             let [gate, up] = layer.gate_up.forward(&h)?;
+            let gate = lora_tensors(segments, li, Target::Gate, &h, gate)?;
+            let up = lora_tensors(segments, li, Target::Up, &h, up)?;
             let act = if cfg.family.gemma {
                 // ggml's f16 GELU table: f16(gelu(f16(x))).
                 round_f16(&round_f16(&gate)?.gelu()?)?
             } else {
                 candle_nn::ops::silu(&gate)?
             };
-            let mut y = layer.w_down.forward(&(act * up)?)?;
+            let act = (act * up)?;
+            let mut y = lora_tensors(
+                segments,
+                li,
+                Target::Down,
+                &act,
+                layer.w_down.forward(&act)?,
+            )?;
             if let Some([_, post]) = &layer.post_norms {
                 y = post.forward(&y)?;
             }
@@ -1119,6 +1192,42 @@ struct TensorSegment<'a> {
     pos: usize,
     cache: &'a mut [candle_nn::kv_cache::KvCache],
     logits: bool,
+    adapter: Option<&'a Adapter>,
+}
+
+/// `out + scale * B (A x)` for the rows of each segment whose adapter
+/// changes `target` of layer `layer` (`x`, `out`: `[1, rows, _]`); `out`
+/// unchanged when none does.
+fn lora_tensors(
+    segments: &[TensorSegment],
+    layer: usize,
+    target: Target,
+    x: &Tensor,
+    out: Tensor,
+) -> Result<Tensor> {
+    if segments
+        .iter()
+        .all(|s| s.adapter.and_then(|a| a.pair(layer, target)).is_none())
+    {
+        return Ok(out);
+    }
+    let mut parts = Vec::with_capacity(segments.len());
+    let mut first = 0;
+    for s in segments {
+        let len = s.tokens.len();
+        let rows = out.narrow(1, first, len)?;
+        parts.push(match s.adapter.and_then(|a| a.pair(layer, target)) {
+            Some(pair) => {
+                let (a, b) = pair.tensors(x.device())?;
+                let t = x.narrow(1, first, len)?.broadcast_matmul(&a.t()?)?;
+                let ab = t.broadcast_matmul(&b.t()?)?;
+                (rows + (ab * pair.scale() as f64)?)?
+            }
+            None => rows,
+        });
+        first += len;
+    }
+    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// RoPE's cos and sin, `[context_length, head_dim / 2]` row-major.

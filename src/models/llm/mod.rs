@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod gguf;
 pub mod llama;
+pub mod lora;
 pub mod sampling;
 pub mod spm;
 pub mod stream;
@@ -38,6 +39,17 @@ impl Llm {
     /// Load a GGUF model. A `tokenizer.json` beside the file is preferred
     /// over the tokenizer rebuilt from GGUF metadata.
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
+        Self::load_merged(source, device, None)
+    }
+
+    /// [`load`](Self::load) with a LoRA adapter merged into the weights
+    /// (`adapter`: its file or directory, its name, its scale). The name
+    /// becomes the model's.
+    pub fn load_merged(
+        source: &ModelSource,
+        device: &Device,
+        adapter: Option<(&std::path::Path, &str, f32)>,
+    ) -> Result<Self> {
         let paths = source.resolve(&[
             Wanted::model_with_ext("gguf"),
             Wanted::optional("tokenizer.json"),
@@ -47,7 +59,14 @@ impl Llm {
         let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let summary = Arc::new(gguf::Summary::of(&content, bytes));
         let tokenizer = LlmTokenizer::load(&content, paths[1].as_deref())?;
-        let model = Llama::from_gguf(&content, &mut file, device)?;
+        let merged = match adapter {
+            Some((path, name, scale)) => {
+                let config = llama::LlamaConfig::from_gguf(&content)?;
+                Some(lora::Adapter::load(path, name, scale, &config)?)
+            }
+            None => None,
+        };
+        let model = Llama::from_gguf_merged(&content, &mut file, device, merged.as_ref())?;
         if tokenizer.vocab_size() > model.config.vocab_size {
             return Err(Error::Model(format!(
                 "tokenizer has {} tokens but the model only {}",
@@ -69,10 +88,13 @@ impl Llm {
             });
         let token = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
         let chat = ChatTemplate::new(Some(template), &token(tokenizer.bos), &token(tokenizer.eos))?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "llm".into());
+        let name = match &merged {
+            Some(adapter) => adapter.name.clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "llm".into()),
+        };
         Ok(Self {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),

@@ -18,6 +18,7 @@
 
 use super::{Linear, Llama, Proj};
 use crate::error::{Error, Result};
+use crate::models::llm::lora::{Adapter, Target};
 use hearth_kernels::decoder::{self, add_into, rms_norm, rope_rows, round_f16, Heads};
 use hearth_kernels::quant::QMatrix;
 
@@ -101,6 +102,29 @@ pub(super) struct HostSegment<'a> {
     pub pos: usize,
     pub cache: &'a mut [HostKv],
     pub logits: bool,
+    /// The LoRA adapter this sequence runs with, unmerged.
+    pub adapter: Option<&'a Adapter>,
+}
+
+/// Add each segment's adapter update of `target` in layer `layer` to its
+/// rows of `out` (`x`: the product's input rows).
+fn add_lora(segments: &[HostSegment], layer: usize, target: Target, x: &[f32], out: &mut [f32]) {
+    let rows: usize = segments.iter().map(|s| s.tokens.len()).sum();
+    if rows == 0 {
+        return;
+    }
+    let (k, n) = (x.len() / rows, out.len() / rows);
+    let mut first = 0;
+    for s in segments {
+        let len = s.tokens.len();
+        if let Some(pair) = s.adapter.and_then(|a| a.pair(layer, target)) {
+            pair.add_rows(
+                &x[first * k..(first + len) * k],
+                &mut out[first * n..(first + len) * n],
+            );
+        }
+        first += len;
+    }
 }
 
 /// The products of rows `x` by each matrix of `proj` (one thread-pool
@@ -187,6 +211,9 @@ impl Llama {
             let tables = (cos.as_slice(), sin.as_slice());
             let h = rms_norm(&x, &hl.attn_norm, eps);
             let [mut q, mut k, mut v] = products(&layer.qkv, &h)?;
+            add_lora(segments, li, Target::Q, &h, &mut q);
+            add_lora(segments, li, Target::K, &h, &mut k);
+            add_lora(segments, li, Target::V, &h, &mut v);
             if let Some([bq, bk, bv]) = &layer.qkv_bias {
                 add_rows(&mut q, &bq.host);
                 add_rows(&mut k, &bk.host);
@@ -222,14 +249,18 @@ impl Llama {
                 .collect();
             // SAFETY: the buffer path runs only where `supported()`.
             let y = unsafe { decoder::attention(heads(kind), &q, &caches, &seg_of, &pos_of) };
-            let mut y = own(&layer.wo)?.matmul(&y)?;
+            let mut out = own(&layer.wo)?.matmul(&y)?;
+            add_lora(segments, li, Target::O, &y, &mut out);
+            let mut y = out;
             if let Some([post, _]) = &hl.post_norms {
                 y = rms_norm(&y, post, eps);
             }
             add_into(&mut x, &y);
 
             let h = rms_norm(&x, &hl.ffn_norm, eps);
-            let [mut gate, up] = products(&layer.gate_up, &h)?;
+            let [mut gate, mut up] = products(&layer.gate_up, &h)?;
+            add_lora(segments, li, Target::Gate, &h, &mut gate);
+            add_lora(segments, li, Target::Up, &h, &mut up);
             if cfg.family.gemma {
                 decoder::geglu(&mut gate, &up);
             } else {
@@ -237,6 +268,7 @@ impl Llama {
                 unsafe { decoder::swiglu(&mut gate, &up) };
             }
             let mut y = own(&layer.w_down)?.matmul(&gate)?;
+            add_lora(segments, li, Target::Down, &gate, &mut y);
             if let Some([_, post]) = &hl.post_norms {
                 y = rms_norm(&y, post, eps);
             }
