@@ -44,15 +44,114 @@ pub struct ModelsConfig {
     /// The LLM that answers RAG questions: a .gguf file, a directory,
     /// `hf:owner/name/file.gguf`, or the URL of a hearth `generate` process.
     pub rag_generator: String,
-    /// The fine-tuned LLM served by `/fine-tuned` (same forms). When it
-    /// names the same file as `rag_generator`, the weights are loaded once
-    /// and shared.
-    pub fine_tuned: String,
+    /// The fine-tuned LLM served by `/fine-tuned`: a model (same forms;
+    /// when it names the same file as `rag_generator`, the weights are
+    /// loaded once and shared), or a base model with a LoRA adapter:
+    /// `{ base = "...", adapter = "...", scale = 1.0, merge = false }`.
+    pub fine_tuned: FineTunedModel,
+    /// More LoRA adapters on the fine-tuned pipeline's model (its base,
+    /// when it has an adapter), each served as a model id and selected by
+    /// `model` or `/fine-tuned`'s `adapter` field; applied unmerged, so
+    /// they share one copy of the base. `[[models.adapters]]` tables with
+    /// `name`, `path` and optional `scale`.
+    pub adapters: Vec<AdapterConfig>,
     /// A cross-encoder that re-scores the retrieved candidates (a
     /// directory or `hf:owner/name` holding a BERT
     /// `ForSequenceClassification` model with one label, e.g.
     /// `hf:cross-encoder/ms-marco-MiniLM-L-6-v2`); empty: no reranking.
     pub reranker: String,
+}
+
+/// `models.fine_tuned`: a model, or a base model with a LoRA adapter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum FineTunedModel {
+    Model(String),
+    Adapted(AdaptedModel),
+}
+
+impl FineTunedModel {
+    /// The model file (or URL) whose weights run the pipeline.
+    pub fn base(&self) -> &str {
+        match self {
+            FineTunedModel::Model(m) => m,
+            FineTunedModel::Adapted(a) => &a.base,
+        }
+    }
+
+    /// The adapter, when there is one.
+    pub fn adapted(&self) -> Option<&AdaptedModel> {
+        match self {
+            FineTunedModel::Model(_) => None,
+            FineTunedModel::Adapted(a) => Some(a),
+        }
+    }
+}
+
+impl From<&str> for FineTunedModel {
+    fn from(model: &str) -> Self {
+        FineTunedModel::Model(model.to_string())
+    }
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// A base model with a LoRA adapter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptedModel {
+    /// The base model (the forms of `rag_generator`, a local file or `hf:`).
+    pub base: String,
+    /// A GGUF LoRA adapter (`convert_lora_to_gguf.py`) or a Hugging Face
+    /// PEFT directory (`adapter_config.json`, `adapter_model.safetensors`).
+    pub adapter: String,
+    /// Its model id; default: the adapter's file stem or directory name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Multiplies the adapter's update (1 = as trained).
+    #[serde(default = "one")]
+    pub scale: f32,
+    /// Merge the adapter into a copy of the base at load (fastest per
+    /// token, but one more copy of the weights, re-quantized to the base's
+    /// type) instead of adding it per request to the shared base.
+    #[serde(default)]
+    pub merge: bool,
+}
+
+impl AdaptedModel {
+    /// The adapter's model id.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| adapter_stem(&self.adapter))
+    }
+}
+
+/// A default model id for an adapter path: the file stem, or the
+/// directory's name.
+pub fn adapter_stem(path: &str) -> String {
+    let p = Path::new(path.trim_end_matches('/'));
+    let stem = if p.extension().is_some_and(|e| e == "gguf") {
+        p.file_stem()
+    } else {
+        p.file_name()
+    };
+    stem.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "adapter".into())
+}
+
+/// One more adapter on the fine-tuned pipeline's model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// Its model id.
+    pub name: String,
+    /// A GGUF LoRA adapter or a PEFT directory.
+    pub path: String,
+    #[serde(default = "one")]
+    pub scale: f32,
 }
 
 /// The fusion rules `retrieval.fusion` names.
@@ -214,6 +313,7 @@ impl Default for ModelsConfig {
             embedder: DEFAULT_EMBEDDER.into(),
             rag_generator: DEFAULT_LLM.into(),
             fine_tuned: DEFAULT_LLM.into(),
+            adapters: Vec::new(),
             reranker: String::new(),
         }
     }
@@ -299,6 +399,16 @@ pub struct ConfigArgs {
     pub rag_generator: Option<String>,
     #[arg(long, env = "HEARTH_FINE_TUNED")]
     pub fine_tuned: Option<String>,
+    /// A LoRA adapter for the fine-tuned model (a GGUF adapter or a PEFT
+    /// directory): `--fine-tuned` becomes its base.
+    #[arg(long, env = "HEARTH_FINE_TUNED_ADAPTER")]
+    pub fine_tuned_adapter: Option<String>,
+    /// The adapter's scale (1 = as trained).
+    #[arg(long, env = "HEARTH_ADAPTER_SCALE")]
+    pub adapter_scale: Option<f32>,
+    /// Merge the adapter into a copy of the base at load.
+    #[arg(long, env = "HEARTH_MERGE_ADAPTER")]
+    pub merge_adapter: bool,
     /// A cross-encoder reranker; "" for none.
     #[arg(long, env = "HEARTH_RERANKER")]
     pub reranker: Option<String>,
@@ -414,7 +524,26 @@ impl Config {
         set(&mut self.data_dir, &a.data_dir);
         set(&mut self.models.embedder, &a.embedder);
         set(&mut self.models.rag_generator, &a.rag_generator);
-        set(&mut self.models.fine_tuned, &a.fine_tuned);
+        if let Some(model) = &a.fine_tuned {
+            match &mut self.models.fine_tuned {
+                FineTunedModel::Adapted(adapted) => adapted.base = model.clone(),
+                plain => *plain = model.as_str().into(),
+            }
+        }
+        if let Some(adapter) = &a.fine_tuned_adapter {
+            let base = self.models.fine_tuned.base().to_string();
+            self.models.fine_tuned = FineTunedModel::Adapted(AdaptedModel {
+                base,
+                adapter: adapter.clone(),
+                name: None,
+                scale: 1.0,
+                merge: false,
+            });
+        }
+        if let FineTunedModel::Adapted(adapted) = &mut self.models.fine_tuned {
+            set(&mut adapted.scale, &a.adapter_scale);
+            adapted.merge |= a.merge_adapter;
+        }
         set(&mut self.models.reranker, &a.reranker);
         let r = &mut self.retrieval;
         set(&mut r.top_k, &a.top_k);
@@ -474,6 +603,27 @@ impl Config {
         }
         if self.api_keys.iter().any(|k| k.len() < 8) {
             return bad("api_keys must be at least 8 characters each");
+        }
+        let mut names: Vec<String> = self
+            .models
+            .adapters
+            .iter()
+            .map(|a| a.name.clone())
+            .collect();
+        if let Some(adapted) = self.models.fine_tuned.adapted() {
+            names.push(adapted.name());
+        }
+        for (i, name) in names.iter().enumerate() {
+            crate::models::llm::lora::check_name(name)
+                .map_err(|e| Error::InvalidInput(format!("config: models: {e}")))?;
+            if names[..i].contains(name) {
+                return bad(&format!("two adapters are named {name:?}"));
+            }
+        }
+        let scales = self.models.adapters.iter().map(|a| a.scale);
+        let scales = scales.chain(self.models.fine_tuned.adapted().map(|a| a.scale));
+        if scales.into_iter().any(|s| !s.is_finite()) {
+            return bad("an adapter's scale must be a finite number");
         }
         let r = &self.retrieval;
         if r.top_k == 0 || r.top_k > r.max_top_k {

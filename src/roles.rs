@@ -120,7 +120,7 @@ impl Capability {
             Documents => &["/documents", "/documents/", "/search"],
             Embeddings => &["/embed"],
             Rag => &["/rag"],
-            FineTuned => &["/fine-tuned"],
+            FineTuned => &["/fine-tuned", "/adapters", "/adapters/"],
             Generator => &[],
         }
     }

@@ -433,3 +433,185 @@ fn bad_adapters_are_clear_errors() {
     let e = err(&zero);
     assert!(e.contains("not a PEFT LoRA config"), "{e}");
 }
+
+/// The server with a base + adapter fine-tuned pipeline and one more
+/// adapter from the config, one loaded at run time: each a model id, each
+/// giving its own answer, the base beside them; bad adapters refused with
+/// nothing changed.
+#[tokio::test]
+async fn server_serves_adapters_by_model_id() {
+    use serde_json::json;
+    let files = files();
+    let (gguf, peft) = &files.adapters["smollm2"];
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models]\nfine_tuned = {{ base = {:?}, adapter = {:?}, name = \"peft-lora\", scale = 4.0 }}\n\
+             [[models.adapters]]\nname = \"gguf-lora\"\npath = {:?}\nscale = 4.0\n",
+            common::llm_path(),
+            peft,
+            gguf
+        ),
+    )
+    .unwrap();
+    // (Scale 4: this random adapter's update, four times over, changes
+    // the first words of the answer.)
+    let server =
+        common::TestServer::start(data.path(), &["--config", config.to_str().unwrap()]).await;
+    let client = reqwest::Client::new();
+    let base_name = base("smollm2").name.clone();
+
+    let get = |path: &str| {
+        let request = client.get(server.at(path)).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let models = get("/v1/models").await;
+    let entry = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is not in {models}"))
+    };
+    assert_eq!(entry("peft-lora")["adapter"]["base"], base_name.as_str());
+    assert_eq!(entry("gguf-lora")["adapter"]["lora"]["rank"], 16);
+    entry(&base_name);
+
+    // Greedy chat completions by model id.
+    let chat = |model: String| {
+        let client = client.clone();
+        let url = server.at("/v1/chat/completions");
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({
+                    "model": model,
+                    "messages": [{ "role": "user", "content": "What is ownership in Rust?" }],
+                    "max_tokens": 12,
+                    "temperature": 0.0,
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let text = |(status, body): (u16, Value)| {
+        assert_eq!(status, 200, "{body}");
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let bare = text(chat(base_name.clone()).await);
+    let peft_text = text(chat("peft-lora".into()).await);
+    let gguf_text = text(chat("gguf-lora".into()).await);
+    assert_ne!(bare, peft_text, "the adapter changes the answer");
+    assert_eq!(peft_text, gguf_text, "the same adapter in both formats");
+
+    // Interleaved: the base and the adapter at once, each its own answer.
+    let (a, b, c, d) = tokio::join!(
+        chat(base_name.clone()),
+        chat("peft-lora".into()),
+        chat(base_name.clone()),
+        chat("gguf-lora".into())
+    );
+    assert_eq!((text(a), text(c)), (bare.clone(), bare.clone()));
+    assert_eq!((text(b), text(d)), (peft_text.clone(), peft_text.clone()));
+
+    // /fine-tuned runs the configured adapter, or the one named.
+    let fine_tuned = |adapter: Option<&str>| {
+        let mut body = json!({
+            "messages": [{ "role": "user", "content": "What is ownership in Rust?" }],
+            "max_tokens": 12,
+            "temperature": 0.0,
+        });
+        if let Some(a) = adapter {
+            body["adapter"] = json!(a);
+        }
+        let request = client.post(server.at("/fine-tuned")).json(&body).send();
+        async move {
+            let r = request.await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = fine_tuned(None).await;
+    assert_eq!(
+        (status, body["model"].as_str()),
+        (200, Some("peft-lora")),
+        "{body}"
+    );
+    assert_eq!(body["text"].as_str().unwrap(), peft_text);
+    let (status, body) = fine_tuned(Some("gguf-lora")).await;
+    assert_eq!(
+        (status, body["model"].as_str()),
+        (200, Some("gguf-lora")),
+        "{body}"
+    );
+    let (status, body) = fine_tuned(Some("nope")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gguf-lora"),
+        "{body}"
+    );
+    let (status, body) = chat("nope".into()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+
+    // Load one at run time, use it, unload it.
+    let post = |body: Value| client.post(server.at("/adapters")).json(&body).send();
+    let r = post(json!({ "name": "late", "path": gguf, "scale": 4.0 }))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(text(chat("late".into()).await), gguf_text);
+    // Refused, and nothing changes: an adapter for another base, missing
+    // files, a bad name, an unknown field.
+    let tiny_adapter = files.adapters["tiny"].0.clone();
+    for (body, status) in [
+        (json!({ "name": "other", "path": tiny_adapter }), 400),
+        (json!({ "name": "gone", "path": "/no/such/adapter" }), 400),
+        (json!({ "name": "bad name!", "path": gguf }), 400),
+        (json!({ "name": "x", "path": gguf, "rank": 3 }), 422),
+    ] {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].is_string(), "{e}");
+    }
+    let list = get("/adapters").await;
+    let names: Vec<&str> = list["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gguf-lora", "late", "peft-lora"], "{list}");
+    let r = client
+        .delete(server.at("/adapters/late"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(chat("late".into()).await.0, 404);
+    let r = client
+        .delete(server.at("/adapters/peft-lora"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "the configured adapter stays");
+    // The base still answers as before.
+    assert_eq!(text(chat(base_name).await), bare);
+    server.stop();
+}

@@ -11,11 +11,14 @@
 use super::scheduler::Scheduler;
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
+use crate::models::llm::lora::Adapter;
 use crate::models::llm::sampling::SamplingParams;
 use crate::models::Llm;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -228,6 +231,8 @@ pub struct StatsSnapshot {
 pub(super) struct Request {
     pub prompt: Prompt,
     pub params: SamplingParams,
+    /// The LoRA adapter to run with (unmerged, on the worker's base).
+    pub adapter: Option<Arc<Adapter>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
 }
@@ -240,6 +245,9 @@ pub struct Generator {
     llm: Llm,
     limits: GeneratorLimits,
     stats: Arc<GeneratorStats>,
+    /// LoRA adapters for this worker's model, by name: requests name one
+    /// to run with it, unmerged, beside requests for the bare model.
+    adapters: Arc<RwLock<BTreeMap<String, Arc<Adapter>>>>,
 }
 
 impl Generator {
@@ -257,7 +265,57 @@ impl Generator {
             llm,
             limits,
             stats,
+            adapters: Arc::default(),
         }
+    }
+
+    /// Load the adapter at `path` for this worker's model as `name`
+    /// (replacing one of that name). Reads files: call it off the async
+    /// runtime.
+    pub fn load_adapter(&self, name: &str, path: &Path, scale: f32) -> Result<Arc<Adapter>> {
+        crate::models::llm::lora::check_name(name)?;
+        if name == self.llm.name {
+            return Err(Error::InvalidInput(format!(
+                "adapter name {name:?} is the base model's"
+            )));
+        }
+        let adapter = Arc::new(Adapter::load(path, name, scale, &self.llm.model.config)?);
+        self.adapters
+            .write()
+            .expect("adapter registry")
+            .insert(name.to_string(), adapter.clone());
+        Ok(adapter)
+    }
+
+    /// Forget an adapter; sequences already running with it finish with it.
+    pub fn remove_adapter(&self, name: &str) -> Result<()> {
+        match self
+            .adapters
+            .write()
+            .expect("adapter registry")
+            .remove(name)
+        {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!("no adapter named {name:?}"))),
+        }
+    }
+
+    pub fn adapter(&self, name: &str) -> Option<Arc<Adapter>> {
+        self.adapters
+            .read()
+            .expect("adapter registry")
+            .get(name)
+            .cloned()
+    }
+
+    /// The adapters loaded, by name.
+    pub fn adapters(&self) -> Vec<Arc<Adapter>> {
+        self.adapters
+            .read()
+            .expect("adapter registry")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -297,11 +355,22 @@ impl Generator {
 
     /// Submit a generation whose parameters were checked already.
     pub fn start(&self, prompt: Prompt, params: Checked) -> Result<GenerationStream> {
+        self.start_with(prompt, params, None)
+    }
+
+    /// [`start`](Self::start) with an adapter of this worker's model.
+    pub fn start_with(
+        &self,
+        prompt: Prompt,
+        params: Checked,
+        adapter: Option<Arc<Adapter>>,
+    ) -> Result<GenerationStream> {
         let params = params.into_inner();
         let (events, rx) = mpsc::unbounded_channel();
         let request = Request {
             prompt,
             params,
+            adapter,
             events,
             submitted: Instant::now(),
         };

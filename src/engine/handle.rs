@@ -6,8 +6,9 @@
 use super::generator::{Checked, PromptBudget};
 use super::remote::{RemoteEmbedder, RemoteGenerator};
 use super::{EmbedWorker, GenerationStream, Generator, Prompt, StatsSnapshot};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
+use crate::models::llm::lora::Adapter;
 use crate::models::llm::sampling::SamplingParams;
 use std::sync::Arc;
 use tokenizers::Tokenizer;
@@ -143,9 +144,39 @@ impl Generation {
 
     /// Start a generation whose parameters were checked already.
     pub fn start(&self, prompt: Prompt, params: Checked) -> Result<GenerationStream> {
+        self.start_with(prompt, params, None)
+    }
+
+    /// [`start`](Self::start) with an adapter of the local model.
+    pub fn start_with(
+        &self,
+        prompt: Prompt,
+        params: Checked,
+        adapter: Option<Arc<Adapter>>,
+    ) -> Result<GenerationStream> {
         match self {
-            Generation::Local(g) => g.start(prompt, params),
+            Generation::Local(g) => g.start_with(prompt, params, adapter),
+            Generation::Remote(_) if adapter.is_some() => Err(Error::InvalidInput(
+                "adapters run on the process that holds their base model".into(),
+            )),
             Generation::Remote(r) => Ok(r.submit(prompt, params.into_inner())),
+        }
+    }
+
+    /// The adapter `name` of the local model (None for a remote model or
+    /// an unknown name).
+    pub fn adapter(&self, name: &str) -> Option<Arc<Adapter>> {
+        match self {
+            Generation::Local(g) => g.adapter(name),
+            Generation::Remote(_) => None,
+        }
+    }
+
+    /// The local model's adapters.
+    pub fn adapters(&self) -> Vec<Arc<Adapter>> {
+        match self {
+            Generation::Local(g) => g.adapters(),
+            Generation::Remote(_) => Vec::new(),
         }
     }
 

@@ -155,7 +155,7 @@ impl Scheduler {
                 for (i, logits) in members.into_iter().zip(outputs) {
                     if let Some(mut logits) = logits {
                         let seq = &mut self.running[i];
-                        if !decoding[i] {
+                        if !decoding[i] && seq.cache.adapter().is_none() {
                             // The prompt is done: keep it for later prompts
                             // that begin the same way.
                             self.prefixes
@@ -212,14 +212,23 @@ impl Scheduler {
                     .is_ok()
                 {
                     let capacity = prompt.len() + request.params.max_tokens;
-                    let cache = match self.prefixes.lookup(&prompt) {
+                    // Kept prefixes are the bare model's keys and values:
+                    // a sequence with an adapter computes its own.
+                    let hit = match request.adapter {
+                        None => self.prefixes.lookup(&prompt),
+                        Some(_) => None,
+                    };
+                    let cache = match hit {
                         Some(hit) => {
                             self.stats
                                 .prefix_tokens
                                 .fetch_add(hit.len as u64, Ordering::Relaxed);
                             self.llm.model.cache_from_prefix(hit.kv, hit.len, capacity)
                         }
-                        None => self.llm.model.new_cache(capacity),
+                        None => self
+                            .llm
+                            .model
+                            .new_cache_with(capacity, request.adapter.clone()),
                     };
                     self.running
                         .push(Sequence::new(request, prompt, cache, taken));

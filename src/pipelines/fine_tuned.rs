@@ -1,10 +1,15 @@
 //! The fine-tuned pipeline: generation straight from the fine-tuned LLM,
-//! from a conversation (through its chat template) or a raw prompt.
+//! from a conversation (through its chat template) or a raw prompt. The
+//! fine-tuned model is a model file, or a base model with a LoRA adapter
+//! applied unmerged (the base's weights shared with every other use of
+//! them; [`FineTuned::with_adapter`]).
 
 use crate::engine::{Generation, GenerationStream, Prompt};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
+use crate::models::llm::lora::Adapter;
 use crate::models::llm::sampling::SamplingParams;
+use std::sync::Arc;
 
 /// What to generate from.
 #[derive(Debug, Clone)]
@@ -16,17 +21,62 @@ pub enum Input {
 #[derive(Clone)]
 pub struct FineTuned {
     generator: Generation,
+    adapter: Option<Arc<Adapter>>,
 }
 
 const ROLES: &[&str] = &["system", "user", "assistant"];
 
 impl FineTuned {
     pub fn new(generator: Generation) -> Self {
-        Self { generator }
+        Self {
+            generator,
+            adapter: None,
+        }
+    }
+
+    /// The pipeline on `generator`'s model with `adapter` applied.
+    pub fn with_adapter(generator: Generation, adapter: Option<Arc<Adapter>>) -> Self {
+        Self { generator, adapter }
     }
 
     pub fn generator(&self) -> &Generation {
         &self.generator
+    }
+
+    pub fn adapter(&self) -> Option<&Arc<Adapter>> {
+        self.adapter.as_ref()
+    }
+
+    /// What answers: the adapter's name, or the model's.
+    pub fn model_name(&self) -> &str {
+        match &self.adapter {
+            Some(a) => &a.name,
+            None => self.generator.name(),
+        }
+    }
+
+    /// The same pipeline with the adapter `name` of its model (an unknown
+    /// name is [`Error::NotFound`]).
+    pub fn select(&self, name: &str) -> Result<Self> {
+        match self.generator.adapter(name) {
+            Some(a) => Ok(Self::with_adapter(self.generator.clone(), Some(a))),
+            None => {
+                let known: Vec<String> = self
+                    .generator
+                    .adapters()
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .collect();
+                Err(Error::NotFound(format!(
+                    "no adapter named {name:?} (loaded: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )))
+            }
+        }
     }
 
     pub fn generate(&self, input: Input, params: SamplingParams) -> Result<GenerationStream> {
@@ -48,6 +98,8 @@ impl FineTuned {
                 Prompt::Chat(m)
             }
         };
-        self.generator.submit(prompt, params)
+        let params = self.generator.check(params)?;
+        self.generator
+            .start_with(prompt, params, self.adapter.clone())
     }
 }

@@ -7,7 +7,7 @@ pub mod fine_tuned;
 pub mod ingest;
 pub mod rag;
 
-use crate::config::{is_remote, Config, LlmSlot, Role};
+use crate::config::{is_remote, AdaptedModel, Config, LlmSlot, Role};
 use crate::engine::remote::{RemoteEmbedder, RemoteGenerator, CONNECT_WAIT};
 use crate::engine::{
     blocking, EmbedWorker, Embedding, Generation, Generator, GeneratorLimits, RerankWorker,
@@ -315,8 +315,8 @@ impl Services {
         }
         if serves.contains(&Capability::Generator) {
             let source = match slot {
-                LlmSlot::RagGenerator => &config.models.rag_generator,
-                LlmSlot::FineTuned => &config.models.fine_tuned,
+                LlmSlot::RagGenerator => config.models.rag_generator.as_str(),
+                LlmSlot::FineTuned => config.models.fine_tuned.base(),
             };
             if is_remote(source) {
                 return Err(Error::InvalidInput(format!(
@@ -324,16 +324,22 @@ impl Services {
                     slot.name().replace('-', "_")
                 )));
             }
-            generator = Some(loader.generation(source)?);
+            let merged = config.models.fine_tuned.adapted().filter(|a| a.merge);
+            generator = Some(match (slot, merged) {
+                (LlmSlot::FineTuned, Some(adapted)) => loader.merged(adapted)?,
+                _ => loader.generation(source)?,
+            });
         }
         if serves.contains(&Capability::FineTuned) {
             // A `generate --model fine-tuned` process serves the pipeline
             // with the one LLM it runs.
-            let g = match &generator {
-                Some(g) => g.clone(),
-                None => loader.generation(&config.models.fine_tuned)?,
+            let ft = &config.models.fine_tuned;
+            let g = match (&generator, ft.adapted()) {
+                (Some(g), _) => g.clone(),
+                (None, Some(adapted)) if adapted.merge => loader.merged(adapted)?,
+                (None, _) => loader.generation(ft.base())?,
             };
-            fine_tuned = Some(FineTuned::new(g));
+            fine_tuned = Some(adapters(config, g)?);
         }
         let shared_weights = match (&rag, &fine_tuned) {
             (Some(r), Some(f)) => match (r.generator(), f.generator()) {
@@ -426,8 +432,31 @@ impl Loader<'_> {
             Some((llm, _)) => llm,
             None => Llm::load(&parsed, self.device)?,
         };
+        let worker = Generator::spawn(llm.clone(), self.limits());
+        self.llms.push((llm, worker.clone()));
+        Ok(Generation::Local(worker))
+    }
+
+    /// A worker for the base of `adapted` with the adapter merged into its
+    /// own copy of the weights (never shared).
+    fn merged(&mut self, adapted: &AdaptedModel) -> Result<Generation> {
+        if is_remote(&adapted.base) {
+            return Err(Error::InvalidInput(
+                "a merged adapter needs its base model's file, not a URL".into(),
+            ));
+        }
+        let name = adapted.name();
+        let llm = Llm::load_merged(
+            &ModelSource::parse(&adapted.base)?,
+            self.device,
+            Some((Path::new(&adapted.adapter), &name, adapted.scale)),
+        )?;
+        Ok(Generation::Local(Generator::spawn(llm, self.limits())))
+    }
+
+    fn limits(&self) -> GeneratorLimits {
         let g = &self.config;
-        let limits = GeneratorLimits {
+        GeneratorLimits {
             queue: g.limits.generation_queue,
             max_running: g.limits.max_running,
             max_batch_tokens: g.limits.max_batch_tokens,
@@ -435,11 +464,32 @@ impl Loader<'_> {
             prefix_cache_bytes: g.limits.prefix_cache_mb << 20,
             max_prompt_tokens: g.generation.max_prompt_tokens,
             max_tokens: g.generation.max_tokens_limit,
-        };
-        let worker = Generator::spawn(llm.clone(), limits);
-        self.llms.push((llm, worker.clone()));
-        Ok(Generation::Local(worker))
+        }
     }
+}
+
+/// The fine-tuned pipeline on `g`: its adapter (unless merged into `g`'s
+/// weights already) and the other configured adapters loaded onto `g`'s
+/// model, which they share.
+fn adapters(config: &Config, g: Generation) -> Result<FineTuned> {
+    let ft = &config.models.fine_tuned;
+    let unmerged = ft.adapted().filter(|a| !a.merge);
+    if unmerged.is_none() && config.models.adapters.is_empty() {
+        return Ok(FineTuned::new(g));
+    }
+    let Generation::Local(local) = &g else {
+        return Err(Error::InvalidInput(
+            "adapters run in the process that holds their base model: models.fine_tuned must name a file, not a URL".into(),
+        ));
+    };
+    for extra in &config.models.adapters {
+        local.load_adapter(&extra.name, Path::new(&extra.path), extra.scale)?;
+    }
+    let adapter = match unmerged {
+        Some(a) => Some(local.load_adapter(&a.name(), Path::new(&a.adapter), a.scale)?),
+        None => None,
+    };
+    Ok(FineTuned::with_adapter(g, adapter))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

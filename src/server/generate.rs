@@ -45,6 +45,9 @@ pub struct RagRequest {
 pub struct FineTunedRequest {
     pub messages: Option<Vec<Message>>,
     pub prompt: Option<String>,
+    /// A LoRA adapter loaded on the fine-tuned model (`GET /adapters`);
+    /// default: the configured one, if any.
+    pub adapter: Option<String>,
     /// Sampling: keep only the k most likely tokens (0 = off).
     pub top_k: Option<usize>,
     #[serde(default)]
@@ -195,9 +198,13 @@ pub async fn fine_tuned(
     let params = req
         .sampling
         .params(&state.config.generation, req.top_k.unwrap_or(0));
-    let mut stream = services.fine_tuned()?.generate(input, params)?;
+    let pipeline = match &req.adapter {
+        Some(name) => services.fine_tuned()?.select(name)?,
+        None => services.fine_tuned()?.clone(),
+    };
+    let mut stream = pipeline.generate(input, params)?;
     let prompt_tokens = started(&mut stream).await?;
-    let model = services.fine_tuned()?.generator().name().to_string();
+    let model = pipeline.model_name().to_string();
     let finish = move |c: Completion| {
         json!(FineTunedResponse {
             timings: GenerationTimings::of(&c, began),

@@ -62,6 +62,13 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
             .filter_map(|(name, g)| Some((name.to_string(), json!(g.stats()?))))
             .collect();
         body["generation"] = Value::Object(generation);
+        if let Ok(pipeline) = services.fine_tuned() {
+            let mut adapters: Vec<_> = pipeline.generator().adapters();
+            adapters.extend(pipeline.adapter().cloned());
+            adapters.sort_by(|a, b| a.name.cmp(&b.name));
+            adapters.dedup_by(|a, b| a.name == b.name);
+            body["adapters"] = json!(adapters.iter().map(|a| a.info()).collect::<Vec<_>>());
+        }
     }
     Ok(Json(body))
 }

@@ -8,6 +8,7 @@
 //! process. Handlers are thin: they parse, call a pipeline, and shape the
 //! answer.
 
+mod adapters;
 mod auth;
 mod documents;
 pub mod error;
@@ -51,6 +52,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embedder", get(raw::embedder))
         .route("/rag", post(generate::rag))
         .route("/fine-tuned", post(generate::fine_tuned))
+        .route("/adapters", get(adapters::get).post(adapters::load))
+        .route("/adapters/{name}", axum::routing::delete(adapters::unload))
         .route("/search", post(documents::search))
         .route("/embed", post(documents::embed))
         .route("/v1/models", get(openai::models))

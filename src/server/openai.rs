@@ -58,6 +58,15 @@ fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
     if model == FINE_TUNED_MODEL {
         return Ok(Target::Generate(services.fine_tuned()?.clone()));
     }
+    // A LoRA adapter on the fine-tuned pipeline's model.
+    if let Ok(pipeline) = services.fine_tuned() {
+        if pipeline.model_name() == model {
+            return Ok(Target::Generate(pipeline.clone()));
+        }
+        if let Ok(adapted) = pipeline.select(model) {
+            return Ok(Target::Generate(adapted));
+        }
+    }
     // An LLM by name: the fine-tuned pipeline's first, as in every role.
     let by_name = services
         .fine_tuned()
@@ -88,8 +97,20 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     if services.rag().is_ok() {
         add(RAG_MODEL);
     }
-    if services.fine_tuned().is_ok() {
+    // The fine-tuned pipeline's adapters, each with what it is.
+    let mut adapters = std::collections::HashMap::new();
+    if let Ok(pipeline) = services.fine_tuned() {
         add(FINE_TUNED_MODEL);
+        let base = pipeline.generator().name().to_string();
+        for a in pipeline
+            .adapter()
+            .into_iter()
+            .cloned()
+            .chain(pipeline.generator().adapters())
+        {
+            add(&a.name);
+            adapters.insert(a.name.clone(), json!({ "base": base, "lora": a.info() }));
+        }
     }
     // A local LLM's entry also says what its file holds (as in `/info`).
     let mut files = std::collections::HashMap::new();
@@ -110,6 +131,9 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
                 json!({ "id": id, "object": "model", "created": created, "owned_by": "hearth" });
             if let Some(file) = files.get(id) {
                 model["gguf"] = file.clone();
+            }
+            if let Some(adapter) = adapters.get(id) {
+                model["adapter"] = adapter.clone();
             }
             model
         })

@@ -2,7 +2,7 @@
 //! annotations and the request and response types (utoipa), served at
 //! `GET /openapi.json`.
 
-use super::{documents, error, generate, health, openai, topology};
+use super::{adapters, documents, error, generate, health, openai, topology};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -15,6 +15,9 @@ use utoipa::OpenApi;
     paths(
         generate::rag,
         generate::fine_tuned,
+        adapters::get,
+        adapters::load,
+        adapters::unload,
         documents::create,
         documents::list,
         documents::get,

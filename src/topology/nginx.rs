@@ -171,7 +171,7 @@ fn js_text(config: &Config) -> String {
     let mut fine_tuned = vec![FINE_TUNED_MODEL.to_string()];
     // An LLM named by both pipelines goes to the fine-tuned one, as in a
     // unified process and the built-in gateway.
-    if let Some(name) = llm_name(&config.models.fine_tuned) {
+    if let Some(name) = llm_name(config.models.fine_tuned.base()) {
         fine_tuned.push(name);
     }
     let list = serde_json::to_string(&fine_tuned).expect("strings serialise");

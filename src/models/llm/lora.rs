@@ -93,6 +93,22 @@ impl Target {
     }
 }
 
+/// Adapter names are model ids: 1-64 letters, digits, `-`, `_` or `.`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "adapter name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
 fn supported_targets() -> String {
     Target::ALL
         .iter()
