@@ -55,6 +55,10 @@ pub struct ModelsConfig {
     /// they share one copy of the base. `[[models.adapters]]` tables with
     /// `name`, `path` and optional `scale`.
     pub adapters: Vec<AdapterConfig>,
+    /// Quantize a Hugging Face checkpoint's matrices at load: "q8_0" or
+    /// "q4_k" (the fast CPU path), or "" to keep them as they are (F16 and
+    /// BF16 run on the fast path too; F32 on candle's).
+    pub quantize: String,
     /// A cross-encoder that re-scores the retrieved candidates (a
     /// directory or `hf:owner/name` holding a BERT
     /// `ForSequenceClassification` model with one label, e.g.
@@ -314,6 +318,7 @@ impl Default for ModelsConfig {
             rag_generator: DEFAULT_LLM.into(),
             fine_tuned: DEFAULT_LLM.into(),
             adapters: Vec::new(),
+            quantize: String::new(),
             reranker: String::new(),
         }
     }
@@ -620,6 +625,8 @@ impl Config {
                 return bad(&format!("two adapters are named {name:?}"));
             }
         }
+        crate::models::llm::hf::quantize_type(&self.models.quantize)
+            .map_err(|e| Error::InvalidInput(format!("config: models.{e}")))?;
         let scales = self.models.adapters.iter().map(|a| a.scale);
         let scales = scales.chain(self.models.fine_tuned.adapted().map(|a| a.scale));
         if scales.into_iter().any(|s| !s.is_finite()) {

@@ -314,3 +314,34 @@ pub async fn stream(client: &Client, url: String, body: &Value) -> (Vec<(String,
         .collect();
     (events, joined)
 }
+
+/// Run `scripts/families/SCRIPT` with the test virtualenv's Python
+/// (`scripts/python-env.sh`); its standard output.
+pub fn family_script(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let python = repo().join("target/py-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/python-env.sh (scripts/test.sh does it for you)",
+        python.display()
+    );
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("scripts/families").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}

@@ -43,28 +43,17 @@ fn tiny_files() -> &'static BTreeMap<String, PathBuf> {
     static FILES: OnceLock<TinyFiles> = OnceLock::new();
     &FILES
         .get_or_init(|| {
-            let python = common::repo().join("target/py-venv/bin/python");
-            assert!(
-                python.exists(),
-                "{} is missing: run scripts/python-env.sh (scripts/test.sh does it for you)",
-                python.display()
-            );
             let dir = tempfile::tempdir().unwrap();
-            let out = Command::new(&python)
-                .arg(common::repo().join("scripts/families/tiny_gguf.py"))
-                .arg("--vocab")
-                .arg(common::llm_path())
-                .arg("--out")
-                .arg(dir.path())
-                .output()
-                .expect("running scripts/families/tiny_gguf.py");
-            assert!(
-                out.status.success(),
-                "tiny_gguf.py failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+            let listing = common::family_script(
+                "tiny_gguf.py",
+                &[
+                    "--vocab".as_ref(),
+                    common::llm_path().as_os_str(),
+                    "--out".as_ref(),
+                    dir.path().as_os_str(),
+                ],
             );
-            let files = String::from_utf8(out.stdout)
-                .unwrap()
+            let files = listing
                 .lines()
                 .map(|line| {
                     let (name, path) = line.split_once(' ').expect("NAME PATH");
@@ -81,13 +70,7 @@ fn fixture() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use common::ids;
 
 fn sha256(path: &PathBuf) -> String {
     let bytes = std::fs::read(path).unwrap();

@@ -34,26 +34,6 @@ fn sha256(path: &Path) -> String {
         .collect()
 }
 
-fn python(script: &str, args: &[&std::ffi::OsStr]) -> String {
-    let python = common::repo().join("target/py-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/python-env.sh (scripts/test.sh does it for you)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(common::repo().join("scripts/families").join(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The bases' and adapters' files, written once per test run and checked
 /// against the bytes llama.cpp ran on.
 fn files() -> &'static Files {
@@ -62,7 +42,7 @@ fn files() -> &'static Files {
         let dir = tempfile::tempdir().unwrap();
         let fixture = fixture();
         let tiny_name = fixture["bases"]["tiny"]["base"].as_str().unwrap();
-        let listing = python(
+        let listing = common::family_script(
             "tiny_gguf.py",
             &[
                 "--vocab".as_ref(),
@@ -99,7 +79,7 @@ fn files() -> &'static Files {
                 out.as_os_str(),
             ];
             argv.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
-            python("lora_adapter.py", &argv);
+            common::family_script("lora_adapter.py", &argv);
             let (gguf, peft) = (out.join("adapter.gguf"), out.join("peft"));
             for (path, key) in [
                 (base.clone(), "base"),
@@ -167,13 +147,7 @@ fn logits(base_name: &str, llm: &Llm, adapter: Option<Arc<Adapter>>) -> Vec<Vec<
         .collect()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use common::ids;
 
 fn argmax(v: &[f32]) -> usize {
     v.iter()
@@ -287,10 +261,14 @@ fn peft_adapter_computes_what_its_gguf_conversion_computes() {
 
 #[test]
 fn merged_adapter_follows_the_unmerged_one() {
-    let merged = Llm::load_merged(
+    let opts = hearth::models::llm::LoadOptions {
+        adapter: Some((&files().adapters["smollm2"].0, "merged", 1.0)),
+        quantize: None,
+    };
+    let merged = Llm::load_with(
         &ModelSource::Local(common::llm_path()),
         &common::device(),
-        Some((&files().adapters["smollm2"].0, "merged", 1.0)),
+        &opts,
     )
     .unwrap();
     assert_eq!(merged.name, "merged");
@@ -398,7 +376,7 @@ fn bad_adapters_are_clear_errors() {
         .unwrap();
     assert!(status.status.success(), "{status:?}");
     let other = dir.path().join("other");
-    python(
+    common::family_script(
         "lora_adapter.py",
         &[
             "--base".as_ref(),

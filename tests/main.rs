@@ -6,6 +6,7 @@
 mod common;
 
 mod bench;
+mod checkpoint;
 mod embedder;
 mod families;
 mod llm;

@@ -13,6 +13,7 @@ use crate::engine::{
     blocking, EmbedWorker, Embedding, Generation, Generator, GeneratorLimits, RerankWorker,
 };
 use crate::error::{Error, Result};
+use crate::models::llm::LoadOptions;
 use crate::models::source::Wanted;
 use crate::models::{device, Embedder, Llm, ModelSource, Reranker};
 use crate::roles::Capability;
@@ -416,7 +417,13 @@ impl Loader<'_> {
             return Ok(Generation::Remote(Arc::new(remote)));
         }
         let parsed = ModelSource::parse(source)?;
-        let path = parsed.resolve(&[Wanted::model_with_ext("gguf")])?[0].clone();
+        let path = match &parsed {
+            // A Hugging Face checkpoint is its directory.
+            ModelSource::Local(dir) if crate::models::llm::hf::is_checkpoint(dir) => {
+                Some(dir.clone())
+            }
+            _ => parsed.resolve(&[Wanted::model_with_ext("gguf")])?[0].clone(),
+        };
         let loaded = path.and_then(|p| {
             self.llms
                 .iter()
@@ -430,7 +437,13 @@ impl Loader<'_> {
         }
         let llm = match loaded {
             Some((llm, _)) => llm,
-            None => Llm::load(&parsed, self.device)?,
+            None => {
+                let opts = LoadOptions {
+                    adapter: None,
+                    quantize: self.quantize()?,
+                };
+                Llm::load_with(&parsed, self.device, &opts)?
+            }
         };
         let worker = Generator::spawn(llm.clone(), self.limits());
         self.llms.push((llm, worker.clone()));
@@ -446,12 +459,17 @@ impl Loader<'_> {
             ));
         }
         let name = adapted.name();
-        let llm = Llm::load_merged(
-            &ModelSource::parse(&adapted.base)?,
-            self.device,
-            Some((Path::new(&adapted.adapter), &name, adapted.scale)),
-        )?;
+        let opts = LoadOptions {
+            adapter: Some((Path::new(&adapted.adapter), &name, adapted.scale)),
+            quantize: self.quantize()?,
+        };
+        let llm = Llm::load_with(&ModelSource::parse(&adapted.base)?, self.device, &opts)?;
         Ok(Generation::Local(Generator::spawn(llm, self.limits())))
+    }
+
+    /// `models.quantize`, for Hugging Face checkpoints.
+    fn quantize(&self) -> Result<Option<candle_core::quantized::GgmlDType>> {
+        crate::models::llm::hf::quantize_type(&self.config.models.quantize)
     }
 
     fn limits(&self) -> GeneratorLimits {

@@ -605,7 +605,8 @@ fn read_peft(path: &Path, base: &LlamaConfig) -> Result<Raw> {
                 _ => None,
             };
             if let Some(heads) = heads {
-                values = permute_rows(&values, rows, cols, heads, &name, &weights_path)?;
+                values = super::hf::permute_rows(&values, rows, cols, heads)
+                    .map_err(|why| bad(&weights_path, format!("tensor {name}: {why}")))?;
             }
         }
         halves.put((layer, target), is_a, Matrix { rows, cols, values });
@@ -640,39 +641,6 @@ fn read_peft(path: &Path, base: &LlamaConfig) -> Result<Raw> {
     })
 }
 
-/// `convert_hf_to_gguf.py`'s `LlamaModel.permute` on the rows of a
-/// `[rows, cols]` matrix: within each of `heads` heads, row `j * half + i`
-/// (half `j` of pair `i`) moves to `2 i + j`.
-fn permute_rows(
-    values: &[f32],
-    rows: usize,
-    cols: usize,
-    heads: usize,
-    name: &str,
-    path: &Path,
-) -> Result<Vec<f32>> {
-    if heads == 0 || !rows.is_multiple_of(2 * heads) {
-        return Err(bad(
-            path,
-            format!("tensor {name}: {rows} rows do not split into {heads} heads of pairs"),
-        ));
-    }
-    let head = rows / heads;
-    let half = head / 2;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for i in 0..half {
-                let from = h * head + j * half + i;
-                let to = h * head + 2 * i + j;
-                out[to * cols..(to + 1) * cols]
-                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,15 +662,6 @@ mod tests {
             Some((0, Target::K, true))
         );
         assert_eq!(peft_target("base_model.model.lm_head.lora_A.weight"), None);
-    }
-
-    #[test]
-    fn permutation_interleaves_each_heads_halves() {
-        // 2 heads of 4 rows, 1 column: head rows [a0 a1 | b0 b1] become
-        // [a0 b0 a1 b1].
-        let v: Vec<f32> = (0..8).map(|i| i as f32).collect();
-        let p = permute_rows(&v, 8, 1, 2, "t", Path::new("x")).unwrap();
-        assert_eq!(p, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod gguf;
+pub mod hf;
 pub mod llama;
 pub mod lora;
 pub mod sampling;
@@ -19,6 +20,16 @@ use llama::Llama;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokenizer::LlmTokenizer;
+
+/// How [`Llm::load_with`] loads.
+#[derive(Default)]
+pub struct LoadOptions<'a> {
+    /// A LoRA adapter to merge: its file or directory, name and scale.
+    pub adapter: Option<(&'a std::path::Path, &'a str, f32)>,
+    /// For a Hugging Face checkpoint: quantize its matrices to this type
+    /// (Q8_0, Q4_K) at load.
+    pub quantize: Option<candle_core::quantized::GgmlDType>,
+}
 
 /// A loaded LLM: shared weights plus everything needed to talk to it.
 /// Cloning is cheap and never copies the weights.
@@ -39,17 +50,37 @@ impl Llm {
     /// Load a GGUF model. A `tokenizer.json` beside the file is preferred
     /// over the tokenizer rebuilt from GGUF metadata.
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
-        Self::load_merged(source, device, None)
+        Self::load_with(source, device, &LoadOptions::default())
     }
 
-    /// [`load`](Self::load) with a LoRA adapter merged into the weights
-    /// (`adapter`: its file or directory, its name, its scale). The name
-    /// becomes the model's.
-    pub fn load_merged(
-        source: &ModelSource,
-        device: &Device,
-        adapter: Option<(&std::path::Path, &str, f32)>,
-    ) -> Result<Self> {
+    /// [`load`](Self::load) with options: a LoRA adapter merged into the
+    /// weights (its name becomes the model's), and for a Hugging Face
+    /// checkpoint directory ([`hf`]), a type to quantize its matrices to.
+    pub fn load_with(source: &ModelSource, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        if let ModelSource::Local(dir) = source {
+            if hf::is_checkpoint(dir) {
+                let bytes = hf::to_gguf(dir, opts.quantize)?;
+                let size = bytes.len() as u64;
+                let mut reader = std::io::Cursor::new(bytes);
+                let content = gguf::read_content(&mut reader, &dir.display().to_string())?;
+                let tokenizer = dir.join("tokenizer.json");
+                if !tokenizer.is_file() {
+                    return Err(Error::InvalidInput(format!(
+                        "checkpoint {}: tokenizer.json is missing",
+                        dir.display()
+                    )));
+                }
+                return Self::from_content(
+                    content,
+                    &mut reader,
+                    size,
+                    dir.clone(),
+                    Some(&tokenizer),
+                    device,
+                    opts,
+                );
+            }
+        }
         let paths = source.resolve(&[
             Wanted::model_with_ext("gguf"),
             Wanted::optional("tokenizer.json"),
@@ -57,16 +88,36 @@ impl Llm {
         let path = paths[0].clone().expect("required file resolved");
         let (mut file, content) = gguf::open(&path)?;
         let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        Self::from_content(
+            content,
+            &mut file,
+            bytes,
+            path,
+            paths[1].as_deref(),
+            device,
+            opts,
+        )
+    }
+
+    fn from_content<R: std::io::Read + std::io::Seek>(
+        content: candle_core::quantized::gguf_file::Content,
+        file: &mut R,
+        bytes: u64,
+        path: PathBuf,
+        tokenizer_json: Option<&std::path::Path>,
+        device: &Device,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
         let summary = Arc::new(gguf::Summary::of(&content, bytes));
-        let tokenizer = LlmTokenizer::load(&content, paths[1].as_deref())?;
-        let merged = match adapter {
+        let tokenizer = LlmTokenizer::load(&content, tokenizer_json)?;
+        let merged = match opts.adapter {
             Some((path, name, scale)) => {
                 let config = llama::LlamaConfig::from_gguf(&content)?;
                 Some(lora::Adapter::load(path, name, scale, &config)?)
             }
             None => None,
         };
-        let model = Llama::from_gguf_merged(&content, &mut file, device, merged.as_ref())?;
+        let model = Llama::from_gguf_merged(&content, file, device, merged.as_ref())?;
         if tokenizer.vocab_size() > model.config.vocab_size {
             return Err(Error::Model(format!(
                 "tokenizer has {} tokens but the model only {}",
