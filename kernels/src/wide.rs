@@ -167,6 +167,30 @@ pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     dot_f32_body(w, x)
 }
 
+/// `out[j] += scale * (B t)[j]` for `B` given transposed (`bt`: row `i`
+/// holds column `i` of B, `out.len()` values), each `(B t)[j]` summed as
+/// [`dot_f32`] sums row `j` of B against `t` (lane `i % 16`, then
+/// [`reduce16`]), but 16 outputs at once: the lanes of one output are 16
+/// vectors, the outputs their lanes. A LoRA adapter's second product,
+/// whose rows (the rank) are too short for a dot product to pay.
+pub fn add_scaled_product_t(bt: &[f32], t: &[f32], scale: f32, out: &mut [f32]) {
+    let n = out.len();
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() && n >= 16 {
+        // SAFETY: the CPU has AVX-512 F and FMA (checked above).
+        let done = unsafe { avx512::add_scaled_product_t(bt, t, scale, out) };
+        for j in done..n {
+            let column: Vec<f32> = (0..t.len()).map(|i| bt[i * n + j]).collect();
+            out[j] += dot_f32_body(&column, t) * scale;
+        }
+        return;
+    }
+    for j in 0..n {
+        let column: Vec<f32> = (0..t.len()).map(|i| bt[i * n + j]).collect();
+        out[j] += dot_f32_body(&column, t) * scale;
+    }
+}
+
 #[inline(always)]
 fn dot_f32_body(w: &[f32], x: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
@@ -200,6 +224,34 @@ mod avx512 {
             lanes[at % 16] = w[at].mul_add(x[at], lanes[at % 16]);
         }
         reduce16(lanes)
+    }
+
+    /// [`super::add_scaled_product_t`] for whole blocks of 16 outputs;
+    /// returns how many outputs it did.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn add_scaled_product_t(
+        bt: &[f32],
+        t: &[f32],
+        scale: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let n = out.len();
+        let blocks = n / 16;
+        for b in 0..blocks {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for (i, &ti) in t.iter().enumerate() {
+                let column = _mm512_loadu_ps(bt.as_ptr().add(i * n + b * 16));
+                acc[i % 16] = _mm512_fmadd_ps(column, _mm512_set1_ps(ti), acc[i % 16]);
+            }
+            // reduce16's tree, lane-wise.
+            let t8: [__m512; 8] = std::array::from_fn(|l| _mm512_add_ps(acc[8 + l], acc[l]));
+            let t4: [__m512; 4] = std::array::from_fn(|l| _mm512_add_ps(t8[4 + l], t8[l]));
+            let sum = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
+            let o = out.as_mut_ptr().add(b * 16);
+            let scaled = _mm512_mul_ps(sum, _mm512_set1_ps(scale));
+            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), scaled));
+        }
+        blocks * 16
     }
 
     /// 16 f16 values from `v[16 s..]`, widened.
@@ -366,6 +418,21 @@ mod tests {
             assert_eq!(dot_f32(&w, &x).to_bits(), dot_f32_body(&w, &x).to_bits());
             let exact: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((dot_f32(&w, &x) as f64 - exact).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn transposed_products_are_row_dots() {
+        for (rank, n) in [(16, 40), (8, 16), (32, 7)] {
+            let b: Vec<f32> = (0..n * rank).map(|i| (i as f32 * 0.37).sin()).collect();
+            let t: Vec<f32> = (0..rank).map(|i| (i as f32 * 1.3).cos()).collect();
+            let bt: Vec<f32> = (0..rank * n).map(|x| b[(x % n) * rank + x / n]).collect();
+            let mut out = vec![1f32; n];
+            add_scaled_product_t(&bt, &t, 0.5, &mut out);
+            for j in 0..n {
+                let want = 1.0 + dot_f32(&b[j * rank..(j + 1) * rank], &t) * 0.5;
+                assert_eq!(out[j].to_bits(), want.to_bits(), "rank {rank} n {n} j {j}");
+            }
         }
     }
 

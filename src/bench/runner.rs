@@ -21,7 +21,7 @@ use super::results::{
 };
 use super::scenarios::{fault, interference, routing};
 use super::workload::{Load, Workload};
-use crate::config::Config;
+use crate::config::{AdaptedModel, Config, FineTunedModel};
 use crate::error::{Error, Result};
 use crate::topology::{Deployment, Serves, Topology};
 use std::path::{Path, PathBuf};
@@ -46,6 +46,17 @@ pub struct Plan {
 const PLAN_SEED: u64 = 20261125;
 
 pub async fn run(config: &Config, plan: &Plan) -> Result<Results> {
+    if let Some(a) = &plan.workload.adapter {
+        if !a.path.exists() {
+            return Err(Error::InvalidInput(format!(
+                "workload {}: adapter.path {} does not exist (write a random one with \
+                 `hearth bench random-adapter --out {}`)",
+                plan.workload.name,
+                a.path.display(),
+                a.path.display()
+            )));
+        }
+    }
     std::fs::create_dir_all(plan.out.join("logs")).map_err(|e| Error::io(&plan.out, e))?;
     let started_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,23 +97,19 @@ pub async fn run(config: &Config, plan: &Plan) -> Result<Results> {
         results.topologies.push(result);
     } else {
         let scratch = tempfile_dir(&plan.out)?;
-        let config_file = scratch.join("hearth.toml");
-        let text = toml::to_string(config)
-            .map_err(|e| Error::InvalidInput(format!("writing the config: {e}")))?;
-        std::fs::write(&config_file, text).map_err(|e| Error::io(&config_file, e))?;
-        for &topology in &plan.topologies {
-            progress.set_message(format!("{}: starting", topology.name()));
-            let log = plan
-                .out
-                .join("logs")
-                .join(format!("{}.log", topology.name()));
-            let data = scratch.join(topology.name());
+        for (name, topology, config) in variants(config, plan) {
+            let config_file = scratch.join(format!("{name}.toml"));
+            let text = toml::to_string(&config)
+                .map_err(|e| Error::InvalidInput(format!("writing the config: {e}")))?;
+            std::fs::write(&config_file, text).map_err(|e| Error::io(&config_file, e))?;
+            progress.set_message(format!("{name}: starting"));
+            let log = plan.out.join("logs").join(format!("{name}.log"));
+            let data = scratch.join(&name);
             let mut up = Launched::start(topology, &config_file, &data, &log)?;
             let targets = up.targets();
             let processes = up.processes.clone();
-            let mut result =
-                TopologyResult::new(topology.name(), Some(up.cold_start_ms), processes);
-            progress.set_message(format!("{}: ingesting", topology.name()));
+            let mut result = TopologyResult::new(&name, Some(up.cold_start_ms), processes);
+            progress.set_message(format!("{name}: ingesting"));
             result.ingest_ms = ingest(&client, &targets.rag, &plan.workload).await?;
             let outcome = measure(
                 &client,
@@ -121,6 +128,41 @@ pub async fn run(config: &Config, plan: &Plan) -> Result<Results> {
     }
     progress.finish_and_clear();
     Ok(results)
+}
+
+/// The deployments to measure: each topology with `config`, its
+/// fine-tuned pipeline the base plus the workload's adapter when it has
+/// one (applied per request, on the weights the RAG pipeline uses too when
+/// they share a process), and then, if asked, `unified-merged`: the
+/// unified topology with the adapter merged into its own copy.
+fn variants(config: &Config, plan: &Plan) -> Vec<(String, Topology, Config)> {
+    let with_adapter = |merge: bool| {
+        let mut c = config.clone();
+        if let Some(a) = &plan.workload.adapter {
+            c.models.fine_tuned = FineTunedModel::Adapted(AdaptedModel {
+                base: c.models.rag_generator.clone(),
+                adapter: a.path.display().to_string(),
+                name: None,
+                scale: a.scale,
+                merge,
+            });
+        }
+        c
+    };
+    let mut out: Vec<(String, Topology, Config)> = plan
+        .topologies
+        .iter()
+        .map(|&t| (t.name().to_string(), t, with_adapter(false)))
+        .collect();
+    let merged = plan.workload.adapter.as_ref().is_some_and(|a| a.merged);
+    if merged && plan.topologies.contains(&Topology::Unified) {
+        out.push((
+            "unified-merged".into(),
+            Topology::Unified,
+            with_adapter(true),
+        ));
+    }
+    out
 }
 
 /// Run the scenarios against one deployment.
@@ -385,5 +427,48 @@ impl Drop for Launched {
             }
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adapter_workload_runs_shared_merged_and_separated() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads");
+        let plan = Plan {
+            topologies: vec![Topology::Unified, Topology::Separated],
+            workload: Workload::load(&dir.join("adapters.toml")).unwrap(),
+            scenarios: Vec::new(),
+            repeat: 1,
+            running: None,
+            ingest_running: false,
+            out: PathBuf::new(),
+        };
+        let config = Config::default();
+        let runs = variants(&config, &plan);
+        let names: Vec<&str> = runs.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["unified", "separated", "unified-merged"]);
+        for (name, _, c) in &runs {
+            let adapted = c
+                .models
+                .fine_tuned
+                .adapted()
+                .expect("the adapter is configured");
+            assert_eq!(
+                adapted.base, config.models.rag_generator,
+                "{name}: the RAG model is the base"
+            );
+            assert_eq!(adapted.merge, name == "unified-merged");
+        }
+        // Without an adapter: the topologies as they are.
+        let plain = Plan {
+            workload: Workload::load(&dir.join("light.toml")).unwrap(),
+            ..plan
+        };
+        let runs = variants(&config, &plain);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].2, config);
     }
 }

@@ -192,6 +192,84 @@ pub fn write_random_llm(
     Ok(params)
 }
 
+/// Write a random LoRA adapter for the llama-layout `base` to `out`: an
+/// A (`[rank, k]`, spread 1/sqrt(k)) and B (`[n, rank]`, spread 0.01)
+/// pair for every attention and feed-forward matrix of every layer, as the
+/// GGUF adapter `convert_lora_to_gguf.py` writes (F32). Returns the
+/// number of parameters.
+pub fn write_random_adapter(
+    base: &Path,
+    rank: usize,
+    alpha: f32,
+    seed: u64,
+    out: &Path,
+) -> Result<u64> {
+    use crate::models::llm::lora::Target;
+    use rand::{Rng, SeedableRng};
+    if rank == 0 {
+        return Err(Error::InvalidInput("--rank must be at least 1".into()));
+    }
+    let (_, content) = crate::models::llm::gguf::open(base)?;
+    let config = crate::models::llm::llama::LlamaConfig::from_gguf(&content)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut normal = |n: usize, std: f32| -> Vec<f32> {
+        // Box-Muller pairs.
+        (0..n)
+            .map(|_| {
+                let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
+                (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos() * std
+            })
+            .collect()
+    };
+    let model = |e: candle_core::Error| Error::Model(format!("random adapter: {e}"));
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut params = 0u64;
+    for layer in 0..config.n_layer {
+        for target in Target::ALL {
+            let name = format!("blk.{layer}.{}.weight", target.gguf());
+            let info = content.tensor_infos.get(&name).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{} has no {name}: not a llama-layout model",
+                    base.display()
+                ))
+            })?;
+            let (n, k) = info.shape.dims2().map_err(model)?;
+            let a = Tensor::from_vec(
+                normal(rank * k, 1.0 / (k as f32).sqrt()),
+                (rank, k),
+                &Device::Cpu,
+            )
+            .map_err(model)?;
+            let b =
+                Tensor::from_vec(normal(n * rank, 0.01), (n, rank), &Device::Cpu).map_err(model)?;
+            params += (rank * (k + n)) as u64;
+            tensors.push((
+                format!("{name}.lora_a"),
+                QTensor::quantize(&a, GgmlDType::F32).map_err(model)?,
+            ));
+            tensors.push((
+                format!("{name}.lora_b"),
+                QTensor::quantize(&b, GgmlDType::F32).map_err(model)?,
+            ));
+        }
+    }
+    let meta = [
+        (
+            "general.architecture",
+            Value::String(config.family.arch.into()),
+        ),
+        ("general.type", Value::String("adapter".into())),
+        ("adapter.type", Value::String("lora".into())),
+        ("adapter.lora.alpha", Value::F32(alpha)),
+    ];
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| Error::io(out, e))?);
+    gguf_file::write(&mut w, &meta_refs, &tensor_refs)
+        .map_err(|e| Error::Model(format!("writing {}: {e}", out.display())))?;
+    Ok(params)
+}
+
 /// One random matrix (rows x cols), or a norm's weights (1 x n, F32 near 1),
 /// in `dtype`. Values are small so that activations stay finite.
 fn random_tensor(dims: [usize; 2], dtype: GgmlDType) -> Result<QTensor> {

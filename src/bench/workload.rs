@@ -25,6 +25,34 @@ pub struct Workload {
     pub bounds: Bounds,
     #[serde(default)]
     pub corpus: Corpus,
+    /// Fine-tune with a LoRA adapter: `/rag` answers with the base model,
+    /// `/fine-tuned` with the base plus this adapter.
+    #[serde(default)]
+    pub adapter: Option<AdapterRun>,
+}
+
+/// The adapter of a workload, and the variants it is measured in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterRun {
+    /// A GGUF adapter or PEFT directory (`hearth bench random-adapter`
+    /// writes one), relative to the current directory.
+    pub path: PathBuf,
+    #[serde(default = "one")]
+    pub scale: f32,
+    /// Also run the unified topology with the adapter merged into a second
+    /// copy of the weights (`unified-merged`), beside the unified one where
+    /// both pipelines share one copy and the adapter is added per request.
+    #[serde(default = "yes")]
+    pub merged: bool,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +205,9 @@ impl Workload {
         }
         if self.bounds.requests == 0 || self.bounds.seconds <= 0.0 {
             return bad("bounds.requests and bounds.seconds must be positive".into());
+        }
+        if self.adapter.as_ref().is_some_and(|a| !a.scale.is_finite()) {
+            return bad("adapter.scale must be a finite number".into());
         }
         if self.generation.max_tokens == 0 || self.generation.top_k == 0 {
             return bad("generation.max_tokens and generation.top_k must be positive".into());

@@ -313,6 +313,24 @@ pub enum BenchAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a random LoRA adapter (a GGUF adapter, as llama.cpp's
+    /// convert_lora_to_gguf.py writes them) for a llama-layout base: every
+    /// attention and feed-forward matrix of every layer, in f32. For speed
+    /// and memory runs (`benches/workloads/adapters.toml`); its answers
+    /// mean nothing.
+    RandomAdapter {
+        /// The base model it is for.
+        #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+        base: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        #[arg(long, default_value_t = 32.0)]
+        alpha: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a random-weight cross-encoder (a tiny BERT with one label) to
     /// try the reranking stage with (`--reranker DIR`); its scores mean
     /// nothing.

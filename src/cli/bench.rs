@@ -129,6 +129,20 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
                 serde_json::json!({"out": out, "parameters": params, "shape": format!("{shape:?}"), "dtype": format!("{dtype:?}")}),
             )
         }
+        BenchAction::RandomAdapter {
+            base,
+            rank,
+            alpha,
+            seed,
+            out,
+        } => {
+            let params =
+                crate::bench::shapes::write_random_adapter(&base, rank, alpha, seed, &out)?;
+            (
+                "random-adapter",
+                serde_json::json!({"out": out, "parameters": params, "rank": rank, "alpha": alpha}),
+            )
+        }
         BenchAction::RandomReranker {
             tokenizer,
             seed,

@@ -8,6 +8,8 @@
 //! values depend only on the tokens before it.
 
 use crate::models::llm::llama::{KvCache, KvPrefix};
+use crate::models::llm::lora::Adapter;
+use std::sync::Arc;
 
 /// Shared prefixes shorter than this are recomputed: copying them would
 /// save less than it costs.
@@ -43,14 +45,16 @@ impl PrefixCache {
         }
     }
 
-    /// The longest cached prefix of `prompt`, leaving at least its last
-    /// token to compute (the logits come from it).
-    pub fn lookup(&mut self, prompt: &[u32]) -> Option<Hit<'_>> {
+    /// The longest cached prefix of `prompt` computed with `adapter` (keys
+    /// and values differ per adapter), leaving at least its last token to
+    /// compute (the logits come from it).
+    pub fn lookup(&mut self, prompt: &[u32], adapter: Option<&Arc<Adapter>>) -> Option<Hit<'_>> {
         let limit = prompt.len().saturating_sub(1);
         let (best, len) = self
             .entries
             .iter()
             .enumerate()
+            .filter(|(_, e)| e.kv.serves(adapter))
             .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
             .max_by_key(|&(_, len)| len)?;
         if len < MIN_PREFIX {
@@ -69,7 +73,12 @@ impl PrefixCache {
         if self.budget == 0 || prompt.len() < MIN_PREFIX {
             return;
         }
-        if self.entries.iter().any(|e| e.tokens.starts_with(prompt)) {
+        let adapter = cache.adapter();
+        if self
+            .entries
+            .iter()
+            .any(|e| e.kv.serves(adapter) && e.tokens.starts_with(prompt))
+        {
             return;
         }
         let Some(kv) = cache.prefix(prompt.len()) else {
@@ -78,7 +87,8 @@ impl PrefixCache {
         if kv.bytes() > self.budget {
             return;
         }
-        self.entries.retain(|e| !prompt.starts_with(&e.tokens));
+        self.entries
+            .retain(|e| !(e.kv.serves(adapter) && prompt.starts_with(&e.tokens)));
         self.clock += 1;
         self.entries.push(Entry {
             tokens: prompt.to_vec(),

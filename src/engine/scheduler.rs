@@ -155,7 +155,7 @@ impl Scheduler {
                 for (i, logits) in members.into_iter().zip(outputs) {
                     if let Some(mut logits) = logits {
                         let seq = &mut self.running[i];
-                        if !decoding[i] && seq.cache.adapter().is_none() {
+                        if !decoding[i] {
                             // The prompt is done: keep it for later prompts
                             // that begin the same way.
                             self.prefixes
@@ -212,13 +212,7 @@ impl Scheduler {
                     .is_ok()
                 {
                     let capacity = prompt.len() + request.params.max_tokens;
-                    // Kept prefixes are the bare model's keys and values:
-                    // a sequence with an adapter computes its own.
-                    let hit = match request.adapter {
-                        None => self.prefixes.lookup(&prompt),
-                        Some(_) => None,
-                    };
-                    let cache = match hit {
+                    let cache = match self.prefixes.lookup(&prompt, request.adapter.as_ref()) {
                         Some(hit) => {
                             self.stats
                                 .prefix_tokens

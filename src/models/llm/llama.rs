@@ -599,12 +599,24 @@ enum LayerCaches {
 pub struct KvPrefix {
     layers: Vec<HostKv>,
     len: usize,
+    /// The adapter its keys and values were computed with.
+    adapter: Option<Arc<Adapter>>,
 }
 
 impl KvPrefix {
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(HostKv::bytes).sum()
+    }
+
+    /// Whether these keys and values are what a sequence with `adapter`
+    /// computes (the same adapter, or none for both).
+    pub fn serves(&self, adapter: Option<&Arc<Adapter>>) -> bool {
+        match (&self.adapter, adapter) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -624,6 +636,7 @@ impl KvCache {
                     .map(|l| l.prefix(l.values() / self.len.max(1) * len, 0))
                     .collect(),
                 len,
+                adapter: self.adapter.clone(),
             }),
             _ => None,
         }
@@ -887,7 +900,7 @@ impl Llama {
                     .collect(),
             ),
             len,
-            adapter: None,
+            adapter: prefix.adapter.clone(),
         }
     }
 

@@ -21,7 +21,7 @@ use super::llama::LlamaConfig;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
-use hearth_kernels::wide::dot_f32;
+use hearth_kernels::wide::{add_scaled_product_t, dot_f32};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -117,11 +117,12 @@ fn supported_targets() -> String {
         .join(", ")
 }
 
-/// One matrix's update: `scale * B A`, `A` `[rank, k]`, `B` `[n, rank]`,
-/// row-major f32.
+/// One matrix's update: `scale * B A`, `A` `[rank, k]` row-major f32, `B`
+/// `[n, rank]` held transposed (`bt`, `[rank, n]`) for
+/// [`add_scaled_product_t`].
 pub struct Pair {
     a: Vec<f32>,
-    b: Vec<f32>,
+    bt: Vec<f32>,
     rank: usize,
     k: usize,
     n: usize,
@@ -138,19 +139,25 @@ impl Pair {
             for (i, t) in t.iter_mut().enumerate() {
                 *t = dot_f32(&self.a[i * self.k..(i + 1) * self.k], x);
             }
-            for (j, o) in out.iter_mut().enumerate() {
-                *o += dot_f32(&self.b[j * self.rank..(j + 1) * self.rank], &t) * self.scale;
-            }
+            add_scaled_product_t(&self.bt, &t, self.scale, out);
         }
+    }
+
+    /// `B` row-major, `[n, rank]`.
+    fn b(&self) -> Vec<f32> {
+        (0..self.n * self.rank)
+            .map(|x| self.bt[(x % self.rank) * self.n + x / self.rank])
+            .collect()
     }
 
     /// `scale * B A` as an `[n, k]` row-major matrix: what merging adds to
     /// the base's weights.
     pub fn delta(&self) -> Vec<f32> {
+        let b = self.b();
         let mut out = vec![0f32; self.n * self.k];
         for (j, row) in out.chunks_exact_mut(self.k).enumerate() {
             for i in 0..self.rank {
-                let w = self.b[j * self.rank + i] * self.scale;
+                let w = b[j * self.rank + i] * self.scale;
                 for (o, a) in row.iter_mut().zip(&self.a[i * self.k..(i + 1) * self.k]) {
                     *o += w * a;
                 }
@@ -164,7 +171,7 @@ impl Pair {
     pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
         Ok((
             Tensor::from_slice(&self.a, (self.rank, self.k), device)?,
-            Tensor::from_slice(&self.b, (self.n, self.rank), device)?,
+            Tensor::from_vec(self.b(), (self.n, self.rank), device)?,
         ))
     }
 
@@ -252,7 +259,7 @@ impl Adapter {
             for (t, p) in Target::ALL.iter().zip(layer) {
                 if let Some(p) = p {
                     targets.insert(t.gguf().to_string(), ());
-                    parameters += p.a.len() + p.b.len();
+                    parameters += p.a.len() + p.bt.len();
                 }
             }
         }
@@ -359,9 +366,13 @@ impl Raw {
             } else {
                 self.scale * self.alpha / rank as f32
             };
+            // B transposed: row i is column i.
+            let bt = (0..rank * n)
+                .map(|x| b.values[(x % n) * rank + x / n])
+                .collect();
             layers[layer][target.index()] = Some(Pair {
                 a: a.values,
-                b: b.values,
+                bt,
                 rank,
                 k,
                 n,
@@ -669,7 +680,7 @@ mod tests {
         let (rank, k, n) = (2, 16, 3);
         let pair = Pair {
             a: (0..rank * k).map(|i| (i as f32 * 0.1).sin()).collect(),
-            b: (0..n * rank).map(|i| (i as f32 * 0.7).cos()).collect(),
+            bt: (0..n * rank).map(|i| (i as f32 * 0.7).cos()).collect(),
             rank,
             k,
             n,
