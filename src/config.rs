@@ -414,6 +414,9 @@ pub struct ConfigArgs {
     /// Merge the adapter into a copy of the base at load.
     #[arg(long, env = "HEARTH_MERGE_ADAPTER")]
     pub merge_adapter: bool,
+    /// Quantize a Hugging Face checkpoint at load: q8_0 or q4_k.
+    #[arg(long, env = "HEARTH_QUANTIZE")]
+    pub quantize: Option<String>,
     /// A cross-encoder reranker; "" for none.
     #[arg(long, env = "HEARTH_RERANKER")]
     pub reranker: Option<String>,
@@ -545,6 +548,7 @@ impl Config {
                 merge: false,
             });
         }
+        set(&mut self.models.quantize, &a.quantize);
         if let FineTunedModel::Adapted(adapted) = &mut self.models.fine_tuned {
             set(&mut adapted.scale, &a.adapter_scale);
             adapted.merge |= a.merge_adapter;
