@@ -174,6 +174,11 @@ fn js_text(config: &Config) -> String {
     if let Some(name) = llm_name(config.models.fine_tuned.base()) {
         fine_tuned.push(name);
     }
+    // The configured LoRA adapters' ids. Adapters loaded at run time
+    // (POST /adapters) are not known here: behind nginx, reach them with
+    // /fine-tuned's `adapter` field.
+    fine_tuned.extend(config.models.fine_tuned.adapted().map(|a| a.name()));
+    fine_tuned.extend(config.models.adapters.iter().map(|a| a.name.clone()));
     let list = serde_json::to_string(&fine_tuned).expect("strings serialise");
     format!(
         r#"// njs routing for hearth's nginx front door (see hearth.conf).
