@@ -14,4 +14,5 @@ mod lora;
 mod openai;
 mod retrieval;
 mod server;
+mod structured;
 mod topologies;

@@ -31,6 +31,82 @@ pub const QUERY: &str = "How do I borrow a value mutably in Rust?";
 /// One greedy run: the first `prompt_tokens` tokens of `text` (repeated
 /// four times) processed at once, then `gen_tokens` decode steps, each
 /// feeding the argmax of the last.
+/// The default schema of `hearth bench grammar`.
+pub static PERSON_SCHEMA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": { "type": "string" },
+            "age": { "type": "integer", "minimum": 0 },
+            "languages": { "type": "array", "items": { "type": "string" }, "maxItems": 3 }
+        },
+        "required": ["name", "age", "languages"],
+        "additionalProperties": false
+    })
+});
+
+/// Greedy generation under `schema` from a chat prompt: the token trie's
+/// build time, and per token the mask's time (p50, p95, mean) against the
+/// forward pass's, as the worker runs them (one after the other).
+pub fn grammar(model: &Llm, schema: Value, max_tokens: usize) -> Result<Value> {
+    use crate::models::llm::chat::Message;
+    use crate::models::llm::grammar::Format;
+    let start = Instant::now();
+    let env = model.grammar()?;
+    let build_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let mut constraint = env.constraint(&Format::JsonSchema { schema })?;
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    let prompt = model.encode_chat(&[Message::new(
+        "user",
+        "Describe a programmer as JSON.".to_string(),
+    )])?;
+    let mut cache = model.model.new_cache(prompt.len() + max_tokens);
+    let mut logits = model.model.forward(&prompt, &mut cache)?.to_vec1::<f32>()?;
+    let (mut masks, mut forwards, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..max_tokens {
+        let t = Instant::now();
+        constraint.mask(&mut logits)?;
+        masks.push(t.elapsed().as_secs_f64() * 1e6);
+        let token = argmax(&logits);
+        if model.tokenizer.is_end_of_turn(token) {
+            break;
+        }
+        constraint.accept(token)?;
+        out.push(token);
+        if constraint.is_stopped() {
+            break;
+        }
+        let t = Instant::now();
+        logits = model
+            .model
+            .forward(&[token], &mut cache)?
+            .to_vec1::<f32>()?;
+        forwards.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let text = model.tokenizer.decode(&out)?;
+    let valid = serde_json::from_str::<Value>(&text).is_ok();
+    let mut sorted = masks.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(json!({
+        "model": model.name,
+        "vocabulary": model.model.config.vocab_size,
+        "engine": "llguidance",
+        "trie_build_ms": build_ms,
+        "grammar_compile_ms": compile_ms,
+        "tokens": out.len(),
+        "valid_json": valid,
+        "mask_us_p50": pct(0.5),
+        "mask_us_p95": pct(0.95),
+        "mask_us_mean": mean(&masks),
+        "forward_us_mean": mean(&forwards),
+        "mask_share_of_step": mean(&masks) / (mean(&masks) + mean(&forwards)),
+        "text": text,
+    }))
+}
+
 pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> Result<Value> {
     let text = text.repeat(4);
     let mut prompt = model.tokenizer.encode(&text)?;

@@ -256,6 +256,19 @@ pub enum BenchAction {
         #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
         llm: String,
     },
+    /// Constrained decoding's cost on an LLM's vocabulary, as a JSON line:
+    /// the token trie's build time, and per generated token the mask's
+    /// time against the forward pass's, greedy under a JSON schema (a
+    /// person: name, age, languages) or the schema in --schema.
+    Grammar {
+        #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+        llm: String,
+        /// A JSON schema file.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        #[arg(long, default_value_t = 96)]
+        max_tokens: usize,
+    },
     /// One embedding speed measurement (texts/s at a batch size over the
     /// cached corpus' passages, single-query latency) as a JSON line.
     Embed {

@@ -71,6 +71,22 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
             let llm = Llm::load(&ModelSource::parse(&llm)?, &device()?)?;
             ("llm", micro::llm(&llm, &text, prompt_tokens, gen_tokens)?)
         }
+        BenchAction::Grammar {
+            llm,
+            schema,
+            max_tokens,
+        } => {
+            let schema = match schema {
+                Some(path) => serde_json::from_str(
+                    &std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                )
+                .with_context(|| format!("{} is not JSON", path.display()))?,
+                None => micro::PERSON_SCHEMA.clone(),
+            };
+            let llm = Llm::load(&ModelSource::parse(&llm)?, &device()?)?;
+            ("grammar", micro::grammar(&llm, schema, max_tokens)?)
+        }
         BenchAction::Embed {
             corpus,
             batch,

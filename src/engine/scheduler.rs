@@ -20,6 +20,7 @@ use super::generator::{
 };
 use super::prefix::PrefixCache;
 use crate::error::{Error, Result};
+use crate::models::llm::grammar::Constraint;
 use crate::models::llm::llama::{KvCache, Segment};
 use crate::models::llm::sampling::Sampler;
 use crate::models::llm::stream::{StopCheck, StopMatcher, TextDecoder};
@@ -203,7 +204,7 @@ impl Scheduler {
     fn admit(&mut self, request: Request) {
         let taken = Instant::now();
         match self.prepare(&request) {
-            Ok(prompt) => {
+            Ok((prompt, constraint)) => {
                 if request
                     .events
                     .send(Event::Started {
@@ -225,7 +226,7 @@ impl Scheduler {
                             .new_cache_with(capacity, request.adapter.clone()),
                     };
                     self.running
-                        .push(Sequence::new(request, prompt, cache, taken));
+                        .push(Sequence::new(request, prompt, cache, constraint, taken));
                     self.stats
                         .active
                         .store(self.running.len(), Ordering::Relaxed);
@@ -240,7 +241,8 @@ impl Scheduler {
         }
     }
 
-    fn prepare(&self, request: &Request) -> Result<Vec<u32>> {
+    /// The prompt's tokens, and the output format's constraint.
+    fn prepare(&self, request: &Request) -> Result<(Vec<u32>, Option<Constraint>)> {
         let tokenizer = &self.llm.tokenizer;
         let prompt = match &request.prompt {
             Prompt::Text(text) => tokenizer.encode_prompt(text)?,
@@ -259,7 +261,11 @@ impl Scheduler {
         self.limits
             .budget(&self.llm)
             .check(prompt.len(), request.params.max_tokens)?;
-        Ok(prompt)
+        let constraint = match &request.params.format {
+            Some(format) => Some(self.llm.grammar()?.constraint(format)?),
+            None => None,
+        };
+        Ok((prompt, constraint))
     }
 }
 
@@ -273,14 +279,23 @@ struct Sequence {
     sampler: Sampler,
     decoder: TextDecoder,
     stops: StopMatcher,
+    /// The output format's grammar, when the request gives one.
+    constraint: Option<Constraint>,
     text: String,
     taken: Instant,
     first_token: Option<Instant>,
 }
 
 impl Sequence {
-    fn new(request: Request, prompt: Vec<u32>, cache: KvCache, taken: Instant) -> Self {
+    fn new(
+        request: Request,
+        prompt: Vec<u32>,
+        cache: KvCache,
+        constraint: Option<Constraint>,
+        taken: Instant,
+    ) -> Self {
         Self {
+            constraint,
             sampler: Sampler::new(&request.params),
             stops: StopMatcher::new(&request.params.stop),
             prompt_len: prompt.len(),
@@ -326,7 +341,17 @@ impl Sequence {
         llm: &Llm,
         logits: &mut [f32],
     ) -> Result<Option<FinishReason>, StepEnd> {
+        if let Some(c) = &mut self.constraint {
+            c.mask(logits).map_err(StepEnd::Failed)?;
+        }
         let token = self.sampler.sample(logits, &self.tokens);
+        if let Some(c) = &mut self.constraint {
+            // The end of the turn is allowed once the output is complete;
+            // it ends the sequence rather than moving the grammar on.
+            if !llm.tokenizer.is_end_of_turn(token) {
+                c.accept(token).map_err(StepEnd::Failed)?;
+            }
+        }
         self.first_token.get_or_insert_with(Instant::now);
         self.tokens.push(token);
         let generated = self.tokens.len() - self.prompt_len;
@@ -343,6 +368,11 @@ impl Sequence {
                     return Ok(Some(FinishReason::Stop));
                 }
             }
+        }
+        // A grammar that admits nothing more: done, without a step for the
+        // end-of-turn token it would force.
+        if self.constraint.as_ref().is_some_and(Constraint::is_stopped) {
+            return Ok(Some(FinishReason::Stop));
         }
         if generated >= self.request.params.max_tokens {
             return Ok(Some(FinishReason::Length));

@@ -130,7 +130,8 @@ pub async fn rag(
 ) -> Result<Response, ApiError> {
     reject_unknown(&req.unknown)?;
     let services = state.services()?;
-    let params = req.sampling.params(&state.config.generation, 0);
+    let mut params = req.sampling.params(&state.config.generation, 0);
+    params.format = req.sampling.output_format()?;
     let mut answer = services
         .rag()?
         .answer(
@@ -195,9 +196,10 @@ pub async fn fine_tuned(
             ))
         }
     };
-    let params = req
+    let mut params = req
         .sampling
         .params(&state.config.generation, req.top_k.unwrap_or(0));
+    params.format = req.sampling.output_format()?;
     let pipeline = match &req.adapter {
         Some(name) => services.fine_tuned()?.select(name)?,
         None => services.fine_tuned()?.clone(),

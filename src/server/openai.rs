@@ -12,6 +12,7 @@ use super::stream::{
 use super::AppState;
 use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::chat::Message;
+use crate::models::llm::grammar::Format;
 use crate::models::llm::sampling::SamplingParams;
 use crate::pipelines::fine_tuned::{FineTuned, Input};
 use crate::pipelines::Services;
@@ -154,6 +155,28 @@ pub struct Sampling {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    /// `{"type": "text"}`, `{"type": "json_object"}` (any JSON object) or
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`:
+    /// decoding is constrained to it.
+    response_format: Option<ResponseFormat>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+/// OpenAI's `json_schema`: its `name`, `description` and `strict` are
+/// accepted and need nothing (the output is always constrained to the
+/// schema, as `strict: true` asks).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct JsonSchemaFormat {
+    /// The schema (JSON Schema); absent: any JSON.
+    #[schema(value_type = Option<Object>)]
+    schema: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]
@@ -173,6 +196,32 @@ impl Sampling {
         let mut params = self.fields.params(&state.config.generation, 0);
         if let Some(max) = self.max_completion_tokens {
             params.max_tokens = max;
+        }
+        params.format = self.fields.output_format()?;
+        let openai = match &self.response_format {
+            None | Some(ResponseFormat::Text) => None,
+            Some(ResponseFormat::JsonObject) => Some(Format::JsonObject),
+            Some(ResponseFormat::JsonSchema { json_schema }) => match &json_schema.schema {
+                Some(schema @ Value::Object(_)) => Some(Format::JsonSchema {
+                    schema: schema.clone(),
+                }),
+                Some(_) => {
+                    return Err(invalid(
+                        "response_format",
+                        "response_format.json_schema.schema must be an object",
+                    ))
+                }
+                None => Some(Format::JsonSchema { schema: json!({}) }),
+            },
+        };
+        if let Some(format) = openai {
+            if params.format.is_some() {
+                return Err(invalid(
+                    "response_format",
+                    "give response_format or hearth's format/grammar, not both",
+                ));
+            }
+            params.format = Some(format);
         }
         Ok(params)
     }

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use crate::config::{GenerationConfig, SearchMode};
 use crate::engine::{Completion, Event, GenerationStream};
 use crate::error::Error;
+use crate::models::llm::grammar::Format;
 use crate::models::llm::sampling::SamplingParams;
 use crate::pipelines::rag::SearchOptions;
 use axum::http::StatusCode;
@@ -27,6 +28,13 @@ pub struct SamplingFields {
     pub repetition_penalty: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Option<StopField>,
+    /// The output's shape: a JSON schema the answer must be valid against,
+    /// or `"json"` for any JSON object. Decoding is constrained to it.
+    #[schema(value_type = Option<Object>)]
+    pub format: Option<Value>,
+    /// The output's language as a Lark grammar (llguidance's dialect:
+    /// `start: ...`, rules, `/regex/` terminals). Not with `format`.
+    pub grammar: Option<String>,
 }
 
 /// Retrieval fields shared by `/search`, `/rag` and the OpenAI
@@ -99,6 +107,29 @@ impl StopField {
 }
 
 impl SamplingFields {
+    /// The constrained output format `format` or `grammar` asks for.
+    pub fn output_format(&self) -> Result<Option<Format>, ApiError> {
+        match (&self.format, &self.grammar) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "give either `format` (a JSON schema) or `grammar` (Lark), not both",
+            )
+            .param("grammar")),
+            (Some(Value::String(s)), None) if s == "json" => Ok(Some(Format::JsonObject)),
+            (Some(schema @ Value::Object(_)), None) => Ok(Some(Format::JsonSchema {
+                schema: schema.clone(),
+            })),
+            (Some(_), None) => Err(ApiError::bad_request(
+                "`format` must be a JSON schema (an object) or \"json\"",
+            )
+            .param("format")),
+            (None, Some(g)) if g.trim().is_empty() => {
+                Err(ApiError::bad_request("`grammar` is empty").param("grammar"))
+            }
+            (None, Some(g)) => Ok(Some(Format::Lark { grammar: g.clone() })),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn params(&self, defaults: &GenerationConfig, top_k: usize) -> SamplingParams {
         let base = SamplingParams::default();
         SamplingParams {

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod gguf;
+pub mod grammar;
 pub mod hf;
 pub mod llama;
 pub mod lora;
@@ -44,6 +45,9 @@ pub struct Llm {
     pub name: String,
     /// What the file holds (`hearth models inspect`), for `/info`.
     pub summary: Arc<gguf::Summary>,
+    /// The vocabulary's token trie for constrained decoding, built on the
+    /// first request that asks for a format.
+    grammar: Arc<std::sync::OnceLock<std::result::Result<Arc<grammar::GrammarEnv>, String>>>,
 }
 
 impl Llm {
@@ -153,7 +157,22 @@ impl Llm {
             path,
             name,
             summary,
+            grammar: Arc::default(),
         })
+    }
+
+    /// The constrained-decoding environment of this model's vocabulary
+    /// (built once, on first use: a few hundred milliseconds).
+    pub fn grammar(&self) -> Result<Arc<grammar::GrammarEnv>> {
+        self.grammar
+            .get_or_init(|| {
+                let eos = self.tokenizer.eos.unwrap_or(0);
+                grammar::GrammarEnv::new(&self.tokenizer, self.model.config.vocab_size, eos)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::Model)
     }
 
     /// The model's context window, in tokens.

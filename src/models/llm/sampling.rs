@@ -26,6 +26,10 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Generation ends before any of these strings; they are not returned.
     pub stop: Vec<String>,
+    /// What the output must be (a JSON schema, a grammar, ...): tokens that
+    /// cannot continue it are masked before sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::grammar::Format>,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +43,7 @@ impl Default for SamplingParams {
             repeat_last_n: 64,
             seed: None,
             stop: Vec::new(),
+            format: None,
         }
     }
 }

@@ -123,6 +123,31 @@ impl Spm {
         self.tokens.get(id as usize).cloned()
     }
 
+    /// The bytes each token stands for, in id order: `<0xXX>` byte tokens
+    /// their byte, pieces with U+2581 as a space, and control, user-defined
+    /// and unknown tokens as llguidance marks special ones (0xFF, then the
+    /// name), so that no text matches them.
+    pub fn token_bytes(&self) -> Vec<Vec<u8>> {
+        self.tokens
+            .iter()
+            .zip(&self.types)
+            .map(|(t, &kind)| match kind {
+                CONTROL | USER_DEFINED | UNKNOWN => {
+                    let mut b = vec![0xFF];
+                    b.extend_from_slice(t.as_bytes());
+                    b
+                }
+                BYTE => t
+                    .strip_prefix("<0x")
+                    .and_then(|h| h.strip_suffix('>'))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .map(|b| vec![b])
+                    .unwrap_or_default(),
+                _ => t.replace('\u{2581}', " ").into_bytes(),
+            })
+            .collect()
+    }
+
     /// Token ids for `text`, special tokens written in it matched (as
     /// llama.cpp's `tokenize` with `parse_special`); no BOS.
     pub fn encode(&self, text: &str) -> Vec<u32> {

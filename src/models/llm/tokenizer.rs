@@ -137,6 +137,21 @@ impl LlmTokenizer {
         }
     }
 
+    /// The bytes each token stands for, in id order, special tokens marked
+    /// as llguidance expects (constrained decoding's token trie).
+    pub fn token_bytes(&self) -> Result<Vec<Vec<u8>>> {
+        match &self.inner {
+            Inner::Hf(t) => {
+                let json = t.to_string(false).map_err(Error::tokenizer)?;
+                let json: serde_json::Value = serde_json::from_str(&json)
+                    .map_err(|e| Error::Model(format!("tokenizer as JSON: {e}")))?;
+                llguidance::token_bytes_from_tokenizer_json(&json)
+                    .map_err(|e| Error::Model(format!("tokenizer bytes: {e}")))
+            }
+            Inner::Spm(t) => Ok(t.token_bytes()),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         match &self.inner {
             Inner::Hf(t) => t.get_vocab_size(true),

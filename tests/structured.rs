@@ -1,0 +1,243 @@
+//! Structured outputs on the real default LLM: JSON schemas, any JSON
+//! object and Lark grammars, through the OpenAI routes (`response_format`)
+//! and hearth's own (`format`, `grammar`), streamed and not, several at
+//! once in one batch; and the formats that cannot be honoured refused.
+
+use crate::common::{post, TestServer};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+fn person_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": { "type": "string" },
+            "age": { "type": "integer", "minimum": 0 },
+            "languages": { "type": "array", "items": { "type": "string" }, "maxItems": 3 }
+        },
+        "required": ["name", "age", "languages"],
+        "additionalProperties": false
+    })
+}
+
+/// `text` parses, and follows [`person_schema`].
+fn check_person(text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {text}"));
+    assert!(o["name"].is_string(), "{text}");
+    assert!(o["age"].as_u64().is_some(), "{text}");
+    let languages = o["languages"].as_array().unwrap();
+    assert!(
+        languages.len() <= 3 && languages.iter().all(Value::is_string),
+        "{text}"
+    );
+    assert_eq!(o.len(), 3, "no other keys: {text}");
+}
+
+fn chat(schema_format: Value, stream: bool) -> Value {
+    json!({
+        "model": "hearth-fine-tuned",
+        "messages": [{ "role": "user", "content": "Describe a programmer as JSON." }],
+        "max_tokens": 96,
+        "stream": stream,
+        "response_format": schema_format,
+    })
+}
+
+#[tokio::test]
+async fn outputs_follow_their_schema_or_grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let client = Client::new();
+    let json_schema = json!({ "type": "json_schema", "json_schema": { "name": "person", "schema": person_schema(), "strict": true } });
+
+    // OpenAI chat, json_schema.
+    let (status, body) = post(
+        &client,
+        server.at("/v1/chat/completions"),
+        chat(json_schema.clone(), false),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    check_person(body["choices"][0]["message"]["content"].as_str().unwrap());
+
+    // Streamed: the deltas add up to valid JSON.
+    let response = client
+        .post(server.at("/v1/chat/completions"))
+        .json(&chat(json_schema.clone(), true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // OpenAI's chunks, up to `data: [DONE]`.
+    let body = response.text().await.unwrap();
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    check_person(&text);
+
+    // json_object on /v1/completions: any object.
+    let (status, body) = post(
+        &client,
+        server.at("/v1/completions"),
+        json!({ "model": "hearth-fine-tuned", "prompt": "A JSON object describing Rust:", "max_tokens": 64,
+                "response_format": { "type": "json_object" } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    if body["choices"][0]["finish_reason"] == "stop" {
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert!(v.is_object(), "{text}");
+    } else {
+        // Cut by max_tokens: still the beginning of an object.
+        assert!(text.trim_start().starts_with('{'), "{text}");
+    }
+
+    // hearth's /fine-tuned: a Lark grammar, and `format` as a schema.
+    let (status, body) = post(
+        &client,
+        server.at("/fine-tuned"),
+        json!({ "prompt": "Is Rust memory safe? Answer:", "max_tokens": 8,
+                "grammar": "start: \" yes\" | \" no\"" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        [" yes", " no"].contains(&body["text"].as_str().unwrap()),
+        "{body}"
+    );
+    assert_eq!(body["finish_reason"], "stop");
+    let (status, body) = post(
+        &client,
+        server.at("/fine-tuned"),
+        json!({ "messages": [{ "role": "user", "content": "Describe a programmer." }],
+                "max_tokens": 96, "format": person_schema() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    check_person(body["text"].as_str().unwrap());
+
+    // /rag answers as an object with its answer and the sources it cites.
+    let (status, body) = post(
+        &client,
+        server.at("/documents"),
+        json!({ "id": "volcano", "text": "Mount Zorblax is a dormant volcano on the island of Quillon. It last erupted in the year 1723." }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = post(
+        &client,
+        server.at("/rag"),
+        // (The sources a client can cite: the document ids it holds.)
+        json!({ "question": "When did Mount Zorblax last erupt?", "max_tokens": 96, "top_k": 1,
+                "format": { "type": "object",
+                            "properties": { "answer": { "type": "string", "maxLength": 80 },
+                                            "cited_sources": { "type": "array", "items": { "enum": ["volcano"] }, "maxItems": 1 } },
+                            "required": ["answer", "cited_sources"], "additionalProperties": false } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(body["answer"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(answer["answer"].is_string(), "{answer}");
+    assert!(
+        answer["cited_sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == "volcano"),
+        "{answer}"
+    );
+
+    // Several at once, constrained and not, batched together: each its own.
+    let requests = (0..4).map(|i| {
+        let body = if i % 2 == 0 {
+            chat(json_schema.clone(), false)
+        } else {
+            json!({ "model": "hearth-fine-tuned", "max_tokens": 16,
+                    "messages": [{ "role": "user", "content": "Say hello." }] })
+        };
+        let request = client
+            .post(server.at("/v1/chat/completions"))
+            .json(&body)
+            .send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    for (i, a) in answers.iter().enumerate() {
+        let content = a["choices"][0]["message"]["content"].as_str().unwrap();
+        if i % 2 == 0 {
+            check_person(content);
+        } else {
+            assert!(!content.is_empty(), "{a}");
+        }
+    }
+
+    // Formats that cannot be honoured are the client's mistake.
+    for (route, body, param) in [
+        (
+            "/fine-tuned",
+            json!({ "prompt": "x", "grammar": "start: foo" }),
+            None,
+        ),
+        (
+            "/fine-tuned",
+            json!({ "prompt": "x", "format": { "type": 5 } }),
+            None,
+        ),
+        (
+            "/fine-tuned",
+            json!({ "prompt": "x", "format": "yaml" }),
+            Some("format"),
+        ),
+        (
+            "/fine-tuned",
+            json!({ "prompt": "x", "format": "json", "grammar": "start: \"a\"" }),
+            Some("grammar"),
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({ "type": "json_schema", "json_schema": { "schema": 3 } }),
+                false,
+            ),
+            Some("response_format"),
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                let mut b = chat(json!({ "type": "json_object" }), false);
+                b["format"] = json!("json");
+                b
+            },
+            Some("response_format"),
+        ),
+    ] {
+        let (status, e) = post(&client, server.at(route), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {e}");
+        assert!(e["error"]["message"].is_string(), "{e}");
+        if let Some(p) = param {
+            assert_eq!(e["error"]["param"], p, "{e}");
+        }
+    }
+    let (status, e) = post(
+        &client,
+        server.at("/v1/chat/completions"),
+        chat(json!({ "type": "xml" }), false),
+    )
+    .await;
+    assert!(status.is_client_error(), "{e}");
+    server.stop();
+}
