@@ -7,17 +7,10 @@ use crate::common::{post, TestServer};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
+/// A person: name, age, up to three languages, nothing else (the schema
+/// `hearth bench grammar` measures with).
 fn person_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "name": { "type": "string" },
-            "age": { "type": "integer", "minimum": 0 },
-            "languages": { "type": "array", "items": { "type": "string" }, "maxItems": 3 }
-        },
-        "required": ["name", "age", "languages"],
-        "additionalProperties": false
-    })
+    hearth::bench::micro::PERSON_SCHEMA.clone()
 }
 
 /// `text` parses, and follows [`person_schema`].
