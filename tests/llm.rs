@@ -262,6 +262,7 @@ fn streamed_text_is_valid_utf8_across_byte_tokens() {
                     started = true;
                 }
                 Event::Text(t) => streamed.push_str(&t),
+                Event::Logprobs(_) => panic!("log-probabilities nobody asked for"),
                 Event::Done(c) => break c,
                 Event::Error(e) => panic!("{e}"),
             }
@@ -436,7 +437,7 @@ fn a_long_prompt_is_fed_in_chunks_while_others_keep_decoding() {
                 Event::Text(_) => stamps.push(Instant::now()),
                 Event::Done(c) => return (stamps, c),
                 Event::Error(e) => panic!("{e}"),
-                Event::Started { .. } => {}
+                Event::Started { .. } | Event::Logprobs(_) => {}
             }
         }
         panic!("the worker went away")

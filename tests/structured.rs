@@ -234,3 +234,131 @@ async fn outputs_follow_their_schema_or_grammar() {
     assert!(status.is_client_error(), "{e}");
     server.stop();
 }
+
+/// Log-probabilities on both OpenAI routes, whole and streamed: one per
+/// generated token, its alternatives most likely first, the chosen one
+/// the most likely under greedy decoding, the tokens spelling the text.
+#[tokio::test]
+async fn logprobs_describe_each_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let client = Client::new();
+    let request = json!({
+        "model": "hearth-fine-tuned",
+        "messages": [{ "role": "user", "content": "What is Rust?" }],
+        "max_tokens": 12, "logprobs": true, "top_logprobs": 3,
+    });
+    let (status, body) = post(&client, server.at("/v1/chat/completions"), request.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        content.len() as u64,
+        body["usage"]["completion_tokens"].as_u64().unwrap(),
+        "{body}"
+    );
+    let mut spelled = String::new();
+    for t in content {
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{t}");
+        let lps: Vec<f64> = top.iter().map(|x| x["logprob"].as_f64().unwrap()).collect();
+        assert!(lps.windows(2).all(|w| w[0] >= w[1]) && lps[0] <= 0.0, "{t}");
+        assert!(
+            lps.iter().map(|l| l.exp()).sum::<f64>() <= 1.0 + 1e-4,
+            "{t}"
+        );
+        // Greedy: the chosen token is the most likely.
+        assert_eq!(t["token"], top[0]["token"], "{t}");
+        assert_eq!(t["logprob"], top[0]["logprob"], "{t}");
+        let token = t["token"].as_str().unwrap();
+        assert_eq!(t["bytes"], json!(token.as_bytes()), "{t}");
+        spelled.push_str(token);
+    }
+    assert_eq!(
+        spelled,
+        body["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+
+    // Streamed: each chunk carries its tokens' entries, the same ones.
+    let mut streaming = request.clone();
+    streaming["stream"] = json!(true);
+    let text = client
+        .post(server.at("/v1/chat/completions"))
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let streamed: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|v| v["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(&streamed, content);
+
+    // The completions route's format.
+    let (status, body) = post(
+        &client,
+        server.at("/v1/completions"),
+        json!({ "model": "hearth-fine-tuned", "prompt": "The capital of France is", "max_tokens": 4, "logprobs": 2 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let lp = &body["choices"][0]["logprobs"];
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tokens.concat(),
+        body["choices"][0]["text"].as_str().unwrap(),
+        "{body}"
+    );
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), tokens.len());
+    assert!(
+        lp["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.as_object().unwrap().len() == 2),
+        "{lp}"
+    );
+    // Without asking: null, as OpenAI answers.
+    let mut plain = request.clone();
+    plain["logprobs"] = json!(false);
+    plain.as_object_mut().unwrap().remove("top_logprobs");
+    let (_, body) = post(&client, server.at("/v1/chat/completions"), plain).await;
+    assert!(body["choices"][0]["logprobs"].is_null(), "{body}");
+    // Out of range, or alternatives without logprobs: 400 naming the field.
+    for (body, param) in [
+        (
+            {
+                let mut b = request.clone();
+                b["top_logprobs"] = json!(21);
+                b
+            },
+            "top_logprobs",
+        ),
+        (
+            {
+                let mut b = request.clone();
+                b["logprobs"] = json!(false);
+                b
+            },
+            "top_logprobs",
+        ),
+    ] {
+        let (status, e) = post(&client, server.at("/v1/chat/completions"), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["error"]["param"], param, "{e}");
+    }
+    server.stop();
+}

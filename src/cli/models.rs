@@ -67,7 +67,7 @@ pub(super) fn generate(args: GenerateArgs, device: &candle_core::Device) -> Resu
     let mut out = std::io::stdout().lock();
     while let Some(event) = stream.blocking_next() {
         match event {
-            Event::Started { .. } => {}
+            Event::Started { .. } | Event::Logprobs(_) => {}
             Event::Text(t) if !args.json => {
                 out.write_all(t.as_bytes())?;
                 out.flush()?;
@@ -131,7 +131,7 @@ pub(super) fn chat(args: ChatArgs, device: &candle_core::Device) -> Result<()> {
                     out.write_all(t.as_bytes())?;
                     out.flush()?;
                 }
-                Some(Event::Started { .. }) => {}
+                Some(Event::Started { .. } | Event::Logprobs(_)) => {}
                 Some(Event::Done(c)) => break c.text,
                 Some(Event::Error(e)) => {
                     // e.g. the conversation outgrew the context: say so, drop the turn.

@@ -72,13 +72,31 @@ pub struct Completion {
     pub tokens: Vec<u32>,
     pub finish_reason: FinishReason,
     pub timings: Timings,
+    /// Per generated token, when the request asked for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// A generated token's log-probability, and the most likely tokens at its
+/// step (most likely first), each as its text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<(String, f32)>,
 }
 
 /// What a generation reports, in order: `Started`, any number of `Text`,
 /// then `Done` — or `Error` at any point.
 #[derive(Debug)]
 pub enum Event {
-    Started { prompt_tokens: usize },
+    Started {
+        prompt_tokens: usize,
+    },
+    /// The log-probabilities of the tokens behind the next `Text` (sent
+    /// only when asked for).
+    Logprobs(Vec<TokenLogprob>),
     Text(String),
     Done(Completion),
     Error(Error),
@@ -410,6 +428,7 @@ impl GenerationStream {
                 tokens: Vec::new(),
                 finish_reason: FinishReason::Stop,
                 timings: Timings::default(),
+                logprobs: Vec::new(),
             }),
         ] {
             let _ = tx.send(event);
@@ -432,7 +451,7 @@ impl GenerationStream {
             match event {
                 Event::Done(c) => return Ok(c),
                 Event::Error(e) => return Err(e),
-                Event::Started { .. } | Event::Text(_) => {}
+                Event::Started { .. } | Event::Logprobs(_) | Event::Text(_) => {}
             }
         }
         Err(worker_gone())

@@ -14,7 +14,7 @@ pub mod scheduler;
 pub use embedder::EmbedWorker;
 pub use generator::{
     Checked, Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt,
-    PromptBudget, StatsSnapshot, Timings,
+    PromptBudget, StatsSnapshot, Timings, TokenLogprob,
 };
 pub use handle::{Embedding, Generation};
 pub use reranker::RerankWorker;

@@ -88,6 +88,10 @@ pub struct Started {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Text {
     pub text: String,
+    /// `/generate` with log-probabilities asked for: those of the tokens
+    /// behind this text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<super::generator::TokenLogprob>,
 }
 
 /// Every error's body: `{"error": {"message", "type", "param", "code"}}`.

@@ -293,7 +293,13 @@ async fn relay(
                         prompt_tokens: s.prompt_tokens,
                     }
                 }
-                event::TEXT => Event::Text(frame.json::<Text>().map_err(bad)?.text),
+                event::TEXT => {
+                    let t: Text = frame.json().map_err(bad)?;
+                    if !t.logprobs.is_empty() && events.send(Event::Logprobs(t.logprobs)).is_err() {
+                        return Ok(()); // the caller went away
+                    }
+                    Event::Text(t.text)
+                }
                 event::DONE => {
                     let c: Completion = frame.json().map_err(bad)?;
                     let _ = events.send(Event::Done(c));

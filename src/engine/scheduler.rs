@@ -15,6 +15,7 @@
 //!
 //! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
 
+use super::generator::TokenLogprob;
 use super::generator::{
     Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, Request, Timings,
 };
@@ -22,7 +23,7 @@ use super::prefix::PrefixCache;
 use crate::error::{Error, Result};
 use crate::models::llm::grammar::Constraint;
 use crate::models::llm::llama::{KvCache, Segment};
-use crate::models::llm::sampling::Sampler;
+use crate::models::llm::sampling::{self, Sampler};
 use crate::models::llm::stream::{StopCheck, StopMatcher, TextDecoder};
 use crate::models::Llm;
 use std::sync::atomic::Ordering;
@@ -281,6 +282,10 @@ struct Sequence {
     stops: StopMatcher,
     /// The output format's grammar, when the request gives one.
     constraint: Option<Constraint>,
+    /// Log-probabilities of the tokens not yet sent with text, and of all
+    /// generated tokens (when the request asks for them).
+    pending_logprobs: Vec<TokenLogprob>,
+    logprobs: Vec<TokenLogprob>,
     text: String,
     taken: Instant,
     first_token: Option<Instant>,
@@ -296,6 +301,8 @@ impl Sequence {
     ) -> Self {
         Self {
             constraint,
+            pending_logprobs: Vec::new(),
+            logprobs: Vec::new(),
             sampler: Sampler::new(&request.params),
             stops: StopMatcher::new(&request.params.stop),
             prompt_len: prompt.len(),
@@ -345,6 +352,20 @@ impl Sequence {
             c.mask(logits).map_err(StepEnd::Failed)?;
         }
         let token = self.sampler.sample(logits, &self.tokens);
+        // The sampler left the penalised (and masked) logits in place.
+        if let Some(top) = self.request.params.logprobs {
+            if !llm.tokenizer.is_end_of_turn(token) {
+                let (logprob, best) = sampling::logprobs(logits, token, top);
+                let text = |id: u32| llm.tokenizer.decode(&[id]).unwrap_or_default();
+                let entry = TokenLogprob {
+                    token: text(token),
+                    logprob,
+                    top: best.into_iter().map(|(id, lp)| (text(id), lp)).collect(),
+                };
+                self.pending_logprobs.push(entry.clone());
+                self.logprobs.push(entry);
+            }
+        }
         if let Some(c) = &mut self.constraint {
             // The end of the turn is allowed once the output is complete;
             // it ends the sequence rather than moving the grammar on.
@@ -383,6 +404,7 @@ impl Sequence {
         if text.is_empty() {
             return Ok(());
         }
+        self.send_logprobs()?;
         self.text.push_str(&text);
         self.request
             .events
@@ -390,10 +412,22 @@ impl Sequence {
             .map_err(|_| StepEnd::Cancelled)
     }
 
+    /// The log-probabilities of the tokens behind the text about to go.
+    fn send_logprobs(&mut self) -> Result<(), StepEnd> {
+        if self.pending_logprobs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending_logprobs);
+        self.request
+            .events
+            .send(Event::Logprobs(batch))
+            .map_err(|_| StepEnd::Cancelled)
+    }
+
     /// Send the completion; false if the client is gone.
     fn finish(&mut self, reason: FinishReason) -> bool {
         let rest = self.stops.flush();
-        if self.emit(rest).is_err() {
+        if self.emit(rest).is_err() || self.send_logprobs().is_err() {
             return false;
         }
         let now = Instant::now();
@@ -418,6 +452,7 @@ impl Sequence {
             tokens: self.tokens[self.prompt_len..].to_vec(),
             finish_reason: reason,
             timings,
+            logprobs: std::mem::take(&mut self.logprobs),
         };
         self.request.events.send(Event::Done(completion)).is_ok()
     }

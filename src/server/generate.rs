@@ -234,7 +234,15 @@ where
     }
     let events = sse_stream(
         stream,
-        |text| json_event(event::TOKEN, &json!(Text { text })),
+        |text, _| {
+            json_event(
+                event::TOKEN,
+                &json!(Text {
+                    text,
+                    logprobs: Vec::new()
+                }),
+            )
+        },
         move |end| match end {
             Ok(c) => vec![json_event(event::DONE, &finish(c))],
             Err(e) => vec![json_event(event::ERROR, &e.body())],

@@ -10,7 +10,7 @@ use super::stream::{
     input_texts, invalid, sse_stream, started, usage, RetrievalFields, SamplingFields,
 };
 use super::AppState;
-use crate::engine::{Completion, GenerationStream};
+use crate::engine::{Completion, GenerationStream, TokenLogprob};
 use crate::models::llm::chat::Message;
 use crate::models::llm::grammar::Format;
 use crate::models::llm::sampling::SamplingParams;
@@ -259,6 +259,11 @@ pub struct ChatMessage {
 pub struct ChatRequest {
     model: String,
     messages: Vec<ChatMessage>,
+    /// Return each token's log-probability (`choices[].logprobs.content`).
+    #[serde(default)]
+    logprobs: bool,
+    /// With `logprobs`: this many most likely alternatives per token (0-20).
+    top_logprobs: Option<usize>,
     /// hearth's retrieval fields, for the `hearth-rag` model.
     #[serde(flatten)]
     retrieval: RetrievalFields,
@@ -319,9 +324,49 @@ struct Shape {
     include_usage: bool,
     prompt_tokens: usize,
     sources: Option<Vec<Passage>>,
+    /// Whether the answer carries log-probabilities.
+    logprobs: bool,
 }
 
 impl Shape {
+    /// A choice's `logprobs`: null when not asked for; chat's
+    /// `{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}`, or
+    /// the completions route's `{"tokens", "token_logprobs",
+    /// "top_logprobs", "text_offset"}`.
+    fn logprobs(&self, tokens: &[TokenLogprob], offset: usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        if self.chat {
+            let entry =
+                |t: &str, lp: f32| json!({ "token": t, "logprob": lp, "bytes": t.as_bytes() });
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let mut e = entry(&t.token, t.logprob);
+                    e["top_logprobs"] = t.top.iter().map(|(s, lp)| entry(s, *lp)).collect();
+                    e
+                })
+                .collect();
+            return json!({ "content": content });
+        }
+        let mut at = offset;
+        let offsets: Vec<usize> = tokens
+            .iter()
+            .map(|t| {
+                let here = at;
+                at += t.token.len();
+                here
+            })
+            .collect();
+        json!({
+            "tokens": tokens.iter().map(|t| &t.token).collect::<Vec<_>>(),
+            "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+            "top_logprobs": tokens.iter().map(|t| t.top.iter().map(|(s, lp)| (s.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+            "text_offset": offsets,
+        })
+    }
+
     fn object(&self, chunk: bool) -> &'static str {
         match (self.chat, chunk) {
             (true, false) => "chat.completion",
@@ -342,15 +387,16 @@ impl Shape {
     }
 
     fn whole(&self, c: &Completion) -> Value {
+        let logprobs = self.logprobs(&c.logprobs, 0);
         let choice = if self.chat {
             json!({
                 "index": 0,
                 "message": { "role": "assistant", "content": c.text },
                 "finish_reason": c.finish_reason,
-                "logprobs": null,
+                "logprobs": logprobs,
             })
         } else {
-            json!({ "index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": null })
+            json!({ "index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": logprobs })
         };
         let mut body = self.envelope(false, json!([choice]));
         body["usage"] = json!(usage(self.prompt_tokens, c));
@@ -360,7 +406,17 @@ impl Shape {
         body
     }
 
-    fn delta(&self, text: Option<&str>, role: bool, finish: Option<Value>) -> Value {
+    fn delta(
+        &self,
+        text: Option<&str>,
+        role: bool,
+        finish: Option<Value>,
+        tokens: &[TokenLogprob],
+    ) -> Value {
+        let logprobs = match tokens {
+            [] => Value::Null,
+            tokens => self.logprobs(tokens, 0),
+        };
         let choice = if self.chat {
             let mut delta = json!({});
             if role {
@@ -369,9 +425,9 @@ impl Shape {
             if let Some(t) = text {
                 delta["content"] = json!(t);
             }
-            json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null })
+            json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs })
         } else {
-            json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": null })
+            json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": logprobs })
         };
         self.envelope(true, json!([choice]))
     }
@@ -394,16 +450,18 @@ async fn respond(
     }
     let shape = Arc::new(shape);
     // Chat streams open with the assistant's role, as OpenAI's do.
-    let opening = shape.chat.then(|| data(&shape.delta(Some(""), true, None)));
+    let opening = shape
+        .chat
+        .then(|| data(&shape.delta(Some(""), true, None, &[])));
     let text_shape = shape.clone();
     let events = sse_stream(
         stream,
-        move |text| data(&text_shape.delta(Some(&text), false, None)),
+        move |text, logprobs| data(&text_shape.delta(Some(&text), false, None, &logprobs)),
         move |end| {
             let mut events = Vec::new();
             match end {
                 Ok(c) => {
-                    let mut last = shape.delta(None, false, Some(json!(c.finish_reason)));
+                    let mut last = shape.delta(None, false, Some(json!(c.finish_reason)), &[]);
                     if let Some(s) = &shape.sources {
                         last["sources"] = json!(s);
                     }
@@ -442,7 +500,14 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
     let target = target(services, &req.model)?;
-    let params = req.sampling.params(&state)?;
+    let mut params = req.sampling.params(&state)?;
+    params.logprobs = match (req.logprobs, req.top_logprobs) {
+        (true, top) => Some(top.unwrap_or(0)),
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(invalid("top_logprobs", "top_logprobs needs logprobs: true"));
+        }
+    };
     let messages = to_messages(req.messages)?;
     let mut shape = Shape {
         id: new_id("chatcmpl"),
@@ -452,6 +517,7 @@ pub async fn chat_completions(
         include_usage: req.sampling.include_usage(),
         prompt_tokens: 0,
         sources: None,
+        logprobs: params.logprobs.is_some(),
     };
     let stream = match target {
         Target::Rag => {
@@ -486,6 +552,9 @@ pub enum PromptField {
 pub struct CompletionRequest {
     model: String,
     prompt: PromptField,
+    /// Return each token's log-probability and this many alternatives
+    /// (0-20; `choices[].logprobs` in the completions format).
+    logprobs: Option<usize>,
     #[serde(default)]
     echo: bool,
     /// hearth's retrieval fields, for the `hearth-rag` model.
@@ -508,7 +577,8 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
     let target = target(services, &req.model)?;
-    let params = req.sampling.params(&state)?;
+    let mut params = req.sampling.params(&state)?;
+    params.logprobs = req.logprobs;
     if req.echo {
         return Err(invalid("echo", "echo is not supported"));
     }
@@ -532,6 +602,7 @@ pub async fn completions(
         include_usage: req.sampling.include_usage(),
         prompt_tokens: 0,
         sources: None,
+        logprobs: params.logprobs.is_some(),
     };
     let stream = match target {
         Target::Rag => {

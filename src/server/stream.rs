@@ -6,7 +6,7 @@
 
 use super::error::ApiError;
 use crate::config::{GenerationConfig, SearchMode};
-use crate::engine::{Completion, Event, GenerationStream};
+use crate::engine::{Completion, Event, GenerationStream, TokenLogprob};
 use crate::error::Error;
 use crate::models::llm::grammar::Format;
 use crate::models::llm::sampling::SamplingParams;
@@ -172,8 +172,9 @@ enum Progress<T, D> {
     Draining(std::collections::VecDeque<SseEvent>),
 }
 
-/// A generation as SSE: `text` shapes each piece of text, `end` the events
-/// that close the stream (after the completion or an error). Dropping the
+/// A generation as SSE: `text` shapes each piece of text (with the
+/// log-probabilities of its tokens, when asked for), `end` the events that
+/// close the stream (after the completion or an error). Dropping the
 /// stream (the client went away) drops the generation, which the worker
 /// then cancels.
 pub fn sse_stream<T, D>(
@@ -182,7 +183,7 @@ pub fn sse_stream<T, D>(
     end: D,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
 where
-    T: Fn(String) -> SseEvent + Send + 'static,
+    T: Fn(String, Vec<TokenLogprob>) -> SseEvent + Send + 'static,
     D: FnOnce(Result<Completion, ApiError>) -> Vec<SseEvent> + Send + 'static,
 {
     stream::unfold(
@@ -193,23 +194,30 @@ where
                     let next = rest.pop_front()?;
                     Some((Ok(next), Progress::Draining(rest)))
                 }
-                Progress::Running(mut stream, text, end) => loop {
-                    let outcome = match stream.next().await {
-                        Some(Event::Started { .. }) => continue,
-                        Some(Event::Text(piece)) => {
-                            let event = text(piece);
-                            return Some((Ok(event), Progress::Running(stream, text, end)));
-                        }
-                        Some(Event::Done(c)) => Ok(c),
-                        Some(Event::Error(e)) => Err(ApiError::from(e)),
-                        None => Err(ApiError::from(Error::Unavailable(
-                            "the generation worker stopped".into(),
-                        ))),
-                    };
-                    let mut rest: std::collections::VecDeque<SseEvent> = end(outcome).into();
-                    let first = rest.pop_front()?;
-                    return Some((Ok(first), Progress::Draining(rest)));
-                },
+                Progress::Running(mut stream, text, end) => {
+                    let mut logprobs = Vec::new();
+                    loop {
+                        let outcome = match stream.next().await {
+                            Some(Event::Started { .. }) => continue,
+                            Some(Event::Logprobs(l)) => {
+                                logprobs.extend(l);
+                                continue;
+                            }
+                            Some(Event::Text(piece)) => {
+                                let event = text(piece, logprobs);
+                                return Some((Ok(event), Progress::Running(stream, text, end)));
+                            }
+                            Some(Event::Done(c)) => Ok(c),
+                            Some(Event::Error(e)) => Err(ApiError::from(e)),
+                            None => Err(ApiError::from(Error::Unavailable(
+                                "the generation worker stopped".into(),
+                            ))),
+                        };
+                        let mut rest: std::collections::VecDeque<SseEvent> = end(outcome).into();
+                        let first = rest.pop_front()?;
+                        return Some((Ok(first), Progress::Draining(rest)));
+                    }
+                }
             }
         },
     )

@@ -7,6 +7,39 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+/// Most alternatives a token's log-probabilities list (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// The log-probability of `token` and of the `top` most likely tokens
+/// (most likely first), under `logits` (after the repetition penalty and
+/// any constraint's mask, at temperature 1: the distribution the sampler
+/// drew from before its temperature and truncation).
+pub fn logprobs(logits: &[f32], token: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| ((l - max) as f64).exp())
+        .sum();
+    let log_z = max as f64 + sum.ln();
+    let lp = |l: f32| (l as f64 - log_z) as f32;
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+        if top < ids.len() {
+            ids.select_nth_unstable_by(top - 1, by_logit);
+            ids.truncate(top);
+        }
+        ids.sort_by(by_logit);
+        best = ids
+            .into_iter()
+            .map(|i| (i, lp(logits[i as usize])))
+            .collect();
+    }
+    (lp(logits[token as usize]), best)
+}
+
 /// How to generate: sampling knobs and when to stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -30,6 +63,10 @@ pub struct SamplingParams {
     /// cannot continue it are masked before sampling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<super::grammar::Format>,
+    /// Report each generated token's log-probability and this many most
+    /// likely alternatives (0-20); None: no log-probabilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -44,6 +81,7 @@ impl Default for SamplingParams {
             seed: None,
             stop: Vec::new(),
             format: None,
+            logprobs: None,
         }
     }
 }
@@ -59,6 +97,12 @@ impl SamplingParams {
             |field: &'static str, message: String| Err(Error::InvalidField { field, message });
         if self.max_tokens == 0 {
             return bad("max_tokens", "max_tokens must be at least 1".into());
+        }
+        if self.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return bad(
+                "top_logprobs",
+                format!("at most {MAX_TOP_LOGPROBS} alternatives per token"),
+            );
         }
         if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
             return bad(
