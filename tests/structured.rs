@@ -29,6 +29,21 @@ fn check_person(text: &str) {
     assert_eq!(o.len(), 3, "no other keys: {text}");
 }
 
+/// POST an OpenAI request with `"stream": true`: its chunks, up to
+/// `data: [DONE]`.
+async fn openai_chunks(client: &Client, url: String, body: &Value) -> Vec<Value> {
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    let response = client.post(url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .collect()
+}
+
 fn chat(schema_format: Value, stream: bool) -> Value {
     json!({
         "model": "hearth-fine-tuned",
@@ -58,26 +73,19 @@ async fn outputs_follow_their_schema_or_grammar() {
     check_person(body["choices"][0]["message"]["content"].as_str().unwrap());
 
     // Streamed: the deltas add up to valid JSON.
-    let response = client
-        .post(server.at("/v1/chat/completions"))
-        .json(&chat(json_schema.clone(), true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    // OpenAI's chunks, up to `data: [DONE]`.
-    let body = response.text().await.unwrap();
-    let text: String = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text: String = openai_chunks(
+        &client,
+        server.at("/v1/chat/completions"),
+        &chat(json_schema.clone(), true),
+    )
+    .await
+    .iter()
+    .filter_map(|v| {
+        v["choices"][0]["delta"]["content"]
+            .as_str()
+            .map(String::from)
+    })
+    .collect();
     check_person(&text);
 
     // json_object on /v1/completions: any object.
@@ -281,22 +289,9 @@ async fn logprobs_describe_each_token() {
     );
 
     // Streamed: each chunk carries its tokens' entries, the same ones.
-    let mut streaming = request.clone();
-    streaming["stream"] = json!(true);
-    let text = client
-        .post(server.at("/v1/chat/completions"))
-        .json(&streaming)
-        .send()
+    let streamed: Vec<Value> = openai_chunks(&client, server.at("/v1/chat/completions"), &request)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let streamed: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .iter()
         .filter_map(|v| v["choices"][0]["logprobs"]["content"].as_array().cloned())
         .flatten()
         .collect();
