@@ -443,7 +443,13 @@ async fn respond(
     mut stream: GenerationStream,
     mut shape: Shape,
 ) -> Result<Response, ApiError> {
-    shape.prompt_tokens = started(&mut stream).await?;
+    shape.prompt_tokens = started(&mut stream).await.map_err(|mut e| {
+        // The worker names hearth's field; here it is OpenAI's.
+        if e.param.as_deref() == Some("format") {
+            e.param = Some("response_format".into());
+        }
+        e
+    })?;
     if !stream_it {
         let completion = stream.finish().await?;
         return Ok(Json(shape.whole(&completion)).into_response());

@@ -34,13 +34,27 @@ pub enum Format {
     Regex { pattern: String },
 }
 
+/// Whitespace allowed between JSON tokens: up to 16 characters, enough for
+/// pretty-printing, but not the endless run a sampled model can fall into
+/// when any amount is allowed.
+const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,16}";
+
+/// A JSON schema with hearth's whitespace rule, unless the schema sets
+/// llguidance's options itself (`x-guidance`).
+fn json_grammar(schema: &Value) -> TopLevelGrammar {
+    let mut schema = schema.clone();
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }));
+    }
+    TopLevelGrammar::from_json_schema(schema)
+}
+
 impl Format {
     fn grammar(&self) -> TopLevelGrammar {
         match self {
-            Format::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({ "type": "object" }))
-            }
-            Format::JsonSchema { schema } => TopLevelGrammar::from_json_schema(schema.clone()),
+            Format::JsonObject => json_grammar(&serde_json::json!({ "type": "object" })),
+            Format::JsonSchema { schema } => json_grammar(schema),
             Format::Lark { grammar } => TopLevelGrammar::from_lark(grammar.clone()),
             Format::Regex { pattern } => TopLevelGrammar::from_regex(pattern),
         }
@@ -89,16 +103,25 @@ impl GrammarEnv {
 
     /// A constraint for one sequence; a grammar that does not compile (a
     /// schema it cannot read, a Lark syntax error) is the client's mistake.
+    /// The error names the request field at fault: `grammar` for a Lark
+    /// grammar, `format` otherwise (the OpenAI routes call it
+    /// `response_format`).
     pub fn constraint(&self, format: &Format) -> Result<Constraint> {
+        let field = match format {
+            Format::Lark { .. } => "grammar",
+            _ => "format",
+        };
+        let bad = |e: String| Error::InvalidField {
+            field,
+            message: format!("the output format does not compile: {e}"),
+        };
         let parser = self
             .factory
             .create_parser(format.grammar())
-            .map_err(|e| Error::InvalidInput(format!("the output format does not compile: {e}")))?;
+            .map_err(|e| bad(e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(Error::InvalidInput(format!(
-                "the output format does not compile: {e}"
-            )));
+            return Err(bad(e));
         }
         Ok(Constraint { matcher })
     }
