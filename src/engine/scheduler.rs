@@ -12,12 +12,15 @@
 //! in arrival order, so a long RAG prompt neither stalls the streams already
 //! running nor waits behind later arrivals. A prompt that begins like a
 //! recent one starts from a copy of its keys and values ([`PrefixCache`]).
+//! Each sequence may carry a LoRA adapter (on its cache: the batch shares
+//! the base), an output format's grammar (its mask applied to the logits
+//! before sampling) and a request for log-probabilities.
 //!
 //! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
 
-use super::generator::TokenLogprob;
 use super::generator::{
     Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, Request, Timings,
+    TokenLogprob,
 };
 use super::prefix::PrefixCache;
 use crate::error::{Error, Result};

@@ -155,11 +155,6 @@ impl Constraint {
             .map_err(|e| Error::Model(format!("constrained decoding: {e}")))
     }
 
-    /// Whether the output so far is complete in the grammar.
-    pub fn is_complete(&mut self) -> bool {
-        self.matcher.is_stopped() || self.matcher.is_accepting().unwrap_or(false)
-    }
-
     /// Whether nothing but the end can follow.
     pub fn is_stopped(&self) -> bool {
         self.matcher.is_stopped()
