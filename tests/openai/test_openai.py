@@ -91,6 +91,45 @@ class OpenAICompat(unittest.TestCase):
         self.assertNotIn("7", r.choices[0].text)
         self.assertIn("5", r.choices[0].text)
 
+    def test_structured_output_parses_into_a_pydantic_model(self):
+        import pydantic  # installed with openai
+
+        class Person(pydantic.BaseModel):
+            name: str = pydantic.Field(max_length=20)
+            age: int = pydantic.Field(ge=0, le=120)
+            languages: list[str] = pydantic.Field(max_length=3)
+
+        r = self.client.chat.completions.parse(
+            model="hearth-fine-tuned", response_format=Person, max_tokens=120, temperature=0,
+            messages=[{"role": "user", "content": "Describe a programmer."}])
+        choice = r.choices[0]
+        self.assertEqual(choice.finish_reason, "stop", choice.message.content)
+        person = choice.message.parsed
+        self.assertIsInstance(person, Person)
+        self.assertLessEqual(len(person.languages), 3)
+        # And any JSON object.
+        r = self.client.chat.completions.create(
+            model="hearth-fine-tuned", response_format={"type": "json_object"}, max_tokens=64,
+            temperature=0, messages=[{"role": "user", "content": "Describe Rust as JSON."}])
+        if r.choices[0].finish_reason == "stop":
+            self.assertIsInstance(json.loads(r.choices[0].message.content), dict)
+
+    def test_logprobs(self):
+        r = self.client.chat.completions.create(
+            model="hearth-fine-tuned", messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+        content = r.choices[0].logprobs.content
+        self.assertEqual("".join(t.token for t in content), r.choices[0].message.content)
+        for t in content:
+            self.assertLessEqual(t.logprob, 0.0)
+            self.assertEqual(len(t.top_logprobs), 2)
+            self.assertEqual(t.token, t.top_logprobs[0].token)
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.client.chat.completions.create(
+                model="hearth-fine-tuned", messages=[{"role": "user", "content": "x"}],
+                logprobs=True, top_logprobs=21)
+        self.assertEqual(e.exception.body["param"], "top_logprobs")
+
     def test_completions_whole_and_streamed(self):
         whole = self.client.completions.create(
             model="hearth-fine-tuned", prompt="The capital of France is", max_tokens=4)
