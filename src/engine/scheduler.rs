@@ -285,10 +285,10 @@ struct Sequence {
     stops: StopMatcher,
     /// The output format's grammar, when the request gives one.
     constraint: Option<Constraint>,
-    /// Log-probabilities of the tokens not yet sent with text, and of all
-    /// generated tokens (when the request asks for them).
-    pending_logprobs: Vec<TokenLogprob>,
+    /// Log-probabilities of the generated tokens (when the request asks
+    /// for them), and how many of them went out with text already.
     logprobs: Vec<TokenLogprob>,
+    logprobs_sent: usize,
     text: String,
     taken: Instant,
     first_token: Option<Instant>,
@@ -304,8 +304,8 @@ impl Sequence {
     ) -> Self {
         Self {
             constraint,
-            pending_logprobs: Vec::new(),
             logprobs: Vec::new(),
+            logprobs_sent: 0,
             sampler: Sampler::new(&request.params),
             stops: StopMatcher::new(&request.params.stop),
             prompt_len: prompt.len(),
@@ -360,13 +360,11 @@ impl Sequence {
             if !llm.tokenizer.is_end_of_turn(token) {
                 let (logprob, best) = sampling::logprobs(logits, token, top);
                 let text = |id: u32| llm.tokenizer.decode(&[id]).unwrap_or_default();
-                let entry = TokenLogprob {
+                self.logprobs.push(TokenLogprob {
                     token: text(token),
                     logprob,
                     top: best.into_iter().map(|(id, lp)| (text(id), lp)).collect(),
-                };
-                self.pending_logprobs.push(entry.clone());
-                self.logprobs.push(entry);
+                });
             }
         }
         if let Some(c) = &mut self.constraint {
@@ -417,10 +415,11 @@ impl Sequence {
 
     /// The log-probabilities of the tokens behind the text about to go.
     fn send_logprobs(&mut self) -> Result<(), StepEnd> {
-        if self.pending_logprobs.is_empty() {
+        if self.logprobs_sent == self.logprobs.len() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.pending_logprobs);
+        let batch = self.logprobs[self.logprobs_sent..].to_vec();
+        self.logprobs_sent = self.logprobs.len();
         self.request
             .events
             .send(Event::Logprobs(batch))

@@ -64,7 +64,7 @@ impl Target {
 
     /// The module's name in a Hugging Face llama
     /// (`model.layers.N.{name}`).
-    fn hf(self) -> &'static str {
+    pub fn hf(self) -> &'static str {
         match self {
             Target::Q => "self_attn.q_proj",
             Target::K => "self_attn.k_proj",
@@ -73,6 +73,16 @@ impl Target {
             Target::Gate => "mlp.gate_proj",
             Target::Up => "mlp.up_proj",
             Target::Down => "mlp.down_proj",
+        }
+    }
+
+    /// The heads whose rotary pairs order this matrix's output rows (q's
+    /// and k's): the rows `convert_hf_to_gguf.py` permutes for llama files.
+    pub fn rotary_heads(self, cfg: &LlamaConfig) -> Option<usize> {
+        match self {
+            Target::Q => Some(cfg.n_head),
+            Target::K => Some(cfg.n_kv_head),
+            _ => None,
         }
     }
 
@@ -123,6 +133,9 @@ fn supported_targets() -> String {
 pub struct Pair {
     a: Vec<f32>,
     bt: Vec<f32>,
+    /// `A` and `B` as tensors on the model's device, made on the tensor
+    /// path's first use (a model's device never changes).
+    tensors: std::sync::OnceLock<(Tensor, Tensor)>,
     rank: usize,
     k: usize,
     n: usize,
@@ -168,11 +181,15 @@ impl Pair {
 
     /// `A` and `B` as tensors `[rank, k]` and `[n, rank]` on `device`, for
     /// the tensor forward pass.
-    pub fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
-        Ok((
+    pub fn tensors(&self, device: &Device) -> Result<&(Tensor, Tensor)> {
+        if let Some(t) = self.tensors.get() {
+            return Ok(t);
+        }
+        let made = (
             Tensor::from_slice(&self.a, (self.rank, self.k), device)?,
             Tensor::from_vec(self.b(), (self.n, self.rank), device)?,
-        ))
+        );
+        Ok(self.tensors.get_or_init(|| made))
     }
 
     pub fn scale(&self) -> f32 {
@@ -373,6 +390,7 @@ impl Raw {
             layers[layer][target.index()] = Some(Pair {
                 a: a.values,
                 bt,
+                tensors: Default::default(),
                 rank,
                 k,
                 n,
@@ -610,12 +628,7 @@ fn read_peft(path: &Path, base: &LlamaConfig) -> Result<Raw> {
         // output rows, so B's rows move the same way here.
         // (A B of another shape is left as it is: the shape check reports it.)
         if !is_a && !base.family.rope_neox && rows == target.dims(base).0 {
-            let heads = match target {
-                Target::Q => Some(base.n_head),
-                Target::K => Some(base.n_kv_head),
-                _ => None,
-            };
-            if let Some(heads) = heads {
+            if let Some(heads) = target.rotary_heads(base) {
                 values = super::hf::permute_rows(&values, rows, cols, heads)
                     .map_err(|why| bad(&weights_path, format!("tensor {name}: {why}")))?;
             }
@@ -681,6 +694,7 @@ mod tests {
         let pair = Pair {
             a: (0..rank * k).map(|i| (i as f32 * 0.1).sin()).collect(),
             bt: (0..n * rank).map(|i| (i as f32 * 0.7).cos()).collect(),
+            tensors: Default::default(),
             rank,
             k,
             n,
