@@ -315,6 +315,21 @@ pub async fn stream(client: &Client, url: String, body: &Value) -> (Vec<(String,
     (events, joined)
 }
 
+/// POST an OpenAI request with `"stream": true`: its chunks, up to
+/// `data: [DONE]`.
+pub async fn openai_chunks(client: &Client, url: String, body: &Value) -> Vec<Value> {
+    let mut body = body.clone();
+    body["stream"] = serde_json::json!(true);
+    let response = client.post(url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .collect()
+}
+
 /// Run `scripts/families/SCRIPT` with the test virtualenv's Python
 /// (`scripts/python-env.sh`); its standard output.
 pub fn family_script(script: &str, args: &[&std::ffi::OsStr]) -> String {

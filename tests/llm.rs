@@ -87,7 +87,7 @@ fn greedy_generation_matches_llama_cpp() {
         assert_eq!(llm().encode_chat(&messages).unwrap(), want_prompt);
 
         let want = ids(&item["greedy_tokens"]);
-        let got = run(&g, Prompt::Chat(messages), greedy(want.len())).unwrap();
+        let got = run(&g, Prompt::chat(messages), greedy(want.len())).unwrap();
         assert_eq!(got.prompt_tokens, want_prompt);
 
         // Teacher forcing: feed llama.cpp's own tokens and, at every step,
@@ -175,7 +175,7 @@ fn same_seed_same_text_and_concurrent_sequences_all_finish() {
         seed: Some(7),
         ..Default::default()
     };
-    let prompt = || Prompt::Chat(vec![Message::new("user", "Tell me about rivers.")]);
+    let prompt = || Prompt::chat(vec![Message::new("user", "Tell me about rivers.")]);
     // Three at once: the worker interleaves them, each with its own cache.
     let streams: Vec<_> = (0..3)
         .map(|_| g.submit(prompt(), params.clone()).unwrap())
@@ -205,11 +205,11 @@ fn stop_sequences_end_generation_without_emitting_the_stop() {
         "user",
         "Count from 1 to 20, separated by commas.",
     )];
-    let full = run(&g, Prompt::Chat(messages.clone()), greedy(40)).unwrap();
+    let full = run(&g, Prompt::chat(messages.clone()), greedy(40)).unwrap();
     assert!(full.text.contains('5'), "{}", full.text);
     let mut params = greedy(40);
     params.stop = vec!["5".into()];
-    let cut = run(&g, Prompt::Chat(messages), params).unwrap();
+    let cut = run(&g, Prompt::chat(messages), params).unwrap();
     assert_eq!(cut.finish_reason, FinishReason::Stop);
     assert!(!cut.text.contains('5'), "{}", cut.text);
     assert!(
@@ -246,7 +246,7 @@ fn streamed_text_is_valid_utf8_across_byte_tokens() {
     let g = generator();
     let mut stream = g
         .submit(
-            Prompt::Chat(vec![Message::new("user", "Say hello in Japanese.")]),
+            Prompt::chat(vec![Message::new("user", "Say hello in Japanese.")]),
             greedy(24),
         )
         .unwrap();
@@ -308,7 +308,7 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(err(long, greedy(4)), Error::TooLarge(_)));
     let e = err(Prompt::Tokens(vec![u32::MAX]), greedy(4));
     assert!(e.to_string().contains("vocabulary"), "{e}");
-    let e = err(Prompt::Chat(vec![Message::new("wizard", "hi")]), greedy(4));
+    let e = err(Prompt::chat(vec![Message::new("wizard", "hi")]), greedy(4));
     assert!(e.to_string().contains("role"), "{e}");
 
     // Missing and corrupt model files.
@@ -397,7 +397,7 @@ fn batched_greedy_output_is_the_same_as_alone() {
         "Describe a cat in one sentence.",
         "Why is the sky blue?",
     ];
-    let prompt = |q: &str| Prompt::Chat(vec![Message::new("user", q)]);
+    let prompt = |q: &str| Prompt::chat(vec![Message::new("user", q)]);
     let g = scheduled(8, 16);
     let alone: Vec<Vec<u32>> = questions
         .iter()
@@ -503,7 +503,7 @@ fn prompts_that_begin_alike_reuse_the_cached_prefix_with_the_same_output() {
     // A long shared document, then different questions: a conversation's
     // earlier turns, or RAG passages asked about twice.
     let doc = "The river runs past the old mill and under the stone bridge. ".repeat(20);
-    let ask = |q: &str| Prompt::Chat(vec![Message::new("user", format!("{doc}\n\n{q}"))]);
+    let ask = |q: &str| Prompt::chat(vec![Message::new("user", format!("{doc}\n\n{q}"))]);
     let questions = [
         "Where does the river run?",
         "What is under the bridge?",

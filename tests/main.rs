@@ -15,4 +15,5 @@ mod openai;
 mod retrieval;
 mod server;
 mod structured;
+mod tools;
 mod topologies;

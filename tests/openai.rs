@@ -1,6 +1,7 @@
 //! The OpenAI-compatible API checked with the official `openai` Python
-//! package (tests/openai/test_openai.py) against the real server, with an
-//! API key configured.
+//! package (tests/openai/test_openai.py) and with LangChain's
+//! `langchain-openai` (tests/openai/test_langchain.py) against the real
+//! server, with an API key configured.
 
 use crate::common::{repo, TestServer, TestTopology};
 
@@ -48,21 +49,21 @@ async fn the_official_openai_client_works_through_the_gateway() {
 }
 
 async fn run_python_suite(url: String) {
-    let python = python();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(repo().join("tests/openai/test_openai.py"))
-            .env("HEARTH_URL", url)
-            .env("HEARTH_API_KEY", KEY)
-            .output()
-            .expect("running the Python tests")
-    })
-    .await
-    .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the openai client tests failed:\n{log}"
-    );
-    eprintln!("{log}");
+    for script in ["test_openai.py", "test_langchain.py"] {
+        let python = python();
+        let url = url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .arg(repo().join("tests/openai").join(script))
+                .env("HEARTH_URL", url)
+                .env("HEARTH_API_KEY", KEY)
+                .output()
+                .expect("running the Python tests")
+        })
+        .await
+        .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script} failed:\n{log}");
+        eprintln!("{log}");
+    }
 }

@@ -3,7 +3,7 @@
 //! and hearth's own (`format`, `grammar`), streamed and not, several at
 //! once in one batch; and the formats that cannot be honoured refused.
 
-use crate::common::{post, TestServer};
+use crate::common::{openai_chunks, post, TestServer};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -27,21 +27,6 @@ fn check_person(text: &str) {
         "{text}"
     );
     assert_eq!(o.len(), 3, "no other keys: {text}");
-}
-
-/// POST an OpenAI request with `"stream": true`: its chunks, up to
-/// `data: [DONE]`.
-async fn openai_chunks(client: &Client, url: String, body: &Value) -> Vec<Value> {
-    let mut body = body.clone();
-    body["stream"] = json!(true);
-    let response = client.post(url).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response.text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .collect()
 }
 
 fn chat(schema_format: Value, stream: bool) -> Value {

@@ -58,7 +58,7 @@ fn load_llm(args: &LlmArgs, device: &candle_core::Device) -> Result<Generator> {
 pub(super) fn generate(args: GenerateArgs, device: &candle_core::Device) -> Result<()> {
     let generator = load_llm(&args.llm, device)?;
     let prompt = if args.chat {
-        Prompt::Chat(vec![Message::new("user", args.prompt)])
+        Prompt::chat(vec![Message::new("user", args.prompt)])
     } else {
         Prompt::Text(args.prompt)
     };
@@ -123,7 +123,7 @@ pub(super) fn chat(args: ChatArgs, device: &candle_core::Device) -> Result<()> {
             return Ok(());
         }
         messages.push(Message::new("user", line.trim_end()));
-        let mut stream = generator.submit(Prompt::Chat(messages.clone()), params.clone())?;
+        let mut stream = generator.submit(Prompt::chat(messages.clone()), params.clone())?;
         let mut out = std::io::stdout().lock();
         let reply = loop {
             match stream.blocking_next() {

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::models::llm::chat::Message;
 use crate::models::llm::lora::Adapter;
 use crate::models::llm::sampling::SamplingParams;
+use crate::models::llm::tools::Tool;
 use crate::models::Llm;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,18 +24,29 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// What to generate from. On the wire (`POST /generate`) it is one of the
-/// fields `prompt`, `messages` or `tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// fields `prompt`, `messages` (with `tools`) or `tokens`.
+#[derive(Debug, Clone)]
 pub enum Prompt {
     /// Raw text, tokenized as is (BOS added if the model wants one).
-    #[serde(rename = "prompt")]
     Text(String),
-    /// A conversation, rendered with the model's chat template.
-    #[serde(rename = "messages")]
-    Chat(Vec<Message>),
+    /// A conversation, rendered with the model's chat template, and the
+    /// tools it offers the model.
+    Chat {
+        messages: Vec<Message>,
+        tools: Vec<Tool>,
+    },
     /// Token ids, fed as they are.
-    #[serde(rename = "tokens")]
     Tokens(Vec<u32>),
+}
+
+impl Prompt {
+    /// A conversation that offers no tools.
+    pub fn chat(messages: Vec<Message>) -> Self {
+        Self::Chat {
+            messages,
+            tools: Vec::new(),
+        }
+    }
 }
 
 /// Why generation ended.

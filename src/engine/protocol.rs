@@ -18,6 +18,7 @@
 use crate::error::Error;
 use crate::models::llm::chat::Message;
 use crate::models::llm::sampling::SamplingParams;
+use crate::models::llm::tools::Tool;
 use serde::{Deserialize, Serialize};
 
 use super::generator::Prompt;
@@ -56,15 +57,74 @@ pub struct GeneratorInfo {
     pub max_tokens_limit: usize,
 }
 
-/// The body of `POST /generate`.
-#[derive(Debug, Serialize, Deserialize)]
+/// The body of `POST /generate`: one of `prompt`, `messages` (with
+/// `tools`, when the conversation offers any) or `tokens`, then the
+/// sampling fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "GenerateWire", into = "GenerateWire")]
 pub struct GenerateRequest {
-    #[serde(flatten)]
     pub prompt: Prompt,
-    #[serde(flatten)]
     pub params: SamplingParams,
-    #[serde(default)]
     pub stream: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GenerateWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokens: Option<Vec<u32>>,
+    #[serde(flatten)]
+    params: SamplingParams,
+    #[serde(default)]
+    stream: bool,
+}
+
+impl TryFrom<GenerateWire> for GenerateRequest {
+    type Error = String;
+
+    fn try_from(w: GenerateWire) -> std::result::Result<Self, String> {
+        let prompt = match (w.prompt, w.messages, w.tokens) {
+            (Some(p), None, None) => Prompt::Text(p),
+            (None, Some(messages), None) => Prompt::Chat {
+                messages,
+                tools: w.tools,
+            },
+            (None, None, Some(t)) => Prompt::Tokens(t),
+            _ => return Err("give exactly one of `prompt`, `messages` and `tokens`".into()),
+        };
+        Ok(Self {
+            prompt,
+            params: w.params,
+            stream: w.stream,
+        })
+    }
+}
+
+impl From<GenerateRequest> for GenerateWire {
+    fn from(r: GenerateRequest) -> Self {
+        let mut w = GenerateWire {
+            prompt: None,
+            messages: None,
+            tools: Vec::new(),
+            tokens: None,
+            params: r.params,
+            stream: r.stream,
+        };
+        match r.prompt {
+            Prompt::Text(p) => w.prompt = Some(p),
+            Prompt::Chat { messages, tools } => {
+                w.messages = Some(messages);
+                w.tools = tools;
+            }
+            Prompt::Tokens(t) => w.tokens = Some(t),
+        }
+        w
+    }
 }
 
 /// `POST /tokenize`'s body and answer.
@@ -287,6 +347,26 @@ mod tests {
         assert_eq!(back.params.max_tokens, 7);
         let chat: GenerateRequest =
             serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-        assert!(matches!(chat.prompt, Prompt::Chat(m) if m[0].content == "hi"));
+        assert!(
+            matches!(chat.prompt, Prompt::Chat { messages, tools } if messages[0].content == "hi" && tools.is_empty())
+        );
+        let tool = Tool {
+            name: "now".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        let req = GenerateRequest {
+            prompt: Prompt::Chat {
+                messages: vec![Message::new("user", "hi")],
+                tools: vec![tool.clone()],
+            },
+            params: SamplingParams::default(),
+            stream: false,
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["tools"][0]["name"], "now");
+        let back: GenerateRequest = serde_json::from_value(json).unwrap();
+        assert!(matches!(back.prompt, Prompt::Chat { tools, .. } if tools == vec![tool]));
+        assert!(serde_json::from_str::<GenerateRequest>(r#"{"prompt":"a","tokens":[1]}"#).is_err());
     }
 }

@@ -250,7 +250,7 @@ impl Scheduler {
         let tokenizer = &self.llm.tokenizer;
         let prompt = match &request.prompt {
             Prompt::Text(text) => tokenizer.encode_prompt(text)?,
-            Prompt::Chat(messages) => self.llm.encode_chat(messages)?,
+            Prompt::Chat { messages, tools } => self.llm.encode_chat_with_tools(messages, tools)?,
             Prompt::Tokens(ids) => ids.clone(),
         };
         if prompt.is_empty() {

@@ -6,15 +6,18 @@
 
 use crate::engine::{Generation, GenerationStream, Prompt};
 use crate::error::{Error, Result};
-use crate::models::llm::chat::Message;
+use crate::models::llm::chat::{Message, ROLES};
 use crate::models::llm::lora::Adapter;
 use crate::models::llm::sampling::SamplingParams;
+use crate::models::llm::tools::Tool;
 use std::sync::Arc;
 
 /// What to generate from.
 #[derive(Debug, Clone)]
 pub enum Input {
     Messages(Vec<Message>),
+    /// A conversation that offers the model tools to call.
+    Tools(Vec<Message>, Vec<Tool>),
     Prompt(String),
 }
 
@@ -23,8 +26,6 @@ pub struct FineTuned {
     generator: Generation,
     adapter: Option<Arc<Adapter>>,
 }
-
-const ROLES: &[&str] = &["system", "user", "assistant"];
 
 impl FineTuned {
     pub fn new(generator: Generation) -> Self {
@@ -79,24 +80,27 @@ impl FineTuned {
         }
     }
 
+    fn conversation(messages: Vec<Message>, tools: Vec<Tool>) -> Result<Prompt> {
+        if messages.is_empty() {
+            return Err(Error::InvalidInput("messages is empty".into()));
+        }
+        if let Some(bad) = messages.iter().find(|m| !ROLES.contains(&m.role.as_str())) {
+            return Err(Error::InvalidInput(format!(
+                "unknown message role {:?}; use system, user, assistant or tool",
+                bad.role
+            )));
+        }
+        Ok(Prompt::Chat { messages, tools })
+    }
+
     pub fn generate(&self, input: Input, params: SamplingParams) -> Result<GenerationStream> {
         let prompt = match input {
             Input::Prompt(p) if p.is_empty() => {
                 return Err(Error::InvalidInput("the prompt is empty".into()))
             }
             Input::Prompt(p) => Prompt::Text(p),
-            Input::Messages(m) if m.is_empty() => {
-                return Err(Error::InvalidInput("messages is empty".into()))
-            }
-            Input::Messages(m) => {
-                if let Some(bad) = m.iter().find(|m| !ROLES.contains(&m.role.as_str())) {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown message role {:?}; use system, user or assistant",
-                        bad.role
-                    )));
-                }
-                Prompt::Chat(m)
-            }
+            Input::Messages(m) => Self::conversation(m, Vec::new())?,
+            Input::Tools(m, tools) => Self::conversation(m, tools)?,
         };
         let params = self.generator.check(params)?;
         self.generator

@@ -235,13 +235,13 @@ where
     let events = sse_stream(
         stream,
         |text, _| {
-            json_event(
+            vec![json_event(
                 event::TOKEN,
                 &json!(Text {
                     text,
                     logprobs: Vec::new()
                 }),
-            )
+            )]
         },
         move |end| match end {
             Ok(c) => vec![json_event(event::DONE, &finish(c))],

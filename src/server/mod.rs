@@ -1,6 +1,6 @@
 //! The HTTP server (axum): this file only builds the router. Each route's
 //! handler lives in a leaf file by concept (`generate`: `/rag` and
-//! `/fine-tuned`; `openai`: `/v1/...`; `documents`: the store; `raw`: the
+//! `/fine-tuned`; `openai`: `/v1/...`, with `tool_calls` for its tools; `documents`: the store; `raw`: the
 //! model routes other hearth processes call; `health`, `topology`,
 //! `openapi`; `gateway`: the front door's proxy). What handlers share:
 //! `state` (what every handler can reach), `stream` (SSE and usage),
@@ -21,6 +21,7 @@ mod openapi;
 mod raw;
 mod state;
 mod stream;
+mod tool_calls;
 mod topology;
 
 pub use lifecycle::{lock_data_dir, Server};

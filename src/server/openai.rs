@@ -9,11 +9,13 @@ use super::error::{ApiError, ApiJson};
 use super::stream::{
     input_texts, invalid, sse_stream, started, usage, RetrievalFields, SamplingFields,
 };
+use super::tool_calls::{self, ChatToolCall, ToolDef};
 use super::AppState;
-use crate::engine::{Completion, GenerationStream, TokenLogprob};
+use crate::engine::{Completion, FinishReason, GenerationStream, TokenLogprob};
 use crate::models::llm::chat::Message;
 use crate::models::llm::grammar::Format;
 use crate::models::llm::sampling::SamplingParams;
+use crate::models::llm::tools::{CallParser, ToolCall, TEXT_ONLY};
 use crate::pipelines::fine_tuned::{FineTuned, Input};
 use crate::pipelines::Services;
 use crate::roles::{FINE_TUNED_MODEL, RAG_MODEL};
@@ -249,10 +251,15 @@ pub struct ContentPart {
     text: Option<String>,
 }
 
+/// A turn: `system` (or `developer`), `user`, `assistant` (with the
+/// `tool_calls` it made, when it made any) or `tool` (a call's result,
+/// naming the call in `tool_call_id`).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessage {
     role: String,
     content: Option<Content>,
+    tool_calls: Option<Vec<ChatToolCall>>,
+    tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -264,6 +271,16 @@ pub struct ChatRequest {
     logprobs: bool,
     /// With `logprobs`: this many most likely alternatives per token (0-20).
     top_logprobs: Option<usize>,
+    /// Functions the model may call: `[{"type": "function", "function":
+    /// {"name", "description", "parameters"}}]`.
+    tools: Option<Vec<ToolDef>>,
+    /// `"auto"` (default with tools), `"none"`, `"required"`, or
+    /// `{"type": "function", "function": {"name"}}`.
+    #[schema(value_type = Option<serde_json::Value>)]
+    tool_choice: Option<Value>,
+    /// Whether one answer may hold several calls. Default false (one
+    /// call), unlike OpenAI: small models allowed several repeat one call.
+    parallel_tool_calls: Option<bool>,
     /// hearth's retrieval fields, for the `hearth-rag` model.
     #[serde(flatten)]
     retrieval: RetrievalFields,
@@ -282,13 +299,28 @@ fn to_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => "tool",
                 other => {
                     return Err(invalid(
                         "messages",
-                        format!("role `{other}` is not supported; use system, user or assistant"),
+                        format!(
+                            "role `{other}` is not supported; use system, user, assistant or tool"
+                        ),
                     ))
                 }
             };
+            if m.tool_calls.is_some() && role != "assistant" {
+                return Err(invalid(
+                    "messages",
+                    "only assistant messages carry tool_calls",
+                ));
+            }
+            if role == "tool" && m.tool_call_id.is_none() {
+                return Err(invalid(
+                    "messages",
+                    "a tool message needs `tool_call_id`, the call it answers",
+                ));
+            }
             let content = match m.content {
                 None => String::new(),
                 Some(Content::Text(t)) => t,
@@ -310,7 +342,15 @@ fn to_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
                     text
                 }
             };
-            Ok(Message::new(role, content))
+            let mut message = Message::new(role, content);
+            message.tool_calls = m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(ToolCall::from)
+                .collect();
+            message.tool_call_id = m.tool_call_id;
+            Ok(message)
         })
         .collect()
 }
@@ -326,6 +366,8 @@ struct Shape {
     sources: Option<Vec<Passage>>,
     /// Whether the answer carries log-probabilities.
     logprobs: bool,
+    /// Whether the output may hold tool calls (read back into `tool_calls`).
+    tools: bool,
 }
 
 impl Shape {
@@ -386,9 +428,31 @@ impl Shape {
         })
     }
 
+    /// `finish_reason`: `tool_calls` when the model called tools and
+    /// stopped by itself.
+    fn finish_reason(&self, c: &Completion, called: bool) -> Value {
+        if called && c.finish_reason == FinishReason::Stop {
+            json!("tool_calls")
+        } else {
+            json!(c.finish_reason)
+        }
+    }
+
     fn whole(&self, c: &Completion) -> Value {
         let logprobs = self.logprobs(&c.logprobs, 0);
-        let choice = if self.chat {
+        let choice = if self.chat && self.tools {
+            let (content, calls) = tool_calls::message(&c.text);
+            let mut message = json!({ "role": "assistant", "content": content });
+            if !calls.is_empty() {
+                message["tool_calls"] = json!(calls);
+            }
+            json!({
+                "index": 0,
+                "message": message,
+                "finish_reason": self.finish_reason(c, !calls.is_empty()),
+                "logprobs": logprobs,
+            })
+        } else if self.chat {
             json!({
                 "index": 0,
                 "message": { "role": "assistant", "content": c.text },
@@ -413,18 +477,29 @@ impl Shape {
         finish: Option<Value>,
         tokens: &[TokenLogprob],
     ) -> Value {
+        let mut delta = json!({});
+        if role {
+            delta["role"] = json!("assistant");
+        }
+        if let Some(t) = text {
+            delta["content"] = json!(t);
+        }
+        self.chunk(text, delta, finish, tokens)
+    }
+
+    /// A chunk with chat's `delta` (the completions route sends `text`).
+    fn chunk(
+        &self,
+        text: Option<&str>,
+        delta: Value,
+        finish: Option<Value>,
+        tokens: &[TokenLogprob],
+    ) -> Value {
         let logprobs = match tokens {
             [] => Value::Null,
             tokens => self.logprobs(tokens, 0),
         };
         let choice = if self.chat {
-            let mut delta = json!({});
-            if role {
-                delta["role"] = json!("assistant");
-            }
-            if let Some(t) = text {
-                delta["content"] = json!(t);
-            }
             json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs })
         } else {
             json!({ "index": 0, "text": text.unwrap_or(""), "finish_reason": finish, "logprobs": logprobs })
@@ -443,10 +518,17 @@ async fn respond(
     mut stream: GenerationStream,
     mut shape: Shape,
 ) -> Result<Response, ApiError> {
+    let tools = shape.tools;
     shape.prompt_tokens = started(&mut stream).await.map_err(|mut e| {
-        // The worker names hearth's field; here it is OpenAI's.
-        if e.param.as_deref() == Some("format") {
-            e.param = Some("response_format".into());
+        // The worker names hearth's field; here it is OpenAI's (a tools
+        // request's grammar is made of the tools' schemas).
+        match e.param.as_deref() {
+            Some("format") => e.param = Some("response_format".into()),
+            Some("grammar") if tools => {
+                e.param = Some("tools".into());
+                e.message = format!("a tool's `parameters` schema: {}", e.message);
+            }
+            _ => {}
         }
         e
     })?;
@@ -460,14 +542,40 @@ async fn respond(
         .chat
         .then(|| data(&shape.delta(Some(""), true, None, &[])));
     let text_shape = shape.clone();
+    // With tools, the text goes through a parser that holds back what may
+    // open a call, so log-probabilities wait for the next event sent.
+    let parser = Arc::new(std::sync::Mutex::new(CallParser::new()));
+    let text_parser = parser.clone();
+    let mut held: Vec<TokenLogprob> = Vec::new();
     let events = sse_stream(
         stream,
-        move |text, logprobs| data(&text_shape.delta(Some(&text), false, None, &logprobs)),
+        move |text, logprobs| {
+            if !text_shape.tools {
+                return vec![data(&text_shape.delta(Some(&text), false, None, &logprobs))];
+            }
+            held.extend(logprobs);
+            let pieces = text_parser.lock().expect("parser lock").push(&text);
+            pieces
+                .iter()
+                .map(|p| {
+                    let lp = std::mem::take(&mut held);
+                    data(&text_shape.chunk(None, tool_calls::delta(p), None, &lp))
+                })
+                .collect()
+        },
         move |end| {
             let mut events = Vec::new();
             match end {
                 Ok(c) => {
-                    let mut last = shape.delta(None, false, Some(json!(c.finish_reason)), &[]);
+                    let mut parser = parser.lock().expect("parser lock");
+                    if shape.tools {
+                        for p in parser.finish() {
+                            events.push(data(&shape.chunk(None, tool_calls::delta(&p), None, &[])));
+                        }
+                    }
+                    let called = shape.tools && !parser.calls().is_empty();
+                    let finish = shape.finish_reason(&c, called);
+                    let mut last = shape.delta(None, false, Some(finish), &[]);
                     if let Some(s) = &shape.sources {
                         last["sources"] = json!(s);
                     }
@@ -515,6 +623,26 @@ pub async fn chat_completions(
         }
     };
     let messages = to_messages(req.messages)?;
+    let offered = req.tools.as_ref().is_some_and(|t| !t.is_empty());
+    let tooling = tool_calls::tooling(req.tools, req.tool_choice, req.parallel_tool_calls)?;
+    match &tooling {
+        Some(_) if params.format.is_some() => {
+            return Err(invalid(
+                "tools",
+                "tools cannot be combined with response_format, format or grammar (tool_choice \"none\" allows them)",
+            ));
+        }
+        Some(t) => params.format = Some(t.format()),
+        // Tools involved but not to be called: an answer in text.
+        None if params.format.is_none()
+            && (offered || messages.iter().any(Message::is_tool_turn)) =>
+        {
+            params.format = Some(Format::Lark {
+                grammar: TEXT_ONLY.into(),
+            })
+        }
+        None => {}
+    }
     let mut shape = Shape {
         id: new_id("chatcmpl"),
         created: unix_now(),
@@ -524,8 +652,15 @@ pub async fn chat_completions(
         prompt_tokens: 0,
         sources: None,
         logprobs: params.logprobs.is_some(),
+        tools: tooling.is_some(),
     };
     let stream = match target {
+        Target::Rag if tooling.is_some() => {
+            return Err(invalid(
+                "tools",
+                "hearth-rag answers from the documents and calls no tools; use the fine-tuned pipeline's model",
+            ))
+        }
         Target::Rag => {
             // The question is the last user message.
             let question = messages
@@ -541,7 +676,11 @@ pub async fn chat_completions(
         }
         Target::Generate(pipeline) => {
             req.retrieval.refuse_without_retrieval()?;
-            pipeline.generate(Input::Messages(messages), params)?
+            let input = match tooling {
+                Some(t) => Input::Tools(messages, t.tools),
+                None => Input::Messages(messages),
+            };
+            pipeline.generate(input, params)?
         }
     };
     respond(req.sampling.stream, stream, shape).await
@@ -609,6 +748,7 @@ pub async fn completions(
         prompt_tokens: 0,
         sources: None,
         logprobs: params.logprobs.is_some(),
+        tools: false,
     };
     let stream = match target {
         Target::Rag => {

@@ -66,7 +66,7 @@ pub async fn generate(
     });
     let rest = sse_stream(
         stream,
-        |text, logprobs| json_event(event::TEXT, &json!(Text { text, logprobs })),
+        |text, logprobs| vec![json_event(event::TEXT, &json!(Text { text, logprobs }))],
         |end| match end {
             Ok(c) => vec![json_event(event::DONE, &json!(c))],
             Err(e) => vec![json_event(event::ERROR, &e.body())],

@@ -16,6 +16,7 @@ use axum::response::sse::Event as SseEvent;
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use utoipa::ToSchema;
 
@@ -168,35 +169,38 @@ pub async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
 }
 
 enum Progress<T, D> {
-    Running(GenerationStream, T, D),
-    Draining(std::collections::VecDeque<SseEvent>),
+    Running(GenerationStream, T, D, VecDeque<SseEvent>),
+    Draining(VecDeque<SseEvent>),
 }
 
 /// A generation as SSE: `text` shapes each piece of text (with the
-/// log-probabilities of its tokens, when asked for), `end` the events that
-/// close the stream (after the completion or an error). Dropping the
-/// stream (the client went away) drops the generation, which the worker
-/// then cancels.
+/// log-probabilities of its tokens, when asked for) into events (none,
+/// when it holds the piece back for later), `end` the events that close
+/// the stream (after the completion or an error). Dropping the stream (the
+/// client went away) drops the generation, which the worker then cancels.
 pub fn sse_stream<T, D>(
     stream: GenerationStream,
     text: T,
     end: D,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
 where
-    T: Fn(String, Vec<TokenLogprob>) -> SseEvent + Send + 'static,
+    T: FnMut(String, Vec<TokenLogprob>) -> Vec<SseEvent> + Send + 'static,
     D: FnOnce(Result<Completion, ApiError>) -> Vec<SseEvent> + Send + 'static,
 {
     stream::unfold(
-        Progress::Running(stream, text, end),
+        Progress::Running(stream, text, end, VecDeque::new()),
         |progress| async move {
             match progress {
                 Progress::Draining(mut rest) => {
                     let next = rest.pop_front()?;
                     Some((Ok(next), Progress::Draining(rest)))
                 }
-                Progress::Running(mut stream, text, end) => {
+                Progress::Running(mut stream, mut text, end, mut queue) => {
                     let mut logprobs = Vec::new();
                     loop {
+                        if let Some(event) = queue.pop_front() {
+                            return Some((Ok(event), Progress::Running(stream, text, end, queue)));
+                        }
                         let outcome = match stream.next().await {
                             Some(Event::Started { .. }) => continue,
                             Some(Event::Logprobs(l)) => {
@@ -204,8 +208,8 @@ where
                                 continue;
                             }
                             Some(Event::Text(piece)) => {
-                                let event = text(piece, logprobs);
-                                return Some((Ok(event), Progress::Running(stream, text, end)));
+                                queue.extend(text(piece, std::mem::take(&mut logprobs)));
+                                continue;
                             }
                             Some(Event::Done(c)) => Ok(c),
                             Some(Event::Error(e)) => Err(ApiError::from(e)),
@@ -213,7 +217,7 @@ where
                                 "the generation worker stopped".into(),
                             ))),
                         };
-                        let mut rest: std::collections::VecDeque<SseEvent> = end(outcome).into();
+                        let mut rest: VecDeque<SseEvent> = end(outcome).into();
                         let first = rest.pop_front()?;
                         return Some((Ok(first), Progress::Draining(rest)));
                     }

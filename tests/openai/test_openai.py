@@ -130,6 +130,64 @@ class OpenAICompat(unittest.TestCase):
                 logprobs=True, top_logprobs=21)
         self.assertEqual(e.exception.body["param"], "top_logprobs")
 
+    def test_tools_round_trip(self):
+        tools = [{"type": "function", "function": {
+            "name": "get_weather", "description": "The current weather in a city",
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 30},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                "required": ["city", "unit"], "additionalProperties": False}}}]
+        messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+        r = self.client.chat.completions.create(
+            model="hearth-fine-tuned", messages=messages, tools=tools, tool_choice="required",
+            max_tokens=64, temperature=0)
+        choice = r.choices[0]
+        self.assertEqual(choice.finish_reason, "tool_calls")
+        self.assertIsNone(choice.message.content)
+        [call] = choice.message.tool_calls
+        self.assertEqual(call.type, "function")
+        self.assertEqual(call.function.name, "get_weather")
+        args = json.loads(call.function.arguments)
+        self.assertEqual(set(args), {"city", "unit"})
+        self.assertIn(args["unit"], ["celsius", "fahrenheit"])
+        # Streamed: the same call, its arguments in pieces.
+        stream = self.client.chat.completions.create(
+            model="hearth-fine-tuned", messages=messages, tools=tools, max_tokens=64,
+            temperature=0, stream=True,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        name, arguments, pieces, finish = None, "", 0, None
+        for chunk in stream:
+            delta = chunk.choices[0].delta
+            for c in delta.tool_calls or []:
+                self.assertEqual(c.index, 0)
+                name = c.function.name or name
+                arguments += c.function.arguments or ""
+                pieces += 1
+            finish = chunk.choices[0].finish_reason or finish
+        self.assertEqual((name, finish), ("get_weather", "tool_calls"))
+        self.assertEqual(json.loads(arguments), args)
+        self.assertGreater(pieces, 2)
+        # The result goes back as a `tool` message; the model answers in text.
+        messages += [choice.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id,
+                      "content": json.dumps({"temperature": 21, "sky": "sunny"})}]
+        r = self.client.chat.completions.create(
+            model="hearth-fine-tuned", messages=messages, tools=tools, tool_choice="none",
+            max_tokens=24, temperature=0)
+        self.assertIsNone(r.choices[0].message.tool_calls)
+        content = r.choices[0].message.content
+        self.assertTrue(content and not content.startswith("<"), content)
+        # Mistakes are 400s naming the field.
+        for bad, param in [
+            ({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+            ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]}, "tools"),
+            ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "strin"}}}}}]}, "tools"),
+        ]:
+            with self.assertRaises(openai.BadRequestError) as e:
+                self.client.chat.completions.create(
+                    model="hearth-fine-tuned", messages=messages[:1], max_tokens=8, **bad)
+            self.assertEqual(e.exception.param, param, e.exception.message)
+
     def test_completions_whole_and_streamed(self):
         whole = self.client.completions.create(
             model="hearth-fine-tuned", prompt="The capital of France is", max_tokens=4)

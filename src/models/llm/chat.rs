@@ -6,15 +6,24 @@
 //! (Gemma, Llama 3, Phi-3, `[INST]`, known by their turn tokens), else
 //! ChatML.
 
+use super::tools::{self, Tool, ToolCall};
 use crate::error::{Error, Result};
 use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-/// One turn of a conversation.
+/// One turn of a conversation: `system`, `user`, `assistant` (which may
+/// carry tool calls) or `tool` (a tool's answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    /// An assistant's calls of tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool's answer: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -22,9 +31,41 @@ impl Message {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
+
+    /// Whether the message is a call of tools or a tool's answer.
+    pub fn is_tool_turn(&self) -> bool {
+        self.role == "tool" || !self.tool_calls.is_empty()
+    }
+
+    /// The message as chat templates read it: OpenAI's shape, a call's
+    /// arguments as an object (templates write them with `tojson`).
+    fn template_view(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "role": self.role, "content": self.content });
+        if !self.tool_calls.is_empty() {
+            v["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let arguments: serde_json::Value = serde_json::from_str(&c.arguments)
+                        .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                    serde_json::json!({ "id": c.id, "type": "function",
+                        "function": { "name": c.name, "arguments": arguments } })
+                })
+                .collect();
+        }
+        if let Some(id) = &self.tool_call_id {
+            v["tool_call_id"] = id.clone().into();
+        }
+        v
+    }
 }
+
+/// The roles a conversation may hold.
+pub const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
 
 /// ChatML, for models that carry no template of their own.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -64,6 +105,10 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Whether the template renders tools itself, in the Hermes format
+    /// hearth constrains calls to (it reads `tools` and writes
+    /// `<tool_call>`); other templates get [`tools::fallback`].
+    hermes_tools: bool,
 }
 
 impl ChatTemplate {
@@ -80,7 +125,9 @@ impl ChatTemplate {
         // Templates often trim or strip; keep whitespace exactly as written.
         env.set_trim_blocks(false);
         env.set_lstrip_blocks(false);
-        env.add_template_owned("chat", source.unwrap_or(CHATML).to_string())
+        let source = source.unwrap_or(CHATML);
+        let hermes_tools = source.contains("tools") && source.contains("<tool_call>");
+        env.add_template_owned("chat", source.to_string())
             .map_err(|e| {
                 Error::Model(format!("the model's chat template does not compile: {e}"))
             })?;
@@ -88,28 +135,53 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
+            hermes_tools,
         })
+    }
+
+    /// Whether the template renders tools itself.
+    pub fn renders_tools(&self) -> bool {
+        self.hermes_tools
     }
 
     /// Render a conversation, ending with the assistant's turn opened.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
+        self.render_with_tools(messages, &[])
+    }
+
+    /// Render a conversation that may offer `tools` and hold calls and
+    /// their answers: with the template's own tool format when it has the
+    /// Hermes one, else in plain turns ([`tools::fallback`]).
+    pub fn render_with_tools(&self, messages: &[Message], tools: &[Tool]) -> Result<String> {
         if messages.is_empty() {
             return Err(Error::InvalidInput("messages must not be empty".into()));
         }
         for m in messages {
-            if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            if !ROLES.contains(&m.role.as_str()) {
                 return Err(Error::InvalidInput(format!(
-                    "unknown message role {:?}: expected system, user or assistant",
+                    "unknown message role {:?}: expected system, user, assistant or tool",
                     m.role
                 )));
             }
         }
+        let tool_turns = messages.iter().any(Message::is_tool_turn);
+        let plain;
+        let (messages, tools): (&[Message], Vec<serde_json::Value>) =
+            if self.hermes_tools || (tools.is_empty() && !tool_turns) {
+                (messages, tools.iter().map(Tool::openai).collect())
+            } else {
+                plain = tools::fallback(messages, tools);
+                (&plain, Vec::new())
+            };
+        let view: Vec<serde_json::Value> = messages.iter().map(Message::template_view).collect();
         let tmpl = self
             .env
             .get_template("chat")
             .expect("template added in new");
+        let tools = (!tools.is_empty()).then_some(tools);
         tmpl.render(context! {
-            messages => messages,
+            messages => view,
+            tools => tools,
             add_generation_prompt => true,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
@@ -199,6 +271,46 @@ mod tests {
         assert_eq!(default_template(|_| false), CHATML);
     }
 
+    /// A template with the Hermes tool format (as Qwen 2.5's) is given the
+    /// tools and the calls as they are; others get the fallback.
+    #[test]
+    fn tools_go_to_a_template_that_renders_them() {
+        const HERMES: &str = "{%- if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>{% endif %}{% for m in messages %}[{{ m.role }}]{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% else %}{{ m.content }}{% endif %}{% endfor %}";
+        let t = ChatTemplate::new(Some(HERMES), "", "").unwrap();
+        assert!(t.renders_tools());
+        let tool = Tool {
+            name: "add".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = vec![ToolCall {
+            id: "c1".into(),
+            name: "add".into(),
+            arguments: "{\"a\": 1}".into(),
+        }];
+        let out = t
+            .render_with_tools(
+                &[
+                    Message::new("user", "1+2?"),
+                    call,
+                    Message::new("tool", "3"),
+                ],
+                std::slice::from_ref(&tool),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "<tools>add;</tools>[user]1+2?[assistant]<tool_call>add {\"a\":1}</tool_call>[tool]3"
+        );
+        let plain = ChatTemplate::new(None, "", "").unwrap();
+        assert!(!plain.renders_tools());
+        let out = plain
+            .render_with_tools(&[Message::new("user", "1+2?")], &[tool])
+            .unwrap();
+        assert!(out.starts_with("<|im_start|>system\n# Tools"), "{out}");
+    }
+
     #[test]
     fn chatml_fallback_and_bad_input() {
         let t = ChatTemplate::new(None, "", "").unwrap();
@@ -211,6 +323,14 @@ mod tests {
         );
         assert!(t.render(&[]).is_err());
         assert!(t.render(&[Message::new("robot", "x")]).is_err());
+        // A tool's answer, for a template that knows no tools: a user turn.
+        let out = t
+            .render(&[Message::new("user", "a"), Message::new("tool", "42")])
+            .unwrap();
+        assert!(
+            out.contains("<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>"),
+            "{out}"
+        );
         let strict = ChatTemplate::new(
             Some("{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0].content.strip() }}"),
             "",

@@ -12,6 +12,7 @@ pub mod sampling;
 pub mod spm;
 pub mod stream;
 pub mod tokenizer;
+pub mod tools;
 
 use crate::error::{Error, Result};
 use crate::models::source::{ModelSource, Wanted};
@@ -182,7 +183,17 @@ impl Llm {
 
     /// Render chat messages with the model's template and tokenize them.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let text = self.chat.render(messages)?;
+        self.encode_chat_with_tools(messages, &[])
+    }
+
+    /// [`encode_chat`](Self::encode_chat) for a conversation that offers
+    /// `tools` (described in the template's own way, or hearth's).
+    pub fn encode_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[tools::Tool],
+    ) -> Result<Vec<u32>> {
+        let text = self.chat.render_with_tools(messages, tools)?;
         // A template that writes the BOS token itself (`{{ bos_token }}`)
         // must not get a second one from the tokenizer.
         let bos = self
