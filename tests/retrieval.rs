@@ -200,6 +200,20 @@ async fn hybrid_search_filters_and_thresholds() {
             "{answer}"
         );
     }
+    // With an output format, nothing found is still an answer in it.
+    let schema = json!({ "type": "object", "required": ["answer"], "additionalProperties": false,
+                         "properties": { "answer": { "type": "string", "maxLength": 80 } } });
+    let (status, answer) = post(
+        &client,
+        server.at("/rag"),
+        json!({ "question": "How do I bake sourdough bread?", "max_tokens": 48, "min_score": 0.9, "format": schema }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["sources"].as_array().unwrap().is_empty(), "{answer}");
+    let parsed: serde_json::Value = serde_json::from_str(answer["answer"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert!(parsed["answer"].is_string(), "{answer}");
     // The OpenAI route takes the same fields for hearth-rag, and refuses
     // them for a model that does not retrieve.
     let (status, chat) = post(

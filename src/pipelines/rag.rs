@@ -51,6 +51,11 @@ struct Checked {
     exact: bool,
 }
 
+/// What the system prompt adds when no passage was found but the answer
+/// must follow an output format.
+const NOTHING_FOUND: &str =
+    "\nNo passage of the documents matches this question: say that the documents do not cover it.";
+
 /// What a RAG answer says when no passage is left (a filter that matches
 /// nothing, or none above `min_score`), instead of a guess.
 pub const NOT_COVERED: &str =
@@ -251,7 +256,9 @@ impl Rag {
 
     /// Retrieve passages for `question` and start generating the answer;
     /// when no passage is found, the answer is [`NOT_COVERED`] and no model
-    /// runs.
+    /// runs (unless the answer must follow an output format: then the
+    /// model answers in it, told that the documents hold nothing on the
+    /// question).
     pub async fn answer(
         &self,
         question: &str,
@@ -261,7 +268,10 @@ impl Rag {
         let started = Instant::now();
         let params = self.generator.check(params)?;
         let retrieved = self.retriever.search(question, options).await?;
-        if retrieved.passages.is_empty() {
+        // With an output format, the answer must still follow it: the model
+        // runs, told that nothing was found.
+        let constrained = params.get().format.is_some();
+        if retrieved.passages.is_empty() && !constrained {
             return Ok(RagAnswer {
                 passages: Vec::new(),
                 embed_ms: retrieved.embed_ms,
@@ -304,10 +314,11 @@ impl Rag {
                     t.render(minijinja::context! { question => question, passages => &passages })
                 })
                 .map_err(|e| Error::InvalidInput(format!("retrieval.prompt_template: {e}")))?;
-            let messages = vec![
-                Message::new("system", self.retriever.config.system_prompt.clone()),
-                Message::new("user", user),
-            ];
+            let mut system = self.retriever.config.system_prompt.clone();
+            if passages.is_empty() {
+                system.push_str(NOTHING_FOUND);
+            }
+            let messages = vec![Message::new("system", system), Message::new("user", user)];
             let tokens = self.generator.encode_chat(messages).await?;
             if tokens.len() <= limit {
                 return Ok((tokens, passages));
