@@ -289,6 +289,12 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Longest question or query, in characters.
     pub max_query_chars: usize,
+    /// A request's time limit, in seconds, when it names none: past it a
+    /// generation stops and frees its slot, and the client gets a 504 (or,
+    /// streaming, a final error event).
+    pub request_timeout_s: f64,
+    /// The longest time limit a request may ask for (`x-request-timeout`).
+    pub max_request_timeout_s: f64,
     /// Seconds between background saves of the index (it is rebuilt from
     /// SQLite if lost, so this bounds restart work, not durability).
     pub index_save_secs: u64,
@@ -376,6 +382,8 @@ impl Default for LimitsConfig {
             embed_queue: 64,
             embed_batch: 32,
             max_body_bytes: 8 << 20,
+            request_timeout_s: 300.0,
+            max_request_timeout_s: 3600.0,
             max_query_chars: 4000,
             index_save_secs: 30,
         }
@@ -680,6 +688,11 @@ impl Config {
         }
         if l.prefill_chunk == 0 || l.max_batch_tokens < l.max_running {
             return bad("limits: prefill_chunk must be at least 1 and max_batch_tokens at least max_running");
+        }
+        if !(l.request_timeout_s > 0.0 && l.request_timeout_s <= l.max_request_timeout_s) {
+            return bad(
+                "limits: request_timeout_s must be positive and at most max_request_timeout_s",
+            );
         }
         if l.embed_batch == 0 || l.max_body_bytes < 1024 || l.max_query_chars == 0 {
             return bad("limits: embed_batch, max_body_bytes (>= 1024) and max_query_chars must be positive");

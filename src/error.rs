@@ -23,6 +23,10 @@ pub enum Error {
     /// The requested device is not available in this build or on this host.
     #[error("{0}")]
     Device(String),
+    /// The request ran past its deadline (`x-request-timeout`, or the
+    /// configured default); its work was stopped.
+    #[error("{0}")]
+    Deadline(String),
     /// The worker is gone or overloaded.
     #[error("{0}")]
     Unavailable(String),

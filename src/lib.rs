@@ -5,7 +5,7 @@
 //! so debug and test builds compile them optimised and the rest fast.
 //!
 //! Dependencies point one way, each module using only those before it:
-//! `hearth_kernels`, `error` and `roles` (leaves) <- `models` (loading and running
+//! `hearth_kernels`, `error`, `roles` and `telemetry` (leaves) <- `models` (loading and running
 //! models) <- `config` <- `store` (documents, chunks, the vector index) and
 //! `engine` (worker threads, channels, the wire protocol between hearth
 //! processes) <- `pipelines` (RAG, fine-tuned, documents, what each role
@@ -23,6 +23,7 @@ pub mod pipelines;
 pub mod roles;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ mod families;
 mod llm;
 mod lora;
 mod openai;
+mod operations;
 mod retrieval;
 mod server;
 mod structured;

@@ -29,6 +29,17 @@ pub struct Global {
     /// CPU threads for model compute (default: physical cores).
     #[arg(long, global = true, env = "HEARTH_THREADS")]
     pub threads: Option<usize>,
+    /// Log lines as `text` (for people) or `json` (one object per line,
+    /// for log shippers: time, level, message, fields, and the request's
+    /// span with its id).
+    #[arg(long, global = true, env = "HEARTH_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

@@ -80,6 +80,7 @@ fn run_batch(model: &Embedder, batch: Vec<Request>, max_batch: usize) {
     let mut vectors = Vec::with_capacity(texts.len());
     let mut counts = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(max_batch) {
+        crate::telemetry::embedding_batch(chunk.len());
         match model.embed_counted(chunk) {
             Ok((v, n)) => {
                 vectors.extend(v);

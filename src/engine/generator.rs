@@ -143,6 +143,16 @@ impl Checked {
     pub fn into_inner(self) -> SamplingParams {
         self.0
     }
+
+    /// Bound the generation by the deadline of the HTTP request being
+    /// served, if there is one and no tighter one is set.
+    pub fn within_request_deadline(mut self) -> Self {
+        if let Some(left) = crate::telemetry::remaining() {
+            let left = left.as_millis() as u64;
+            self.0.timeout_ms = Some(self.0.timeout_ms.map_or(left, |t| t.min(left)));
+        }
+        self
+    }
 }
 
 /// How long a prompt may be: the one rule the worker enforces and the RAG
@@ -265,6 +275,20 @@ pub(super) struct Request {
     pub adapter: Option<Arc<Adapter>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
+}
+
+impl Request {
+    /// An error once the request's deadline has passed.
+    pub(super) fn within_deadline(&self) -> Result<()> {
+        match self.params.timeout_ms {
+            Some(ms) if self.submitted.elapsed().as_millis() > u128::from(ms) => {
+                Err(Error::Deadline(format!(
+                    "the request ran past its deadline ({ms} ms after the worker received it); its generation was stopped"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Handle to a generation worker. Cheap to clone; the worker stops when the

@@ -154,6 +154,7 @@ impl Generation {
         params: Checked,
         adapter: Option<Arc<Adapter>>,
     ) -> Result<GenerationStream> {
+        let params = params.within_request_deadline();
         match self {
             Generation::Local(g) => g.start_with(prompt, params, adapter),
             Generation::Remote(_) if adapter.is_some() => Err(Error::InvalidInput(

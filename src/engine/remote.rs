@@ -115,6 +115,15 @@ async fn fetch_when_ready<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The id of the HTTP request being served (if any) on a call to another
+/// hearth process, so that its log lines carry the same id.
+fn with_request_id(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match crate::telemetry::request_id() {
+        Some(id) => request.header(crate::telemetry::REQUEST_ID_HEADER, id),
+        None => request,
+    }
+}
+
 /// POST JSON to `base` + `path` and read the JSON answer; a refusal keeps
 /// its status and code.
 async fn post_json<T: serde::de::DeserializeOwned>(
@@ -124,8 +133,7 @@ async fn post_json<T: serde::de::DeserializeOwned>(
     path: &str,
     body: &impl Serialize,
 ) -> Result<T> {
-    let response = client
-        .post(format!("{base}{path}"))
+    let response = with_request_id(client.post(format!("{base}{path}")))
         .json(body)
         .send()
         .await
@@ -238,14 +246,13 @@ impl RemoteGenerator {
     /// which cancels the remote generation.
     pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> GenerationStream {
         let (events, rx) = mpsc::unbounded_channel();
-        let request = self
-            .client
-            .post(format!("{}/generate", self.url))
-            .json(&GenerateRequest {
+        let request = with_request_id(self.client.post(format!("{}/generate", self.url))).json(
+            &GenerateRequest {
                 prompt,
                 params,
                 stream: true,
-            });
+            },
+        );
         let url = self.url.clone();
         tokio::spawn(async move {
             let outcome = tokio::select! {

@@ -110,29 +110,38 @@ impl Scheduler {
                     Err(_) => break,
                 }
             }
-            self.step();
+            let batch = self.step();
             self.stats
                 .active
                 .store(self.running.len(), Ordering::Relaxed);
+            crate::telemetry::scheduler_step(batch, self.running.len(), self.requests.len());
         }
     }
 
     /// One forward pass over the planned batch, then sampling for every
-    /// sequence whose logits came back.
-    fn step(&mut self) {
+    /// sequence whose logits came back; the number of sequences in it.
+    fn step(&mut self) -> usize {
         let stats = &self.stats;
         self.running.retain(|s| {
-            let gone = s.request.events.is_closed();
-            if gone {
+            if s.request.events.is_closed() {
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::generation_ended("cancelled");
+                return false;
             }
-            !gone
+            if let Err(e) = s.request.within_deadline() {
+                // Past its deadline: the client hears why, the slot is freed.
+                let _ = s.request.events.send(Event::Error(e));
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::generation_ended("deadline");
+                return false;
+            }
+            true
         });
         let pending: Vec<usize> = self.running.iter().map(Sequence::pending).collect();
         let decoding: Vec<bool> = self.running.iter().map(Sequence::decoding).collect();
         let batch = plan(&pending, &decoding, &self.limits);
         if batch.is_empty() {
-            return;
+            return 0;
         }
         let mut chosen: Vec<Option<usize>> = vec![None; self.running.len()];
         for p in &batch {
@@ -195,14 +204,17 @@ impl Scheduler {
                 }
                 Some(Step::Cancelled) => {
                     stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::generation_ended("cancelled");
                     false
                 }
                 Some(Step::Failed) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::generation_ended("failed");
                     false
                 }
             }
         });
+        batch.len()
     }
 
     fn admit(&mut self, request: Request) {
@@ -222,6 +234,7 @@ impl Scheduler {
                             self.stats
                                 .prefix_tokens
                                 .fetch_add(hit.len as u64, Ordering::Relaxed);
+                            crate::telemetry::prefix_reused(hit.len);
                             self.llm.model.cache_from_prefix(hit.kv, hit.len, capacity)
                         }
                         None => self
@@ -247,6 +260,7 @@ impl Scheduler {
 
     /// The prompt's tokens, and the output format's constraint.
     fn prepare(&self, request: &Request) -> Result<(Vec<u32>, Option<Constraint>)> {
+        request.within_deadline()?;
         let tokenizer = &self.llm.tokenizer;
         let prompt = match &request.prompt {
             Prompt::Text(text) => tokenizer.encode_prompt(text)?,
@@ -448,6 +462,12 @@ impl Sequence {
             prompt_tokens_per_s: per_s(self.prompt_len, prompt_ms),
             tokens_per_s: per_s(generated.saturating_sub(1), generate_ms),
         };
+        crate::telemetry::generation(
+            self.prompt_len,
+            generated,
+            timings.ttft_ms / 1e3,
+            timings.total_ms / 1e3,
+        );
         let completion = Completion {
             text: std::mem::take(&mut self.text),
             prompt_tokens: self.tokens[..self.prompt_len].to_vec(),

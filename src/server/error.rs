@@ -84,6 +84,7 @@ impl ApiError {
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable_error",
+            StatusCode::GATEWAY_TIMEOUT => "timeout_error",
             s if s.is_client_error() => "invalid_request_error",
             _ => "server_error",
         }
@@ -115,6 +116,7 @@ impl From<Error> for ApiError {
                 return passed;
             }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             Error::NotServed(_) => (StatusCode::NOT_FOUND, "not_served_here"),
             Error::Unavailable(_) => {
                 return Self {

@@ -16,6 +16,7 @@ use super::state::AppState;
 use super::{health, openapi, topology};
 use crate::engine::remote::is_ready;
 use crate::roles::{Capability, Role};
+use crate::telemetry::{self, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,6 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/info", get(info))
         .route("/topology", get(topology::topology))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(super::observe::metrics))
         .route("/v1/models", get(models))
         .fallback(proxy)
 }
@@ -283,19 +285,30 @@ async fn forward(
     );
     let mut outgoing = state.client.request(parts.method, &target);
     for (key, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&key.as_str()) {
+        if !HOP_BY_HOP.contains(&key.as_str())
+            && ![REQUEST_ID_HEADER, TIMEOUT_HEADER].contains(&key.as_str())
+        {
             outgoing = outgoing.header(key, value);
         }
+    }
+    // The backend works under the same id and what is left of the deadline.
+    if let Some(id) = telemetry::request_id() {
+        outgoing = outgoing.header(REQUEST_ID_HEADER, id);
+    }
+    if let Some(left) = telemetry::remaining() {
+        outgoing = outgoing.header(
+            TIMEOUT_HEADER,
+            format!("{:.3}", left.as_secs_f64().max(0.001)),
+        );
     }
     outgoing = match buffered {
         Some(bytes) => outgoing.body(bytes),
         None => outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream())),
     };
-    let response = outgoing
-        .send()
-        .await
-        .map_err(|e| unreachable(name, base, e))?;
-    Ok(relay(response))
+    let began = std::time::Instant::now();
+    let response = outgoing.send().await;
+    telemetry::backend_request(name, response.is_ok(), began.elapsed().as_secs_f64());
+    Ok(relay(response.map_err(|e| unreachable(name, base, e))?))
 }
 
 fn relay(response: reqwest::Response) -> Response {

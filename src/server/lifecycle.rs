@@ -54,6 +54,7 @@ impl Server {
     /// the index. Models load in the background meanwhile; if they fail to
     /// load, the server stops with that error.
     pub async fn run(self) -> Result<()> {
+        crate::telemetry::install();
         let state = Arc::new(AppState {
             config: self.config.clone(),
             spec: self.spec.clone(),
@@ -81,6 +82,7 @@ impl Server {
                                 load_ms = services.info.load_ms as u64,
                                 "models loaded; ready"
                             );
+                            crate::telemetry::models_loaded(services.info.load_ms / 1e3);
                             let _ = loader.services.set(services);
                         }
                         Err(e) => {

@@ -2,7 +2,7 @@
 //! handler lives in a leaf file by concept (`generate`: `/rag` and
 //! `/fine-tuned`; `openai`: `/v1/...`, with `tool_calls` for its tools; `documents`: the store; `raw`: the
 //! model routes other hearth processes call; `health`, `topology`,
-//! `openapi`; `gateway`: the front door's proxy). What handlers share:
+//! `openapi`, `observe` (`/metrics`, request ids); `gateway`: the front door's proxy). What handlers share:
 //! `state` (what every handler can reach), `stream` (SSE and usage),
 //! `error` (every error as JSON), `auth` (API keys). `lifecycle` runs the
 //! process. Handlers are thin: they parse, call a pipeline, and shape the
@@ -16,6 +16,7 @@ mod gateway;
 mod generate;
 mod health;
 mod lifecycle;
+mod observe;
 mod openai;
 mod openapi;
 mod raw;
@@ -47,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/info", get(health::info))
         .route("/topology", get(topology::topology))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(observe::metrics))
         .route("/generate", post(raw::generate))
         .route("/tokenize", post(raw::tokenize))
         .route("/generator", get(raw::generator))
@@ -80,6 +82,10 @@ fn layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
             auth::authorize,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::track,
+        ))
         // Request spans at debug level; errors worth a look are logged
         // where they happen (500s in `ApiError`), not every 503 while loading.
         .layer(

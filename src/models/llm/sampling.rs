@@ -67,6 +67,11 @@ pub struct SamplingParams {
     /// likely alternatives (0-20); None: no log-probabilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
+    /// The request's deadline, in milliseconds after the worker receives
+    /// it: past it the generation stops with a deadline error. Set from the
+    /// HTTP request's deadline, not by clients directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 impl Default for SamplingParams {
@@ -82,6 +87,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             format: None,
             logprobs: None,
+            timeout_ms: None,
         }
     }
 }
