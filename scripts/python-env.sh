@@ -5,7 +5,8 @@
 # `gguf` with NumPy (scripts/families/tiny_gguf.py writes the model
 # families' test files with them) and `safetensors` (scripts/families/
 # lora_adapter.py writes PEFT adapters with it) and `prometheus-client`
-# (its parser reads `/metrics` in tests/operations.rs). Idempotent.
+# (its parser reads `/metrics` in tests/operations.rs) and `schemathesis`
+# (checks the server against its OpenAPI document). Idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OPENAI_VERSION=3.57.0
@@ -15,12 +16,14 @@ SAFETENSORS_VERSION=0.8.0
 LANGCHAIN_OPENAI_VERSION=1.7.4
 LANGCHAIN_CORE_VERSION=1.8.3
 PROMETHEUS_CLIENT_VERSION=0.26.0
+SCHEMATHESIS_VERSION=4.32.5
 venv=target/py-venv
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
 import sys, importlib.metadata as m
 want = {'openai': '$OPENAI_VERSION', 'gguf': '$GGUF_VERSION', 'numpy': '$NUMPY_VERSION',
         'safetensors': '$SAFETENSORS_VERSION', 'langchain-openai': '$LANGCHAIN_OPENAI_VERSION',
-        'langchain-core': '$LANGCHAIN_CORE_VERSION', 'prometheus-client': '$PROMETHEUS_CLIENT_VERSION'}
+        'langchain-core': '$LANGCHAIN_CORE_VERSION', 'prometheus-client': '$PROMETHEUS_CLIENT_VERSION',
+        'schemathesis': '$SCHEMATHESIS_VERSION'}
 sys.exit(any(m.version(p) != v for p, v in want.items()))
 " 2>/dev/null; then
   exit 0
@@ -30,4 +33,5 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
   "openai==$OPENAI_VERSION" "gguf==$GGUF_VERSION" "numpy==$NUMPY_VERSION" \
   "safetensors==$SAFETENSORS_VERSION" "langchain-openai==$LANGCHAIN_OPENAI_VERSION" \
-  "langchain-core==$LANGCHAIN_CORE_VERSION" "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+  "langchain-core==$LANGCHAIN_CORE_VERSION" "prometheus-client==$PROMETHEUS_CLIENT_VERSION" \
+  "schemathesis==$SCHEMATHESIS_VERSION"

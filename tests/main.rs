@@ -15,6 +15,7 @@ mod openai;
 mod operations;
 mod retrieval;
 mod server;
+mod soak;
 mod structured;
 mod tools;
 mod topologies;

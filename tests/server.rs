@@ -624,14 +624,15 @@ async fn bad_input_gets_a_clear_json_error() {
         );
     }
     // Request schemas come from the request types: flattened sampling
-    // fields included, the catch-all for unknown fields left out.
+    // fields merged in, closed (the server refuses unknown fields), the
+    // catch-all for unknown fields left out.
     let schemas = &doc["components"]["schemas"];
-    let rag = schemas["RagRequest"].to_string();
-    assert!(
-        rag.contains("\"question\"") && rag.contains("SamplingFields"),
-        "{rag}"
-    );
-    assert!(!rag.contains("unknown"), "{rag}");
+    let rag = &schemas["RagRequest"];
+    for field in ["question", "temperature", "filter"] {
+        assert!(rag["properties"][field].is_object(), "{field}: {rag}");
+    }
+    assert_eq!(rag["additionalProperties"], false, "{rag}");
+    assert!(!rag.to_string().contains("unknown"), "{rag}");
     assert!(
         schemas["SamplingFields"]["properties"]["max_tokens"].is_object(),
         "{schemas}"

@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Longest document id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 512;
+pub const MAX_ID_CHARS: usize = 512;
 
 /// A document as a client sends it.
 #[derive(Debug, Clone)]
@@ -55,9 +55,12 @@ impl Ingestor {
             return Err(Error::InvalidInput("the document text is empty".into()));
         }
         if let Some(id) = &doc.id {
-            if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
+            if id.is_empty()
+                || id.chars().count() > MAX_ID_CHARS
+                || id.chars().any(char::is_control)
+            {
                 return Err(Error::InvalidInput(format!(
-                    "a document id must be 1 to {MAX_ID_BYTES} bytes without control characters"
+                    "a document id must be 1 to {MAX_ID_CHARS} characters without control characters"
                 )));
             }
         }

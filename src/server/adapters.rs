@@ -20,8 +20,10 @@ use utoipa::ToSchema;
 pub struct LoadAdapter {
     /// Its model id: 1-64 letters, digits, `-`, `_` or `.` (a loaded
     /// adapter of that name is replaced).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// On the server's disk: a GGUF LoRA adapter or a PEFT directory.
+    #[schema(min_length = 1)]
     pub path: String,
     /// Multiplies the adapter's update (1 = as trained).
     pub scale: Option<f32>,

@@ -26,13 +26,16 @@ pub const MAX_PAGE: usize = 1000;
 /// `{"documents": [...]}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DocumentBody {
+    #[schema(min_length = 1)]
     id: Option<String>,
+    #[schema(min_length = 1)]
     text: String,
     source: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     metadata: Value,
     /// "markdown" or "text" (default): how the text may be cut.
+    #[schema(value_type = Option<DocumentFormat>)]
     format: Option<String>,
     #[serde(flatten)]
     #[schema(ignore)]
@@ -75,6 +78,16 @@ impl DocumentBody {
         Ingestor::validate(&doc).map_err(|e| ApiError::bad_request(place(e.to_string())))?;
         Ok(doc)
     }
+}
+
+/// How a document's text may be cut (its schema; the field is read as a
+/// string so that a wrong value gets a message naming the choices).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DocumentFormat {
+    Text,
+    Markdown,
 }
 
 /// What `POST /documents` stored.
@@ -233,8 +246,12 @@ pub async fn delete(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Documents per page (1 to 1000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Documents to skip.
     offset: Option<usize>,
 }
 
@@ -275,7 +292,9 @@ pub async fn list(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SearchRequest {
+    #[schema(min_length = 1)]
     query: String,
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     top_k: Option<usize>,
     /// The dense list by comparing with every chunk instead of using the
     /// index (the ground truth).

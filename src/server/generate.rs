@@ -26,8 +26,10 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RagRequest {
+    #[schema(min_length = 1)]
     pub question: String,
     /// Passages to retrieve.
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     pub top_k: Option<usize>,
     #[serde(default)]
     pub stream: bool,
@@ -43,12 +45,15 @@ pub struct RagRequest {
 /// Give `messages` (a conversation) or `prompt` (raw text), not both.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FineTunedRequest {
+    #[schema(min_items = 1)]
     pub messages: Option<Vec<Message>>,
+    #[schema(min_length = 1)]
     pub prompt: Option<String>,
     /// A LoRA adapter loaded on the fine-tuned model (`GET /adapters`);
     /// default: the configured one, if any.
     pub adapter: Option<String>,
     /// Sampling: keep only the k most likely tokens (0 = off).
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     pub top_k: Option<usize>,
     #[serde(default)]
     pub stream: bool,

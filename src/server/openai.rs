@@ -152,7 +152,9 @@ pub struct Sampling {
     #[serde(flatten)]
     fields: SamplingFields,
     /// Overrides `max_tokens` (OpenAI's newer name).
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     max_completion_tokens: Option<usize>,
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     n: Option<u32>,
     #[serde(default)]
     stream: bool,
@@ -270,6 +272,7 @@ pub struct ChatRequest {
     #[serde(default)]
     logprobs: bool,
     /// With `logprobs`: this many most likely alternatives per token (0-20).
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     top_logprobs: Option<usize>,
     /// Functions the model may call: `[{"type": "function", "function":
     /// {"name", "description", "parameters"}}]`.
@@ -699,6 +702,7 @@ pub struct CompletionRequest {
     prompt: PromptField,
     /// Return each token's log-probability and this many alternatives
     /// (0-20; `choices[].logprobs` in the completions format).
+    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
     logprobs: Option<usize>,
     #[serde(default)]
     echo: bool,
@@ -772,7 +776,10 @@ pub struct EmbeddingsRequest {
     #[schema(value_type = Object)]
     input: Value,
     encoding_format: Option<String>,
-    dimensions: Option<usize>,
+    /// The embedder's own dimension (others are refused). A JSON number
+    /// with an integer value (`384.0` too).
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    dimensions: Option<f64>,
 }
 
 /// OpenAI embeddings, as floats or base64.
@@ -792,7 +799,7 @@ pub async fn embeddings(
     if req.model != embedding.name() {
         return Err(ApiError::model_not_found(&req.model));
     }
-    if req.dimensions.is_some_and(|d| d != dim) {
+    if req.dimensions.is_some_and(|d| d != dim as f64) {
         return Err(invalid(
             "dimensions",
             format!("this embedder produces {dim} dimensions only"),

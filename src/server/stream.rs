@@ -23,10 +23,19 @@ use utoipa::ToSchema;
 /// Sampling fields shared by both routes; unset ones take the config's defaults.
 #[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct SamplingFields {
+    /// Most tokens to generate (at most the config's
+    /// `generation.max_tokens_limit`).
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "integer::opt")]
     pub max_tokens: Option<usize>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub repetition_penalty: Option<f32>,
+    /// 0 is greedy.
+    #[schema(minimum = 0, maximum = 2)]
+    pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    #[schema(minimum = 0.01, maximum = 100)]
+    pub repetition_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "integer::opt")]
     pub seed: Option<u64>,
     pub stop: Option<StopField>,
     /// The output's shape: a JSON schema the answer must be valid against,
@@ -35,6 +44,7 @@ pub struct SamplingFields {
     pub format: Option<Value>,
     /// The output's language as a Lark grammar (llguidance's dialect:
     /// `start: ...`, rules, `/regex/` terminals). Not with `format`.
+    #[schema(min_length = 1)]
     pub grammar: Option<String>,
 }
 
@@ -135,10 +145,12 @@ impl SamplingFields {
         let base = SamplingParams::default();
         SamplingParams {
             max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
-            temperature: self.temperature.unwrap_or(defaults.temperature),
-            top_p: self.top_p.unwrap_or(base.top_p),
+            temperature: self.temperature.map_or(defaults.temperature, narrow),
+            top_p: self.top_p.map_or(base.top_p, narrow),
             top_k,
-            repetition_penalty: self.repetition_penalty.unwrap_or(base.repetition_penalty),
+            repetition_penalty: self
+                .repetition_penalty
+                .map_or(base.repetition_penalty, narrow),
             seed: self.seed,
             stop: self
                 .stop
@@ -147,6 +159,24 @@ impl SamplingFields {
                 .unwrap_or_default(),
             ..base
         }
+    }
+}
+
+/// A request's f64 as the f32 the sampler uses, keeping which side of a
+/// bound it is on: a value rounding onto 0 or onto an integer bound (2,
+/// 1, 100) from outside moves one f32 step further, so that validation
+/// still refuses it, and from inside one step back.
+fn narrow(v: f64) -> f32 {
+    let n = v as f32;
+    let back = f64::from(n);
+    if back == v || !v.is_finite() {
+        return n;
+    }
+    // Rounding crossed or reached v's neighbour: step toward v.
+    if back > v {
+        n.next_down()
+    } else {
+        n.next_up()
     }
 }
 
@@ -283,4 +313,32 @@ pub fn input_texts(input: Value) -> Result<Vec<String>, ApiError> {
         return Err(invalid("input", "input texts must not be empty"));
     }
     Ok(texts)
+}
+
+/// Integer request fields read as JSON Schema reads "integer": any number
+/// with no fractional part (`5` and `5.0`), in range for the Rust type.
+pub mod integer {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+
+    pub fn opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let whole = n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                .map(|f| f as u64)
+        });
+        whole
+            .and_then(|w| T::try_from(w).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                D::Error::custom(format!("expected a non-negative integer in range, got {n}"))
+            })
+    }
 }
