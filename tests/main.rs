@@ -9,6 +9,7 @@ mod bench;
 mod checkpoint;
 mod embedder;
 mod families;
+mod hostile;
 mod llm;
 mod lora;
 mod openai;

@@ -72,7 +72,8 @@ struct Outcomes {
 
 /// Drive the fine-tuned and RAG routes at `urls` at twice the rate they
 /// sustain, sample the processes `pids`, and check the outcomes.
-async fn soak(label: &str, urls: [String; 2], pids: Vec<u32>) {
+async fn soak(label: &str, urls: [String; 2], processes: Vec<(String, u32)>) {
+    let pids: Vec<u32> = processes.iter().map(|(_, p)| *p).collect();
     let client = Client::new();
     let requests = mix();
     // The right answers, from the idle server.
@@ -195,7 +196,10 @@ async fn soak(label: &str, urls: [String; 2], pids: Vec<u32>) {
     for (t, procs) in samples.iter().step_by((samples.len() / 12).max(1)) {
         let line: Vec<String> = procs
             .iter()
-            .map(|(rss, fds, threads)| format!("{rss:.0} MiB {fds} fds {threads} threads"))
+            .zip(&processes)
+            .map(|((rss, fds, threads), (name, _))| {
+                format!("{name}: {rss:.0} MiB {fds} fds {threads} threads")
+            })
             .collect();
         eprintln!("[{label}] t={t:>5.1}s  {}", line.join(" | "));
     }
@@ -216,7 +220,9 @@ async fn soak(label: &str, urls: [String; 2], pids: Vec<u32>) {
     // grows by at most 15% or 64 MiB, files and threads by a handful.
     let warm = &samples[samples.len() / 5].1;
     let last = &samples.last().unwrap().1;
-    for (p, ((rss0, fds0, th0), (rss1, fds1, th1))) in warm.iter().zip(last).enumerate() {
+    for ((p, _), ((rss0, fds0, th0), (rss1, fds1, th1))) in
+        processes.iter().zip(warm.iter().zip(last))
+    {
         assert!(
             *rss1 <= rss0 * 1.15 || *rss1 <= rss0 + 64.0,
             "[{label}] process {p}: RSS grew from {rss0:.0} to {rss1:.0} MiB"
@@ -249,7 +255,12 @@ async fn a_unified_server_holds_twice_its_sustained_rate() {
     let server = TestServer::start(dir.path(), &["--generation-queue", "4"]).await;
     ingest_book_page(&Client::new(), &server.url).await;
     let url = server.url.clone();
-    soak("unified", [url.clone(), url], vec![server.pid()]).await;
+    soak(
+        "unified",
+        [url.clone(), url],
+        vec![("serve".into(), server.pid())],
+    )
+    .await;
     server.stop();
 }
 
@@ -259,7 +270,11 @@ async fn a_gateway_topology_holds_twice_its_sustained_rate() {
     let topo = TestTopology::up("gateway", dir.path(), &["--generation-queue", "4"]);
     let gateway = topo.endpoint("gateway").url.clone();
     ingest_book_page(&Client::new(), &gateway).await;
-    let pids = topo.endpoints().iter().map(|e| e.pid).collect();
-    soak("gateway", [gateway.clone(), gateway], pids).await;
+    let processes = topo
+        .endpoints()
+        .iter()
+        .map(|e| (e.name.clone(), e.pid))
+        .collect();
+    soak("gateway", [gateway.clone(), gateway], processes).await;
     topo.stop();
 }
