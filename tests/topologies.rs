@@ -253,3 +253,44 @@ async fn a_killed_fine_tuned_process_leaves_rag_answering_and_comes_back() {
     assert_ne!(ft["pid"], victim, "{listed}");
     topo.stop();
 }
+
+/// With API keys set, the processes of a split topology call each other
+/// with the key (no internal route is left open), and a caller without
+/// it is refused at every process.
+#[tokio::test]
+async fn split_processes_authenticate_to_each_other() {
+    const KEY: &str = "internal-test-key-42";
+    let dir = tempfile::tempdir().unwrap();
+    let topo = TestTopology::up("per-model", dir.path(), &["--api-key", KEY]);
+    let keyed = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+        Client::builder().default_headers(headers).build().unwrap()
+    };
+    ingest(&keyed, &topo.rag_url()).await;
+    let (status, rag) = post(&keyed, format!("{}/rag", topo.rag_url()), rag_request()).await;
+    assert_eq!(status, StatusCode::OK, "{rag}");
+    assert!(!rag["sources"].as_array().unwrap().is_empty(), "{rag}");
+    // Every process refuses the model routes without the key.
+    let anonymous = Client::new();
+    for endpoint in topo.endpoints() {
+        for (path, body) in [
+            ("/generate", json!({ "prompt": "hi", "max_tokens": 1 })),
+            ("/embed", json!({ "input": "hi" })),
+        ] {
+            let r = anonymous
+                .post(format!("{}{path}", endpoint.url))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::UNAUTHORIZED,
+                "{} {path}",
+                endpoint.name
+            );
+        }
+    }
+    topo.stop();
+}

@@ -29,9 +29,22 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(300);
 /// Texts per `POST /embed` call.
 const EMBED_CHUNK: usize = 256;
 
-fn client() -> Result<reqwest::Client> {
+/// The client for one remote process; with `key` (this process's first
+/// API key, which every process of a topology shares) on every request,
+/// so that processes behind API keys accept each other's calls.
+fn client(key: Option<&str>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                Error::InvalidInput("an API key holds characters a header cannot".into())
+            })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
         .build()
         .map_err(|e| Error::Unavailable(format!("building the HTTP client: {e}")))
 }
@@ -160,10 +173,11 @@ pub struct RemoteEmbedder {
 }
 
 impl RemoteEmbedder {
-    /// Wait for the process at `url` to be ready and learn its model.
-    pub async fn connect(url: &str, wait: Duration) -> Result<Self> {
+    /// Wait for the process at `url` to be ready and learn its model;
+    /// `key` authenticates this process's calls.
+    pub async fn connect(url: &str, wait: Duration, key: Option<&str>) -> Result<Self> {
         let url = base(url);
-        let client = client()?;
+        let client = client(key)?;
         let info: EmbedderInfo =
             fetch_when_ready(&client, "embedder", &format!("{url}/embedder"), wait).await?;
         let tokenizer = Tokenizer::from_str(&info.tokenizer.to_string())
@@ -222,10 +236,11 @@ pub struct RemoteGenerator {
 }
 
 impl RemoteGenerator {
-    /// Wait for the process at `url` to be ready and learn its model.
-    pub async fn connect(url: &str, wait: Duration) -> Result<Self> {
+    /// Wait for the process at `url` to be ready and learn its model;
+    /// `key` authenticates this process's calls.
+    pub async fn connect(url: &str, wait: Duration, key: Option<&str>) -> Result<Self> {
         let url = base(url);
-        let client = client()?;
+        let client = client(key)?;
         let info =
             fetch_when_ready(&client, "generator", &format!("{url}/generator"), wait).await?;
         Ok(Self { client, url, info })

@@ -393,12 +393,17 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    /// The key this process's calls to the others carry, when keys are set.
+    fn key(&self) -> Option<&str> {
+        self.config.api_keys.first().map(String::as_str)
+    }
+
     fn embedding(&mut self) -> Result<Embedding> {
         let source = &self.config.models.embedder;
         if is_remote(source) {
-            let remote = self
-                .runtime
-                .block_on(RemoteEmbedder::connect(source, CONNECT_WAIT))?;
+            let remote =
+                self.runtime
+                    .block_on(RemoteEmbedder::connect(source, CONNECT_WAIT, self.key()))?;
             return Ok(Embedding::Remote(Arc::new(remote)));
         }
         let embedder = Arc::new(Embedder::load(&ModelSource::parse(source)?, self.device)?);
@@ -411,9 +416,11 @@ impl Loader<'_> {
     /// compete for the cores).
     fn generation(&mut self, source: &str) -> Result<Generation> {
         if is_remote(source) {
-            let remote = self
-                .runtime
-                .block_on(RemoteGenerator::connect(source, CONNECT_WAIT))?;
+            let remote = self.runtime.block_on(RemoteGenerator::connect(
+                source,
+                CONNECT_WAIT,
+                self.key(),
+            ))?;
             return Ok(Generation::Remote(Arc::new(remote)));
         }
         let parsed = ModelSource::parse(source)?;
