@@ -229,6 +229,11 @@ impl TestTopology {
         }
     }
 
+    /// The deployment file the launcher keeps up to date.
+    pub fn file(&self) -> &std::path::Path {
+        &self.file
+    }
+
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.deployment.endpoints
     }

@@ -4,6 +4,7 @@
 //! isolated and restarted; stopping the launcher leaves nothing behind.
 
 use crate::common::{post, signal, stream, TestTopology};
+use hearth::topology::Deployment;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -235,6 +236,14 @@ async fn a_killed_fine_tuned_process_leaves_rag_answering_and_comes_back() {
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
 
     // The restarted process has a new pid, and the topology says so.
+    let (ft, listed) = listed_process(&client, &front, "fine-tuned").await;
+    assert_eq!(ft["healthy"], true, "{listed}");
+    assert_ne!(ft["pid"], victim, "{listed}");
+    topo.stop();
+}
+
+/// The process `name` as `GET /topology` at `front` lists it, and the list.
+async fn listed_process(client: &Client, front: &str, name: &str) -> (Value, Value) {
     let listed: Value = client
         .get(format!("{front}/topology"))
         .send()
@@ -243,15 +252,14 @@ async fn a_killed_fine_tuned_process_leaves_rag_answering_and_comes_back() {
         .json()
         .await
         .unwrap();
-    let ft = listed["processes"]
+    let process = listed["processes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == "fine-tuned")
-        .unwrap();
-    assert_eq!(ft["healthy"], true, "{listed}");
-    assert_ne!(ft["pid"], victim, "{listed}");
-    topo.stop();
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {listed}"))
+        .clone();
+    (process, listed)
 }
 
 /// With API keys set, the processes of a split topology call each other
@@ -292,5 +300,62 @@ async fn split_processes_authenticate_to_each_other() {
             );
         }
     }
+    topo.stop();
+}
+
+/// A killed process whose port is taken before it restarts comes back on
+/// another port, and the topology follows: the deployment file and
+/// `/topology` give its new URL, and the gateway (restarted with it)
+/// routes to it.
+#[tokio::test]
+async fn a_restarted_process_whose_port_was_taken_moves_and_the_gateway_follows() {
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topo = TestTopology::up("gateway", dir.path(), &[]);
+    let front = topo.endpoint("gateway").url.clone();
+    let old = topo.endpoint("fine-tuned").url.clone();
+    let port: u16 = old.rsplit(':').next().unwrap().parse().unwrap();
+    signal(topo.endpoint("fine-tuned").pid, "KILL");
+    // Take its port before the launcher restarts it (after 0.5 s).
+    let mut squatter = None;
+    for _ in 0..100 {
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            squatter = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(squatter.is_some(), "could not take port {port}");
+    // It comes back elsewhere, and the gateway routes to it.
+    let mut moved = None;
+    for _ in 0..240 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(d) = Deployment::read(topo.file()).unwrap() else {
+            continue;
+        };
+        let url = d.endpoint("fine-tuned").unwrap().url.clone();
+        if url == old {
+            continue;
+        }
+        let Ok(r) = client
+            .post(format!("{front}/fine-tuned"))
+            .json(&fine_tuned_request())
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if r.status() == StatusCode::OK {
+            moved = Some(url);
+            break;
+        }
+    }
+    let moved = moved.expect("the fine-tuned process did not come back on another port");
+    let (ft, listed) = listed_process(&client, &front, "fine-tuned").await;
+    assert_eq!(ft["url"], json!(moved), "{listed}");
+    drop(squatter);
     topo.stop();
 }

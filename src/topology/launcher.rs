@@ -2,7 +2,10 @@
 //! dependencies first), wait for every `/readyz`, write the
 //! [`Deployment`] file and print the endpoints, restart a crashed child
 //! with exponential backoff (a child that dies before the topology is
-//! first ready is fatal instead), stop them gracefully (front first) on
+//! first ready is fatal instead; one that comes back but cannot have its
+//! old port takes another, and the processes that call it are restarted
+//! with its new URL and the deployment file rewritten), stop them
+//! gracefully (front first) on
 //! SIGINT/SIGTERM, and leave no orphans: each child also gets SIGTERM from
 //! the kernel if the launcher itself dies. What to start is decided by
 //! [`super::plan`].
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// What a supervisor reports to the launcher.
 enum Report {
@@ -30,11 +33,15 @@ enum Report {
 
 /// A supervised child: its part, and its pid (0 while down).
 struct Supervised {
-    part: Part,
-    pid: Arc<AtomicU32>,
-    url: String,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A started process, as the deployment file lists it.
+struct Member {
+    name: &'static str,
+    role: Role,
+    pid: Arc<AtomicU32>,
 }
 
 /// Everything the supervisors share.
@@ -52,6 +59,46 @@ struct Shared {
     /// Set once every process was ready: after that a crash is restarted.
     started: AtomicBool,
     reports: mpsc::UnboundedSender<Report>,
+    /// Each started process's URL by name: what `{NAME}` in another's
+    /// arguments stands for.
+    urls: std::sync::Mutex<HashMap<&'static str, String>>,
+    /// The processes started so far, in order.
+    members: std::sync::Mutex<Vec<Member>>,
+    /// The name of a process that came back on another URL.
+    moved: broadcast::Sender<&'static str>,
+}
+
+impl Shared {
+    /// The deployment as it stands: the processes started so far.
+    fn deployment(&self, ready: bool) -> Deployment {
+        let urls = self.urls.lock().expect("urls lock");
+        let endpoints = self
+            .members
+            .lock()
+            .expect("members lock")
+            .iter()
+            .map(|m| Endpoint {
+                name: m.name.into(),
+                role: m.role.name().into(),
+                url: urls.get(m.name).cloned().unwrap_or_default(),
+                pid: m.pid.load(Ordering::SeqCst),
+            })
+            .collect();
+        Deployment::new(self.topology, endpoints, ready)
+    }
+
+    /// `args` with each `{NAME}` replaced by that process's URL.
+    fn resolve(&self, args: &[String]) -> Vec<String> {
+        let urls = self.urls.lock().expect("urls lock");
+        args.iter()
+            .map(
+                |a| match a.strip_prefix('{').and_then(|a| a.strip_suffix('}')) {
+                    Some(name) => urls.get(name).cloned().unwrap_or_default(),
+                    None => a.clone(),
+                },
+            )
+            .collect()
+    }
 }
 
 /// Start `topology` and supervise it until SIGINT/SIGTERM, writing its
@@ -97,27 +144,26 @@ async fn run(
         threads: threads_per_process(config, &parts),
         started: AtomicBool::new(false),
         reports,
+        urls: Default::default(),
+        members: Default::default(),
+        moved: broadcast::channel(16).0,
     });
     let mut signals = Signals::new()?;
     let mut children: Vec<Supervised> = Vec::new();
     let outcome = async {
-        let mut urls: HashMap<&'static str, String> = HashMap::new();
+        let mut urls: Vec<String> = Vec::new();
         for part in parts {
-            let args: Vec<String> = part
-                .args
-                .iter()
-                .map(|a| match a.strip_prefix('{').and_then(|a| a.strip_suffix('}')) {
-                    Some(name) => urls.get(name).cloned().unwrap_or_default(),
-                    None => a.clone(),
-                })
-                .collect();
             let (url_tx, url_rx) = oneshot::channel();
             let (stop, stop_rx) = watch::channel(false);
             let pid = Arc::new(AtomicU32::new(0));
+            shared.members.lock().expect("members lock").push(Member {
+                name: part.name,
+                role: part.role,
+                pid: pid.clone(),
+            });
             let task = tokio::spawn(supervise(
                 shared.clone(),
                 part.clone(),
-                args,
                 pid.clone(),
                 url_tx,
                 stop_rx,
@@ -131,19 +177,19 @@ async fn run(
                     Some(Report::Fatal(why)) => why,
                     None => format!("{} did not start", part.name),
                 };
-                children.push(Supervised { part, pid, url: String::new(), stop, task });
+                children.push(Supervised { stop, task });
                 return Err(Error::Unavailable(why));
             };
-            urls.insert(part.name, url.clone());
-            children.push(Supervised { part, pid, url, stop, task });
-            deployment(topology, &children, false).write(&shared.topology_file)?;
+            urls.push(url);
+            children.push(Supervised { stop, task });
+            shared.deployment(false).write(&shared.topology_file)?;
         }
         // Every process up: wait until each is ready.
         let client = reqwest::Client::new();
-        for child in &children {
+        for url in &urls {
             // No deadline: a child that dies is reported, and a slow
             // model load is waited for.
-            let ready = wait_until_ready(&client, &child.url, Duration::from_millis(100), None);
+            let ready = wait_until_ready(&client, url, Duration::from_millis(100), None);
             tokio::select! {
                 _ = ready => {}
                 Some(Report::Fatal(why)) = reported.recv() => return Err(Error::Unavailable(why)),
@@ -151,7 +197,7 @@ async fn run(
             }
         }
         shared.started.store(true, Ordering::SeqCst);
-        let ready = deployment(topology, &children, true);
+        let ready = shared.deployment(true);
         ready.write(&shared.topology_file)?;
         print_table(&ready, began.elapsed());
         signals.recv().await;
@@ -165,20 +211,6 @@ async fn run(
         let _ = child.task.await;
     }
     outcome
-}
-
-/// The deployment as it stands: the children started so far.
-fn deployment(topology: Topology, children: &[Supervised], ready: bool) -> Deployment {
-    let endpoints = children
-        .iter()
-        .map(|c| Endpoint {
-            name: c.part.name.into(),
-            role: c.part.role.name().into(),
-            url: c.url.clone(),
-            pid: c.pid.load(Ordering::SeqCst),
-        })
-        .collect();
-    Deployment::new(topology, endpoints, ready)
 }
 
 /// The endpoints for people; programs read the deployment file.
@@ -206,11 +238,26 @@ const STABLE: Duration = Duration::from_secs(60);
 /// How long a child has to stop gracefully before it is killed.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// Run one child until told to stop, restarting it when it dies.
+/// Until a process that `part` calls comes back on another URL: its name.
+async fn moved_dependency(
+    moved: &mut broadcast::Receiver<&'static str>,
+    part: &Part,
+) -> &'static str {
+    loop {
+        match moved.recv().await {
+            Ok(name) if part.args.contains(&format!("{{{name}}}")) => return name,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// Run one child until told to stop, restarting it when it dies (on
+/// another port when its own was taken meanwhile), and when a process it
+/// calls moves.
 async fn supervise(
     shared: Arc<Shared>,
     part: Part,
-    args: Vec<String>,
     pid: Arc<AtomicU32>,
     url_tx: oneshot::Sender<String>,
     mut stop: watch::Receiver<bool>,
@@ -218,7 +265,9 @@ async fn supervise(
     let mut url_tx = Some(url_tx);
     let mut port = part.port;
     let mut backoff = MIN_BACKOFF;
+    let mut moved = shared.moved.subscribe();
     loop {
+        let args = shared.resolve(&part.args);
         let mut child = match spawn(&shared, &part, &args, port) {
             Ok(child) => child,
             Err(e) => {
@@ -233,14 +282,34 @@ async fn supervise(
         let since = Instant::now();
         let (found_tx, found_rx) = oneshot::channel();
         relay_output(&mut child, part.name, found_tx);
-        // Its URL (first start), and its port, kept for restarts.
-        if let Ok(url) = found_rx.await {
-            if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                port = p;
+        // Its URL, and its port, kept for restarts.
+        match found_rx.await {
+            Ok(url) => {
+                if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    port = p;
+                }
+                let before = shared
+                    .urls
+                    .lock()
+                    .expect("urls lock")
+                    .insert(part.name, url.clone());
+                if let Some(tx) = url_tx.take() {
+                    let _ = tx.send(url);
+                } else if before.as_deref() != Some(url.as_str()) {
+                    // Back on another port: the deployment says so, and
+                    // the processes that call this one follow.
+                    eprintln!("[up] {} is now at {url}", part.name);
+                    let ready = shared.started.load(Ordering::SeqCst);
+                    if let Err(e) = shared.deployment(ready).write(&shared.topology_file) {
+                        eprintln!("[up] could not rewrite the deployment file: {e}");
+                    }
+                    let _ = shared.moved.send(part.name);
+                }
             }
-            if let Some(tx) = url_tx.take() {
-                let _ = tx.send(url);
-            }
+            // It never listened: its port may have been taken meanwhile;
+            // the next start takes any free one.
+            Err(_) if shared.started.load(Ordering::SeqCst) => port = 0,
+            Err(_) => {}
         }
         let status = tokio::select! {
             status = child.wait() => status,
@@ -248,6 +317,12 @@ async fn supervise(
                 terminate(&mut child, id).await;
                 pid.store(0, Ordering::SeqCst);
                 return;
+            }
+            name = moved_dependency(&mut moved, &part) => {
+                eprintln!("[up] restarting {} to follow {name}", part.name);
+                terminate(&mut child, id).await;
+                pid.store(0, Ordering::SeqCst);
+                continue;
             }
         };
         pid.store(0, Ordering::SeqCst);
