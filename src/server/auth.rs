@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use std::sync::Arc;
 
 /// Routes anyone may call, keys or not: probes must work without secrets,
-/// and the API's description holds none.
-const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+/// and the API's description and the web page (which asks for a key
+/// before it calls anything else) hold none.
+const OPEN_ROUTES: &[&str] = &["/", "/healthz", "/readyz", "/openapi.json"];
 
 /// With `api_keys` set, require `Authorization: Bearer KEY` (compared in
 /// constant time) on every route but the probes.

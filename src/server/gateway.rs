@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/", get(super::page::page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(readyz))
         .route("/info", get(info))

@@ -2,7 +2,7 @@
 //! handler lives in a leaf file by concept (`generate`: `/rag` and
 //! `/fine-tuned`; `openai`: `/v1/...`, with `tool_calls` for its tools; `documents`: the store; `raw`: the
 //! model routes other hearth processes call; `health`, `topology`,
-//! `openapi`, `observe` (`/metrics`, request ids); `gateway`: the front door's proxy). What handlers share:
+//! `openapi`, `observe` (`/metrics`, request ids); `page` (`GET /`, the web page); `gateway`: the front door's proxy). What handlers share:
 //! `state` (what every handler can reach), `stream` (SSE and usage),
 //! `error` (every error as JSON), `auth` (API keys). `lifecycle` runs the
 //! process. Handlers are thin: they parse, call a pipeline, and shape the
@@ -19,6 +19,7 @@ mod lifecycle;
 mod observe;
 mod openai;
 mod openapi;
+mod page;
 mod raw;
 mod state;
 mod stream;
@@ -43,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         return layers(gateway::router(), state);
     }
     let routes = Router::new()
+        .route("/", get(page::page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/info", get(health::info))

@@ -3,7 +3,7 @@
 //! `GET /openapi.json`.
 
 use super::AppState;
-use super::{adapters, documents, error, generate, health, observe, openai, topology};
+use super::{adapters, documents, error, generate, health, observe, openai, page, topology};
 use crate::config::Config;
 use axum::extract::State;
 use axum::Json;
@@ -38,6 +38,7 @@ use utoipa::OpenApi;
         openai::completions,
         openai::embeddings,
         observe::metrics,
+        page::page,
         document,
     ),
     components(schemas(error::ErrorBody))
