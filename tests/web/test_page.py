@@ -152,6 +152,17 @@ class Page(unittest.TestCase):
         self.assertEqual(self.d.switch_to.active_element.get_attribute("id"), "tab-docs")
         self.assertFalse(self.by("#view-docs").get_attribute("hidden"))
 
+    def test_7_a_narrow_window_does_not_scroll_sideways(self):
+        self.d.set_window_size(400, 800)
+        try:
+            for tab in ["chat", "docs", "status"]:
+                self.by("#tab-" + tab).click()
+                time.sleep(0.3)
+                wide = self.d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                self.assertLessEqual(wide, 0, tab + " scrolls sideways at 400 px")
+        finally:
+            self.d.set_window_size(1280, 900)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
