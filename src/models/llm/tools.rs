@@ -317,23 +317,15 @@ impl CallParser {
                 self.content.push(c);
                 out.push(Piece::Content(c.to_string()));
             }
-            State::Undecided | State::Open | State::Between => {
+            // After a call, a newline comes before the next one (and is
+            // dropped); anything else is text.
+            State::Between if c == '\n' => self.state = State::Open,
+            State::Between => {
                 self.held.push(c);
-                let expect = if self.state == State::Between {
-                    // A newline, then a call's opening.
-                    "\n"
-                } else {
-                    CALL_OPEN
-                };
-                if self.state == State::Between {
-                    if self.held == expect {
-                        self.held.clear();
-                        self.state = State::Open;
-                    } else {
-                        self.give_up(out);
-                    }
-                    return;
-                }
+                self.give_up(out);
+            }
+            State::Undecided | State::Open => {
+                self.held.push(c);
                 if self.held == CALL_OPEN {
                     self.held.clear();
                     self.state = State::Name;
