@@ -131,7 +131,8 @@ impl From<Error> for ApiError {
             | Error::Store(_)
             | Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
-        if status.is_server_error() {
+        // A passed deadline is the request's limit, not a fault.
+        if status.is_server_error() && status != StatusCode::GATEWAY_TIMEOUT {
             tracing::error!(error = %e, "internal error");
         }
         Self::new(status, code, e.to_string())
