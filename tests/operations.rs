@@ -4,7 +4,7 @@
 //! echoed; deadlines that stop a generation with a 504 (or a stream's
 //! final error event) and free its slot.
 
-use crate::common::{post, repo, sse_events, TestServer, TestTopology};
+use crate::common::{post, repo, stream, TestServer, TestTopology};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -229,21 +229,17 @@ async fn request_ids_and_deadlines() {
     assert_eq!(body["error"]["type"], "timeout_error", "{body}");
     // Streamed: the stream ends with an error event (a limit long enough
     // for the first tokens even on a busy machine, far short of 400).
-    let mut streamed = long.clone();
-    streamed["stream"] = json!(true);
-    let text = client
-        .post(server.at("/fine-tuned"))
-        .header("x-request-timeout", "1.5")
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
+    let timed = Client::builder()
+        .default_headers(
+            [("x-request-timeout".parse().unwrap(), "1.5".parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
         .unwrap();
-    let events = sse_events(&text);
+    let (events, _) = stream(&timed, server.at("/fine-tuned"), &long).await;
     let (last, data) = events.last().unwrap();
-    assert_eq!(last, "error", "{text}");
+    assert_eq!(last, "error", "{events:?}");
     assert_eq!(data["error"]["code"], "deadline_exceeded");
     assert!(
         events.iter().any(|(e, _)| e == "token"),
