@@ -259,7 +259,7 @@ async fn serves_both_pipelines_and_keeps_documents_across_restarts() {
     server.stop();
 
     // A corrupt index is noticed and rebuilt from SQLite.
-    let graph = dir.path().join("index/hnsw.hnsw.graph");
+    let graph = dir.path().join("index/graph.bin");
     let mut bytes = std::fs::read(&graph).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;

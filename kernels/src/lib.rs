@@ -12,8 +12,8 @@
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
 //! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]).
-//! - [`graph`]: cosine distance, exact top-k, and the flattened HNSW graph
-//!   searches run on ([`graph::FlatGraph`]).
+//! - [`graph`]: exact top-k and the HNSW index ([`graph::Hnsw`]): its
+//!   parallel build, search, and file form.
 //!
 //! Dependencies point one way: hearth uses this crate, never the reverse.
 

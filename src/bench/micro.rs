@@ -393,7 +393,6 @@ pub fn hnsw(corpus: &Corpus, queries: usize, params: IndexParams, efs: &[usize])
     let start = Instant::now();
     let index = VectorIndex::new(corpus.dim, params, base);
     index.insert(&points);
-    index.refresh();
     let build_s = start.elapsed().as_secs_f64();
     let keep = |_: usize| true;
     let mut curve = Vec::new();

@@ -1,16 +1,16 @@
-//! The HNSW index (hnsw_rs) over chunk embeddings: derived data, rebuilt from
-//! the database whenever it is missing, stale in a way that cannot be caught
-//! up, or corrupt. Saved as a directory holding hnsw_rs' two dump files and
-//! a manifest with their checksums, replaced whole by a rename.
+//! The HNSW index over chunk embeddings: derived data, rebuilt from the
+//! database whenever it is missing, stale in a way that cannot be caught
+//! up, or corrupt. The graph itself is `hearth_kernels::graph::Hnsw`; this
+//! module owns its life in the store: concurrent inserts and searches, and
+//! saving it as a directory holding the graph file and a manifest with its
+//! checksum, replaced whole by a rename.
 
 use crate::error::{Error, Result};
-use hearth_kernels::graph::CosineDistance;
-use hearth_kernels::graph::FlatGraph;
-use hnsw_rs::prelude::{FilterT, Hnsw, HnswIo};
+use hearth_kernels::graph::{Hnsw, Shape};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 /// Graph shape: links per node and construction breadth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,12 +28,13 @@ impl Default for IndexParams {
     }
 }
 
-/// hnsw_rs's neighbours as `(id, cosine similarity)`.
-fn similarities(found: Vec<hnsw_rs::prelude::Neighbour>) -> Vec<(usize, f32)> {
-    found
-        .into_iter()
-        .map(|n| (n.d_id, 1.0 - n.distance))
-        .collect()
+impl IndexParams {
+    fn shape(self) -> Shape {
+        Shape {
+            m: self.max_connections,
+            ef_construction: self.ef_construction,
+        }
+    }
 }
 
 /// The first `k` of `(id, similarity)` pairs, with ids as chunk ids.
@@ -41,8 +42,10 @@ fn first_k(found: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<(i64, f32
     found.take(k).map(|(id, s)| (id as i64, s)).collect()
 }
 
-const MAX_LAYERS: usize = 16;
-const BASENAME: &str = "hnsw";
+/// The saved form's version: 2 is hearth's own graph file (1 was
+/// hnsw_rs's dump, which is rebuilt on first open).
+const FORMAT: u32 = 2;
+const GRAPH: &str = "graph.bin";
 const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -54,66 +57,61 @@ struct Manifest {
     max_id: i64,
     points: usize,
     graph_crc: u32,
-    data_crc: u32,
 }
 
 /// An HNSW graph over chunk ids, safe to search and insert into from many
-/// threads at once. hnsw_rs builds, saves and loads the graph; searches run
-/// on a flattened snapshot of it ([`FlatGraph`]), renewed by the first
-/// search after an insert.
+/// threads at once: an insert appends its points under the write lock (a
+/// short copy), then links them under the read lock, in parallel, while
+/// searches go on.
 pub struct VectorIndex {
-    hnsw: Hnsw<'static, f32, CosineDistance>,
+    graph: RwLock<Hnsw>,
+    /// Held by an insert from start to end, and by a save: a saved graph
+    /// never holds points appended but not yet linked.
+    inserting: Mutex<()>,
     params: IndexParams,
     dim: usize,
     max_id: AtomicI64,
-    snapshot: Snapshot,
-}
-
-/// The flattened copy searches run on, and what tells whether it is current.
-#[derive(Default)]
-struct Snapshot {
-    /// Inserts finished so far.
-    generation: AtomicU64,
-    /// The copy and the generation it was begun at.
-    graph: RwLock<Option<(u64, Arc<FlatGraph>)>>,
-    /// Held while a copy is made, so only one search makes it.
-    making: Mutex<()>,
 }
 
 impl VectorIndex {
     pub fn new(dim: usize, params: IndexParams, capacity: usize) -> Self {
+        let mut graph = Hnsw::new(dim, params.shape());
+        graph.reserve(capacity);
+        Self::with_graph(graph, params, 0)
+    }
+
+    fn with_graph(graph: Hnsw, params: IndexParams, max_id: i64) -> Self {
         Self {
-            hnsw: Hnsw::new(
-                params.max_connections,
-                capacity.max(1024),
-                MAX_LAYERS,
-                params.ef_construction,
-                CosineDistance,
-            ),
+            dim: graph.dim(),
+            graph: RwLock::new(graph),
+            inserting: Mutex::new(()),
             params,
-            dim,
-            max_id: AtomicI64::new(0),
-            snapshot: Snapshot::default(),
+            max_id: AtomicI64::new(max_id),
         }
     }
 
-    /// Insert points (in parallel when there are many).
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Hnsw> {
+        self.graph.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Insert points, linking them on every thread of the compute pool
+    /// when there are many.
     pub fn insert(&self, points: &[(i64, Vec<f32>)]) {
         if points.is_empty() {
             return;
         }
-        if points.len() >= 64 {
-            let batch: Vec<(&Vec<f32>, usize)> =
-                points.iter().map(|(id, v)| (v, *id as usize)).collect();
-            self.hnsw.parallel_insert(&batch);
-        } else {
-            for (id, v) in points {
-                self.hnsw.insert((v.as_slice(), *id as usize));
-            }
-        }
+        let _inserting = self.inserting.lock().unwrap_or_else(|p| p.into_inner());
+        let placed = {
+            let mut graph = self.graph.write().unwrap_or_else(|p| p.into_inner());
+            let points: Vec<(usize, &[f32])> = points
+                .iter()
+                .map(|(id, v)| (*id as usize, v.as_slice()))
+                .collect();
+            graph.place(&points)
+        };
+        self.read().link(placed, usize::MAX);
         let top = points.iter().map(|p| p.0).max().unwrap_or(0);
         self.max_id.fetch_max(top, Ordering::SeqCst);
-        self.snapshot.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The `k` nearest ids accepted by `keep`, nearest first, with their
@@ -129,12 +127,12 @@ impl VectorIndex {
         // The plain search, its candidate list filtered afterwards: `keep`
         // here is "not deleted", which most points pass. When too few
         // candidates pass, the search that filters during the walk.
-        let nearest: Vec<(usize, f32)> = match self.current_snapshot() {
-            Some(graph) => graph.search(query, ef),
-            None => similarities(self.hnsw.search(query, ef, ef)),
+        let (nearest, len) = {
+            let graph = self.read();
+            (graph.search(query, ef), graph.len())
         };
         let hits = first_k(nearest.into_iter().filter(|(id, _)| keep(*id)), k);
-        if hits.len() == k.min(self.len()) {
+        if hits.len() == k.min(len) {
             return hits;
         }
         self.search_filtered(query, k, ef, keep)
@@ -152,59 +150,22 @@ impl VectorIndex {
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(i64, f32)> {
         let ef = ef.max(k);
-        let found = match self.current_snapshot() {
-            Some(graph) => graph.search_filtered(query, ef, keep),
-            None => {
-                let filter = |id: &usize| keep(*id);
-                let filter: &dyn FilterT = &filter;
-                similarities(self.hnsw.search_filter(query, k, ef, Some(filter)))
-            }
-        };
+        let found = self.read().search_filtered(query, ef, keep);
         first_k(found.into_iter(), k)
-    }
-
-    /// Make the search snapshot now if it lags the graph (searches would
-    /// otherwise make it on first use).
-    pub fn refresh(&self) {
-        let _ = self.current_snapshot();
-    }
-
-    /// A snapshot of the graph after the last finished insert, made now if
-    /// the current one is older; `None` while another thread makes it (the
-    /// caller then searches hnsw_rs's graph directly).
-    fn current_snapshot(&self) -> Option<Arc<FlatGraph>> {
-        let snapshot = &self.snapshot;
-        let current = || {
-            let generation = snapshot.generation.load(Ordering::SeqCst);
-            let graph = snapshot.graph.read().unwrap_or_else(|p| p.into_inner());
-            match &*graph {
-                Some((made_at, graph)) if *made_at == generation => Some(graph.clone()),
-                _ => None,
-            }
-        };
-        if let Some(graph) = current() {
-            return Some(graph);
-        }
-        let _making = snapshot.making.try_lock().ok()?;
-        if let Some(graph) = current() {
-            return Some(graph);
-        }
-        // Read before copying: an insert finishing meanwhile makes the copy
-        // stale at once, and the next search copies again.
-        let generation = snapshot.generation.load(Ordering::SeqCst);
-        let graph = Arc::new(FlatGraph::from_hnsw(&self.hnsw)?);
-        *snapshot.graph.write().unwrap_or_else(|p| p.into_inner()) =
-            Some((generation, graph.clone()));
-        Some(graph)
     }
 
     /// Points in the graph, deleted ones included.
     pub fn len(&self) -> usize {
-        self.hnsw.get_nb_point()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes the graph holds per point (vector, links, bookkeeping).
+    pub fn bytes_per_point(&self) -> f64 {
+        self.read().bytes_per_point()
     }
 
     /// Every chunk id up to this one has been inserted.
@@ -213,14 +174,14 @@ impl VectorIndex {
     }
 
     /// Write the index to `dir`, replacing what was there only once the new
-    /// copy is complete.
-    /// An empty index is saved as no index (hnsw_rs cannot dump an empty
-    /// graph), which the next start rebuilds from the empty database.
+    /// copy is complete. An empty index is saved as no index, which the
+    /// next start rebuilds from the empty database.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let tmp = sibling(dir, "tmp");
         let old = sibling(dir, "old");
+        let empty = self.is_empty();
         let mut stale: Vec<&Path> = vec![&tmp, &old];
-        if self.is_empty() {
+        if empty {
             stale.push(dir);
         }
         for d in stale {
@@ -228,30 +189,39 @@ impl VectorIndex {
                 std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
             }
         }
-        if self.is_empty() {
+        if empty {
             return Ok(());
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        // Inserts wait while the graph is written, so the file and the
+        // manifest's counts agree; searches go on.
+        let _inserting = self.inserting.lock().unwrap_or_else(|p| p.into_inner());
+        let graph = self.read();
         let max_id = self.max_id();
-        let points = self.len();
-        use hnsw_rs::api::AnnT;
-        let name = self
-            .hnsw
-            .file_dump(&tmp, BASENAME)
-            .map_err(|e| Error::Store(format!("saving the index: {e}")))?;
-        if name != BASENAME {
-            return Err(Error::Store(format!(
-                "hnsw_rs wrote the index as {name:?} instead of {BASENAME:?}"
-            )));
-        }
+        let points = graph.len();
+        let path = tmp.join(GRAPH);
+        let graph_crc = {
+            let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            let mut w = Crc32Writer {
+                inner: std::io::BufWriter::with_capacity(1 << 20, file),
+                hasher: crc32fast::Hasher::new(),
+            };
+            graph.write_to(&mut w).map_err(|e| Error::io(&path, e))?;
+            let file = w
+                .inner
+                .into_inner()
+                .map_err(|e| Error::io(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            w.hasher.finalize()
+        };
+        drop((graph, _inserting));
         let manifest = Manifest {
-            format: 1,
+            format: FORMAT,
             dim: self.dim,
             params: self.params,
             max_id,
             points,
-            graph_crc: crc(&tmp.join(format!("{BASENAME}.hnsw.graph")))?,
-            data_crc: crc(&tmp.join(format!("{BASENAME}.hnsw.data")))?,
+            graph_crc,
         };
         let path = tmp.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
@@ -276,42 +246,44 @@ impl VectorIndex {
         let text = std::fs::read(dir.join(MANIFEST)).map_err(|e| format!("no manifest ({e})"))?;
         let m: Manifest =
             serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest ({e})"))?;
-        if m.format != 1 || m.dim != dim || m.params != params {
+        if m.format != FORMAT || m.dim != dim || m.params != params {
             return Err(format!(
-                "saved with other settings (dim {}, {:?})",
-                m.dim, m.params
+                "saved in another form or with other settings (format {}, dim {}, {:?})",
+                m.format, m.dim, m.params
             ));
         }
-        let graph = dir.join(format!("{BASENAME}.hnsw.graph"));
-        let data = dir.join(format!("{BASENAME}.hnsw.data"));
-        if crc(&graph).ok() != Some(m.graph_crc) || crc(&data).ok() != Some(m.data_crc) {
+        let bytes = std::fs::read(dir.join(GRAPH)).map_err(|e| format!("unreadable ({e})"))?;
+        if crc32fast::hash(&bytes) != m.graph_crc {
             return Err("checksum mismatch (corrupt or partly written)".into());
         }
-        let dir = dir.to_path_buf();
-        // hnsw_rs asserts on malformed files; checksums make that unlikely,
-        // and a panic here still only means "rebuild".
-        let hnsw = std::panic::catch_unwind(move || {
-            // The loaded graph borrows its loader for its whole life: keep
-            // the (small) loader alive for the process.
-            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, BASENAME)));
-            io.load_hnsw::<f32, CosineDistance>()
-                .map_err(|e| format!("unreadable ({e})"))
-        })
-        .map_err(|_| "unreadable (the loader panicked)".to_string())??;
-        if hnsw.get_nb_point() != m.points {
+        let graph = Hnsw::read_from(&bytes).map_err(|e| format!("unreadable ({e})"))?;
+        if graph.len() != m.points || graph.dim() != dim || graph.shape() != params.shape() {
             return Err(format!(
-                "holds {} points, the manifest says {}",
-                hnsw.get_nb_point(),
+                "holds {} points of dimension {}, the manifest says {} of {dim}",
+                graph.len(),
+                graph.dim(),
                 m.points
             ));
         }
-        Ok(Self {
-            hnsw,
-            params,
-            dim,
-            max_id: AtomicI64::new(m.max_id),
-            snapshot: Snapshot::default(),
-        })
+        Ok(Self::with_graph(graph, params, m.max_id))
+    }
+}
+
+/// A writer that checksums what passes through it.
+struct Crc32Writer<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for Crc32Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -319,11 +291,6 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{suffix}"));
     dir.with_file_name(name)
-}
-
-fn crc(path: &Path) -> Result<u32> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(crc32fast::hash(&bytes))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -353,7 +320,6 @@ mod tests {
     #[test]
     fn an_empty_index_searches_to_nothing() {
         let index = VectorIndex::new(8, IndexParams::default(), 10);
-        index.refresh();
         assert!(index.search(&[0.5; 8], 3, 16, &|_| true).is_empty());
         index.insert(&unit_vectors(1, 8, 1));
         assert_eq!(
@@ -395,7 +361,7 @@ mod tests {
 
         // Wrong settings and corruption are refused, never trusted.
         assert!(VectorIndex::load(&path, 16, IndexParams::default()).is_err());
-        let graph = path.join("hnsw.hnsw.graph");
+        let graph = path.join(GRAPH);
         let mut bytes = std::fs::read(&graph).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;

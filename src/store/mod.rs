@@ -218,8 +218,6 @@ impl DocumentStore {
                 (index, origin)
             }
         };
-        // Flatten the graph for search now rather than on the first query.
-        index.refresh();
         let dirty = origin.caught_up > 0 || !origin.loaded;
         let store = Self {
             db,
