@@ -5,6 +5,9 @@
 # cancels; the table reports medians and ratios (hearth / peer).
 #
 # Usage: scripts/bench-peers.sh [--reps N] [--threads "1 2"] [--quick] [--no-serving]
+#                               [--only llm|embed|hnsw]
+# --only runs one part (and needs only that part's peer: `--only hnsw` needs
+# hnswlib and numpy, not PyTorch or llama.cpp) and skips the serving run.
 # Ends with scripts/bench-serving.sh (hearth serve against llama-server under
 # 1-16 concurrent clients) unless --no-serving.
 # Writes target/bench-peers/results.json and target/bench-peers/results.md.
@@ -16,12 +19,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 reps=5
 threads_list="1 2"
 serving=1
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) reps="$2"; shift 2 ;;
     --threads) threads_list="$2"; shift 2 ;;
     --quick) reps=1; shift ;;
     --no-serving) serving=0; shift ;;
+    --only) only="$2"; serving=0; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +41,18 @@ mkdir -p "$out"
 LLAMA_CPP_PYTHON=0.3.36
 SENTENCE_TRANSFORMERS=6.2.0
 HNSWLIB=0.8.0
-if ! "$venv/bin/python" -c "import llama_cpp, sentence_transformers, hnswlib, numpy" 2>/dev/null; then
+case "$only" in
+  "") ;;
+  llm|embed|hnsw) ;;
+  *) echo "--only takes llm, embed or hnsw, not $only" >&2; exit 2 ;;
+esac
+part() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+if [ "$only" = hnsw ]; then
+  if ! "$venv/bin/python" -c "import hnswlib, numpy" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check numpy "hnswlib==$HNSWLIB"
+  fi
+elif ! "$venv/bin/python" -c "import llama_cpp, sentence_transformers, hnswlib, numpy" 2>/dev/null; then
   echo "bench-peers: building the peers into $venv (first run only; llama.cpp compiles for minutes)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
@@ -62,11 +78,13 @@ cargo build --release --quiet
 hearth=target/release/hearth
 
 "$hearth" bench corpus --out "$corpus" >/dev/null  # minutes, the first time only
-[ -f "$kq_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4k-m --out "$kq_1b" >/dev/null
-[ -f "$kq5_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q5k-m --out "$kq5_1b" >/dev/null
-[ -f "$q40_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4-0 --out "$q40_1b" >/dev/null
-[ -f "$f16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype f16 --out "$f16_1b" >/dev/null
-[ -f "$bf16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype bf16 --out "$bf16_1b" >/dev/null
+if part llm; then
+  [ -f "$kq_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4k-m --out "$kq_1b" >/dev/null
+  [ -f "$kq5_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q5k-m --out "$kq5_1b" >/dev/null
+  [ -f "$q40_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4-0 --out "$q40_1b" >/dev/null
+  [ -f "$f16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype f16 --out "$f16_1b" >/dev/null
+  [ -f "$bf16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype bf16 --out "$bf16_1b" >/dev/null
+fi
 # The index at scale: 100,000 synthetic 384-dimensional vectors clustered as
 # sentence embeddings cluster (embedding 100k real chunks would take hours).
 corpus_100k=$out/corpus-100k
@@ -82,12 +100,16 @@ record() { # runs a command printing one JSON line, appends it with the rep numb
 for rep in $(seq 1 "$reps"); do
   echo "bench-peers: repetition $rep/$reps"
   for t in $threads_list; do
+    part llm || continue
     record "$rep" "$hearth" --threads "$t" bench llm
     record "$rep" "$py" scripts/peers/llm.py --model "$llm_model" --threads "$t" --prompt-text scripts/peers/prompt.txt
     for m in "$gemma_model" "$kq_1b" "$kq5_1b" "$q40_1b" "$f16_1b" "$bf16_1b"; do
       record "$rep" "$hearth" --threads "$t" bench llm --llm "$m" --gen-tokens 64
       record "$rep" "$py" scripts/peers/llm.py --model "$m" --threads "$t" --prompt-text scripts/peers/prompt.txt --gen-tokens 64
     done
+  done
+  for t in $threads_list; do
+    part embed || continue
     for b in 1 8 32; do
       record "$rep" "$hearth" --threads "$t" bench embed --batch "$b" --corpus "$corpus"
       record "$rep" "$py" scripts/peers/embed.py --model "$embed_model" --corpus "$corpus" --threads "$t" --batch "$b"
@@ -95,6 +117,7 @@ for rep in $(seq 1 "$reps"); do
   done
   # Queries are single-threaded on both sides; the build uses every thread.
   t_max="${threads_list##* }"
+  part hnsw || continue
   for c in "$corpus" "$corpus_100k"; do
     record "$rep" "$hearth" --threads "$t_max" bench hnsw --corpus "$c"
     record "$rep" "$py" scripts/peers/hnsw.py --corpus "$c" --threads "$t_max"

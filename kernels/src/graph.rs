@@ -20,9 +20,13 @@
 //! list is re-chosen the same way when a new back-link arrives.
 //!
 //! Distance is `1 - dot`: the cosine distance of unit-length vectors (the
-//! embedder normalises its output).
+//! embedder normalises its output). The walks (searches and the build's)
+//! read a half-float copy of the vectors, half the bytes per distance; a
+//! search's best results are scored again on the full-precision vectors,
+//! so the similarities returned are exact.
 
-use crate::simd::dot;
+use crate::simd::{dot, dot_f16_for_this_cpu};
+use half::f16;
 use std::cell::RefCell;
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
@@ -42,9 +46,12 @@ pub fn top_k<T>(mut scored: Vec<(T, f32)>, k: usize) -> Vec<(T, f32)> {
     scored
 }
 
-/// Cache lines of a vector to prefetch: the first two; the hardware
-/// prefetcher follows on (measured: one or two lines beat all 24 and none).
-const PREFETCH_LINES: usize = 2;
+/// Cache lines of a neighbour's half-float vector to prefetch before its
+/// distance is taken (a 384-dim vector spans 12): 8 measured best on both
+/// index sizes of `scripts/bench-peers.sh --only hnsw`, against 2, 4 and 12
+/// (fewer leave the 100k walk waiting on memory; all of them cost the 6k
+/// walk, whose vectors sit in cache, more than they save).
+const PREFETCH_LINES: usize = 8;
 
 /// Levels above layer 0 a point may reach (a level is drawn with
 /// probability `M^-level`, so 15 is beyond any real index).
@@ -72,6 +79,10 @@ pub struct Hnsw {
     ids: Vec<usize>,
     /// Point `i`'s vector is `vectors[i * dim..(i + 1) * dim]`.
     vectors: Vec<f32>,
+    /// The same vectors as half floats (bits), which the walks read: half
+    /// the bytes from memory per distance. Results are scored again on
+    /// `vectors` before they are returned.
+    halves: Vec<u16>,
     /// Highest layer of each point.
     levels: Vec<u8>,
     /// Point `i`'s layer-0 list: `layer0[i * stride0]` is its length, the
@@ -89,6 +100,8 @@ pub struct Hnsw {
     entry_lock: Mutex<()>,
     /// Level draws so far (the random stream is reproducible).
     draws: u64,
+    /// The walks' dot product, chosen for this CPU once.
+    dot16: fn(&[f32], &[u16]) -> f32,
 }
 
 /// A point and its distance to the query, ordered by distance.
@@ -155,6 +168,7 @@ impl Hnsw {
             shape,
             ids: Vec::new(),
             vectors: Vec::new(),
+            halves: Vec::new(),
             levels: Vec::new(),
             layer0: Vec::new(),
             upper: Vec::new(),
@@ -162,6 +176,7 @@ impl Hnsw {
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
             draws: 0,
+            dot16: dot_f16_for_this_cpu(),
         }
     }
 
@@ -189,6 +204,7 @@ impl Hnsw {
         }
         let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 16).sum();
         let fixed = self.vectors.len() * 4
+            + self.halves.len() * 2
             + self.ids.len() * 8
             + self.levels.len()
             + self.layer0.len() * 4
@@ -200,6 +216,7 @@ impl Hnsw {
     pub fn reserve(&mut self, more: usize) {
         self.ids.reserve(more);
         self.vectors.reserve(more * self.dim);
+        self.halves.reserve(more * self.dim);
         self.levels.reserve(more);
         self.layer0.reserve(more * self.stride0());
         self.upper.reserve(more);
@@ -230,6 +247,8 @@ impl Hnsw {
             let level = ((-uniform(self.draws).ln() * mult) as usize).min(MAX_LEVEL);
             self.ids.push(*id);
             self.vectors.extend_from_slice(v);
+            self.halves
+                .extend(v.iter().map(|x| f16::from_f32(*x).to_bits()));
             self.levels.push(level as u8);
             self.layer0.extend((0..stride0).map(|_| AtomicU32::new(0)));
             self.upper
@@ -310,8 +329,14 @@ impl Hnsw {
         &self.vectors[start..start + self.dim]
     }
 
+    fn half_vector(&self, i: u32) -> &[u16] {
+        let start = i as usize * self.dim;
+        &self.halves[start..start + self.dim]
+    }
+
+    /// The walks' distance, on the half-float copy.
     fn distance(&self, query: &[f32], i: u32) -> f32 {
-        1.0 - dot(query, self.vector(i))
+        1.0 - (self.dot16)(query, self.half_vector(i))
     }
 
     fn entry(&self) -> Option<(u32, usize)> {
@@ -463,31 +488,75 @@ impl Hnsw {
         }
     }
 
-    /// The `ef` points nearest to `query` that the search finds, nearest
-    /// first, as (caller's id, cosine similarity).
-    pub fn search(&self, query: &[f32], ef: usize) -> Vec<(usize, f32)> {
-        self.search_where(query, ef, None)
-    }
-
-    /// [`search`](Self::search) for the `ef` nearest points whose ids pass
-    /// `keep`, filtered during the walk (as hnswlib filters): every point
-    /// is a stepping stone, only kept ones are results, so a selective
-    /// filter still finds `ef` results when that many are reachable.
-    pub fn search_filtered(
+    /// The `k` nearest points to `query` whose ids pass `keep`, nearest
+    /// first, as (caller's id, cosine similarity): the walk keeps the `ef`
+    /// nearest it meets (at least `k`), and `keep` is applied to those
+    /// afterwards, which suits a filter that most points pass (not
+    /// deleted). Fewer than `k` come back when it drops too many.
+    pub fn search(
         &self,
         query: &[f32],
+        k: usize,
         ef: usize,
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(usize, f32)> {
-        self.search_where(query, ef, Some(keep))
+        let found = self.walk(query, ef.max(k), None);
+        let kept = found.into_iter().filter(|s| keep(self.ids[s.1 as usize]));
+        self.rescore(query, kept, k)
     }
 
-    fn search_where(
+    /// [`search`](Self::search) with `keep` applied during the walk (as
+    /// hnswlib filters): every point is a stepping stone, only kept ones
+    /// are results, so a selective filter still finds `k` results when
+    /// that many are reachable.
+    pub fn search_filtered(
         &self,
         query: &[f32],
+        k: usize,
         ef: usize,
-        keep: Option<&dyn Fn(usize) -> bool>,
+        keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(usize, f32)> {
+        let found = self.walk(query, ef.max(k), Some(keep));
+        self.rescore(query, found.into_iter(), k)
+    }
+
+    /// The best `k` of the walk's results (nearest first by its
+    /// half-float distance), scored again at full precision and ordered by
+    /// that score. Results past the `k`-th are rescored too while their
+    /// walk distance is within the half floats' error of the `k`-th's, so
+    /// a near tie that rounding misordered is settled exactly: a half
+    /// float is within 2^-11 of its value relatively, so `q·v` is off by
+    /// at most 2^-11 |q| |v| (|v| = 1).
+    fn rescore(
+        &self,
+        query: &[f32],
+        found: impl Iterator<Item = Scored>,
+        k: usize,
+    ) -> Vec<(usize, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let margin = 2.0 * dot(query, query).sqrt() / 2048.0 + 1e-6;
+        let mut bound = f32::INFINITY;
+        let mut scored: Vec<(usize, f32)> = found
+            .enumerate()
+            .take_while(|&(n, Scored(d, _))| {
+                if n + 1 == k {
+                    bound = d + margin;
+                }
+                n < k || d <= bound
+            })
+            .map(|(_, Scored(_, i))| (self.ids[i as usize], dot(query, self.vector(i))))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.truncate(k);
+        scored
+    }
+
+    /// The walk from the entry point: greedy through the upper layers,
+    /// then the `ef` nearest on layer 0, nearest first by the walk's
+    /// distance.
+    fn walk(&self, query: &[f32], ef: usize, keep: Option<&dyn Fn(usize) -> bool>) -> Vec<Scored> {
         if query.len() != self.dim || ef == 0 {
             return Vec::new();
         }
@@ -499,14 +568,10 @@ impl Hnsw {
         for layer in (1..=top).rev() {
             (cur, best) = self.greedy(query, cur, best, layer, &mut scratch);
         }
-        let found = VISITED.with(|visited| {
+        VISITED.with(|visited| {
             let mut visited = visited.borrow_mut();
             self.search_layer(query, Scored(best, cur), ef, 0, keep, &mut visited)
-        });
-        found
-            .into_iter()
-            .map(|Scored(d, i)| (self.ids[i as usize], 1.0 - d))
-            .collect()
+        })
     }
 
     /// Best-first search of one layer from `start`, keeping the `ef`
@@ -574,11 +639,11 @@ impl Hnsw {
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let start = i as usize * self.dim;
-            if let Some(v) = self.vectors.get(start..start + self.dim) {
+            if let Some(v) = self.halves.get(start..start + self.dim) {
                 // SAFETY: prefetching has no effect on program state; the
                 // addresses are inside the vector block.
                 unsafe {
-                    for line in (0..v.len()).step_by(16).take(PREFETCH_LINES) {
+                    for line in (0..v.len()).step_by(32).take(PREFETCH_LINES) {
                         _mm_prefetch(v.as_ptr().add(line) as *const i8, _MM_HINT_T0);
                     }
                 }
@@ -665,6 +730,10 @@ impl Hnsw {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
             .collect();
+        let halves = vectors
+            .iter()
+            .map(|x| f16::from_f32(*x).to_bits())
+            .collect();
         let mut links = |count: usize, cap: usize| -> Result<Vec<AtomicU32>, String> {
             let raw = r.take(count * 4)?;
             let words: Vec<u32> = raw
@@ -703,6 +772,7 @@ impl Hnsw {
             },
             ids,
             vectors,
+            halves,
             levels,
             layer0,
             upper,
@@ -710,6 +780,7 @@ impl Hnsw {
             entry: AtomicU64::new(entry),
             entry_lock: Mutex::new(()),
             draws,
+            dot16: dot_f16_for_this_cpu(),
         })
     }
 }
@@ -779,8 +850,8 @@ mod tests {
         let mut hits = 0;
         let queries: Vec<&Vec<f32>> = vectors.iter().step_by(20).collect();
         for q in &queries {
-            let found = graph.search(q, ef);
-            assert_eq!(found.len(), ef.min(vectors.len()));
+            let found = graph.search(q, 10, ef, &|_| true);
+            assert_eq!(found.len(), 10);
             assert!(found.windows(2).all(|w| w[0].1 >= w[1].1), "nearest first");
             let scored: Vec<(usize, f32)> = vectors
                 .iter()
@@ -817,11 +888,11 @@ mod tests {
         }
         let graph = index(&vectors, 100, 1);
         // Wrong dimension or ef 0: nothing, not a panic.
-        assert!(graph.search(&[1.0], 10).is_empty());
-        assert!(graph.search(&vectors[0], 0).is_empty());
-        assert!(Hnsw::new(24, graph.shape())
-            .search(&vectors[0], 10)
-            .is_empty());
+        let all = |_: usize| true;
+        assert!(graph.search(&[1.0], 10, 10, &all).is_empty());
+        assert!(graph.search(&vectors[0], 0, 0, &all).is_empty());
+        let empty = Hnsw::new(24, graph.shape());
+        assert!(empty.search(&vectors[0], 10, 10, &all).is_empty());
     }
 
     #[test]
@@ -849,7 +920,10 @@ mod tests {
         graph.write_to(&mut bytes).unwrap();
         let read = Hnsw::read_from(&bytes).unwrap();
         for q in vectors.iter().step_by(40) {
-            assert_eq!(graph.search(q, 20), read.search(q, 20));
+            assert_eq!(
+                graph.search(q, 20, 20, &|_| true),
+                read.search(q, 20, 20, &|_| true)
+            );
         }
         assert!(read.bytes_per_point() > 16.0 * 4.0);
         let empty = Hnsw::new(16, graph.shape());
@@ -882,7 +956,7 @@ mod tests {
         let (mut hits, mut post_filtered) = (0, 0);
         let queries: Vec<&Vec<f32>> = vectors.iter().step_by(37).collect();
         for q in &queries {
-            let found = graph.search_filtered(q, 32, &keep);
+            let found = graph.search_filtered(q, 32, 32, &keep);
             assert!(found.iter().all(|(id, _)| keep(*id)), "only kept points");
             assert!(found.len() >= 10, "{} kept points found", found.len());
             assert!(found.windows(2).all(|w| w[0].1 >= w[1].1), "nearest first");
@@ -897,12 +971,7 @@ mod tests {
                 .iter()
                 .filter(|(i, _)| truth.contains(i))
                 .count();
-            post_filtered += graph
-                .search(q, 32)
-                .iter()
-                .filter(|(i, _)| keep(*i))
-                .count()
-                .min(10);
+            post_filtered += graph.search(q, 10, 32, &keep).len();
         }
         let recall = hits as f64 / (10 * queries.len()) as f64;
         assert!(recall > 0.95, "filtered recall@10 {recall}");

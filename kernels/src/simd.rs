@@ -56,15 +56,106 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         i += 8;
     }
     let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
-    let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
-    let mut total = _mm_cvtss_f32(one);
+    let mut total = hsum256(sum);
     while i < n {
         total += a[i] * b[i];
         i += 1;
     }
     total
+}
+
+/// `a · b` where `b` holds IEEE half floats (as bits): the HNSW walk reads
+/// its vectors at half the bytes.
+pub fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+    dot_f16_for_this_cpu()(a, b)
+}
+
+/// The fastest [`dot_f16`] this CPU runs, for loops that call it often
+/// (chosen once instead of checking the CPU on every call).
+pub fn dot_f16_for_this_cpu() -> fn(&[f32], &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && std::is_x86_feature_detected!("f16c") {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return |a, b| unsafe { dot_f16_avx512(a, b) };
+        }
+        // SAFETY: as above.
+        return |a, b| unsafe { dot_f16_avx2(a, b) };
+    }
+    dot_f16_lanes
+}
+
+fn dot_f16_lanes(a: &[f32], b: &[u16]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, h)| x * half::f16::from_bits(*h).to_f32())
+        .sum()
+}
+
+/// The half-float dot kernels' one body, at two widths: four accumulators
+/// over four vectors of values per step, then one vector at a time, the
+/// reduction, and what is left (under one vector) to `$tail`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dot_f16_kernel {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal, $zero:ident, $fmadd:ident,
+     $load:ident, |$p:ident| $wide:expr, |$acc:ident| $reduce:expr, $tail:expr) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name(a: &[f32], b: &[u16]) -> f32 {
+            use std::arch::x86_64::*;
+            let n = a.len().min(b.len());
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            let wide = |$p: *const u16| $wide;
+            let mut $acc = [$zero(); 4];
+            let mut i = 0;
+            while i + 4 * $lanes <= n {
+                for (j, acc) in $acc.iter_mut().enumerate() {
+                    let o = i + $lanes * j;
+                    *acc = $fmadd($load(pa.add(o)), wide(pb.add(o)), *acc);
+                }
+                i += 4 * $lanes;
+            }
+            while i + $lanes <= n {
+                $acc[0] = $fmadd($load(pa.add(i)), wide(pb.add(i)), $acc[0]);
+                i += $lanes;
+            }
+            $reduce + $tail(&a[i..n], &b[i..n])
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+dot_f16_kernel!(
+    /// [`dot_f16`] sixteen lanes at a time; the tail goes to the AVX2 form.
+    dot_f16_avx512, "avx512f,avx2,fma,f16c", 16, _mm512_setzero_ps, _mm512_fmadd_ps,
+    _mm512_loadu_ps, |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+    |acc| _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3])
+    )),
+    |a, b| dot_f16_avx2(a, b)
+);
+
+#[cfg(target_arch = "x86_64")]
+dot_f16_kernel!(
+    /// [`dot_f16`] eight lanes at a time; the tail one value at a time.
+    dot_f16_avx2, "avx2,fma,f16c", 8, _mm256_setzero_ps, _mm256_fmadd_ps,
+    _mm256_loadu_ps, |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+    |acc| hsum256(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3])
+    )),
+    dot_f16_lanes
+);
+
+/// The sum of a vector's eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+    _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
 }
 
 /// Whether the CPU has AVX2 and FMA, which hearth's own kernels are
@@ -134,6 +225,22 @@ pub fn exp_fast(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_float_dots_agree_with_the_plain_sum() {
+        for n in [0, 1, 7, 8, 31, 32, 33, 384, 391] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 16.0).collect();
+            let halves: Vec<u16> = b
+                .iter()
+                .map(|x| half::f16::from_f32(*x).to_bits())
+                .collect();
+            // These values are exact in half floats: the sums agree to rounding.
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot_f16(&a, &halves) - want).abs() < 1e-4, "n {n}");
+            assert!((dot_f16_lanes(&a, &halves) - want).abs() < 1e-4, "n {n}");
+        }
+    }
 
     #[test]
     fn simd_and_lane_dots_agree() {

@@ -5,6 +5,7 @@ inner-product space on the unit-length MiniLM vectors, the same M and
 ef_construction; the build uses the given threads, queries run on one.
 """
 import argparse
+import ctypes
 import json
 import os
 import time
@@ -25,16 +26,27 @@ a = ap.parse_args()
 n = len(json.load(open(os.path.join(a.corpus, "texts.json"), encoding="utf-8")))
 vectors = np.fromfile(os.path.join(a.corpus, "vectors.f32"), dtype="<f4").reshape(n, -1)
 base, queries = vectors[: n - a.queries], vectors[n - a.queries :]
-k = 10
-# Exact neighbours by brute force, as hearth computes them.
-scores = queries @ base.T
-truth = np.argsort(-scores, axis=1)[:, :k]
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+
+# The parsed texts are freed; hand their memory back to the system so the
+# index's allocations show in the resident size instead of reusing it.
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+rss_before = rss_bytes()
 start = time.perf_counter()
 index = hnswlib.Index(space="ip", dim=vectors.shape[1])
 index.init_index(max_elements=len(base), M=a.m, ef_construction=a.ef_construction, random_seed=100)
 index.add_items(base, np.arange(len(base)), num_threads=a.threads)
 build_s = time.perf_counter() - start
+rss_per_vector = (rss_bytes() - rss_before) / len(base)
+
+k = 10
+# Exact neighbours by brute force, as hearth computes them (after the
+# build, so its memory is not mixed with the index's).
+scores = queries @ base.T
+truth = np.argsort(-scores, axis=1)[:, :k]
 
 index.set_num_threads(1)
 curve = []
@@ -61,5 +73,6 @@ print(json.dumps({
     "m": a.m,
     "ef_construction": a.ef_construction,
     "build_s": build_s,
+    "rss_bytes_per_vector": rss_per_vector,
     "curve": curve,
 }))

@@ -17,6 +17,7 @@ rows = [json.loads(line) for line in open(raw_path, encoding="utf-8") if line.st
 values = defaultdict(list)  # (kind, metric, threads, extra, peer) -> [value]
 recall = defaultdict(list)
 build = defaultdict(list)
+memory = defaultdict(list)  # (base, side) -> resident bytes per vector
 for r in rows:
     side = "hearth" if r["peer"] == "hearth" else "peer"
     t = r["threads"]
@@ -33,6 +34,8 @@ for r in rows:
         # One curve per index size (the Rust-docs vectors, the 100k set).
         base = r["base"]
         build[(base, side)].append(r["build_s"])
+        if "rss_bytes_per_vector" in r:
+            memory[(base, side)].append(r["rss_bytes_per_vector"])
         for p in r["curve"]:
             values[("hnsw", f"queries/s, {base:,} vectors", 1, p["ef"], side)].append(p["queries_per_s"])
             recall[(base, p["ef"], side)].append(p["recall_at_10"])
@@ -97,6 +100,7 @@ result = {
     "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
     "hnsw_target_ef": {str(b): ef for b, ef in target_ef.items()},
     "hnsw_build_s": {f"{b} {side}": med(v) for (b, side), v in build.items()},
+    "hnsw_rss_bytes_per_vector": {f"{b} {side}": med(v) for (b, side), v in memory.items()},
     "rows": table,
 }
 json.dump(result, open(json_path, "w", encoding="utf-8"), indent=2)
@@ -124,6 +128,10 @@ for base in sizes:
     pb = med(build.get((base, "peer"), [float("nan")]))
     met = "yes" if hb / pb <= 1.5 else "**no**"
     lines.append(f"| HNSW build, s, {base:,} vectors | hnswlib | all | {hb:.2f} | {pb:.2f} | {hb / pb:.2f}x | <= 1.5x | {met} |")
+    hm, pm = memory.get((base, "hearth")), memory.get((base, "peer"))
+    if hm and pm:
+        lines.append(f"| HNSW memory, bytes per vector (resident), {base:,} vectors | hnswlib | all "
+                     f"| {med(hm):.0f} | {med(pm):.0f} | {med(hm) / med(pm):.2f}x | | |")
 runs = min((r["runs"] for r in table), default=0)
 lines.append("")
 lines.append(f"Medians of {runs} alternating runs each. Ratios are hearth / peer "

@@ -390,10 +390,15 @@ pub fn hnsw(corpus: &Corpus, queries: usize, params: IndexParams, efs: &[usize])
     let points: Vec<(i64, Vec<f32>)> = (0..base)
         .map(|i| (i as i64 + 1, corpus.vector(i).to_vec()))
         .collect();
+    let rss_before = crate::telemetry::rss_bytes();
     let start = Instant::now();
     let index = VectorIndex::new(corpus.dim, params, base);
     index.insert(&points);
     let build_s = start.elapsed().as_secs_f64();
+    // What the index holds per vector: by its own count, and as the
+    // process's resident memory grew (the peer reports the latter too).
+    let rss_per_vector =
+        crate::telemetry::rss_bytes().saturating_sub(rss_before) as f64 / base as f64;
     let keep = |_: usize| true;
     let mut curve = Vec::new();
     for &ef in efs {
@@ -433,6 +438,8 @@ pub fn hnsw(corpus: &Corpus, queries: usize, params: IndexParams, efs: &[usize])
         "m": params.max_connections,
         "ef_construction": params.ef_construction,
         "build_s": build_s,
+        "bytes_per_vector": index.bytes_per_point(),
+        "rss_bytes_per_vector": rss_per_vector,
         "curve": curve,
     }))
 }

@@ -37,9 +37,9 @@ impl IndexParams {
     }
 }
 
-/// The first `k` of `(id, similarity)` pairs, with ids as chunk ids.
-fn first_k(found: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<(i64, f32)> {
-    found.take(k).map(|(id, s)| (id as i64, s)).collect()
+/// `(id, similarity)` pairs with ids as chunk ids.
+fn as_chunk_ids(found: Vec<(usize, f32)>) -> Vec<(i64, f32)> {
+    found.into_iter().map(|(id, s)| (id as i64, s)).collect()
 }
 
 /// The saved form's version: 2 is hearth's own graph file (1 was
@@ -123,17 +123,15 @@ impl VectorIndex {
         ef: usize,
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(i64, f32)> {
-        let ef = ef.max(k);
         // The plain search, its candidate list filtered afterwards: `keep`
         // here is "not deleted", which most points pass. When too few
         // candidates pass, the search that filters during the walk.
-        let (nearest, len) = {
+        let (hits, len) = {
             let graph = self.read();
-            (graph.search(query, ef), graph.len())
+            (graph.search(query, k, ef, keep), graph.len())
         };
-        let hits = first_k(nearest.into_iter().filter(|(id, _)| keep(*id)), k);
         if hits.len() == k.min(len) {
-            return hits;
+            return as_chunk_ids(hits);
         }
         self.search_filtered(query, k, ef, keep)
     }
@@ -149,9 +147,7 @@ impl VectorIndex {
         ef: usize,
         keep: &dyn Fn(usize) -> bool,
     ) -> Vec<(i64, f32)> {
-        let ef = ef.max(k);
-        let found = self.read().search_filtered(query, ef, keep);
-        first_k(found.into_iter(), k)
+        as_chunk_ids(self.read().search_filtered(query, k, ef, keep))
     }
 
     /// Points in the graph, deleted ones included.
