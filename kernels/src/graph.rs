@@ -309,10 +309,15 @@ impl Hnsw {
 
     /// Point `i`'s neighbours on `layer`, read as they are now.
     fn neighbours(&self, i: u32, layer: usize, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend(self.links(i, layer));
+    }
+
+    /// Point `i`'s neighbours on `layer`, read one by one as they are now.
+    fn links(&self, i: u32, layer: usize) -> impl Iterator<Item = u32> + '_ {
         let list = self.list(i, layer);
         let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
-        out.clear();
-        out.extend(list[1..=n].iter().map(|l| l.load(Ordering::Relaxed)));
+        list[1..=n].iter().map(|l| l.load(Ordering::Relaxed))
     }
 
     /// Replace point `i`'s list on `layer` (its lock held by the caller).
@@ -603,11 +608,8 @@ impl Hnsw {
             }
             // Gather unseen neighbours and start loading their vectors
             // before computing any distance, so the loads overlap.
-            let list = self.list(c.1, layer);
-            let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
             fresh.clear();
-            for slot in &list[1..=n] {
-                let l = slot.load(Ordering::Relaxed);
+            for l in self.links(c.1, layer) {
                 let mark = &mut visited.marks[l as usize];
                 if *mark != stamp {
                     *mark = stamp;

@@ -69,7 +69,6 @@ pub struct VectorIndex {
     /// never holds points appended but not yet linked.
     inserting: Mutex<()>,
     params: IndexParams,
-    dim: usize,
     max_id: AtomicI64,
 }
 
@@ -82,7 +81,6 @@ impl VectorIndex {
 
     fn with_graph(graph: Hnsw, params: IndexParams, max_id: i64) -> Self {
         Self {
-            dim: graph.dim(),
             graph: RwLock::new(graph),
             inserting: Mutex::new(()),
             params,
@@ -194,7 +192,7 @@ impl VectorIndex {
         let _inserting = self.inserting.lock().unwrap_or_else(|p| p.into_inner());
         let graph = self.read();
         let max_id = self.max_id();
-        let points = graph.len();
+        let (points, dim) = (graph.len(), graph.dim());
         let path = tmp.join(GRAPH);
         let graph_crc = {
             let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
@@ -213,7 +211,7 @@ impl VectorIndex {
         drop((graph, _inserting));
         let manifest = Manifest {
             format: FORMAT,
-            dim: self.dim,
+            dim,
             params: self.params,
             max_id,
             points,
