@@ -238,9 +238,12 @@ pub const TIMEOUT_HEADER: &str = "x-request-timeout";
 /// Time left before the current request's deadline (zero once past it);
 /// `None` outside a request.
 pub fn remaining() -> Option<std::time::Duration> {
-    DEADLINE
-        .try_with(|d| d.saturating_duration_since(std::time::Instant::now()))
-        .ok()
+    deadline().map(|d| d.saturating_duration_since(std::time::Instant::now()))
+}
+
+/// The current request's deadline; `None` outside a request.
+pub fn deadline() -> Option<std::time::Instant> {
+    DEADLINE.try_with(|d| *d).ok()
 }
 
 /// The header that carries a request's id, in and out.

@@ -292,8 +292,8 @@ async fn request_ids_and_deadlines() {
             "hearth_generations_total",
             &[("outcome", "deadline")]
         ),
-        1.0,
-        "the stream's generation stopped at its deadline"
+        2.0,
+        "both generations (the 504's and the stream's) ended at their deadlines, never as plain cancellations"
     );
     server.stop();
 }

@@ -275,17 +275,20 @@ pub(super) struct Request {
     pub adapter: Option<Arc<Adapter>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
+    /// When the generation must stop: `timeout_ms` after submission, and
+    /// never later than the HTTP request's own deadline (the same instant,
+    /// so a request dropped at its deadline is always counted as one).
+    pub deadline: Option<Instant>,
 }
 
 impl Request {
     /// An error once the request's deadline has passed.
     pub(super) fn within_deadline(&self) -> Result<()> {
-        match self.params.timeout_ms {
-            Some(ms) if self.submitted.elapsed().as_millis() > u128::from(ms) => {
-                Err(Error::Deadline(format!(
-                    "the request ran past its deadline ({ms} ms after the worker received it); its generation was stopped"
-                )))
-            }
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(Error::Deadline(format!(
+                "the request ran past its deadline ({} ms after it was submitted); its generation was stopped",
+                deadline.saturating_duration_since(self.submitted).as_millis()
+            ))),
             _ => Ok(()),
         }
     }
@@ -421,12 +424,21 @@ impl Generator {
     ) -> Result<GenerationStream> {
         let params = params.into_inner();
         let (events, rx) = mpsc::unbounded_channel();
+        let submitted = Instant::now();
+        let own = params
+            .timeout_ms
+            .map(|ms| submitted + std::time::Duration::from_millis(ms));
+        let deadline = match (own, crate::telemetry::deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let request = Request {
             prompt,
             params,
             adapter,
             events,
-            submitted: Instant::now(),
+            submitted,
+            deadline,
         };
         self.queue.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {

@@ -123,16 +123,18 @@ impl Scheduler {
     fn step(&mut self) -> usize {
         let stats = &self.stats;
         self.running.retain(|s| {
-            if s.request.events.is_closed() {
-                stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                crate::telemetry::generation_ended("cancelled");
-                return false;
-            }
+            // The deadline first: a request dropped by the HTTP layer at its
+            // deadline (the same instant) ended because of it.
             if let Err(e) = s.request.within_deadline() {
                 // Past its deadline: the client hears why, the slot is freed.
                 let _ = s.request.events.send(Event::Error(e));
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 crate::telemetry::generation_ended("deadline");
+                return false;
+            }
+            if s.request.events.is_closed() {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::generation_ended("cancelled");
                 return false;
             }
             true
@@ -193,13 +195,19 @@ impl Scheduler {
             }
         }
         let mut i = 0;
-        self.running.retain(|_| {
+        self.running.retain(|s| {
             let end = ended[i];
             i += 1;
             match end {
                 None => true,
                 Some(Step::Completed) => {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Some(Step::Cancelled) if s.request.within_deadline().is_err() => {
+                    // The HTTP layer dropped it at its deadline.
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::generation_ended("deadline");
                     false
                 }
                 Some(Step::Cancelled) => {
