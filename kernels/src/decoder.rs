@@ -73,11 +73,30 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
 
 /// SwiGLU as ggml computes it: `g / (1 + exp(-g)) * u`, exp as in
 /// [`simd::exp_ggml`] for whole groups of 8, the C library's for the rest.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+/// A batch's rows are shared out on candle's barrier pool in pieces whose
+/// lengths are multiples of 8 (so each value's exp is the one it gets in
+/// one piece).
 ///
 /// # Safety
 /// The CPU has FMA ([`supported`]).
 pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    const PIECE: usize = 1024;
+    let n = gate.len().min(up.len());
+    if n < 4 * PIECE {
+        return swiglu_piece(&mut gate[..n], &up[..n]);
+    }
+    let at = gate.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(PIECE), |pieces| {
+        let (from, to) = (pieces.start * PIECE, (pieces.end * PIECE).min(n));
+        // SAFETY: each range of pieces is given to one thread, inside `gate`.
+        let gate = unsafe { std::slice::from_raw_parts_mut((at as *mut f32).add(from), to - from) };
+        // SAFETY: the caller's CPU has FMA.
+        unsafe { swiglu_piece(gate, &up[from..to]) };
+    });
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+unsafe fn swiglu_piece(gate: &mut [f32], up: &[f32]) {
     let whole = gate.len() / 8 * 8;
     for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
         let e = if i < whole {
@@ -159,30 +178,139 @@ unsafe fn dot8(a: &[f32], b: &[f32]) -> f32 {
     (l[0] + l[2]) + (l[1] + l[3])
 }
 
+/// [`dot8`] of `a` with four vectors at once: the same operations for each,
+/// interleaved, so that four chains of fused multiply-adds overlap instead
+/// of one waiting on each step of its own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot8_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let n = a.len() / 8;
+    assert!(b.iter().all(|b| b.len() >= n * 8));
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for c in 0..n {
+        let x = _mm256_loadu_ps(a.as_ptr().add(c * 8));
+        for (acc, b) in acc.iter_mut().zip(&b) {
+            *acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(b.as_ptr().add(c * 8)), *acc);
+        }
+    }
+    // `hsum` adds the high half onto the low half, then pairwise: dot8's order.
+    acc.map(|acc| crate::quant::hsum(acc))
+}
+
+/// The portable form of the above.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot8_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 8]; 4];
+    let n = a.len() / 8;
+    for c in 0..n {
+        let x: &[f32; 8] = a[c * 8..c * 8 + 8].try_into().expect("8 values");
+        for (acc, b) in acc.iter_mut().zip(&b) {
+            let y: &[f32; 8] = b[c * 8..c * 8 + 8].try_into().expect("8 values");
+            for i in 0..8 {
+                acc[i] = x[i].mul_add(y[i], acc[i]);
+            }
+        }
+    }
+    acc.map(|acc| {
+        let l: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+        (l[0] + l[2]) + (l[1] + l[3])
+    })
+}
+
+/// The attention scores of `query` against the keys of positions
+/// `0..seen` (`keys[t * stride + at..][..query.len()]`), each as [`dot8`]
+/// computes it, four positions at a time.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+unsafe fn scores_into(
+    query: &[f32],
+    keys: &[f32],
+    stride: usize,
+    at: usize,
+    seen: usize,
+    out: &mut Vec<f32>,
+) {
+    let hd = query.len();
+    let key = |t: usize| &keys[t * stride + at..][..hd];
+    let mut t = 0;
+    while t + 4 <= seen {
+        out.extend(dot8_x4(query, [key(t), key(t + 1), key(t + 2), key(t + 3)]));
+        t += 4;
+    }
+    out.extend((t..seen).map(|t| dot8(query, key(t))));
+}
+
+/// Values summed per chunk of this many dimensions, the chunk's eight
+/// lanes held in registers across all positions.
+const SUM_CHUNK: usize = 16;
+
 /// `dst = sum_t weights[t] * v_t` (v_t: `values[t * stride + at..][..dst.len()]`)
 /// in the order of [`dot8`] over positions, as ggml multiplies the
 /// attention weights by the transposed value cache: position `t` goes to
-/// lane `t % 8`, and the lanes are summed as [`dot8`] sums them.
+/// lane `t % 8`, and the lanes are summed as [`dot8`] sums them. Each
+/// output's operations are in that order; the dimensions go
+/// [`SUM_CHUNK`] at a time so that the lanes stay in registers.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
-unsafe fn weighted_sum(
+unsafe fn weighted_sum(weights: &[f32], values: &[f32], stride: usize, at: usize, dst: &mut [f32]) {
+    let hd = dst.len();
+    let mut from = 0;
+    while from < hd {
+        let width = SUM_CHUNK.min(hd - from);
+        if width == SUM_CHUNK {
+            weighted_sum_chunk(
+                weights,
+                values,
+                stride,
+                at + from,
+                &mut dst[from..from + SUM_CHUNK],
+            );
+        } else {
+            // A head width that is not a multiple of the chunk: the rest
+            // one dimension at a time, in the same order.
+            for (d, out) in dst[from..].iter_mut().enumerate() {
+                let mut lanes = [0f32; 8];
+                for (t, w) in weights.iter().enumerate() {
+                    lanes[t % 8] = w.mul_add(values[t * stride + at + from + d], lanes[t % 8]);
+                }
+                let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i] + lanes[i]);
+                *out = (l[0] + l[2]) + (l[1] + l[3]);
+            }
+        }
+        from += width;
+    }
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+unsafe fn weighted_sum_chunk(
     weights: &[f32],
     values: &[f32],
     stride: usize,
     at: usize,
-    lanes: &mut [f32],
     dst: &mut [f32],
 ) {
-    let hd = dst.len();
-    lanes.fill(0.0);
-    for (t, w) in weights.iter().enumerate() {
-        let lane = &mut lanes[(t % 8) * hd..][..hd];
-        let v = &values[t * stride + at..][..hd];
-        for (acc, v) in lane.iter_mut().zip(v) {
-            *acc = w.mul_add(*v, *acc);
+    let mut lanes = [[0f32; SUM_CHUNK]; 8];
+    let value = |t: usize| -> &[f32; SUM_CHUNK] {
+        values[t * stride + at..t * stride + at + SUM_CHUNK]
+            .try_into()
+            .expect("a chunk")
+    };
+    let whole = weights.len() / 8 * 8;
+    for t0 in (0..whole).step_by(8) {
+        for (lane, acc) in lanes.iter_mut().enumerate() {
+            let (w, v) = (weights[t0 + lane], value(t0 + lane));
+            for i in 0..SUM_CHUNK {
+                acc[i] = w.mul_add(v[i], acc[i]);
+            }
+        }
+    }
+    for (lane, t) in (whole..weights.len()).enumerate() {
+        let (w, v) = (weights[t], value(t));
+        for i in 0..SUM_CHUNK {
+            lanes[lane][i] = w.mul_add(v[i], lanes[lane][i]);
         }
     }
     for (d, out) in dst.iter_mut().enumerate() {
-        let l: [f32; 4] = std::array::from_fn(|i| lanes[(4 + i) * hd + d] + lanes[i * hd + d]);
+        let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i][d] + lanes[i][d]);
         *out = (l[0] + l[2]) + (l[1] + l[3]);
     }
 }
@@ -259,7 +387,6 @@ pub unsafe fn attention(
     let out = y.as_mut_ptr() as usize;
     candle_core::utils::barrier_pool().execute_chunked(rows * n_head, |items| {
         let mut scores = Vec::new();
-        let mut lanes = vec![0f32; 8 * hd];
         for item in items {
             let (r, head) = (item / n_head, item % n_head);
             let (keys, values) = caches[seq[r]];
@@ -268,8 +395,7 @@ pub unsafe fn attention(
             let seen = pos[r] + 1;
             scores.clear();
             // SAFETY (the three calls): the caller's CPU has FMA.
-            scores
-                .extend((0..seen).map(|t| unsafe { dot8(query, &keys[t * kv_dim + at..][..hd]) }));
+            unsafe { scores_into(query, keys, kv_dim, at, seen, &mut scores) };
             // Keys out of the sliding window are masked, as llama.cpp masks
             // them: still summed over, with weight zero.
             let first = seen.saturating_sub(window);
@@ -283,7 +409,7 @@ pub unsafe fn attention(
             let dst = unsafe {
                 std::slice::from_raw_parts_mut((out as *mut f32).add(r * q_dim + head * hd), hd)
             };
-            unsafe { weighted_sum(&scores[..seen], values, kv_dim, at, &mut lanes, dst) };
+            unsafe { weighted_sum(&scores[..seen], values, kv_dim, at, dst) };
         }
     });
     y
@@ -292,6 +418,52 @@ pub unsafe fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| f16::from_f32(((i * 37 + seed) % 101) as f32 / 50.0 - 1.0).to_f32())
+            .collect()
+    }
+
+    #[test]
+    fn attention_sums_keep_ggmls_order() {
+        if !supported() {
+            return;
+        }
+        // The lane-per-position order of ggml's value product, written
+        // plainly: the fast paths must give its bits.
+        let plain = |w: &[f32], v: &[f32], stride: usize, at: usize, hd: usize| -> Vec<f32> {
+            (0..hd)
+                .map(|d| {
+                    let mut lanes = [0f32; 8];
+                    for (t, w) in w.iter().enumerate() {
+                        lanes[t % 8] = w.mul_add(v[t * stride + at + d], lanes[t % 8]);
+                    }
+                    let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i] + lanes[i]);
+                    (l[0] + l[2]) + (l[1] + l[3])
+                })
+                .collect()
+        };
+        for hd in [64, 72, 128] {
+            let stride = 3 * hd;
+            for seen in [1, 3, 4, 7, 8, 9, 31, 64, 133] {
+                let keys = values(seen * stride, 5);
+                let query = values(hd, 11);
+                let weights = values(seen, 3);
+                let mut scores = Vec::new();
+                // SAFETY: the CPU has FMA (checked above).
+                unsafe { scores_into(&query, &keys, stride, hd, seen, &mut scores) };
+                for (t, score) in scores.iter().enumerate() {
+                    let alone = unsafe { dot8(&query, &keys[t * stride + hd..][..hd]) };
+                    assert_eq!(score.to_bits(), alone.to_bits(), "hd {hd}, position {t}");
+                }
+                let mut dst = vec![0f32; hd];
+                unsafe { weighted_sum(&weights, &keys, stride, hd, &mut dst) };
+                let want = plain(&weights, &keys, stride, hd, hd);
+                assert_eq!(dst, want, "hd {hd}, {seen} positions");
+            }
+        }
+    }
 
     #[test]
     fn geglu_is_ggmls_f16_table_gelu_times_up() {

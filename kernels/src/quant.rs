@@ -21,29 +21,30 @@ use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
 use crate::q4_0::{self, GroupQ4_0, GroupX};
+use crate::rows8::{self, Dot8Fn, Rows8};
 use crate::wide::{self, Kind};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
 
-const QK: usize = 32;
+pub(crate) const QK: usize = 32;
 
 /// One Q4_1 block: 32 weights `d * q + m`, `q` in 0..16, low nibbles first.
 #[derive(Clone, Copy)]
-struct BlockQ4 {
-    d: f32,
-    m: f32,
-    qs: [u8; QK / 2],
+pub(crate) struct BlockQ4 {
+    pub(crate) d: f32,
+    pub(crate) m: f32,
+    pub(crate) qs: [u8; QK / 2],
 }
 
 /// One 8-bit block of 32 values `d * q`: a Q8_0 weight block, or a row of
 /// activations quantized as Q8_1, which also carries `s = d * sum(q)`.
 #[derive(Clone, Copy)]
-struct BlockQ8 {
-    d: f32,
-    s: f32,
-    qs: [i8; QK],
+pub(crate) struct BlockQ8 {
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    pub(crate) qs: [i8; QK],
 }
 
 /// The weights' blocks, row-major, the same number for every row: blocks
@@ -312,7 +313,7 @@ impl QMatrix {
         // weights present.
         let any = |f: fn(&Blocks) -> bool| ms.iter().any(|w| f(&w.blocks));
         let xq: Vec<BlockQ8> = if any(Blocks::takes_q8) {
-            input.chunks_exact(QK).map(quantize_q8_1).collect()
+            quantize_rows(input)
         } else {
             Vec::new()
         };
@@ -342,6 +343,14 @@ impl QMatrix {
         } else {
             Vec::new()
         };
+        // Eight rows at a time where the CPU has the 512-bit kernels: the
+        // activations laid out for them once per kind of weights.
+        let x8 = rows8::kernels().filter(|_| m >= 8);
+        let rows8_for = |f: fn(&Blocks) -> bool, unsigned: bool| {
+            (x8.is_some() && any(f)).then(|| Rows8::new(&xq, k / QK, unsigned))
+        };
+        let x8_q4_1 = rows8_for(|b| matches!(b, Blocks::Q4_1(_)), false);
+        let x8_q8_0 = rows8_for(|b| matches!(b, Blocks::Q8_0(_)), true);
         let mut outs: Vec<Vec<f32>> = ms.iter().map(|w| vec![0f32; m * w.n]).collect();
         // Columns in groups of 4: each group reads its weight rows once for
         // all m activation rows (which stay in cache). Group g belongs to the
@@ -364,8 +373,14 @@ impl QMatrix {
                 let w = ms[i];
                 let out = ptrs[i] as *mut f32;
                 match &w.blocks {
-                    Blocks::Q4_1(b) => columns(b, w.n, &xq, m, local, out, q4_1),
-                    Blocks::Q8_0(b) => columns(b, w.n, &xq, m, local, out, q8_0),
+                    Blocks::Q4_1(b) => {
+                        let by8 = x8.zip(x8_q4_1.as_ref()).map(|(k, x)| (x, k.0));
+                        columns_by8(b, w.n, &xq, m, local, out, q4_1, by8)
+                    }
+                    Blocks::Q8_0(b) => {
+                        let by8 = x8.zip(x8_q8_0.as_ref()).map(|(k, x)| (x, k.1));
+                        columns_by8(b, w.n, &xq, m, local, out, q8_0, by8)
+                    }
                     Blocks::Q4K(b) => columns(b, w.n, &xk, m, local, out, q4_k),
                     Blocks::Q5K(b) => columns(b, w.n, &xk, m, local, out, q5_k),
                     Blocks::Q6K(b) => columns(b, w.n, &xk, m, local, out, q6_k),
@@ -414,6 +429,53 @@ fn columns<W, A>(
     }
 }
 
+/// [`columns`] with the activation rows eight at a time through the
+/// 512-bit kernels of [`crate::rows8`] where `by8` has them laid out, the
+/// rest (fewer than eight) as [`columns`] takes them. Each sum is computed
+/// as `dot` computes it alone.
+#[allow(clippy::too_many_arguments)]
+fn columns_by8<W>(
+    w: &[W],
+    n: usize,
+    xq: &[BlockQ8],
+    m: usize,
+    g: usize,
+    out: *mut f32,
+    dots: (DotFn<W>, Dot4Fn<W>),
+    by8: Option<(&Rows8, Dot8Fn<W>)>,
+) {
+    let Some((x8, dot8)) = by8 else {
+        return columns(w, n, xq, m, g, out, dots);
+    };
+    let kb = w.len() / n;
+    let groups = x8.groups();
+    for j in g * 4..(g * 4 + 4).min(n) {
+        let row = &w[j * kb..(j + 1) * kb];
+        for group in 0..groups {
+            let v = dot8(row, x8, group);
+            for (i, v) in v.into_iter().enumerate() {
+                // SAFETY: as in `columns`.
+                unsafe { *out.add((group * 8 + i) * n + j) = v };
+            }
+        }
+    }
+    let done = groups * 8;
+    if done < m {
+        // The remaining rows, as `columns` computes them, into their place.
+        // SAFETY: `out` holds m * n values; the rows from `done` on start
+        // at `done * n`.
+        columns(
+            w,
+            n,
+            &xq[done * kb..],
+            m - done,
+            g,
+            unsafe { out.add(done * n) },
+            dots,
+        );
+    }
+}
+
 /// [`columns`] with four weight rows against four activation rows at a
 /// time through `tile`, so each activation load serves four weight rows (a
 /// prompt's activations, streamed from cache once per weight row, are
@@ -451,6 +513,28 @@ fn columns_tiled<W, A>(
             unsafe { *out.add(r * n + g * 4 + i) = dot(row, x(r)) };
         }
     }
+}
+
+/// [`quantize_q8_1`] over every block of `input`, a batch's blocks shared
+/// out on candle's barrier pool.
+fn quantize_rows(input: &[f32]) -> Vec<BlockQ8> {
+    const PIECE: usize = 32;
+    let n = input.len() / QK;
+    if n < 4 * PIECE {
+        return input.chunks_exact(QK).map(quantize_q8_1).collect();
+    }
+    let mut out: Vec<BlockQ8> = Vec::with_capacity(n);
+    let at = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(PIECE), |pieces| {
+        for i in pieces.start * PIECE..(pieces.end * PIECE).min(n) {
+            let block = quantize_q8_1(&input[i * QK..(i + 1) * QK]);
+            // SAFETY: block i is written by one thread only, within capacity.
+            unsafe { (at as *mut BlockQ8).add(i).write(block) };
+        }
+    });
+    // SAFETY: every one of the n blocks was written above.
+    unsafe { out.set_len(n) };
+    out
 }
 
 /// ggml's `quantize_row_q8_1` as its AVX2 code computes it: scale by
@@ -827,15 +911,17 @@ mod tests {
 
     #[test]
     fn each_row_is_the_same_whatever_the_rows_beside_it() {
-        // Rows go four at a time through the x4 kernels and the rest one at
-        // a time: every row must come out bit for bit as when alone.
+        // Rows go eight at a time through the 512-bit kernels (where the CPU
+        // has them), then four at a time through the x4 kernels, and the
+        // rest one at a time: every row must come out bit for bit as when
+        // alone, for every count up to two groups of eight and one more.
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
             let (_, q) = weights(13, 128, dtype);
             let w = QMatrix::from_qtensor(&q).unwrap();
-            let x: Vec<f32> = (0..9 * 128)
+            let x: Vec<f32> = (0..17 * 128)
                 .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
                 .collect();
-            for m in 1..=9 {
+            for m in 1..=17 {
                 let all = w.matmul(&x[..m * 128]).unwrap();
                 for r in 0..m {
                     let alone = w.matmul(&x[r * 128..(r + 1) * 128]).unwrap();

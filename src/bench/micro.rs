@@ -149,6 +149,62 @@ pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> 
     }))
 }
 
+/// Aggregate greedy decode over `streams` sequences stepped together, one
+/// batched forward pass per step as the scheduler runs them. Each sequence
+/// starts from its own cut of the prompt (`prompt_tokens` minus its index,
+/// so their outputs differ), prefilled alone and not timed.
+pub fn llm_streams(
+    model: &Llm,
+    text: &str,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    streams: usize,
+) -> Result<Value> {
+    use crate::models::llm::llama::Segment;
+    let text = text.repeat(4);
+    let prompt = model.tokenizer.encode(&text)?;
+    if prompt.len() < prompt_tokens || prompt_tokens <= streams {
+        return Err(Error::InvalidInput(format!(
+            "the benchmark prompt has {} tokens, {prompt_tokens} asked for {streams} streams",
+            prompt.len()
+        )));
+    }
+    let mut caches = Vec::with_capacity(streams);
+    let mut next = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let mut cache = model.model.new_cache(prompt_tokens + gen_tokens);
+        let logits = model
+            .model
+            .forward(&prompt[..prompt_tokens - i], &mut cache)?;
+        next.push(argmax(&logits.to_vec1::<f32>()?));
+        caches.push(cache);
+    }
+    let start = Instant::now();
+    for _ in 0..gen_tokens {
+        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let mut segments: Vec<Segment> = caches
+            .iter_mut()
+            .zip(&tokens)
+            .map(|(cache, token)| Segment {
+                tokens: token,
+                cache,
+                logits: true,
+            })
+            .collect();
+        let logits = model.model.forward_batch(&mut segments)?;
+        for (n, l) in next.iter_mut().zip(logits) {
+            let l = l.ok_or_else(|| Error::Model("a batched step returned no logits".into()))?;
+            *n = argmax(&l);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "streams": streams,
+        "tg_tok_s": (streams * gen_tokens) as f64 / secs,
+        "step_ms": secs * 1e3 / gen_tokens as f64,
+    }))
+}
+
 /// Texts/s embedding `passages` in batches of `batch` (every passage once),
 /// and the median latency of embedding [`QUERY`] alone over `queries` calls.
 pub fn embed(

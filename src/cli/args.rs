@@ -261,6 +261,11 @@ pub enum BenchAction {
         prompt_tokens: usize,
         #[arg(long, default_value_t = 128)]
         gen_tokens: usize,
+        /// Also decode this many sequences at once, one batched forward
+        /// pass per step (as the scheduler runs them), and report the
+        /// aggregate tokens/s and its ratio to the single stream's.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        streams: u16,
         /// The prompt's text (repeated four times, cut to --prompt-tokens).
         #[arg(long, default_value = "scripts/peers/prompt.txt")]
         prompt_file: PathBuf,

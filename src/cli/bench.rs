@@ -63,13 +63,30 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
         BenchAction::Llm {
             prompt_tokens,
             gen_tokens,
+            streams,
             prompt_file,
             llm,
         } => {
             let text = std::fs::read_to_string(&prompt_file)
                 .with_context(|| format!("reading {}", prompt_file.display()))?;
             let llm = Llm::load(&ModelSource::parse(&llm)?, &device()?)?;
-            ("llm", micro::llm(&llm, &text, prompt_tokens, gen_tokens)?)
+            let mut line = micro::llm(&llm, &text, prompt_tokens, gen_tokens)?;
+            if streams > 1 {
+                let batched = micro::llm_streams(
+                    &llm,
+                    &text,
+                    prompt_tokens,
+                    gen_tokens,
+                    usize::from(streams),
+                )?;
+                let single = line["tg_tok_s"].as_f64().unwrap_or(f64::NAN);
+                let aggregate = batched["tg_tok_s"].as_f64().unwrap_or(f64::NAN);
+                line["streams"] = streams.into();
+                line["streams_tg_tok_s"] = aggregate.into();
+                line["streams_step_ms"] = batched["step_ms"].clone();
+                line["streams_vs_single"] = (aggregate / single).into();
+            }
+            ("llm", line)
         }
         BenchAction::Grammar {
             llm,

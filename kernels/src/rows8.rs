@@ -1,0 +1,198 @@
+//! Q4_1 and Q8_0 weight rows against eight activation rows at once, on
+//! 512-bit vectors (AVX-512 VNNI): the batched decode step's main cost
+//! (eight sequences' next tokens are eight activation rows).
+//!
+//! The four-row kernels in [`crate::quant`] spend most of their time on
+//! per-row scalar work: each block's `d_w * d_x` product and its broadcast,
+//! and the `m_w * s_x` offset. Here the activations are first laid out for
+//! eight rows ([`Rows8`]): two rows' quants side by side in one 512-bit
+//! vector, their scales already repeated across the eight lanes each row's
+//! sum uses, and the eight rows' offsets in one vector. A weight block is
+//! then unpacked once into both halves of a vector, and each pair of rows
+//! costs one integer dot product, one conversion, one scale product and one
+//! fused multiply-add; the eight offsets cost one product and one addition.
+//!
+//! Every lane sees exactly the operations the one-row kernel gives it (the
+//! integer sums are exact, the scale product and the accumulation are the
+//! same IEEE operations in the same order, the final sums the same
+//! [`hsum`]), so a row's result is bit for bit the same whichever kernel
+//! computes it, and so llama.cpp's.
+
+use crate::quant::{hsum, BlockQ4, BlockQ8, QK};
+
+/// Eight activation rows of `kb` blocks each, for one kind of weights.
+pub(crate) struct Rows8 {
+    /// Per group of eight rows, per block, per pair of rows: the pair's 32
+    /// quants each, side by side (for Q8_0 weights, plus 128 as unsigned
+    /// bytes: see [`dot_q8_0`]).
+    qs: Vec<Quants>,
+    /// Per group, block and pair: each row's scale repeated eight times.
+    d: Vec<Scales>,
+    /// Per group and block: the eight rows' `s` (Q4_1's offsets).
+    s: Vec<Sums>,
+    kb: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Quants([u8; 2 * QK]);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Scales([f32; 16]);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Sums([f32; 8]);
+
+impl Rows8 {
+    /// The first `8 * (m / 8)` of `m` rows of `kb` quantized blocks
+    /// (`xq`, row-major). `unsigned` stores each quant plus 128, as the
+    /// Q8_0 kernel takes them.
+    pub(crate) fn new(xq: &[BlockQ8], kb: usize, unsigned: bool) -> Self {
+        let groups = xq.len() / kb / 8;
+        let mut qs = Vec::with_capacity(groups * kb * 4);
+        let mut d = Vec::with_capacity(groups * kb * 4);
+        let mut s = Vec::with_capacity(groups * kb);
+        let flip = if unsigned { 0x80 } else { 0 };
+        for g in 0..groups {
+            let row = |r: usize| &xq[(g * 8 + r) * kb..(g * 8 + r + 1) * kb];
+            for b in 0..kb {
+                for p in 0..4 {
+                    let (x0, x1) = (&row(2 * p)[b], &row(2 * p + 1)[b]);
+                    qs.push(Quants(std::array::from_fn(|i| {
+                        let q = if i < QK { x0.qs[i] } else { x1.qs[i - QK] };
+                        q as u8 ^ flip
+                    })));
+                    d.push(Scales(std::array::from_fn(
+                        |i| {
+                            if i < 8 {
+                                x0.d
+                            } else {
+                                x1.d
+                            }
+                        },
+                    )));
+                }
+                s.push(Sums(std::array::from_fn(|r| row(r)[b].s)));
+            }
+        }
+        Self { qs, d, s, kb }
+    }
+
+    /// How many groups of eight rows it holds.
+    pub(crate) fn groups(&self) -> usize {
+        self.s.len() / self.kb.max(1)
+    }
+}
+
+/// One weight row against the eight rows of group `g`.
+pub(crate) type Dot8Fn<W> = fn(&[W], &Rows8, usize) -> [f32; 8];
+
+/// The kernels, if this CPU has what they need (AVX-512 F, BW, VL and VNNI).
+pub(crate) fn kernels() -> Option<(Dot8Fn<BlockQ4>, Dot8Fn<BlockQ8>)> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512vnni")
+    {
+        // SAFETY: the CPU has every feature the kernels enable (checked above).
+        return Some((
+            |w, x, g| unsafe { dot_q4_1(w, x, g) },
+            |w, x, g| unsafe { dot_q8_0(w, x, g) },
+        ));
+    }
+    None
+}
+
+/// The two rows' sums of a pair's accumulator (row `2p` in the low half),
+/// as the one-row kernel finishes its own accumulator.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn finish(acc: std::arch::x86_64::__m512) -> [f32; 2] {
+    use std::arch::x86_64::*;
+    let low = _mm512_castps512_ps256(acc);
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    [hsum(low), hsum(high)]
+}
+
+/// Q4_1: per block, `d_w * d_x * sum(q_w * q_x)` into each row's eight
+/// lanes, `m_w * s_x` into its offset, as `dot_q4_1_vnni` does per row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn dot_q4_1(w: &[BlockQ4], x: &Rows8, g: usize) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let kb = x.kb;
+    assert!(w.len() == kb && g < x.groups());
+    let low = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut offsets = _mm256_setzero_ps();
+    let (qs, ds, ss) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+    for (b, w) in w.iter().enumerate() {
+        // The 16 packed bytes in all four 128-bit lanes; the odd lanes take
+        // the high nibbles: [low, high, low, high], one row's 32 weights
+        // per half.
+        let packed = _mm512_broadcast_i32x4(_mm_loadu_si128(w.qs.as_ptr() as *const __m128i));
+        let qw = _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xFF00_FF00, packed, 4), low);
+        let wd = _mm512_set1_ps(w.d);
+        let at = (g * kb + b) * 4;
+        for (p, acc) in acc.iter_mut().enumerate() {
+            let qx = _mm512_load_si512((*qs.add(at + p)).0.as_ptr() as *const __m512i);
+            let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qw, qx));
+            let d = _mm512_mul_ps(wd, _mm512_load_ps((*ds.add(at + p)).0.as_ptr()));
+            *acc = _mm512_fmadd_ps(d, sums, *acc);
+        }
+        let s = _mm256_load_ps((*ss.add(g * kb + b)).0.as_ptr());
+        offsets = _mm256_add_ps(offsets, _mm256_mul_ps(_mm256_set1_ps(w.m), s));
+    }
+    let mut offs = [0f32; 8];
+    _mm256_storeu_ps(offs.as_mut_ptr(), offsets);
+    let mut out = [0f32; 8];
+    for (p, acc) in acc.into_iter().enumerate() {
+        let [a, b] = finish(acc);
+        out[2 * p] = a + offs[2 * p];
+        out[2 * p + 1] = b + offs[2 * p + 1];
+    }
+    out
+}
+
+/// Q8_0 (and Q5_0 widened to it): per block, `d_w * d_x * sum(q_w * q_x)`
+/// into each row's eight lanes. The integer sum comes from one VNNI
+/// product of the unsigned `q_x + 128` by the signed weights, started from
+/// `-128 * sum(q_w)` (computed once per block for every row), which leaves
+/// exactly `sum(q_w * q_x)` in each lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn dot_q8_0(w: &[BlockQ8], x: &Rows8, g: usize) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let kb = x.kb;
+    assert!(w.len() == kb && g < x.groups());
+    let bias = _mm512_set1_epi8(-128);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let (qs, ds) = (x.qs.as_ptr(), x.d.as_ptr());
+    for (b, w) in w.iter().enumerate() {
+        let qw = _mm512_broadcast_i64x4(_mm256_loadu_si256(w.qs.as_ptr() as *const __m256i));
+        // 0x80 taken as unsigned is 128: this is 128 * (four weights' sum).
+        let correction = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw),
+        );
+        let wd = _mm512_set1_ps(w.d);
+        let at = (g * kb + b) * 4;
+        for (p, acc) in acc.iter_mut().enumerate() {
+            let qx = _mm512_load_si512((*qs.add(at + p)).0.as_ptr() as *const __m512i);
+            let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(correction, qx, qw));
+            let d = _mm512_mul_ps(wd, _mm512_load_ps((*ds.add(at + p)).0.as_ptr()));
+            *acc = _mm512_fmadd_ps(d, sums, *acc);
+        }
+    }
+    let mut out = [0f32; 8];
+    for (p, acc) in acc.into_iter().enumerate() {
+        let [a, b] = finish(acc);
+        out[2 * p] = a;
+        out[2 * p + 1] = b;
+    }
+    out
+}
