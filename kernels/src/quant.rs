@@ -343,9 +343,10 @@ impl QMatrix {
         } else {
             Vec::new()
         };
-        // Eight rows at a time where the CPU has the 512-bit kernels: the
-        // activations laid out for them once per kind of weights.
-        let x8 = rows8::kernels().filter(|_| m >= 8);
+        // Batches of rows up to eight at a time where the CPU has the
+        // 512-bit kernels: the activations laid out for them once per kind
+        // of weights. A single row keeps the one-row kernels.
+        let x8 = rows8::kernels().filter(|_| m >= 2);
         let rows8_for = |f: fn(&Blocks) -> bool, unsigned: bool| {
             (x8.is_some() && any(f)).then(|| Rows8::new(&xq, k / QK, unsigned))
         };
@@ -429,10 +430,9 @@ fn columns<W, A>(
     }
 }
 
-/// [`columns`] with the activation rows eight at a time through the
-/// 512-bit kernels of [`crate::rows8`] where `by8` has them laid out, the
-/// rest (fewer than eight) as [`columns`] takes them. Each sum is computed
-/// as `dot` computes it alone.
+/// [`columns`] with the activation rows up to eight at a time through the
+/// 512-bit kernels of [`crate::rows8`] where `by8` has them laid out. Each
+/// sum is computed as `dot` computes it alone.
 #[allow(clippy::too_many_arguments)]
 fn columns_by8<W>(
     w: &[W],
@@ -448,31 +448,15 @@ fn columns_by8<W>(
         return columns(w, n, xq, m, g, out, dots);
     };
     let kb = w.len() / n;
-    let groups = x8.groups();
     for j in g * 4..(g * 4 + 4).min(n) {
         let row = &w[j * kb..(j + 1) * kb];
-        for group in 0..groups {
+        for group in 0..x8.groups() {
             let v = dot8(row, x8, group);
-            for (i, v) in v.into_iter().enumerate() {
+            for (i, v) in v.into_iter().take(x8.rows(group)).enumerate() {
                 // SAFETY: as in `columns`.
                 unsafe { *out.add((group * 8 + i) * n + j) = v };
             }
         }
-    }
-    let done = groups * 8;
-    if done < m {
-        // The remaining rows, as `columns` computes them, into their place.
-        // SAFETY: `out` holds m * n values; the rows from `done` on start
-        // at `done * n`.
-        columns(
-            w,
-            n,
-            &xq[done * kb..],
-            m - done,
-            g,
-            unsafe { out.add(done * n) },
-            dots,
-        );
     }
 }
 

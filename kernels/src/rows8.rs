@@ -1,6 +1,6 @@
-//! Q4_1 and Q8_0 weight rows against eight activation rows at once, on
-//! 512-bit vectors (AVX-512 VNNI): the batched decode step's main cost
-//! (eight sequences' next tokens are eight activation rows).
+//! Q4_1 and Q8_0 weight rows against up to eight activation rows at once,
+//! on 512-bit vectors (AVX-512 VNNI): the batched decode step's main cost
+//! (a batch's sequences' next tokens are its activation rows).
 //!
 //! The four-row kernels in [`crate::quant`] spend most of their time on
 //! per-row scalar work: each block's `d_w * d_x` product and its broadcast,
@@ -11,6 +11,8 @@
 //! then unpacked once into both halves of a vector, and each pair of rows
 //! costs one integer dot product, one conversion, one scale product and one
 //! fused multiply-add; the eight offsets cost one product and one addition.
+//! Fewer than eight rows go in as many pairs as they fill (the kernels are
+//! instantiated for one to four pairs).
 //!
 //! Every lane sees exactly the operations the one-row kernel gives it (the
 //! integer sums are exact, the scale product and the accumulation are the
@@ -20,17 +22,22 @@
 
 use crate::quant::{hsum, BlockQ4, BlockQ8, QK};
 
-/// Eight activation rows of `kb` blocks each, for one kind of weights.
+/// Activation rows of `kb` blocks each, in groups of eight (the last group
+/// may hold fewer: its rows go in pairs, an odd one out paired with a row
+/// of zeros whose results are dropped), for one kind of weights.
 pub(crate) struct Rows8 {
-    /// Per group of eight rows, per block, per pair of rows: the pair's 32
-    /// quants each, side by side (for Q8_0 weights, plus 128 as unsigned
-    /// bytes: see [`dot_q8_0`]).
+    /// Per group, per block, per pair of rows: the pair's 32 quants each,
+    /// side by side (for Q8_0 weights, plus 128 as unsigned bytes: see
+    /// [`dot_q8_0`]).
     qs: Vec<Quants>,
     /// Per group, block and pair: each row's scale repeated eight times.
     d: Vec<Scales>,
-    /// Per group and block: the eight rows' `s` (Q4_1's offsets).
+    /// Per group and block: the group's rows' `s` (Q4_1's offsets; zero
+    /// past its last row).
     s: Vec<Sums>,
     kb: usize,
+    /// How many rows: every group but the last holds eight.
+    m: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -46,20 +53,34 @@ struct Scales([f32; 16]);
 struct Sums([f32; 8]);
 
 impl Rows8 {
-    /// The first `8 * (m / 8)` of `m` rows of `kb` quantized blocks
-    /// (`xq`, row-major). `unsigned` stores each quant plus 128, as the
-    /// Q8_0 kernel takes them.
+    /// The `m` rows of `kb` quantized blocks in `xq` (row-major).
+    /// `unsigned` stores each quant plus 128, as the Q8_0 kernel takes
+    /// them.
     pub(crate) fn new(xq: &[BlockQ8], kb: usize, unsigned: bool) -> Self {
-        let groups = xq.len() / kb / 8;
-        let mut qs = Vec::with_capacity(groups * kb * 4);
-        let mut d = Vec::with_capacity(groups * kb * 4);
+        let m = xq.len() / kb;
+        let groups = m.div_ceil(8);
+        let pairs = m.div_ceil(2);
+        let mut qs = Vec::with_capacity(pairs * kb);
+        let mut d = Vec::with_capacity(pairs * kb);
         let mut s = Vec::with_capacity(groups * kb);
         let flip = if unsigned { 0x80 } else { 0 };
+        let zero = BlockQ8 {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; QK],
+        };
         for g in 0..groups {
-            let row = |r: usize| &xq[(g * 8 + r) * kb..(g * 8 + r + 1) * kb];
+            let rows = (m - g * 8).min(8);
+            let block = |r: usize, b: usize| {
+                if r < rows {
+                    &xq[(g * 8 + r) * kb + b]
+                } else {
+                    &zero
+                }
+            };
             for b in 0..kb {
-                for p in 0..4 {
-                    let (x0, x1) = (&row(2 * p)[b], &row(2 * p + 1)[b]);
+                for p in 0..rows.div_ceil(2) {
+                    let (x0, x1) = (block(2 * p, b), block(2 * p + 1, b));
                     qs.push(Quants(std::array::from_fn(|i| {
                         let q = if i < QK { x0.qs[i] } else { x1.qs[i - QK] };
                         q as u8 ^ flip
@@ -74,15 +95,25 @@ impl Rows8 {
                         },
                     )));
                 }
-                s.push(Sums(std::array::from_fn(|r| row(r)[b].s)));
+                s.push(Sums(std::array::from_fn(|r| block(r, b).s)));
             }
         }
-        Self { qs, d, s, kb }
+        Self { qs, d, s, kb, m }
     }
 
-    /// How many groups of eight rows it holds.
+    /// How many groups of (up to) eight rows it holds.
     pub(crate) fn groups(&self) -> usize {
-        self.s.len() / self.kb.max(1)
+        self.m.div_ceil(8)
+    }
+
+    /// How many rows group `g` holds.
+    pub(crate) fn rows(&self, g: usize) -> usize {
+        (self.m - g * 8).min(8)
+    }
+
+    /// Group `g`'s pairs of rows, and where its quants and scales begin.
+    fn pairs(&self, g: usize) -> (usize, usize) {
+        (self.rows(g).div_ceil(2), g * 4 * self.kb)
     }
 }
 
@@ -98,10 +129,25 @@ pub(crate) fn kernels() -> Option<(Dot8Fn<BlockQ4>, Dot8Fn<BlockQ8>)> {
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni")
     {
-        // SAFETY: the CPU has every feature the kernels enable (checked above).
+        // SAFETY (both): the CPU has every feature the kernels enable
+        // (checked above).
         return Some((
-            |w, x, g| unsafe { dot_q4_1(w, x, g) },
-            |w, x, g| unsafe { dot_q8_0(w, x, g) },
+            |w, x, g| unsafe {
+                match x.pairs(g).0 {
+                    4 => dot_q4_1::<4>(w, x, g),
+                    3 => dot_q4_1::<3>(w, x, g),
+                    2 => dot_q4_1::<2>(w, x, g),
+                    _ => dot_q4_1::<1>(w, x, g),
+                }
+            },
+            |w, x, g| unsafe {
+                match x.pairs(g).0 {
+                    4 => dot_q8_0::<4>(w, x, g),
+                    3 => dot_q8_0::<3>(w, x, g),
+                    2 => dot_q8_0::<2>(w, x, g),
+                    _ => dot_q8_0::<1>(w, x, g),
+                }
+            },
         ));
     }
     None
@@ -122,12 +168,13 @@ unsafe fn finish(acc: std::arch::x86_64::__m512) -> [f32; 2] {
 /// lanes, `m_w * s_x` into its offset, as `dot_q4_1_vnni` does per row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn dot_q4_1(w: &[BlockQ4], x: &Rows8, g: usize) -> [f32; 8] {
+unsafe fn dot_q4_1<const P: usize>(w: &[BlockQ4], x: &Rows8, g: usize) -> [f32; 8] {
     use std::arch::x86_64::*;
     let kb = x.kb;
-    assert!(w.len() == kb && g < x.groups());
+    let (pairs, base) = x.pairs(g);
+    assert!(w.len() == kb && g < x.groups() && pairs == P);
     let low = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc = [_mm512_setzero_ps(); P];
     let mut offsets = _mm256_setzero_ps();
     let (qs, ds, ss) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
     for (b, w) in w.iter().enumerate() {
@@ -137,7 +184,7 @@ unsafe fn dot_q4_1(w: &[BlockQ4], x: &Rows8, g: usize) -> [f32; 8] {
         let packed = _mm512_broadcast_i32x4(_mm_loadu_si128(w.qs.as_ptr() as *const __m128i));
         let qw = _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xFF00_FF00, packed, 4), low);
         let wd = _mm512_set1_ps(w.d);
-        let at = (g * kb + b) * 4;
+        let at = base + b * P;
         for (p, acc) in acc.iter_mut().enumerate() {
             let qx = _mm512_load_si512((*qs.add(at + p)).0.as_ptr() as *const __m512i);
             let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qw, qx));
@@ -165,12 +212,13 @@ unsafe fn dot_q4_1(w: &[BlockQ4], x: &Rows8, g: usize) -> [f32; 8] {
 /// exactly `sum(q_w * q_x)` in each lane.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn dot_q8_0(w: &[BlockQ8], x: &Rows8, g: usize) -> [f32; 8] {
+unsafe fn dot_q8_0<const P: usize>(w: &[BlockQ8], x: &Rows8, g: usize) -> [f32; 8] {
     use std::arch::x86_64::*;
     let kb = x.kb;
-    assert!(w.len() == kb && g < x.groups());
+    let (pairs, base) = x.pairs(g);
+    assert!(w.len() == kb && g < x.groups() && pairs == P);
     let bias = _mm512_set1_epi8(-128);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc = [_mm512_setzero_ps(); P];
     let (qs, ds) = (x.qs.as_ptr(), x.d.as_ptr());
     for (b, w) in w.iter().enumerate() {
         let qw = _mm512_broadcast_i64x4(_mm256_loadu_si256(w.qs.as_ptr() as *const __m256i));
@@ -180,7 +228,7 @@ unsafe fn dot_q8_0(w: &[BlockQ8], x: &Rows8, g: usize) -> [f32; 8] {
             _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw),
         );
         let wd = _mm512_set1_ps(w.d);
-        let at = (g * kb + b) * 4;
+        let at = base + b * P;
         for (p, acc) in acc.iter_mut().enumerate() {
             let qx = _mm512_load_si512((*qs.add(at + p)).0.as_ptr() as *const __m512i);
             let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(correction, qx, qw));

@@ -343,6 +343,14 @@ impl Launched {
         let exe = std::env::current_exe().map_err(|e| Error::io("the hearth executable", e))?;
         let log_file = std::fs::File::create(log).map_err(|e| Error::io(log, e))?;
         let endpoints = log.with_extension("endpoints.json");
+        // A previous run's file (same --out) names processes long gone, and
+        // reads as ready: only this run's may be waited for.
+        match std::fs::remove_file(&endpoints) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&endpoints, e));
+            }
+            _ => {}
+        }
         let started = Instant::now();
         let child = Command::new(exe)
             .args(["up", "--topology", topology.name(), "--config"])
