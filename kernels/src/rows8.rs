@@ -129,26 +129,22 @@ pub(crate) fn kernels() -> Option<(Dot8Fn<BlockQ4>, Dot8Fn<BlockQ8>)> {
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni")
     {
-        // SAFETY (both): the CPU has every feature the kernels enable
-        // (checked above).
-        return Some((
-            |w, x, g| unsafe {
-                match x.pairs(g).0 {
-                    4 => dot_q4_1::<4>(w, x, g),
-                    3 => dot_q4_1::<3>(w, x, g),
-                    2 => dot_q4_1::<2>(w, x, g),
-                    _ => dot_q4_1::<1>(w, x, g),
+        // One instance per number of pairs in the group.
+        macro_rules! by_pairs {
+            ($kernel:ident) => {
+                // SAFETY: the CPU has every feature the kernels enable
+                // (checked above).
+                |w, x, g| unsafe {
+                    match x.pairs(g).0 {
+                        4 => $kernel::<4>(w, x, g),
+                        3 => $kernel::<3>(w, x, g),
+                        2 => $kernel::<2>(w, x, g),
+                        _ => $kernel::<1>(w, x, g),
+                    }
                 }
-            },
-            |w, x, g| unsafe {
-                match x.pairs(g).0 {
-                    4 => dot_q8_0::<4>(w, x, g),
-                    3 => dot_q8_0::<3>(w, x, g),
-                    2 => dot_q8_0::<2>(w, x, g),
-                    _ => dot_q8_0::<1>(w, x, g),
-                }
-            },
-        ));
+            };
+        }
+        return Some((by_pairs!(dot_q4_1), by_pairs!(dot_q8_0)));
     }
     None
 }
