@@ -178,16 +178,16 @@ unsafe fn dot8(a: &[f32], b: &[f32]) -> f32 {
     (l[0] + l[2]) + (l[1] + l[3])
 }
 
-/// [`dot8`] of `a` with four vectors at once: the same operations for each,
-/// interleaved, so that four chains of fused multiply-adds overlap instead
+/// [`dot8`] of `a` with `N` vectors at once: the same operations for each,
+/// interleaved, so that `N` chains of fused multiply-adds overlap instead
 /// of one waiting on each step of its own.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot8_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
     use std::arch::x86_64::*;
     let n = a.len() / 8;
     assert!(b.iter().all(|b| b.len() >= n * 8));
-    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc = [_mm256_setzero_ps(); N];
     for c in 0..n {
         let x = _mm256_loadu_ps(a.as_ptr().add(c * 8));
         for (acc, b) in acc.iter_mut().zip(&b) {
@@ -200,8 +200,8 @@ unsafe fn dot8_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
 
 /// The portable form of the above.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot8_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
-    let mut acc = [[0f32; 8]; 4];
+unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
+    let mut acc = [[0f32; 8]; N];
     let n = a.len() / 8;
     for c in 0..n {
         let x: &[f32; 8] = a[c * 8..c * 8 + 8].try_into().expect("8 values");
@@ -220,7 +220,7 @@ unsafe fn dot8_x4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
 
 /// The attention scores of `query` against the keys of positions
 /// `0..seen` (`keys[t * stride + at..][..query.len()]`), each as [`dot8`]
-/// computes it, four positions at a time.
+/// computes it, eight positions at a time.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
 unsafe fn scores_into(
     query: &[f32],
@@ -233,8 +233,18 @@ unsafe fn scores_into(
     let hd = query.len();
     let key = |t: usize| &keys[t * stride + at..][..hd];
     let mut t = 0;
-    while t + 4 <= seen {
-        out.extend(dot8_x4(query, [key(t), key(t + 1), key(t + 2), key(t + 3)]));
+    while t + 8 <= seen {
+        out.extend(dot8_xn(
+            query,
+            std::array::from_fn::<_, 8, _>(|i| key(t + i)),
+        ));
+        t += 8;
+    }
+    if t + 4 <= seen {
+        out.extend(dot8_xn(
+            query,
+            std::array::from_fn::<_, 4, _>(|i| key(t + i)),
+        ));
         t += 4;
     }
     out.extend((t..seen).map(|t| dot8(query, key(t))));
