@@ -448,10 +448,11 @@ fn columns_by8<W>(
         return columns(w, n, xq, m, g, out, dots);
     };
     let kb = w.len() / n;
-    for j in g * 4..(g * 4 + 4).min(n) {
-        let row = &w[j * kb..(j + 1) * kb];
-        for group in 0..x8.groups() {
-            let v = dot8(row, x8, group);
+    // Groups outside, the four weight rows inside: a group's activations
+    // are read from the nearest cache for all four rows.
+    for group in 0..x8.groups() {
+        for j in g * 4..(g * 4 + 4).min(n) {
+            let v = dot8(&w[j * kb..(j + 1) * kb], x8, group);
             for (i, v) in v.into_iter().take(x8.rows(group)).enumerate() {
                 // SAFETY: as in `columns`.
                 unsafe { *out.add((group * 8 + i) * n + j) = v };

@@ -22,7 +22,8 @@ pub(super) async fn interference(
     targets: &Targets,
     progress: &indicatif::ProgressBar,
 ) -> Result<Interference> {
-    let n = w.bounds.requests.clamp(3, 8);
+    // Enough requests for a p50 that one slow request cannot move.
+    let n = w.bounds.requests.clamp(12, 32);
     let ft = w.pipeline_plan(Pipeline::FineTuned, n)?;
     let rag = w.pipeline_plan(Pipeline::Rag, 1)?.remove(0);
     progress.inc_length(2 * n as u64);
