@@ -8,20 +8,22 @@
 //! it decides greedy output at near-ties: RMSNorm summed in f64, ggml's
 //! polynomial `exp` in SwiGLU and softmax, attention dot products and the
 //! weighted sum of values in tinyBLAS's lane order over f16-rounded
-//! operands, the cache padded to 32 cells.
+//! operands, the cache padded to 32 cells. The key/value cache is held as
+//! f16, as llama.cpp holds it: half the bytes for attention to read.
 //!
-//! The `unsafe` functions are compiled with FMA on x86-64: call them only
-//! where [`supported`] says the CPU has it.
+//! The `unsafe` functions are compiled with FMA (and AVX2 and F16C) on
+//! x86-64: call them only where [`supported`] says the CPU has them.
 
 use crate::simd;
 use half::f16;
 
 /// Whether this CPU can run the `unsafe` kernels here: they are compiled
-/// with FMA on x86-64 (elsewhere they are portable code).
+/// with FMA (attention also with AVX2 and F16C) on x86-64 (elsewhere they
+/// are portable code).
 pub fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("fma")
+        crate::simd::has_avx2_fma() && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -162,28 +164,16 @@ unsafe fn softmax_f16(xs: &mut [f32], scale: f32) {
     }
 }
 
-/// A dot product as llamafile's tinyBLAS computes it on AVX2 (ggml's
+/// Dot products as llamafile's tinyBLAS computes them on AVX2 (ggml's
 /// matrix product for f16 operands whose length is a multiple of 8): one
 /// 8-lane FMA accumulator, then the lanes summed high half onto low half,
-/// then pairwise. `a` and `b` hold f16 values (in f32).
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
-unsafe fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
-        }
-    }
-    let l: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
-    (l[0] + l[2]) + (l[1] + l[3])
-}
-
-/// [`dot8`] of `a` with `N` vectors at once: the same operations for each,
-/// interleaved, so that `N` chains of fused multiply-adds overlap instead
-/// of one waiting on each step of its own.
+/// then pairwise. `a` holds f16 values (in f32), each `b` is f16. `N` dot
+/// products at once: the same operations for each, interleaved, so that `N`
+/// chains of fused multiply-adds overlap instead of one waiting on each
+/// step of its own.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f16]; N]) -> [f32; N] {
     use std::arch::x86_64::*;
     let n = a.len() / 8;
     assert!(b.iter().all(|b| b.len() >= n * 8));
@@ -191,24 +181,22 @@ unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
     for c in 0..n {
         let x = _mm256_loadu_ps(a.as_ptr().add(c * 8));
         for (acc, b) in acc.iter_mut().zip(&b) {
-            *acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(b.as_ptr().add(c * 8)), *acc);
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(c * 8) as *const __m128i));
+            *acc = _mm256_fmadd_ps(x, y, *acc);
         }
     }
-    // `hsum` adds the high half onto the low half, then pairwise: dot8's order.
+    // `hsum` adds the high half onto the low half, then pairwise.
     acc.map(|acc| crate::quant::hsum(acc))
 }
 
 /// The portable form of the above.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
+unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f16]; N]) -> [f32; N] {
     let mut acc = [[0f32; 8]; N];
-    let n = a.len() / 8;
-    for c in 0..n {
-        let x: &[f32; 8] = a[c * 8..c * 8 + 8].try_into().expect("8 values");
+    for c in 0..a.len() / 8 {
         for (acc, b) in acc.iter_mut().zip(&b) {
-            let y: &[f32; 8] = b[c * 8..c * 8 + 8].try_into().expect("8 values");
             for i in 0..8 {
-                acc[i] = x[i].mul_add(y[i], acc[i]);
+                acc[i] = a[c * 8 + i].mul_add(b[c * 8 + i].to_f32(), acc[i]);
             }
         }
     }
@@ -219,12 +207,11 @@ unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
 }
 
 /// The attention scores of `query` against the keys of positions
-/// `0..seen` (`keys[t * stride + at..][..query.len()]`), each as [`dot8`]
-/// computes it, eight positions at a time.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+/// `0..seen` (`keys[t * stride + at..][..query.len()]`), each as
+/// [`dot8_xn`] computes it, eight positions at a time.
 unsafe fn scores_into(
     query: &[f32],
-    keys: &[f32],
+    keys: &[f16],
     stride: usize,
     at: usize,
     seen: usize,
@@ -247,21 +234,22 @@ unsafe fn scores_into(
         ));
         t += 4;
     }
-    out.extend((t..seen).map(|t| dot8(query, key(t))));
+    for t in t..seen {
+        out.extend(dot8_xn(query, [key(t)]));
+    }
 }
 
 /// Values summed per chunk of this many dimensions, the chunk's eight
 /// lanes held in registers across all positions.
 const SUM_CHUNK: usize = 16;
 
-/// `dst = sum_t weights[t] * v_t` (v_t: `values[t * stride + at..][..dst.len()]`)
-/// in the order of [`dot8`] over positions, as ggml multiplies the
+/// `dst = sum_t weights[t] * v_t` (v_t: `values[t * stride + at..][..dst.len()]`,
+/// f16) in the order of [`dot8_xn`] over positions, as ggml multiplies the
 /// attention weights by the transposed value cache: position `t` goes to
-/// lane `t % 8`, and the lanes are summed as [`dot8`] sums them. Each
+/// lane `t % 8`, and the lanes are summed as [`dot8_xn`] sums them. Each
 /// output's operations are in that order; the dimensions go
 /// [`SUM_CHUNK`] at a time so that the lanes stay in registers.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
-unsafe fn weighted_sum(weights: &[f32], values: &[f32], stride: usize, at: usize, dst: &mut [f32]) {
+unsafe fn weighted_sum(weights: &[f32], values: &[f16], stride: usize, at: usize, dst: &mut [f32]) {
     let hd = dst.len();
     let mut from = 0;
     while from < hd {
@@ -280,7 +268,8 @@ unsafe fn weighted_sum(weights: &[f32], values: &[f32], stride: usize, at: usize
             for (d, out) in dst[from..].iter_mut().enumerate() {
                 let mut lanes = [0f32; 8];
                 for (t, w) in weights.iter().enumerate() {
-                    lanes[t % 8] = w.mul_add(values[t * stride + at + from + d], lanes[t % 8]);
+                    let v = values[t * stride + at + from + d].to_f32();
+                    lanes[t % 8] = w.mul_add(v, lanes[t % 8]);
                 }
                 let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i] + lanes[i]);
                 *out = (l[0] + l[2]) + (l[1] + l[3]);
@@ -290,39 +279,79 @@ unsafe fn weighted_sum(weights: &[f32], values: &[f32], stride: usize, at: usize
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+/// One [`SUM_CHUNK`] of [`weighted_sum`]'s outputs: each position lane's
+/// sums, then the lanes summed in [`dot8_xn`]'s order.
 unsafe fn weighted_sum_chunk(
     weights: &[f32],
-    values: &[f32],
+    values: &[f16],
     stride: usize,
     at: usize,
     dst: &mut [f32],
 ) {
-    let mut lanes = [[0f32; SUM_CHUNK]; 8];
-    let value = |t: usize| -> &[f32; SUM_CHUNK] {
-        values[t * stride + at..t * stride + at + SUM_CHUNK]
-            .try_into()
-            .expect("a chunk")
-    };
-    let whole = weights.len() / 8 * 8;
-    for t0 in (0..whole).step_by(8) {
-        for (lane, acc) in lanes.iter_mut().enumerate() {
-            let (w, v) = (weights[t0 + lane], value(t0 + lane));
-            for i in 0..SUM_CHUNK {
-                acc[i] = w.mul_add(v[i], acc[i]);
-            }
-        }
-    }
-    for (lane, t) in (whole..weights.len()).enumerate() {
-        let (w, v) = (weights[t], value(t));
-        for i in 0..SUM_CHUNK {
-            lanes[lane][i] = w.mul_add(v[i], lanes[lane][i]);
-        }
-    }
+    let lanes = lanes_of(weights, values, (stride, at));
     for (d, out) in dst.iter_mut().enumerate() {
         let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i][d] + lanes[i][d]);
         *out = (l[0] + l[2]) + (l[1] + l[3]);
     }
+}
+
+/// A chunk's eight position lanes: lane `t % 8` sums `weights[t] * v_t`.
+type Lanes = [[f32; SUM_CHUNK]; 8];
+
+/// [`Lanes`] with sixteen dimensions as two 8-lane vectors per position
+/// lane, sixteen registers in all. `place`: the values' row stride and the
+/// chunk's first dimension.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes_of(weights: &[f32], values: &[f16], (stride, at): (usize, usize)) -> Lanes {
+    use std::arch::x86_64::*;
+    let last = weights.len().saturating_sub(1);
+    assert!(weights.is_empty() || values.len() >= last * stride + at + SUM_CHUNK);
+    let mut lanes = [[_mm256_setzero_ps(); 2]; 8];
+    let v = values.as_ptr();
+    let mut add = |lane: usize, t: usize| {
+        let w = _mm256_set1_ps(weights[t]);
+        let p = v.add(t * stride + at) as *const __m128i;
+        let (lo, hi) = (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+        lanes[lane][0] = _mm256_fmadd_ps(w, _mm256_cvtph_ps(lo), lanes[lane][0]);
+        lanes[lane][1] = _mm256_fmadd_ps(w, _mm256_cvtph_ps(hi), lanes[lane][1]);
+    };
+    let whole = weights.len() / 8 * 8;
+    for t0 in (0..whole).step_by(8) {
+        for lane in 0..8 {
+            add(lane, t0 + lane);
+        }
+    }
+    for (lane, t) in (whole..weights.len()).enumerate() {
+        add(lane, t);
+    }
+    let mut sums = [[0f32; SUM_CHUNK]; 8];
+    for (sum, lane) in sums.iter_mut().zip(&lanes) {
+        _mm256_storeu_ps(sum.as_mut_ptr(), lane[0]);
+        _mm256_storeu_ps(sum.as_mut_ptr().add(8), lane[1]);
+    }
+    sums
+}
+
+/// The portable form of the above.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn lanes_of(weights: &[f32], values: &[f16], (stride, at): (usize, usize)) -> Lanes {
+    let mut lanes = [[0f32; SUM_CHUNK]; 8];
+    for (t, w) in weights.iter().enumerate() {
+        let v = &values[t * stride + at..][..SUM_CHUNK];
+        for i in 0..SUM_CHUNK {
+            lanes[t % 8][i] = w.mul_add(v[i].to_f32(), lanes[t % 8][i]);
+        }
+    }
+    lanes
+}
+
+/// Append `src` (values already rounded through f16) to a cache as f16.
+pub fn push_f16(dst: &mut Vec<f16>, src: &[f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let from = dst.len();
+    dst.resize(from + src.len(), f16::ZERO);
+    dst[from..].convert_from_f32_slice(src);
 }
 
 /// `x += y`, element by element (the residual connections).
@@ -369,8 +398,8 @@ pub struct Heads {
 
 /// Attention for a batch of rows, one work item per (row, head) on candle's
 /// barrier pool: row `r` (its query heads at `q[r * n_head * head_dim..]`)
-/// belongs to the sequence whose cache is `caches[seq[r]]` (keys, values:
-/// one row of `n_kv_head * head_dim` per position) and attends to that
+/// belongs to the sequence whose cache is `caches[seq[r]]` (keys, values,
+/// f16: one row of `n_kv_head * head_dim` per position) and attends to that
 /// cache's positions `0..=pos[r]`. Returns the rows' outputs, `n_head *
 /// head_dim` values each.
 ///
@@ -379,7 +408,7 @@ pub struct Heads {
 pub unsafe fn attention(
     heads: Heads,
     q: &[f32],
-    caches: &[(&[f32], &[f32])],
+    caches: &[(&[f16], &[f16])],
     seq: &[usize],
     pos: &[usize],
 ) -> Vec<f32> {
@@ -429,50 +458,68 @@ pub unsafe fn attention(
 mod tests {
     use super::*;
 
-    fn values(n: usize, seed: usize) -> Vec<f32> {
+    fn values(n: usize, seed: usize) -> Vec<f16> {
         (0..n)
-            .map(|i| f16::from_f32(((i * 37 + seed) % 101) as f32 / 50.0 - 1.0).to_f32())
+            .map(|i| f16::from_f32(((i * 37 + seed) % 101) as f32 / 50.0 - 1.0))
             .collect()
+    }
+
+    /// Eight lanes by position (or by element, for a dot product), summed
+    /// high half onto low half, then pairwise: ggml's order, written plainly.
+    fn lanes_sum(terms: impl Iterator<Item = (f32, f32)>) -> f32 {
+        let mut lanes = [0f32; 8];
+        for (i, (a, b)) in terms.enumerate() {
+            lanes[i % 8] = a.mul_add(b, lanes[i % 8]);
+        }
+        let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i] + lanes[i]);
+        (l[0] + l[2]) + (l[1] + l[3])
     }
 
     #[test]
     fn attention_sums_keep_ggmls_order() {
-        if !supported() {
-            return;
-        }
-        // The lane-per-position order of ggml's value product, written
-        // plainly: the fast paths must give its bits.
-        let plain = |w: &[f32], v: &[f32], stride: usize, at: usize, hd: usize| -> Vec<f32> {
-            (0..hd)
-                .map(|d| {
-                    let mut lanes = [0f32; 8];
-                    for (t, w) in w.iter().enumerate() {
-                        lanes[t % 8] = w.mul_add(v[t * stride + at + d], lanes[t % 8]);
-                    }
-                    let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i] + lanes[i]);
-                    (l[0] + l[2]) + (l[1] + l[3])
-                })
-                .collect()
-        };
+        assert!(supported(), "the attention kernels need AVX2, FMA and F16C");
         for hd in [64, 72, 128] {
             let stride = 3 * hd;
-            for seen in [1, 3, 4, 7, 8, 9, 31, 64, 133] {
+            for seen in [1, 3, 4, 7, 8, 9, 12, 31, 64, 133] {
                 let keys = values(seen * stride, 5);
-                let query = values(hd, 11);
-                let weights = values(seen, 3);
+                let query: Vec<f32> = values(hd, 11).iter().map(|v| v.to_f32()).collect();
+                let weights: Vec<f32> = values(seen, 3).iter().map(|v| v.to_f32()).collect();
                 let mut scores = Vec::new();
-                // SAFETY: the CPU has FMA (checked above).
+                // SAFETY (both calls): the CPU has what they need (above).
                 unsafe { scores_into(&query, &keys, stride, hd, seen, &mut scores) };
+                assert_eq!(scores.len(), seen);
                 for (t, score) in scores.iter().enumerate() {
-                    let alone = unsafe { dot8(&query, &keys[t * stride + hd..][..hd]) };
-                    assert_eq!(score.to_bits(), alone.to_bits(), "hd {hd}, position {t}");
+                    let key = &keys[t * stride + hd..][..hd];
+                    // A dot product's lanes are its elements modulo 8.
+                    let want = lanes_sum(query.iter().zip(key).map(|(q, k)| (*q, k.to_f32())));
+                    assert_eq!(score.to_bits(), want.to_bits(), "hd {hd}, position {t}");
                 }
                 let mut dst = vec![0f32; hd];
                 unsafe { weighted_sum(&weights, &keys, stride, hd, &mut dst) };
-                let want = plain(&weights, &keys, stride, hd, hd);
-                assert_eq!(dst, want, "hd {hd}, {seen} positions");
+                for (d, got) in dst.iter().enumerate() {
+                    let want = lanes_sum(
+                        weights
+                            .iter()
+                            .enumerate()
+                            .map(|(t, w)| (*w, keys[t * stride + hd + d].to_f32())),
+                    );
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "hd {hd}, {seen} positions, d {d}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn caches_take_f16_exactly() {
+        let xs: Vec<f32> = values(37, 1).iter().map(|v| v.to_f32()).collect();
+        let mut cache = vec![f16::ONE];
+        push_f16(&mut cache, &xs);
+        assert_eq!(cache.len(), 38);
+        assert!(cache[1..].iter().zip(&xs).all(|(c, x)| c.to_f32() == *x));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 use super::{Linear, Llama, Proj};
 use crate::error::{Error, Result};
 use crate::models::llm::lora::{Adapter, Target};
-use hearth_kernels::decoder::{self, add_into, rms_norm, rope_rows, round_f16, Heads};
+use half::f16;
+use hearth_kernels::decoder::{self, add_into, push_f16, rms_norm, rope_rows, round_f16, Heads};
 use hearth_kernels::quant::QMatrix;
 
 /// The small per-model vectors the buffer path reads, copied out of their
@@ -44,10 +45,11 @@ pub(super) struct HostLayer {
 }
 
 /// One layer's cached keys and values: a row of `n_kv_head * head_dim` per
-/// position, at f16 precision held in f32.
+/// position, in f16 (the values are rounded through f16 before they are
+/// cached, so nothing is lost).
 pub(super) struct HostKv {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Vec<f16>,
+    v: Vec<f16>,
 }
 
 impl HostKv {
@@ -61,7 +63,7 @@ impl HostKv {
     /// A copy of the first `values` keys and values, with room for
     /// `capacity` in all.
     pub fn prefix(&self, values: usize, capacity: usize) -> Self {
-        let copy = |x: &Vec<f32>| {
+        let copy = |x: &Vec<f16>| {
             let mut out = Vec::with_capacity(capacity.max(values));
             out.extend_from_slice(&x[..values]);
             out
@@ -79,7 +81,7 @@ impl HostKv {
 
     /// Bytes held (keys and values).
     pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * std::mem::size_of::<f32>()
+        (self.k.len() + self.v.len()) * std::mem::size_of::<f16>()
     }
 }
 
@@ -237,13 +239,13 @@ impl Llama {
             for s in segments.iter_mut() {
                 let n = s.tokens.len() * kv_dim;
                 let kv = &mut s.cache[li];
-                kv.k.extend_from_slice(&k[first..first + n]);
-                kv.v.extend_from_slice(&v[first..first + n]);
+                push_f16(&mut kv.k, &k[first..first + n]);
+                push_f16(&mut kv.v, &v[first..first + n]);
                 first += n;
             }
 
             // Attention, each row against its own sequence's cache.
-            let caches: Vec<(&[f32], &[f32])> = segments
+            let caches: Vec<(&[f16], &[f16])> = segments
                 .iter()
                 .map(|s| (s.cache[li].k.as_slice(), s.cache[li].v.as_slice()))
                 .collect();
