@@ -800,6 +800,27 @@ mod tests {
         (w, q)
     }
 
+    /// `rows` rows of `k` activations, quantized.
+    fn activations(rows: usize, k: usize) -> Vec<BlockQ8> {
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+            .collect();
+        x.chunks_exact(QK).map(quantize_q8_1).collect()
+    }
+
+    /// Random Q4_1 and Q8_0 weights of `n` rows of `k`, as blocks.
+    fn random_blocks(n: usize, k: usize) -> (Vec<BlockQ4>, Vec<BlockQ8>) {
+        let blocks = |dtype| {
+            QMatrix::from_qtensor(&weights(n, k, dtype).1)
+                .unwrap()
+                .blocks
+        };
+        match (blocks(GgmlDType::Q4_1), blocks(GgmlDType::Q8_0)) {
+            (Blocks::Q4_1(a), Blocks::Q8_0(b)) => (a, b),
+            _ => panic!("Q4_1 and Q8_0 blocks expected"),
+        }
+    }
+
     fn max_abs(t: &Tensor) -> f32 {
         t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
     }
@@ -859,16 +880,10 @@ mod tests {
             eprintln!("this CPU has no AVX-512 VNNI: only the AVX2 kernels run here");
             return;
         }
-        let x: Vec<f32> = (0..4 * 256)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
-            .collect();
-        let xq: Vec<BlockQ8> = x.chunks_exact(QK).map(quantize_q8_1).collect();
+        let xq = activations(4, 256);
         let rows: [&[BlockQ8]; 4] = std::array::from_fn(|r| &xq[r * 8..(r + 1) * 8]);
-        let (_, q) = weights(5, 256, GgmlDType::Q4_1);
-        let Blocks::Q4_1(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
-            panic!("Q4_1 blocks expected")
-        };
-        for row in w.chunks_exact(8) {
+        let (q4_1, q8_0) = random_blocks(5, 256);
+        for row in q4_1.chunks_exact(8) {
             // SAFETY: has_vnni() implies every feature both need.
             unsafe {
                 assert_eq!(
@@ -878,11 +893,7 @@ mod tests {
                 assert_eq!(dot_q4_1_vnni_x4(row, rows), dot_q4_1_avx2_x4(row, rows));
             }
         }
-        let (_, q) = weights(5, 256, GgmlDType::Q8_0);
-        let Blocks::Q8_0(w) = QMatrix::from_qtensor(&q).unwrap().blocks else {
-            panic!("Q8_0 blocks expected")
-        };
-        for row in w.chunks_exact(8) {
+        for row in q8_0.chunks_exact(8) {
             // SAFETY: as above.
             unsafe {
                 assert_eq!(
@@ -896,10 +907,11 @@ mod tests {
 
     #[test]
     fn each_row_is_the_same_whatever_the_rows_beside_it() {
-        // Rows go eight at a time through the 512-bit kernels (where the CPU
-        // has them), then four at a time through the x4 kernels, and the
-        // rest one at a time: every row must come out bit for bit as when
-        // alone, for every count up to two groups of eight and one more.
+        // Batches go up to eight rows at a time through the 512-bit kernels
+        // where the CPU has them, otherwise four at a time through the x4
+        // kernels and the rest one at a time: every row must come out bit
+        // for bit as when alone, for every count up to two groups of eight
+        // and one more.
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
             let (_, q) = weights(13, 128, dtype);
             let w = QMatrix::from_qtensor(&q).unwrap();
@@ -917,6 +929,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_four_row_kernels_give_each_row_its_one_row_bits() {
+        // On CPUs with the 512-bit kernels, products of several rows never
+        // reach the x4 kernels: they are checked here directly.
+        let xq = activations(4, 128);
+        let rows: [&[BlockQ8]; 4] = std::array::from_fn(|r| &xq[r * 4..(r + 1) * 4]);
+        let (q4_1, q8_0) = random_blocks(7, 128);
+        let (dot, dots) = dot_q4_1();
+        for row in q4_1.chunks_exact(4) {
+            assert_eq!(dots(row, rows), rows.map(|x| dot(row, x)));
+        }
+        let (dot, dots) = dot_q8_0();
+        for row in q8_0.chunks_exact(4) {
+            assert_eq!(dots(row, rows), rows.map(|x| dot(row, x)));
         }
     }
 

@@ -165,7 +165,7 @@ pub fn llm_streams(
     let prompt = model.tokenizer.encode(&text)?;
     if prompt.len() < prompt_tokens || prompt_tokens <= streams {
         return Err(Error::InvalidInput(format!(
-            "the benchmark prompt has {} tokens, {prompt_tokens} asked for {streams} streams",
+            "--prompt-tokens must be above --streams ({streams}) and at most the benchmark prompt's {} tokens",
             prompt.len()
         )));
     }
