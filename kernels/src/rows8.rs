@@ -149,15 +149,38 @@ pub(crate) fn kernels() -> Option<(Dot8Fn<BlockQ4>, Dot8Fn<BlockQ8>)> {
     None
 }
 
-/// The two rows' sums of a pair's accumulator (row `2p` in the low half),
-/// as the one-row kernel finishes its own accumulator.
+/// One block's integer sums for a pair of rows into the pair's
+/// accumulator: `(d_w * d_x) * sum + acc` in each lane, the one-row
+/// kernel's operations (`wd`: the weight block's scale in every lane).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_pair(
+    acc: &mut std::arch::x86_64::__m512,
+    sums: std::arch::x86_64::__m512i,
+    wd: std::arch::x86_64::__m512,
+    scales: &Scales,
+) {
+    use std::arch::x86_64::*;
+    let d = _mm512_mul_ps(wd, _mm512_load_ps(scales.0.as_ptr()));
+    *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), *acc);
+}
+
+/// Each row's sum from the pairs' accumulators (row `2p` in the low half
+/// of pair `p`'s), as the one-row kernel finishes its own accumulator;
+/// rows past the last pair read zero.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn finish(acc: std::arch::x86_64::__m512) -> [f32; 2] {
+unsafe fn finish<const P: usize>(acc: [std::arch::x86_64::__m512; P]) -> [f32; 8] {
     use std::arch::x86_64::*;
-    let low = _mm512_castps512_ps256(acc);
-    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
-    [hsum(low), hsum(high)]
+    let mut out = [0f32; 8];
+    for (p, acc) in acc.into_iter().enumerate() {
+        let low = _mm512_castps512_ps256(acc);
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+        out[2 * p] = hsum(low);
+        out[2 * p + 1] = hsum(high);
+    }
+    out
 }
 
 /// Q4_1: per block, `d_w * d_x * sum(q_w * q_x)` into each row's eight
@@ -183,20 +206,17 @@ unsafe fn dot_q4_1<const P: usize>(w: &[BlockQ4], x: &Rows8, g: usize) -> [f32; 
         let at = base + b * P;
         for (p, acc) in acc.iter_mut().enumerate() {
             let qx = _mm512_load_si512((*qs.add(at + p)).0.as_ptr() as *const __m512i);
-            let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qw, qx));
-            let d = _mm512_mul_ps(wd, _mm512_load_ps((*ds.add(at + p)).0.as_ptr()));
-            *acc = _mm512_fmadd_ps(d, sums, *acc);
+            let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw, qx);
+            add_pair(acc, sums, wd, &*ds.add(at + p));
         }
         let s = _mm256_load_ps((*ss.add(g * kb + b)).0.as_ptr());
         offsets = _mm256_add_ps(offsets, _mm256_mul_ps(_mm256_set1_ps(w.m), s));
     }
     let mut offs = [0f32; 8];
     _mm256_storeu_ps(offs.as_mut_ptr(), offsets);
-    let mut out = [0f32; 8];
-    for (p, acc) in acc.into_iter().enumerate() {
-        let [a, b] = finish(acc);
-        out[2 * p] = a + offs[2 * p];
-        out[2 * p + 1] = b + offs[2 * p + 1];
+    let mut out = finish(acc);
+    for (out, offset) in out.iter_mut().zip(offs) {
+        *out += offset;
     }
     out
 }
@@ -227,16 +247,13 @@ unsafe fn dot_q8_0<const P: usize>(w: &[BlockQ8], x: &Rows8, g: usize) -> [f32; 
         let at = base + b * P;
         for (p, acc) in acc.iter_mut().enumerate() {
             let qx = _mm512_load_si512((*qs.add(at + p)).0.as_ptr() as *const __m512i);
-            let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(correction, qx, qw));
-            let d = _mm512_mul_ps(wd, _mm512_load_ps((*ds.add(at + p)).0.as_ptr()));
-            *acc = _mm512_fmadd_ps(d, sums, *acc);
+            add_pair(
+                acc,
+                _mm512_dpbusd_epi32(correction, qx, qw),
+                wd,
+                &*ds.add(at + p),
+            );
         }
     }
-    let mut out = [0f32; 8];
-    for (p, acc) in acc.into_iter().enumerate() {
-        let [a, b] = finish(acc);
-        out[2 * p] = a;
-        out[2 * p + 1] = b;
-    }
-    out
+    finish(acc)
 }

@@ -107,16 +107,21 @@ pub fn grammar(model: &Llm, schema: Value, max_tokens: usize) -> Result<Value> {
     }))
 }
 
-pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> Result<Value> {
-    let text = text.repeat(4);
-    let mut prompt = model.tokenizer.encode(&text)?;
-    if prompt.len() < prompt_tokens {
+/// The benchmark prompt: `text` four times, cut to `tokens` tokens.
+fn bench_prompt(model: &Llm, text: &str, tokens: usize) -> Result<Vec<u32>> {
+    let mut prompt = model.tokenizer.encode(&text.repeat(4))?;
+    if prompt.len() < tokens {
         return Err(Error::InvalidInput(format!(
             "the benchmark prompt has only {} tokens",
             prompt.len()
         )));
     }
-    prompt.truncate(prompt_tokens);
+    prompt.truncate(tokens);
+    Ok(prompt)
+}
+
+pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> Result<Value> {
+    let prompt = bench_prompt(model, text, prompt_tokens)?;
     // Warm up (a GPU loads its kernels on first use), then time.
     let mut warm = model.model.new_cache(16);
     let logits = model
@@ -161,14 +166,12 @@ pub fn llm_streams(
     streams: usize,
 ) -> Result<Value> {
     use crate::models::llm::llama::Segment;
-    let text = text.repeat(4);
-    let prompt = model.tokenizer.encode(&text)?;
-    if prompt.len() < prompt_tokens || prompt_tokens <= streams {
+    if prompt_tokens <= streams {
         return Err(Error::InvalidInput(format!(
-            "--prompt-tokens must be above --streams ({streams}) and at most the benchmark prompt's {} tokens",
-            prompt.len()
+            "--prompt-tokens must be above --streams ({streams})"
         )));
     }
+    let prompt = bench_prompt(model, text, prompt_tokens)?;
     let mut caches = Vec::with_capacity(streams);
     let mut next = Vec::with_capacity(streams);
     for i in 0..streams {

@@ -79,6 +79,19 @@ fn plan(pending: &[usize], decoding: &[bool], limits: &GeneratorLimits) -> Vec<P
     batch
 }
 
+/// Count a sequence that stopped before its end: at its deadline (the
+/// HTTP layer drops a request at the same instant, so a closed channel
+/// past the deadline counts here too), or because its client went away.
+fn stopped(stats: &GeneratorStats, request: &Request) {
+    if request.within_deadline().is_err() {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::generation_ended("deadline");
+    } else {
+        stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::generation_ended("cancelled");
+    }
+}
+
 impl Scheduler {
     pub fn new(
         llm: Llm,
@@ -123,21 +136,14 @@ impl Scheduler {
     fn step(&mut self) -> usize {
         let stats = &self.stats;
         self.running.retain(|s| {
-            // The deadline first: a request dropped by the HTTP layer at its
-            // deadline (the same instant) ended because of it.
             if let Err(e) = s.request.within_deadline() {
                 // Past its deadline: the client hears why, the slot is freed.
                 let _ = s.request.events.send(Event::Error(e));
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                crate::telemetry::generation_ended("deadline");
-                return false;
+            } else if !s.request.events.is_closed() {
+                return true;
             }
-            if s.request.events.is_closed() {
-                stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                crate::telemetry::generation_ended("cancelled");
-                return false;
-            }
-            true
+            stopped(stats, &s.request);
+            false
         });
         let pending: Vec<usize> = self.running.iter().map(Sequence::pending).collect();
         let decoding: Vec<bool> = self.running.iter().map(Sequence::decoding).collect();
@@ -204,15 +210,8 @@ impl Scheduler {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
                     false
                 }
-                Some(Step::Cancelled) if s.request.within_deadline().is_err() => {
-                    // The HTTP layer dropped it at its deadline.
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    crate::telemetry::generation_ended("deadline");
-                    false
-                }
                 Some(Step::Cancelled) => {
-                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                    crate::telemetry::generation_ended("cancelled");
+                    stopped(stats, &s.request);
                     false
                 }
                 Some(Step::Failed) => {
