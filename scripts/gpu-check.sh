@@ -3,7 +3,7 @@
 # 8 minutes. It runs
 #   1. the CUDA unit tests (GPU against CPU on random-weight models),
 #   2. the reference tests on the GPU (HEARTH_TEST_DEVICE=cuda), when the
-#      real models are in models/ and ../shared/reference is beside the repo,
+#      real models are in models/ (the reference outputs are tests/fixtures/),
 #   3. the speed table: hearth and PyTorch fp16 (same card, same shapes,
 #      random weights) for LLM prompt/decode at the 135M, 1B and 8B llama
 #      shapes and MiniLM embeddings at batch 32 and 256, plus bandwidth use,
@@ -122,11 +122,11 @@ run_tests() { # name, binary, filters...
 }
 run_tests cuda-unit "$bin/test-lib" cuda
 run_tests cuda-kernels "$bin/test-hearth_kernels" cuda
-if [ -f models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ -d ../shared/reference ] && [ -x "$bin/test-e2e" ]; then
+if [ -f models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ -f tests/fixtures/llm-reference.json ] && [ -x "$bin/test-e2e" ]; then
   HEARTH_TEST_DEVICE="$device" HEARTH_TEST_REPO="$PWD" run_tests reference "$bin/test-e2e" llm:: embedder::
 else
-  note "reference tests not run: they need models/ (scripts/fetch-models.sh) and ../shared/reference on this machine"
-  record tests '"name": "reference", "status": "not run: models or ../shared/reference absent"'
+  note "reference tests not run: they need models/ (scripts/fetch-models.sh) and tests/fixtures/ on this machine"
+  record tests '"name": "reference", "status": "not run: models or tests/fixtures absent"'
 fi
 
 # 3. Models for the speed runs: random weights of real shapes.

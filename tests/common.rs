@@ -43,12 +43,13 @@ pub fn device() -> candle_core::Device {
     hearth::models::device::open(&name).unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e}"))
 }
 
-/// A file of `../shared/reference/`, parsed.
+/// A reference output of an independent implementation, parsed: a file
+/// of `tests/fixtures/` made by `scripts/families/make-fixtures.sh`.
 pub fn reference(name: &str) -> serde_json::Value {
-    let path = repo().join("../shared/reference").join(name);
+    let path = repo().join("tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "reference file {} is unreadable ({e}): the tests need the shared/ folder beside the checkout",
+            "reference file {} is unreadable ({e}): it is committed; remake it with scripts/families/make-fixtures.sh --only default-models",
             path.display()
         )
     });

@@ -20,7 +20,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn embeddings_match_sentence_transformers() {
-    let reference = common::reference("embed_reference.json");
+    let reference = common::reference("embed-reference.json");
     let items = reference["items"].as_array().unwrap();
     let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
     let embedder = load();
