@@ -106,6 +106,40 @@ impl LlmSlot {
     }
 }
 
+/// A process behind the front door of the `gateway` topology: the `rag`
+/// one or the `fine-tuned` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Rag,
+    FineTuned,
+}
+
+impl Backend {
+    /// Fine-tuned first: a model id both processes serve goes to the
+    /// fine-tuned pipeline, as it does in a unified process.
+    pub const ALL: [Backend; 2] = [Backend::FineTuned, Backend::Rag];
+
+    /// The role of its process.
+    pub fn role(self) -> Role {
+        match self {
+            Backend::Rag => Role::Rag,
+            Backend::FineTuned => Role::FineTuned,
+        }
+    }
+
+    /// Its process's name (the role's).
+    pub fn name(self) -> &'static str {
+        self.role().name()
+    }
+
+    /// The backend that serves a client path when the path alone decides:
+    /// the one whose role serves the path's part.
+    pub fn of_path(path: &str) -> Option<Self> {
+        let part = Capability::of_path(path)?;
+        Self::ALL.into_iter().find(|b| b.role().may_serve(part))
+    }
+}
+
 /// The model id of the RAG pipeline in the OpenAI API.
 pub const RAG_MODEL: &str = "hearth-rag";
 /// The model id of the fine-tuned pipeline in the OpenAI API.
@@ -125,16 +159,6 @@ impl Capability {
         }
     }
 
-    /// Its routes for other hearth processes (`engine::protocol`), which
-    /// no front door passes on.
-    pub fn internal_routes(self) -> &'static [&'static str] {
-        match self {
-            Embeddings => &["/embedder"],
-            Generator => &["/generate", "/tokenize", "/generator"],
-            _ => &[],
-        }
-    }
-
     /// The part a client route belongs to, if any.
     pub fn of_path(path: &str) -> Option<Self> {
         [Documents, Embeddings, Rag, FineTuned, Generator]
@@ -147,15 +171,6 @@ impl Capability {
                         None => path == *route,
                     })
             })
-    }
-
-    /// Its OpenAI model id, for the two pipelines.
-    pub fn model_id(self) -> Option<&'static str> {
-        match self {
-            Rag => Some(RAG_MODEL),
-            FineTuned => Some(FINE_TUNED_MODEL),
-            _ => None,
-        }
     }
 
     /// Its name in `/info` and `/topology`.
@@ -207,6 +222,15 @@ impl Capability {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_pick_backends() {
+        assert_eq!(Backend::of_path("/rag"), Some(Backend::Rag));
+        assert_eq!(Backend::of_path("/documents/a%2Fb"), Some(Backend::Rag));
+        assert_eq!(Backend::of_path("/fine-tuned"), Some(Backend::FineTuned));
+        assert_eq!(Backend::of_path("/v1/chat/completions"), None);
+        assert_eq!(Backend::of_path("/nope"), None);
+    }
 
     #[test]
     fn paths_belong_to_parts() {

@@ -83,7 +83,7 @@ fn checkpoint_computes_what_its_gguf_conversion_computes() {
     // same kernels: the same bits.
     assert_eq!(logits(&hf), logits(&gguf));
     // The chat template came from tokenizer_config.json.
-    let messages = [hearth::models::llm::chat::Message::new("user", "hello")];
+    let messages = [hearth::models::llm::message::Message::new("user", "hello")];
     assert_eq!(
         hf.encode_chat(&messages).unwrap(),
         gguf.encode_chat(&messages).unwrap()

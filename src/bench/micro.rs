@@ -49,8 +49,8 @@ pub static PERSON_SCHEMA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
 /// build time, and per token the mask's time (p50, p95, mean) against the
 /// forward pass's, as the worker runs them (one after the other).
 pub fn grammar(model: &Llm, schema: Value, max_tokens: usize) -> Result<Value> {
-    use crate::models::llm::chat::Message;
     use crate::models::llm::grammar::Format;
+    use crate::models::llm::message::Message;
     let start = Instant::now();
     let env = model.grammar()?;
     let build_ms = start.elapsed().as_secs_f64() * 1e3;

@@ -13,19 +13,17 @@
 //!   the other pipeline's success and latency during the outage, and the
 //!   time until `/fine-tuned` answers again.
 
+use super::launched::{processes_of, Launched};
 use super::load::{closed_loop, open_loop, send, Targets};
 use super::machine::{git_commit, machine};
 use super::procs::Sampler;
-use super::results::{
-    aggregate, summarize, Level, ProcessInfo, Results, Run, Scenario, TopologyResult,
-};
+use super::results::{aggregate, summarize, Level, Results, Run, Scenario, TopologyResult};
 use super::scenarios::{fault, interference, routing};
 use super::workload::{Load, Workload};
 use crate::config::{AdaptedModel, Config, FineTunedModel};
 use crate::error::{Error, Result};
-use crate::topology::{Deployment, Serves, Topology};
+use crate::topology::Topology;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to run.
@@ -285,29 +283,6 @@ async fn ingest(client: &reqwest::Client, rag: &str, w: &Workload) -> Result<f64
     Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
-/// The processes a running deployment reports at `/topology`.
-async fn processes_of(client: &reqwest::Client, url: &str) -> Vec<ProcessInfo> {
-    let Ok(r) = client.get(format!("{url}/topology")).send().await else {
-        return Vec::new();
-    };
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    body["processes"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| {
-                    Some(ProcessInfo {
-                        name: p["name"].as_str()?.into(),
-                        role: p["role"].as_str().unwrap_or("").into(),
-                        url: p["url"].as_str().unwrap_or("").into(),
-                        pid: p["pid"].as_u64()? as u32,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn require_loopback(url: &str) -> Result<()> {
     let host = url
         .trim_start_matches("http://")
@@ -327,115 +302,6 @@ fn tempfile_dir(out: &Path) -> Result<PathBuf> {
     let dir = out.join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir)
-}
-
-/// A topology brought up by `hearth up`, its deployment read from the
-/// endpoints file the launcher writes, its logs in a file.
-pub(super) struct Launched {
-    child: Child,
-    pub(super) processes: Vec<ProcessInfo>,
-    serves: Serves,
-    cold_start_ms: f64,
-}
-
-impl Launched {
-    fn start(topology: Topology, config: &Path, data: &Path, log: &Path) -> Result<Self> {
-        let exe = std::env::current_exe().map_err(|e| Error::io("the hearth executable", e))?;
-        let log_file = std::fs::File::create(log).map_err(|e| Error::io(log, e))?;
-        let endpoints = log.with_extension("endpoints.json");
-        // A previous run's file (same --out) names processes long gone, and
-        // reads as ready: only this run's may be waited for.
-        match std::fs::remove_file(&endpoints) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(&endpoints, e));
-            }
-            _ => {}
-        }
-        let started = Instant::now();
-        let child = Command::new(exe)
-            .args(["up", "--topology", topology.name(), "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .arg("--endpoints-file")
-            .arg(&endpoints)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| Error::io("hearth up", e))?;
-        let mut launched = Self {
-            child,
-            processes: Vec::new(),
-            serves: Serves::default(),
-            cold_start_ms: 0.0,
-        };
-        let failed = |why: &str| {
-            Error::Unavailable(format!(
-                "topology {} {why}; see {}",
-                topology.name(),
-                log.display()
-            ))
-        };
-        let deadline = started + Duration::from_secs(300);
-        let deployment = loop {
-            if let Some(d) = Deployment::read(&endpoints)?.filter(|d| d.ready) {
-                break d;
-            }
-            if let Ok(Some(status)) = launched.child.try_wait() {
-                return Err(failed(&format!("did not start ({status})")));
-            }
-            if Instant::now() >= deadline {
-                return Err(failed("was not ready within 300 s"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        launched.cold_start_ms = started.elapsed().as_secs_f64() * 1e3;
-        launched.processes = deployment.endpoints;
-        launched.serves = deployment.serves;
-        Ok(launched)
-    }
-
-    fn targets(&self) -> Targets {
-        Targets {
-            rag: self.serves.rag.clone(),
-            fine_tuned: self.serves.fine_tuned.clone(),
-        }
-    }
-
-    /// Re-read pids from `/topology` (after a restart).
-    pub(super) async fn refresh(&mut self, client: &reqwest::Client) {
-        let fresh = processes_of(client, &self.targets().rag).await;
-        for p in &mut self.processes {
-            if let Some(f) = fresh.iter().find(|f| f.name == p.name) {
-                p.pid = f.pid;
-            }
-        }
-    }
-
-    /// SIGTERM the launcher and wait for it (it stops its children).
-    fn stop(mut self) -> Result<()> {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        self.child
-            .wait()
-            .map_err(|e| Error::io("waiting for hearth up", e))?;
-        Ok(())
-    }
-}
-
-impl Drop for Launched {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: as in `stop`.
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let _ = self.child.wait();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! front door) and `fault` (kill the process serving `/fine-tuned` under
 //! load; what the other pipeline sees, and how long until it is back).
 
+use super::launched::Launched;
 use super::load::{closed_loop, send, Sample, Targets};
 use super::results::{Fault, Interference, OutageFigures, ProcessInfo, RoutingRow};
-use super::runner::Launched;
 use super::stats::Summary;
 use super::workload::{Pipeline, Workload};
 use crate::engine::remote::wait_until_ready;

@@ -210,7 +210,7 @@ pub fn write_random_adapter(
         return Err(Error::InvalidInput("--rank must be at least 1".into()));
     }
     let (_, content) = crate::models::llm::gguf::open(base)?;
-    let config = crate::models::llm::llama::LlamaConfig::from_gguf(&content)?;
+    let config = crate::models::llm::architecture::LlamaConfig::from_gguf(&content)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut normal = |n: usize, std: f32| -> Vec<f32> {
         // Box-Muller pairs.

@@ -3,7 +3,6 @@
 
 use super::args::{BenchAction, BenchArgs};
 use super::documents::default_book;
-use super::runtime;
 use crate::config::{Config, ConfigArgs};
 use crate::models::{Embedder, Llm, ModelSource};
 use anyhow::{bail, Context, Result};
@@ -39,7 +38,7 @@ pub(super) fn bench(
         ingest_running: args.ingest,
         out: args.out.clone(),
     };
-    let results = runtime()?.block_on(runner::run(&config, &plan))?;
+    let results = tokio::runtime::Runtime::new()?.block_on(runner::run(&config, &plan))?;
     for path in report::write(&results, &args.out)? {
         println!("wrote {}", path.display());
     }

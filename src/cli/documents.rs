@@ -2,13 +2,12 @@
 //! `hearth eval-retrieval`.
 
 use super::args::{EvalArgs, IngestArgs};
-use super::runtime;
 use crate::config::Config;
 use crate::models::{device, Embedder, ModelSource};
 use crate::pipelines::ingest::DocumentInput;
 use crate::pipelines::DocumentPipeline;
-use crate::server::lock_data_dir;
 use crate::store::chunking::{collect_files, read_file};
+use crate::store::lock_data_dir;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,7 +81,7 @@ pub(super) fn ingest(config: Config, args: IngestArgs) -> Result<()> {
     let direct = DirectStore::open(&config)?;
     let started = std::time::Instant::now();
     let bar = progress_bar(files.len(), "files");
-    let chunks = runtime()?.block_on(async {
+    let chunks = tokio::runtime::Runtime::new()?.block_on(async {
         use futures_util::TryStreamExt;
         let ingestor = &direct.docs.ingestor;
         let bar = &bar;
@@ -136,7 +135,7 @@ pub(super) fn eval_retrieval(config: Config, args: EvalArgs) -> Result<()> {
     use crate::bench::retrieval::{self, EvalQuery, Method};
     use crate::store::{Fusion, SearchMode, SearchSettings};
     let direct = DirectStore::open(&config)?;
-    let rt = runtime()?;
+    let rt = tokio::runtime::Runtime::new()?;
     // The queries and what answers them: the user's file, or the book's
     // section headings (its sections ingested first, once).
     let (source, queries): (String, Vec<(String, Vec<String>)>) = match &args.queries {

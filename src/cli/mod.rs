@@ -70,12 +70,6 @@ fn use_threads(n: usize) {
     std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
 }
 
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
 fn spec(args: &ServeArgs) -> Result<Spec> {
     let gateway = args.role == Role::Gateway;
     if gateway && args.rag_url.is_none() && args.fine_tuned_url.is_none() {
@@ -96,7 +90,7 @@ fn spec(args: &ServeArgs) -> Result<Spec> {
 }
 
 fn serve(config: Config, spec: Spec) -> Result<()> {
-    runtime()?.block_on(async move {
+    tokio::runtime::Runtime::new()?.block_on(async move {
         let server = Server::bind(config, spec).await?;
         // On stdout, for scripts and tests that wait for it.
         println!("hearth listening on http://{}", server.local_addr());

@@ -3,7 +3,7 @@
 
 use super::args::{ChatArgs, EmbedArgs, GenerateArgs, LlmArgs};
 use crate::engine::{Event, Generator, GeneratorLimits, Prompt};
-use crate::models::llm::chat::Message;
+use crate::models::llm::message::Message;
 use crate::models::llm::sampling::SamplingParams;
 use crate::models::{Embedder, Llm, ModelSource};
 use anyhow::{bail, Context, Result};
@@ -63,7 +63,7 @@ pub(super) fn generate(args: GenerateArgs, device: &candle_core::Device) -> Resu
         Prompt::Text(args.prompt)
     };
     let params = SamplingParams::from(&args.llm.sampling);
-    let mut stream = generator.submit(prompt, params)?;
+    let mut stream = generator.submit_blocking(prompt, params)?;
     let mut out = std::io::stdout().lock();
     while let Some(event) = stream.blocking_next() {
         match event {
@@ -123,7 +123,8 @@ pub(super) fn chat(args: ChatArgs, device: &candle_core::Device) -> Result<()> {
             return Ok(());
         }
         messages.push(Message::new("user", line.trim_end()));
-        let mut stream = generator.submit(Prompt::chat(messages.clone()), params.clone())?;
+        let mut stream =
+            generator.submit_blocking(Prompt::chat(messages.clone()), params.clone())?;
         let mut out = std::io::stdout().lock();
         let reply = loop {
             match stream.blocking_next() {
@@ -150,7 +151,7 @@ pub(super) fn chat(args: ChatArgs, device: &candle_core::Device) -> Result<()> {
 }
 
 pub(super) fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
-    let summary = crate::models::llm::gguf::inspect(file)?;
+    let summary = crate::models::llm::inspect::inspect(file)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

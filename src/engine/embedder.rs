@@ -55,7 +55,7 @@ impl EmbedWorker {
     }
 
     /// Embed `texts`, in order, and count the tokens the model saw of them.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
+    pub async fn embed_counted(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         let (reply, rx) = oneshot::channel();
         self.queue
             .try_send(Request { texts, reply })

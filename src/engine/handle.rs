@@ -3,12 +3,15 @@
 //! pipeline code runs whether a role loads a model itself or uses a remote
 //! `embed` / `generate` process.
 
-use super::generator::{Checked, PromptBudget};
+use super::embedder::EmbedWorker;
+use super::generator::{Checked, GenerationStream, Generator};
+use super::limits::{PromptBudget, StatsSnapshot};
+use super::offload::blocking;
 use super::remote::{RemoteEmbedder, RemoteGenerator};
-use super::{EmbedWorker, GenerationStream, Generator, Prompt, StatsSnapshot};
+use super::request::Prompt;
 use crate::error::{Error, Result};
-use crate::models::llm::chat::Message;
 use crate::models::llm::lora::Adapter;
+use crate::models::llm::message::Message;
 use crate::models::llm::sampling::SamplingParams;
 use std::sync::Arc;
 use tokenizers::Tokenizer;
@@ -30,8 +33,8 @@ impl Embedding {
     /// (tokenizing each text once for both).
     pub async fn embed_counted(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         match self {
-            Embedding::Local(w) => w.embed(texts).await,
-            Embedding::Remote(r) => r.embed(texts).await,
+            Embedding::Local(w) => w.embed_counted(texts).await,
+            Embedding::Remote(r) => r.embed_counted(texts).await,
         }
     }
 
@@ -130,25 +133,29 @@ impl Generation {
         match self {
             Generation::Local(g) => {
                 let llm = g.llm().clone();
-                crate::engine::blocking(move || llm.encode_chat(&messages)).await
+                blocking(move || llm.encode_chat(&messages)).await
             }
-            Generation::Remote(r) => r.encode_chat(&messages).await,
+            Generation::Remote(r) => {
+                let r = r.clone();
+                blocking(move || r.encode_chat(&messages)).await
+            }
         }
     }
 
-    /// Start a generation. Parameters are checked here; prompt errors
-    /// arrive as the stream's first event.
-    pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
-        self.start(prompt, self.check(params)?)
+    /// Start a generation. Parameters are checked here, and a local model's
+    /// prompt is prepared (tokenized, checked, its grammar compiled) before
+    /// it is queued: a prompt that does not fit is an error here.
+    pub async fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
+        self.start(prompt, self.check(params)?).await
     }
 
     /// Start a generation whose parameters were checked already.
-    pub fn start(&self, prompt: Prompt, params: Checked) -> Result<GenerationStream> {
-        self.start_with(prompt, params, None)
+    pub async fn start(&self, prompt: Prompt, params: Checked) -> Result<GenerationStream> {
+        self.start_with(prompt, params, None).await
     }
 
     /// [`start`](Self::start) with an adapter of the local model.
-    pub fn start_with(
+    pub async fn start_with(
         &self,
         prompt: Prompt,
         params: Checked,
@@ -156,7 +163,7 @@ impl Generation {
     ) -> Result<GenerationStream> {
         let params = params.within_request_deadline();
         match self {
-            Generation::Local(g) => g.start_with(prompt, params, adapter),
+            Generation::Local(g) => g.start_with(prompt, params, adapter).await,
             Generation::Remote(_) if adapter.is_some() => Err(Error::InvalidInput(
                 "adapters run on the process that holds their base model".into(),
             )),

@@ -5,27 +5,19 @@
 pub mod embedder;
 pub mod generator;
 pub mod handle;
+pub mod limits;
+pub mod offload;
 pub mod prefix;
 pub mod protocol;
 pub mod remote;
+pub mod request;
 pub mod reranker;
 pub mod scheduler;
 
 pub use embedder::EmbedWorker;
-pub use generator::{
-    Checked, Completion, Event, FinishReason, GenerationStream, Generator, GeneratorLimits, Prompt,
-    PromptBudget, StatsSnapshot, Timings, TokenLogprob,
-};
+pub use generator::{Checked, GenerationStream, Generator};
 pub use handle::{Embedding, Generation};
+pub use limits::{GeneratorLimits, PromptBudget, StatsSnapshot};
+pub use offload::blocking;
+pub use request::{Completion, Event, FinishReason, Prompt, Timings, TokenLogprob};
 pub use reranker::RerankWorker;
-
-use crate::error::{Error, Result};
-
-/// Run blocking work (disk, tokenizing) off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store(format!("a background task failed: {e}")))?
-}

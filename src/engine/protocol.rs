@@ -3,8 +3,9 @@
 //! the Server-Sent Events every streaming route sends.
 //!
 //! - Model routes: `GET /embedder` ([`EmbedderInfo`]), `GET /generator`
-//!   ([`GeneratorInfo`]), `POST /tokenize` ([`TokenizeRequest`] ->
-//!   [`Tokenized`]), `POST /generate` ([`GenerateRequest`]; streamed as
+//!   ([`GeneratorInfo`], with the tokenizer and chat template, so that
+//!   clients fit prompts without a round trip), `POST /generate`
+//!   ([`GenerateRequest`]; streamed as
 //!   [`event::STARTED`], [`event::TEXT`]..., then [`event::DONE`] or
 //!   [`event::ERROR`]).
 //! - Client streams (`/rag`, `/fine-tuned`): [`event::TOKEN`]..., then
@@ -16,12 +17,14 @@
 //! knows HTTP frameworks.
 
 use crate::error::Error;
-use crate::models::llm::chat::Message;
+use crate::models::llm::chat::TemplateWire;
+use crate::models::llm::message::Message;
+use crate::models::llm::message::Tool;
 use crate::models::llm::sampling::SamplingParams;
-use crate::models::llm::tools::Tool;
+use crate::models::llm::tokenizer::TokenizerWire;
 use serde::{Deserialize, Serialize};
 
-use super::generator::Prompt;
+use super::request::Prompt;
 
 /// SSE event names.
 pub mod event {
@@ -33,7 +36,7 @@ pub mod event {
     pub const TOKEN: &str = "token";
     /// Every stream's last event on success: the whole answer.
     pub const DONE: &str = "done";
-    /// Every stream's last event on failure: an [`super::ErrorBody`].
+    /// Every stream's last event on failure: an `ErrorBody`.
     pub const ERROR: &str = "error";
 }
 
@@ -55,6 +58,11 @@ pub struct GeneratorInfo {
     pub context_length: usize,
     pub max_prompt_tokens: usize,
     pub max_tokens_limit: usize,
+    /// The model's tokenizer and chat template, so that a client renders
+    /// and counts a prompt exactly as the model's process would (the RAG
+    /// pipeline fitting its passages), without asking it.
+    pub tokenizer: TokenizerWire,
+    pub chat_template: TemplateWire,
 }
 
 /// The body of `POST /generate`: one of `prompt`, `messages` (with
@@ -127,17 +135,6 @@ impl From<GenerateRequest> for GenerateWire {
     }
 }
 
-/// `POST /tokenize`'s body and answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokenizeRequest {
-    pub messages: Vec<Message>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Tokenized {
-    pub tokens: Vec<u32>,
-}
-
 /// `/generate`'s `started` event.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Started {
@@ -151,7 +148,7 @@ pub struct Text {
     /// `/generate` with log-probabilities asked for: those of the tokens
     /// behind this text.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub logprobs: Vec<super::generator::TokenLogprob>,
+    pub logprobs: Vec<super::request::TokenLogprob>,
 }
 
 /// Every error's body: `{"error": {"message", "type", "param", "code"}}`.

@@ -4,18 +4,21 @@
 //! remote refusal keeps its status and code; an unreachable process is
 //! [`Error::Unavailable`]).
 //!
-//! The wire protocol (`GET /embedder` and `POST /embed`; `GET /generator`,
-//! `POST /tokenize` and `POST /generate` with its SSE events) is written
-//! once, in [`super::protocol`].
+//! The wire protocol (`GET /embedder` and `POST /embed`; `GET /generator`
+//! and `POST /generate` with its SSE events) is written once, in
+//! [`super::protocol`]. Both models' tokenizers (and the generator's chat
+//! template) come with their `GET`, so a client tokenizes locally.
 
-use super::generator::{Completion, Event, GenerationStream, Prompt};
+use super::generator::GenerationStream;
 use super::protocol::{
     event, EmbedderInfo, ErrorBody, GenerateRequest, GeneratorInfo, SseDecoder, Started, Text,
-    TokenizeRequest, Tokenized,
 };
+use super::request::{Completion, Event, Prompt};
 use crate::error::{Error, Result};
-use crate::models::llm::chat::Message;
+use crate::models::llm::chat::ChatTemplate;
+use crate::models::llm::message::Message;
 use crate::models::llm::sampling::SamplingParams;
+use crate::models::llm::tokenizer::LlmTokenizer;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -195,7 +198,7 @@ impl RemoteEmbedder {
     }
 
     /// Embed `texts`, in order, and count the tokens the model saw of them.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
+    pub async fn embed_counted(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         #[derive(Deserialize)]
         struct Embedded {
             embeddings: Vec<Vec<f64>>,
@@ -228,11 +231,13 @@ impl RemoteEmbedder {
     }
 }
 
-/// An LLM served by another process.
+/// An LLM served by another process, with its tokenizer and chat template.
 pub struct RemoteGenerator {
     client: reqwest::Client,
     pub url: String,
     pub info: GeneratorInfo,
+    tokenizer: LlmTokenizer,
+    chat: ChatTemplate,
 }
 
 impl RemoteGenerator {
@@ -241,19 +246,24 @@ impl RemoteGenerator {
     pub async fn connect(url: &str, wait: Duration, key: Option<&str>) -> Result<Self> {
         let url = base(url);
         let client = client(key)?;
-        let info =
+        let info: GeneratorInfo =
             fetch_when_ready(&client, "generator", &format!("{url}/generator"), wait).await?;
-        Ok(Self { client, url, info })
+        let bad = |e: Error| Error::Unavailable(format!("the generator at {url}: {e}"));
+        let tokenizer = LlmTokenizer::from_wire(info.tokenizer.clone()).map_err(bad)?;
+        let chat = ChatTemplate::from_wire(&info.chat_template).map_err(bad)?;
+        Ok(Self {
+            client,
+            url,
+            info,
+            tokenizer,
+            chat,
+        })
     }
 
-    /// Render and tokenize a conversation with the remote model's template.
-    pub async fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let request = TokenizeRequest {
-            messages: messages.to_vec(),
-        };
-        let body: Tokenized =
-            post_json(&self.client, "generator", &self.url, "/tokenize", &request).await?;
-        Ok(body.tokens)
+    /// Render and tokenize a conversation with the remote model's template
+    /// and tokenizer, here (CPU work: call it off the async runtime).
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        crate::models::llm::encode_chat(&self.tokenizer, &self.chat, messages, &[])
     }
 
     /// Start a generation on the remote process. The events arrive as a

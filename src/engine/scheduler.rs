@@ -18,11 +18,9 @@
 //!
 //! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
 
-use super::generator::{
-    Completion, Event, FinishReason, GeneratorLimits, GeneratorStats, Prompt, Request, Timings,
-    TokenLogprob,
-};
+use super::limits::{GeneratorLimits, GeneratorStats};
 use super::prefix::PrefixCache;
+use super::request::{Completion, Event, FinishReason, Request, Timings, TokenLogprob};
 use crate::error::{Error, Result};
 use crate::models::llm::grammar::Constraint;
 use crate::models::llm::llama::{KvCache, Segment};
@@ -224,73 +222,44 @@ impl Scheduler {
         batch.len()
     }
 
-    fn admit(&mut self, request: Request) {
+    /// Take a queued request into the running set: its cache starts from a
+    /// cached prefix where one matches. Its prompt was prepared (tokenized,
+    /// checked, its grammar compiled) before it was queued.
+    fn admit(&mut self, mut request: Request) {
         let taken = Instant::now();
-        match self.prepare(&request) {
-            Ok((prompt, constraint)) => {
-                if request
-                    .events
-                    .send(Event::Started {
-                        prompt_tokens: prompt.len(),
-                    })
-                    .is_ok()
-                {
-                    let capacity = prompt.len() + request.params.max_tokens;
-                    let cache = match self.prefixes.lookup(&prompt, request.adapter.as_ref()) {
-                        Some(hit) => {
-                            self.stats
-                                .prefix_tokens
-                                .fetch_add(hit.len as u64, Ordering::Relaxed);
-                            crate::telemetry::prefix_reused(hit.len);
-                            self.llm.model.cache_from_prefix(hit.kv, hit.len, capacity)
-                        }
-                        None => self
-                            .llm
-                            .model
-                            .new_cache_with(capacity, request.adapter.clone()),
-                    };
-                    self.running
-                        .push(Sequence::new(request, prompt, cache, constraint, taken));
-                    self.stats
-                        .active
-                        .store(self.running.len(), Ordering::Relaxed);
-                } else {
-                    self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = request.events.send(Event::Error(e));
-            }
+        if let Err(e) = request.within_deadline() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = request.events.send(Event::Error(e));
+            return;
         }
-    }
-
-    /// The prompt's tokens, and the output format's constraint.
-    fn prepare(&self, request: &Request) -> Result<(Vec<u32>, Option<Constraint>)> {
-        request.within_deadline()?;
-        let tokenizer = &self.llm.tokenizer;
-        let prompt = match &request.prompt {
-            Prompt::Text(text) => tokenizer.encode_prompt(text)?,
-            Prompt::Chat { messages, tools } => self.llm.encode_chat_with_tools(messages, tools)?,
-            Prompt::Tokens(ids) => ids.clone(),
+        let prompt = std::mem::take(&mut request.tokens);
+        let started = Event::Started {
+            prompt_tokens: prompt.len(),
         };
-        if prompt.is_empty() {
-            return Err(Error::InvalidInput("the prompt is empty".into()));
+        if request.events.send(started).is_err() {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        let vocab = self.llm.model.config.vocab_size as u32;
-        if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
-            return Err(Error::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary (size {vocab})"
-            )));
-        }
-        self.limits
-            .budget(&self.llm)
-            .check(prompt.len(), request.params.max_tokens)?;
-        let constraint = match &request.params.format {
-            Some(format) => Some(self.llm.grammar()?.constraint(format)?),
-            None => None,
+        let capacity = prompt.len() + request.params.max_tokens;
+        let cache = match self.prefixes.lookup(&prompt, request.adapter.as_ref()) {
+            Some(hit) => {
+                self.stats
+                    .prefix_tokens
+                    .fetch_add(hit.len as u64, Ordering::Relaxed);
+                crate::telemetry::prefix_reused(hit.len);
+                self.llm.model.cache_from_prefix(hit.kv, hit.len, capacity)
+            }
+            None => self
+                .llm
+                .model
+                .new_cache_with(capacity, request.adapter.clone()),
         };
-        Ok((prompt, constraint))
+        let constraint = request.constraint.take();
+        self.running
+            .push(Sequence::new(request, prompt, cache, constraint, taken));
+        self.stats
+            .active
+            .store(self.running.len(), Ordering::Relaxed);
     }
 }
 

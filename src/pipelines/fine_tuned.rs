@@ -6,10 +6,10 @@
 
 use crate::engine::{Generation, GenerationStream, Prompt};
 use crate::error::{Error, Result};
-use crate::models::llm::chat::{Message, ROLES};
 use crate::models::llm::lora::Adapter;
+use crate::models::llm::message::Tool;
+use crate::models::llm::message::{Message, ROLES};
 use crate::models::llm::sampling::SamplingParams;
-use crate::models::llm::tools::Tool;
 use std::sync::Arc;
 
 /// What to generate from.
@@ -93,7 +93,7 @@ impl FineTuned {
         Ok(Prompt::Chat { messages, tools })
     }
 
-    pub fn generate(&self, input: Input, params: SamplingParams) -> Result<GenerationStream> {
+    pub async fn generate(&self, input: Input, params: SamplingParams) -> Result<GenerationStream> {
         let prompt = match input {
             Input::Prompt(p) if p.is_empty() => {
                 return Err(Error::InvalidInput("the prompt is empty".into()))
@@ -105,5 +105,6 @@ impl FineTuned {
         let params = self.generator.check(params)?;
         self.generator
             .start_with(prompt, params, self.adapter.clone())
+            .await
     }
 }

@@ -74,7 +74,7 @@ pub struct ModelInfo {
     pub dimensions: Option<usize>,
     /// A local LLM's file: architecture, quantization mix, tokenizer...
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gguf: Option<crate::models::llm::gguf::Summary>,
+    pub gguf: Option<crate::models::llm::inspect::Summary>,
 }
 
 impl ModelInfo {
@@ -243,7 +243,7 @@ impl Services {
     }
 
     /// Embed texts and count their tokens.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
+    pub async fn embed_counted(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
         self.embedding()?.embed_counted(texts).await
     }
 

@@ -6,7 +6,7 @@ use crate::config::{RetrievalConfig, SearchMode};
 use crate::engine::blocking;
 use crate::engine::{Embedding, Generation, GenerationStream, Prompt, RerankWorker};
 use crate::error::{Error, Result};
-use crate::models::llm::chat::Message;
+use crate::models::llm::message::Message;
 use crate::models::llm::sampling::SamplingParams;
 use crate::store::{DocumentStore, Filter, Passage, Query, SearchSettings};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub struct SearchOptions {
 }
 
 /// A search's options checked once: the values it runs with.
-struct Checked {
+struct SearchPlan {
     k: usize,
     /// How many passages to retrieve before reranking (`k` without).
     candidates: usize,
@@ -114,7 +114,7 @@ impl Retriever {
     }
 
     /// Check a query and its options, filling what they leave unset.
-    fn check_options(&self, query: &str, options: &SearchOptions) -> Result<Checked> {
+    fn check_options(&self, query: &str, options: &SearchOptions) -> Result<SearchPlan> {
         let k = self.check(query, options.top_k)?;
         let min_score = options.min_score.or(self.config.min_score);
         if let Some(m) = min_score {
@@ -137,7 +137,7 @@ impl Retriever {
             Some(_) => k.max(self.config.rerank_candidates),
             None => k,
         };
-        Ok(Checked {
+        Ok(SearchPlan {
             k,
             candidates,
             rerank,
@@ -151,7 +151,7 @@ impl Retriever {
     /// The best passages for `query` as `options` ask (dense, lexical or
     /// hybrid; filtered; above a score), best first.
     pub async fn search(&self, query: &str, options: &SearchOptions) -> Result<Retrieved> {
-        let Checked {
+        let SearchPlan {
             k,
             candidates,
             rerank,
@@ -286,7 +286,7 @@ impl Rag {
             .fit_prompt(question, retrieved.passages, params.get().max_tokens)
             .await?;
         let dropped = found - passages.len();
-        let stream = self.generator.start(Prompt::Tokens(prompt), params)?;
+        let stream = self.generator.start(Prompt::Tokens(prompt), params).await?;
         Ok(RagAnswer {
             passages,
             embed_ms: retrieved.embed_ms,

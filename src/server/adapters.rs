@@ -4,7 +4,7 @@
 //! off the async runtime and changes nothing when it fails.
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use crate::engine::Generator;
 use crate::models::llm::lora::AdapterInfo;
 use axum::extract::{Path, State};

@@ -1,8 +1,8 @@
 //! `/documents` (ingest, read, list, delete) and `/search` (retrieval alone).
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
-use super::stream::RetrievalFields;
-use super::AppState;
+use super::fields::RetrievalFields;
+use super::state::AppState;
 use crate::pipelines::ingest::Ingested;
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
 use crate::store::chunking::TextKind;
@@ -294,7 +294,7 @@ pub async fn list(
 pub struct SearchRequest {
     #[schema(min_length = 1)]
     query: String,
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     top_k: Option<usize>,
     /// The dense list by comparing with every chunk instead of using the
     /// index (the ground truth).
@@ -386,8 +386,8 @@ pub async fn embed(
 ) -> Result<Json<EmbedResponse>, ApiError> {
     reject_unknown(&req.unknown)?;
     let services = state.services()?;
-    let texts = super::stream::input_texts(req.input)?;
-    let (vectors, tokens) = services.embed(texts).await?;
+    let texts = super::fields::input_texts(req.input)?;
+    let (vectors, tokens) = services.embed_counted(texts).await?;
     Ok(Json(EmbedResponse {
         embeddings: vectors
             .iter()

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use super::{health, openapi, topology};
 use crate::engine::remote::is_ready;
-use crate::roles::{Capability, Role};
+use crate::roles::Backend;
 use crate::telemetry::{self, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -41,10 +41,11 @@ pub fn router() -> Router<Arc<AppState>> {
 
 /// Ready when every backend is.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<health::Status>, ApiError> {
-    for (name, url) in state.spec.backends.all() {
+    for (backend, url) in state.spec.backends.all() {
         if !is_ready(&state.client, url).await {
             return Err(ApiError::not_ready(format!(
-                "the {name} process at {url} is not ready"
+                "the {} process at {url} is not ready",
+                backend.name()
             )));
         }
     }
@@ -59,7 +60,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         .backends
         .all()
         .into_iter()
-        .map(|(name, url)| (name.to_string(), json!(url)))
+        .map(|(backend, url)| (backend.name().to_string(), json!(url)))
         .collect();
     Json(json!({
         "name": "hearth",
@@ -74,13 +75,16 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-fn unreachable(name: &str, url: &str, e: impl std::fmt::Display) -> ApiError {
+fn unreachable(backend: Backend, url: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError {
         retry_after: Some(1),
         ..ApiError::new(
             StatusCode::BAD_GATEWAY,
             "backend_unavailable",
-            format!("the {name} process at {url} is not answering: {e}"),
+            format!(
+                "the {} process at {url} is not answering: {e}",
+                backend.name()
+            ),
         )
     }
 }
@@ -89,7 +93,7 @@ fn unreachable(name: &str, url: &str, e: impl std::fmt::Display) -> ApiError {
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let mut data: Vec<Value> = Vec::new();
     let mut last_error = None;
-    for (name, url) in state.spec.backends.all() {
+    for (backend, url) in state.spec.backends.all() {
         match fetch_models(&state.client, url, &headers).await {
             Ok(list) => {
                 for model in list {
@@ -99,7 +103,7 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
                 }
             }
             Err(Fetch::Refused(response)) => return response,
-            Err(Fetch::Unreachable(e)) => last_error = Some(unreachable(name, url, e)),
+            Err(Fetch::Unreachable(e)) => last_error = Some(unreachable(backend, url, e)),
         }
     }
     match (data.is_empty(), last_error) {
@@ -137,16 +141,6 @@ async fn fetch_models(
     Ok(body["data"].as_array().cloned().unwrap_or_default())
 }
 
-/// Which backend serves a path, when the path alone decides: the one
-/// whose role serves the path's part (the roles table).
-fn by_path(path: &str) -> Option<&'static str> {
-    let part = Capability::of_path(path)?;
-    [("rag", Role::Rag), ("fine-tuned", Role::FineTuned)]
-        .into_iter()
-        .find(|(_, role)| role.may_serve(part))
-        .map(|(name, _)| name)
-}
-
 /// OpenAI routes, where the body's `model` decides.
 const BY_MODEL: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
@@ -160,13 +154,9 @@ async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response
 async fn route(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let path = request.uri().path().to_string();
     let backends = &state.spec.backends;
-    let url_of = |name: &str| match name {
-        "rag" => backends.rag.as_deref(),
-        _ => backends.fine_tuned.as_deref(),
-    };
-    if let Some(name) = by_path(&path) {
-        let url = url_of(name).ok_or_else(|| no_backend(name))?;
-        return forward(state, name, url, request, None).await;
+    if let Some(backend) = Backend::of_path(&path) {
+        let url = backends.url(backend).ok_or_else(|| no_backend(backend))?;
+        return forward(state, backend, url, request, None).await;
     }
     if !BY_MODEL.contains(&path.as_str()) {
         return Err(ApiError::new(
@@ -194,54 +184,50 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
         .ok()
         .and_then(|v| v["model"].as_str().map(String::from));
     let request = Request::from_parts(parts, Body::empty());
-    let name = match model {
-        None => "rag",
+    let backend = match model {
+        None => Backend::Rag,
         Some(model) => owner_of(state, &model, request.headers()).await?,
     };
-    let url = url_of(name).ok_or_else(|| no_backend(name))?;
-    forward(state, name, url, request, Some(bytes)).await
+    let url = backends.url(backend).ok_or_else(|| no_backend(backend))?;
+    forward(state, backend, url, request, Some(bytes)).await
 }
 
-fn no_backend(name: &str) -> ApiError {
+fn no_backend(backend: Backend) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_served_here",
-        format!("this gateway has no {name} process behind it"),
+        format!("this gateway has no {} process behind it", backend.name()),
     )
 }
 
 /// The backend whose `/v1/models` lists `model`.
-async fn owner_of(
-    state: &AppState,
-    model: &str,
-    headers: &HeaderMap,
-) -> Result<&'static str, ApiError> {
-    if let Some(name) = state.model_routes.get(model) {
-        return Ok(name);
+async fn owner_of(state: &AppState, model: &str, headers: &HeaderMap) -> Result<Backend, ApiError> {
+    if let Some(backend) = state.model_routes.get(model) {
+        return Ok(backend);
     }
     let mut unreachable_error = None;
     let mut lists = Vec::new();
-    for (name, url) in state.spec.backends.all() {
+    for (backend, url) in state.spec.backends.all() {
         match fetch_models(&state.client, url, headers).await {
-            Ok(list) => lists.push((name, list)),
+            Ok(list) => lists.push((backend, list)),
             Err(Fetch::Refused(_)) => {}
-            Err(Fetch::Unreachable(e)) => unreachable_error = Some(unreachable(name, url, e)),
+            Err(Fetch::Unreachable(e)) => unreachable_error = Some(unreachable(backend, url, e)),
         }
     }
     let owner = lists
         .iter()
         .find(|(_, list)| list.iter().any(|m| m["id"] == model))
-        .map(|(name, _)| *name);
+        .map(|(backend, _)| *backend);
     // Remember the map only once every backend answered, so that a model
     // both serve is not pinned to the one that happened to be up.
     if unreachable_error.is_none() {
-        for (name, list) in &lists {
+        for (backend, list) in &lists {
             let ids = list.iter().filter_map(|m| m["id"].as_str());
-            state.model_routes.learn(name, ids);
+            state.model_routes.learn(*backend, ids);
         }
     }
-    if let Some(name) = owner {
-        return Ok(name);
+    if let Some(backend) = owner {
+        return Ok(backend);
     }
     // A backend that is down may be the one serving it: say so rather than
     // claim the model does not exist.
@@ -270,7 +256,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// generation there.
 async fn forward(
     state: &AppState,
-    name: &str,
+    backend: Backend,
     base: &str,
     request: Request,
     buffered: Option<axum::body::Bytes>,
@@ -308,8 +294,12 @@ async fn forward(
     };
     let began = std::time::Instant::now();
     let response = outgoing.send().await;
-    telemetry::backend_request(name, response.is_ok(), began.elapsed().as_secs_f64());
-    Ok(relay(response.map_err(|e| unreachable(name, base, e))?))
+    telemetry::backend_request(
+        backend.name(),
+        response.is_ok(),
+        began.elapsed().as_secs_f64(),
+    );
+    Ok(relay(response.map_err(|e| unreachable(backend, base, e))?))
 }
 
 fn relay(response: reqwest::Response) -> Response {
@@ -329,18 +319,4 @@ fn relay(response: reqwest::Response) -> Response {
             )
             .into_response()
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_pick_backends() {
-        assert_eq!(by_path("/rag"), Some("rag"));
-        assert_eq!(by_path("/documents/a%2Fb"), Some("rag"));
-        assert_eq!(by_path("/fine-tuned"), Some("fine-tuned"));
-        assert_eq!(by_path("/v1/chat/completions"), None);
-        assert_eq!(by_path("/nope"), None);
-    }
 }

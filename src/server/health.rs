@@ -2,7 +2,7 @@
 //! and `/info` (what this process serves).
 
 use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! answer 503 until then), save the index periodically, and on SIGINT or
 //! SIGTERM finish in-flight requests and save the index before exiting.
 
-use super::router;
+use super::router::router;
 use super::state::{AppState, Spec};
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
@@ -28,7 +28,7 @@ impl Server {
     /// listening socket.
     pub async fn bind(config: Config, spec: Spec) -> Result<Self> {
         let lock = if spec.owns_store() {
-            Some(lock_data_dir(&config.data_dir)?)
+            Some(crate::store::lock_data_dir(&config.data_dir)?)
         } else {
             None
         };
@@ -164,26 +164,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-/// Lock `dir/lock` so that no two processes write one store.
-pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
-            "{} is in use by another hearth process (a running server?); \
-             stop it, use another data_dir, or ingest through its POST /documents",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }

@@ -5,7 +5,7 @@
 //! the hearth processes it calls) and counts it by route and status.
 
 use super::error::ApiError;
-use super::AppState;
+use super::state::AppState;
 use crate::error::Error;
 use crate::telemetry::{self, DEADLINE, REQUEST_ID, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 use axum::extract::{MatchedPath, Request, State};

@@ -6,16 +6,16 @@
 
 use super::error::ErrorBody;
 use super::error::{ApiError, ApiJson};
-use super::stream::{
-    input_texts, invalid, sse_stream, started, usage, RetrievalFields, SamplingFields,
-};
+use super::fields::{input_texts, invalid, RetrievalFields, SamplingFields};
+use super::state::AppState;
+use super::stream::{sse_stream, started, usage};
 use super::tool_calls::{self, ChatToolCall, ToolDef};
-use super::AppState;
 use crate::engine::{Completion, FinishReason, GenerationStream, TokenLogprob};
-use crate::models::llm::chat::Message;
 use crate::models::llm::grammar::Format;
+use crate::models::llm::message::Message;
+use crate::models::llm::message::ToolCall;
 use crate::models::llm::sampling::SamplingParams;
-use crate::models::llm::tools::{CallParser, ToolCall, TEXT_ONLY};
+use crate::models::llm::tools::{CallParser, TEXT_ONLY};
 use crate::pipelines::fine_tuned::{FineTuned, Input};
 use crate::pipelines::Services;
 use crate::roles::{FINE_TUNED_MODEL, RAG_MODEL};
@@ -152,9 +152,9 @@ pub struct Sampling {
     #[serde(flatten)]
     fields: SamplingFields,
     /// Overrides `max_tokens` (OpenAI's newer name).
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     max_completion_tokens: Option<usize>,
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     n: Option<u32>,
     #[serde(default)]
     stream: bool,
@@ -272,7 +272,7 @@ pub struct ChatRequest {
     #[serde(default)]
     logprobs: bool,
     /// With `logprobs`: this many most likely alternatives per token (0-20).
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     top_logprobs: Option<usize>,
     /// Functions the model may call: `[{"type": "function", "function":
     /// {"name", "description", "parameters"}}]`.
@@ -683,7 +683,7 @@ pub async fn chat_completions(
                 Some(t) => Input::Tools(messages, t.tools),
                 None => Input::Messages(messages),
             };
-            pipeline.generate(input, params)?
+            pipeline.generate(input, params).await?
         }
     };
     respond(req.sampling.stream, stream, shape).await
@@ -702,7 +702,7 @@ pub struct CompletionRequest {
     prompt: PromptField,
     /// Return each token's log-probability and this many alternatives
     /// (0-20; `choices[].logprobs` in the completions format).
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     logprobs: Option<usize>,
     #[serde(default)]
     echo: bool,
@@ -763,7 +763,7 @@ pub async fn completions(
         }
         Target::Generate(pipeline) => {
             req.retrieval.refuse_without_retrieval()?;
-            pipeline.generate(Input::Prompt(prompt), params)?
+            pipeline.generate(Input::Prompt(prompt), params).await?
         }
     };
     respond(req.sampling.stream, stream, shape).await
@@ -816,7 +816,7 @@ pub async fn embeddings(
         }
     };
     let texts = input_texts(req.input)?;
-    let (vectors, tokens) = services.embed(texts).await?;
+    let (vectors, tokens) = services.embed_counted(texts).await?;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()

@@ -2,8 +2,8 @@
 //! annotations and the request and response types (utoipa), served at
 //! `GET /openapi.json`.
 
-use super::AppState;
-use super::{adapters, documents, error, generate, health, observe, openai, page, topology};
+use super::state::AppState;
+use super::{adapters, documents, error, health, observe, openai, page, pipelines, topology};
 use crate::config::Config;
 use axum::extract::State;
 use axum::Json;
@@ -18,8 +18,8 @@ use utoipa::OpenApi;
         description = "Local inference: a RAG pipeline and a fine-tuned LLM behind one HTTP API, plus an OpenAI-compatible one."
     ),
     paths(
-        generate::rag,
-        generate::fine_tuned,
+        pipelines::rag,
+        pipelines::fine_tuned,
         adapters::get,
         adapters::load,
         adapters::unload,
@@ -91,7 +91,7 @@ pub fn spec(config: &Config, dimensions: Option<usize>) -> Value {
     // Embedding inputs: one text or a list of 1 to 2048 non-empty texts.
     let texts = json!({ "oneOf": [
         { "type": "string", "minLength": 1 },
-        { "type": "array", "minItems": 1, "maxItems": super::stream::MAX_EMBED_INPUTS,
+        { "type": "array", "minItems": 1, "maxItems": super::fields::MAX_EMBED_INPUTS,
           "items": { "type": "string", "minLength": 1 } },
     ]});
     schemas["EmbedRequest"]["properties"]["input"] = texts.clone();

@@ -1,16 +1,14 @@
 //! The model-level routes that `generate` and `embed` processes serve to
-//! the `rag` processes using them (see `engine::remote`): `GET /generator`,
-//! `POST /tokenize`, `POST /generate` (SSE: `started`, `text`, `done`,
+//! the `rag` processes using them (see `engine::remote`): `GET /generator`
+//! (with the tokenizer and chat template), `POST /generate` (SSE: `started`, `text`, `done`,
 //! `error`), and `GET /embedder`. They are hearth's internal protocol
 //! (its types and event names: `engine::protocol`), not a client API, and
 //! are left out of the OpenAPI document.
 
 use super::error::{ApiError, ApiJson};
+use super::state::AppState;
 use super::stream::{json_event, sse_stream, started};
-use super::AppState;
-use crate::engine::protocol::{
-    event, EmbedderInfo, GenerateRequest, GeneratorInfo, Started, Text, TokenizeRequest, Tokenized,
-};
+use crate::engine::protocol::{event, EmbedderInfo, GenerateRequest, GeneratorInfo, Started, Text};
 use crate::engine::Generation;
 use crate::error::Error;
 use axum::extract::State;
@@ -28,22 +26,14 @@ pub async fn generator(
     let Generation::Local(local) = g else {
         return Err(Error::NotServed("this process's generator is remote".into()).into());
     };
+    let llm = local.llm();
     Ok(Json(GeneratorInfo {
         name: g.name().to_string(),
         context_length: g.context_length(),
         max_prompt_tokens: g.max_prompt_tokens(),
         max_tokens_limit: local.limits().max_tokens,
-    }))
-}
-
-/// A conversation rendered with the model's chat template, as token ids.
-pub async fn tokenize(
-    State(state): State<Arc<AppState>>,
-    ApiJson(req): ApiJson<TokenizeRequest>,
-) -> Result<Json<Tokenized>, ApiError> {
-    let g = state.services()?.generator()?.clone();
-    Ok(Json(Tokenized {
-        tokens: g.encode_chat(req.messages).await?,
+        tokenizer: llm.tokenizer.to_wire()?,
+        chat_template: llm.chat.to_wire(),
     }))
 }
 
@@ -53,7 +43,7 @@ pub async fn generate(
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     let g = state.services()?.generator()?;
-    let mut stream = g.submit(req.prompt, req.params)?;
+    let mut stream = g.submit(req.prompt, req.params).await?;
     let prompt_tokens = started(&mut stream).await?;
     if !req.stream {
         return Ok(Json(stream.finish().await?).into_response());

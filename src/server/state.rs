@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use crate::config::{Config, LlmSlot, Role};
 use crate::pipelines::Services;
-use crate::roles::Capability;
+use crate::roles::{Backend, Capability};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -86,33 +86,36 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Fine-tuned first: an LLM name both processes serve goes to the
-    /// fine-tuned pipeline, as it does in a unified process.
-    pub fn all(&self) -> Vec<(&'static str, &str)> {
-        let mut all = Vec::new();
-        if let Some(url) = &self.fine_tuned {
-            all.push(("fine-tuned", url.as_str()));
+    /// The URL of `backend`'s process, if this gateway has one.
+    pub fn url(&self, backend: Backend) -> Option<&str> {
+        match backend {
+            Backend::Rag => self.rag.as_deref(),
+            Backend::FineTuned => self.fine_tuned.as_deref(),
         }
-        if let Some(url) = &self.rag {
-            all.push(("rag", url.as_str()));
-        }
-        all
+    }
+
+    /// The processes there are, in [`Backend::ALL`]'s order.
+    pub fn all(&self) -> Vec<(Backend, &str)> {
+        Backend::ALL
+            .into_iter()
+            .filter_map(|b| Some((b, self.url(b)?)))
+            .collect()
     }
 }
 
 /// Which backend serves each model id, learnt from their `/v1/models` on
 /// first use (a process serves the models of its config, restart or not).
 #[derive(Debug, Default)]
-pub struct ModelRoutes(Mutex<HashMap<String, &'static str>>);
+pub struct ModelRoutes(Mutex<HashMap<String, Backend>>);
 
 impl ModelRoutes {
     /// The backend known to serve `model`.
-    pub fn get(&self, model: &str) -> Option<&'static str> {
+    pub fn get(&self, model: &str) -> Option<Backend> {
         self.0.lock().expect("not poisoned").get(model).copied()
     }
 
     /// Remember which backend serves each of `ids` (the first one seen wins).
-    pub fn learn<'a>(&self, backend: &'static str, ids: impl Iterator<Item = &'a str>) {
+    pub fn learn<'a>(&self, backend: Backend, ids: impl Iterator<Item = &'a str>) {
         let mut known = self.0.lock().expect("not poisoned");
         for id in ids {
             known.entry(id.to_string()).or_insert(backend);

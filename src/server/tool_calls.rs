@@ -5,9 +5,10 @@
 //! streamed deltas. The format itself lives in `models::llm::tools`.
 
 use super::error::ApiError;
-use super::stream::invalid;
+use super::fields::invalid;
 use crate::models::llm::grammar::Format;
-use crate::models::llm::tools::{self, CallParser, Choice, Piece, Tool, ToolCall};
+use crate::models::llm::message::{Tool, ToolCall};
+use crate::models::llm::tools::{self, CallParser, Choice, Piece};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;

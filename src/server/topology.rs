@@ -5,7 +5,7 @@
 //! for a process started by hand, itself and the processes it reaches (a
 //! gateway's backends, a `rag` process's remote embedder and generator).
 
-use super::AppState;
+use super::state::AppState;
 use crate::topology::{Deployment, TOPOLOGY_ENV};
 use axum::extract::State;
 use axum::Json;
@@ -91,10 +91,8 @@ fn ready(state: &AppState) -> bool {
 fn dependencies(state: &AppState) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let backends = &state.spec.backends;
-    for (name, url) in [("rag", &backends.rag), ("fine-tuned", &backends.fine_tuned)] {
-        if let Some(url) = url {
-            found.push((name.to_string(), url.clone()));
-        }
+    for (backend, url) in backends.all() {
+        found.push((backend.name().to_string(), url.to_string()));
     }
     if let Some(services) = state.services.get() {
         let info = &services.info;

@@ -2,7 +2,7 @@
 //! splitting with overlap (text-splitter over the embedder's own tokenizer,
 //! Markdown-aware for Markdown), and reading `.txt`, `.md` and `.html` files.
 
-use super::Chunk;
+use super::records::Chunk;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};

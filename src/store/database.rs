@@ -4,7 +4,7 @@
 //! crash or `kill -9`. Nothing here knows about the index built from it.
 
 use super::filter::Filter;
-use super::{Chunk, DocumentInfo, NewDocument, Passage};
+use super::records::{Chunk, DocumentInfo, NewDocument, Passage};
 use crate::error::{Error, Result};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};

@@ -11,6 +11,7 @@ pub mod database;
 pub mod filter;
 pub mod hybrid;
 pub mod index;
+pub mod records;
 
 use crate::error::{Error, Result};
 use database::Database;
@@ -19,68 +20,12 @@ use hearth_kernels::graph::top_k;
 use hearth_kernels::simd::dot;
 pub use hybrid::{Fusion, SearchMode};
 use index::{IndexParams, VectorIndex};
+pub use records::{Chunk, DocumentInfo, NewDocument, Passage};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-/// A piece of a document, with its byte offsets in the document's text.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Chunk {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<i64>,
-    pub start: usize,
-    pub end: usize,
-    pub text: String,
-}
-
-/// A stored document, without its text.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DocumentInfo {
-    pub id: String,
-    pub source: Option<String>,
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub chars: usize,
-    pub chunks: usize,
-}
-
-/// A retrieved chunk with its scores and its document's details.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Passage {
-    pub document_id: String,
-    pub chunk_id: i64,
-    /// What the results are ordered by: the cosine similarity (dense
-    /// search), the BM25 score (lexical), the fused score (hybrid), or the
-    /// reranker's score.
-    pub score: f32,
-    /// Cosine similarity between the query and this chunk (when the query
-    /// was embedded): comparable across queries and modes, and what
-    /// `min_score` is checked against.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dense_score: Option<f32>,
-    /// BM25 score of the query's words in this chunk (higher is better),
-    /// when it matched any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lexical_score: Option<f32>,
-    /// 1-based rank in the dense list, when it was in it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dense_rank: Option<usize>,
-    /// 1-based rank in the lexical list, when it was in it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lexical_rank: Option<usize>,
-    /// The cross-encoder's score (higher is better), when a reranker
-    /// re-scored the candidates; `score` is then this.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rerank_score: Option<f32>,
-    pub text: String,
-    pub source: Option<String>,
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-}
 
 /// Counts for `/info`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -167,16 +112,6 @@ impl SearchSettings {
 /// at 50% selectivity; below a few hundred chunks the walk would visit far
 /// more points than match.
 const EXACT_FILTERED: usize = 512;
-
-/// A document to write, already chunked, with one embedding per chunk.
-pub struct NewDocument<'a> {
-    pub id: &'a str,
-    pub source: Option<&'a str>,
-    pub metadata: &'a serde_json::Value,
-    pub text: &'a str,
-    pub chunks: &'a [Chunk],
-    pub embeddings: &'a [Vec<f32>],
-}
 
 impl DocumentStore {
     /// Open the store at `db_path` and bring its index up: load the saved
@@ -512,6 +447,27 @@ impl DocumentStore {
     pub fn flush(&self) -> Result<()> {
         self.save_index()?;
         self.db.checkpoint()
+    }
+}
+
+/// Lock `dir/lock` so that no two processes write one store.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
+            "{} is in use by another hearth process (a running server?); \
+             stop it, use another data_dir, or ingest through its POST /documents",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 

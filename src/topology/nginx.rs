@@ -8,7 +8,7 @@
 use super::{plan, Topology};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::roles::{LlmSlot, Role, FINE_TUNED_MODEL};
+use crate::roles::{Backend, LlmSlot, Role, FINE_TUNED_MODEL};
 use std::path::{Path, PathBuf};
 
 /// Write `hearth.conf` and `hearth-route.js` into `dir`; return their paths.
@@ -45,10 +45,10 @@ fn llm_name(setting: &str) -> Option<String> {
 
 fn conf_text(config: &Config, listen: std::net::SocketAddr, dir: &Path) -> String {
     let parts = plan(Topology::Gateway, listen.port());
-    let port_of = |name: &str| {
+    let port_of = |backend: Backend| {
         parts
             .iter()
-            .find(|p| p.name == name)
+            .find(|p| p.name == backend.name())
             .map(|p| p.port)
             .expect("the gateway plan has rag and fine-tuned")
     };
@@ -141,8 +141,8 @@ http {{
     }}
 }}
 "#,
-        rag = port_of("rag"),
-        ft = port_of("fine-tuned"),
+        rag = port_of(Backend::Rag),
+        ft = port_of(Backend::FineTuned),
         dir = dir.display(),
     )
 }

@@ -6,66 +6,12 @@
 //! (Gemma, Llama 3, Phi-3, `[INST]`, known by their turn tokens), else
 //! ChatML.
 
-use super::tools::{self, Tool, ToolCall};
+#[cfg(test)]
+use super::message::ToolCall;
+use super::message::{Message, Tool, ROLES};
+use super::tools;
 use crate::error::{Error, Result};
 use minijinja::{context, Environment, ErrorKind};
-use serde::{Deserialize, Serialize};
-
-/// One turn of a conversation: `system`, `user`, `assistant` (which may
-/// carry tool calls) or `tool` (a tool's answer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Message {
-    pub role: String,
-    #[serde(default)]
-    pub content: String,
-    /// An assistant's calls of tools.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    /// A tool's answer: the call it answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-}
-
-impl Message {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
-    }
-
-    /// Whether the message is a call of tools or a tool's answer.
-    pub fn is_tool_turn(&self) -> bool {
-        self.role == "tool" || !self.tool_calls.is_empty()
-    }
-
-    /// The message as chat templates read it: OpenAI's shape, a call's
-    /// arguments as an object (templates write them with `tojson`).
-    fn template_view(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "role": self.role, "content": self.content });
-        if !self.tool_calls.is_empty() {
-            v["tool_calls"] = self
-                .tool_calls
-                .iter()
-                .map(|c| {
-                    let arguments: serde_json::Value = serde_json::from_str(&c.arguments)
-                        .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
-                    serde_json::json!({ "id": c.id, "type": "function",
-                        "function": { "name": c.name, "arguments": arguments } })
-                })
-                .collect();
-        }
-        if let Some(id) = &self.tool_call_id {
-            v["tool_call_id"] = id.clone().into();
-        }
-        v
-    }
-}
-
-/// The roles a conversation may hold.
-pub const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
 
 /// ChatML, for models that carry no template of their own.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -100,9 +46,19 @@ pub fn default_template(has_token: impl Fn(&str) -> bool) -> &'static str {
     }
 }
 
+/// A chat template as one process hands it to another (with the tokenizer,
+/// in `GeneratorInfo`): its source and the tokens it may write.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TemplateWire {
+    pub source: String,
+    pub bos_token: String,
+    pub eos_token: String,
+}
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
     /// Whether the template renders tools itself, in the Hermes format
@@ -133,10 +89,25 @@ impl ChatTemplate {
             })?;
         Ok(Self {
             env,
+            source: source.to_string(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
             hermes_tools,
         })
+    }
+
+    /// The template in its wire form ([`from_wire`](Self::from_wire)).
+    pub fn to_wire(&self) -> TemplateWire {
+        TemplateWire {
+            source: self.source.clone(),
+            bos_token: self.bos_token.clone(),
+            eos_token: self.eos_token.clone(),
+        }
+    }
+
+    /// The template another process sent.
+    pub fn from_wire(wire: &TemplateWire) -> Result<Self> {
+        Self::new(Some(&wire.source), &wire.bos_token, &wire.eos_token)
     }
 
     /// Whether the template renders tools itself.
@@ -173,7 +144,7 @@ impl ChatTemplate {
                 plain = tools::fallback(messages, tools);
                 (&plain, Vec::new())
             };
-        let view: Vec<serde_json::Value> = messages.iter().map(Message::template_view).collect();
+        let view: Vec<serde_json::Value> = messages.iter().map(template_view).collect();
         let tmpl = self
             .env
             .get_template("chat")
@@ -188,6 +159,28 @@ impl ChatTemplate {
         })
         .map_err(|e| Error::InvalidInput(format!("chat template rejected the messages: {e}")))
     }
+}
+
+/// The message as chat templates read it: OpenAI's shape, a call's
+/// arguments as an object (templates write them with `tojson`).
+fn template_view(message: &Message) -> serde_json::Value {
+    let mut v = serde_json::json!({ "role": message.role, "content": message.content });
+    if !message.tool_calls.is_empty() {
+        v["tool_calls"] = message
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let arguments: serde_json::Value = serde_json::from_str(&c.arguments)
+                    .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                serde_json::json!({ "id": c.id, "type": "function",
+                    "function": { "name": c.name, "arguments": arguments } })
+            })
+            .collect();
+    }
+    if let Some(id) = &message.tool_call_id {
+        v["tool_call_id"] = id.clone().into();
+    }
+    v
 }
 
 #[cfg(test)]

@@ -7,16 +7,33 @@
 //! of zero) panic inside it. Here the first gets the list of supported
 //! types and the second becomes an error. Tensor shapes are checked
 //! against the metadata by the model that reads them
-//! ([`super::llama::Llama::from_gguf`]).
+//! (`Llama::from_gguf` in `llama.rs`).
 
 use crate::error::{Error, Result};
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, Value};
 use std::io::{Read, Seek};
 use std::path::Path;
 
 /// The tensor types candle reads (and so hearth), as GGUF names them.
 pub const TENSOR_TYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+/// GGUF writers differ in integer widths (llama.cpp stores token types as
+/// i32, ids as u32): accept any integer that fits.
+pub(crate) fn value_u32(v: &Value) -> Option<u32> {
+    let wide: i128 = match v {
+        Value::U8(x) => (*x).into(),
+        Value::I8(x) => (*x).into(),
+        Value::U16(x) => (*x).into(),
+        Value::I16(x) => (*x).into(),
+        Value::U32(x) => (*x).into(),
+        Value::I32(x) => (*x).into(),
+        Value::U64(x) => (*x).into(),
+        Value::I64(x) => (*x).into(),
+        _ => return None,
+    };
+    u32::try_from(wide).ok()
+}
 
 /// Parse the header of the GGUF in `reader` (`what` names it in errors).
 pub fn read_content<R: Read + Seek>(reader: &mut R, what: &str) -> Result<Content> {
@@ -53,190 +70,4 @@ pub fn open(path: &Path) -> Result<(std::fs::File, Content)> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let content = read_content(&mut file, &path.display().to_string())?;
     Ok((file, content))
-}
-
-/// What a GGUF file holds, as `hearth models inspect` prints it and `/info`
-/// reports it for a loaded model.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Summary {
-    /// `general.architecture`.
-    pub architecture: String,
-    /// `general.name`, when the file has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub file_bytes: u64,
-    pub parameters: u64,
-    /// Tensor type -> (tensors, parameters): the quantization mix.
-    pub tensor_types: std::collections::BTreeMap<String, (usize, u64)>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context_length: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layers: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding_length: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heads: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kv_heads: Option<u64>,
-    /// RoPE: base, scaling type and factor, whether the file carries
-    /// frequency factors.
-    pub rope: serde_json::Value,
-    /// `tokenizer.ggml.model`, `.pre`, vocabulary size, `add_bos`.
-    pub tokenizer: serde_json::Value,
-    /// The first lines of `tokenizer.chat_template`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chat_template: Option<String>,
-    /// Whether hearth loads this architecture and shape...
-    pub supported: bool,
-    /// ...and if not, why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unsupported: Option<String>,
-    /// Whether every matrix runs on hearth's own CPU kernels (Q4_0, Q4_1,
-    /// Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16); the others go through
-    /// candle's slower products.
-    pub fast_cpu_path: bool,
-}
-
-impl Summary {
-    pub fn of(content: &Content, file_bytes: u64) -> Self {
-        use candle_core::quantized::gguf_file::Value;
-        let meta = |key: &str| content.metadata.get(key);
-        let text = |key: &str| meta(key).and_then(|v| v.to_string().ok()).cloned();
-        let int = |key: &str| {
-            meta(key)
-                .and_then(super::tokenizer::value_u32)
-                .map(u64::from)
-        };
-        let float = |key: &str| meta(key).and_then(|v| v.to_f32().ok());
-        let arch = text("general.architecture").unwrap_or_default();
-        let at = |key: &str| format!("{arch}.{key}");
-        let mut tensor_types = std::collections::BTreeMap::new();
-        let mut parameters = 0u64;
-        let mut fast = true;
-        for (name, info) in &content.tensor_infos {
-            // Saturating: a lying header must not overflow the count.
-            let n = info
-                .shape
-                .dims()
-                .iter()
-                .fold(1u64, |a, &d| a.saturating_mul(d as u64));
-            parameters = parameters.saturating_add(n);
-            let entry = tensor_types
-                .entry(format!("{:?}", info.ggml_dtype))
-                .or_insert((0usize, 0u64));
-            entry.0 += 1;
-            entry.1 += n;
-            let matrix = info.shape.dims().len() == 2 && name != "token_embd.weight";
-            if matrix && !hearth_kernels::quant::QMatrix::supports(info.ggml_dtype) {
-                fast = false;
-            }
-        }
-        let vocab = match meta("tokenizer.ggml.tokens") {
-            Some(Value::Array(t)) => Some(t.len()),
-            _ => None,
-        };
-        let unsupported = super::llama::LlamaConfig::from_gguf(content)
-            .err()
-            .map(|e| e.to_string());
-        Self {
-            name: text("general.name"),
-            file_bytes,
-            parameters,
-            tensor_types,
-            context_length: int(&at("context_length")),
-            layers: int(&at("block_count")),
-            embedding_length: int(&at("embedding_length")),
-            heads: int(&at("attention.head_count")),
-            kv_heads: int(&at("attention.head_count_kv")),
-            rope: serde_json::json!({
-                "base": float(&at("rope.freq_base")),
-                "scaling": text(&at("rope.scaling.type")),
-                "scaling_factor": float(&at("rope.scaling.factor")),
-                "frequency_factors": content.tensor_infos.contains_key("rope_freqs.weight"),
-            }),
-            tokenizer: serde_json::json!({
-                "model": text("tokenizer.ggml.model"),
-                "pre": text("tokenizer.ggml.pre"),
-                "vocabulary": vocab,
-                "add_bos": meta("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()),
-            }),
-            chat_template: text("tokenizer.chat_template")
-                .map(|t| t.lines().take(3).collect::<Vec<_>>().join("\n")),
-            fast_cpu_path: fast && unsupported.is_none(),
-            supported: unsupported.is_none(),
-            unsupported,
-            architecture: arch,
-        }
-    }
-
-    /// The summary as text, one fact per line.
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let opt = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
-        let _ = writeln!(out, "architecture    {}", self.architecture);
-        if let Some(name) = &self.name {
-            let _ = writeln!(out, "name            {name}");
-        }
-        let _ = writeln!(
-            out,
-            "parameters      {:.1} M in {:.1} MB",
-            self.parameters as f64 / 1e6,
-            self.file_bytes as f64 / 1e6
-        );
-        let mix: Vec<String> = self
-            .tensor_types
-            .iter()
-            .map(|(t, (n, p))| {
-                format!(
-                    "{t} {n} tensors ({:.0}%)",
-                    100.0 * *p as f64 / self.parameters.max(1) as f64
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "tensor types    {}", mix.join(", "));
-        let _ = writeln!(
-            out,
-            "shape           {} layers, width {}, {} heads ({} key/value)",
-            opt(self.layers),
-            opt(self.embedding_length),
-            opt(self.heads),
-            opt(self.kv_heads)
-        );
-        let _ = writeln!(out, "context length  {}", opt(self.context_length));
-        let _ = writeln!(out, "rope            {}", self.rope);
-        let _ = writeln!(out, "tokenizer       {}", self.tokenizer);
-        if let Some(t) = &self.chat_template {
-            let _ = writeln!(
-                out,
-                "chat template   {}",
-                t.replace('\n', "\n                ")
-            );
-        }
-        let _ = writeln!(
-            out,
-            "supported       {}",
-            match &self.unsupported {
-                None => "yes".to_string(),
-                Some(e) => format!("no: {e}"),
-            }
-        );
-        let _ = writeln!(
-            out,
-            "fast CPU path   {}",
-            if self.fast_cpu_path {
-                "yes (hearth's kernels for every matrix)"
-            } else {
-                "no (candle's quantized products for some matrices)"
-            }
-        );
-        out
-    }
-}
-
-/// The summary of the GGUF file at `path`.
-pub fn inspect(path: &Path) -> Result<Summary> {
-    let (file, content) = open(path)?;
-    let bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    Ok(Summary::of(&content, bytes))
 }

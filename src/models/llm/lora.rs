@@ -5,7 +5,7 @@
 //! against the base they are for: every target a matrix the base has, every
 //! shape the base's, the rank above zero.
 //!
-//! An adapter is applied two ways ([`crate::models::llm::llama`]):
+//! An adapter is applied two ways (by `llama.rs`):
 //! unmerged, where each sequence may carry one and its rows get
 //! `s * B (A x)` added after the base's product (one copy of the base
 //! serves the bare model and any number of adapters, in one batch), or
@@ -17,7 +17,7 @@
 //! the base's product. Adapter tensors in F16 or BF16 are widened to f32
 //! at load (llama.cpp would round the activations to their type too).
 
-use super::llama::LlamaConfig;
+use super::architecture::LlamaConfig;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};

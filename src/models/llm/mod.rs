@@ -2,12 +2,15 @@
 //! streaming text. Loading lives here; running sequences concurrently lives
 //! in `engine`.
 
+pub mod architecture;
 pub mod chat;
 pub mod gguf;
 pub mod grammar;
 pub mod hf;
+pub mod inspect;
 pub mod llama;
 pub mod lora;
+pub mod message;
 pub mod sampling;
 pub mod spm;
 pub mod stream;
@@ -17,8 +20,9 @@ pub mod tools;
 use crate::error::{Error, Result};
 use crate::models::source::{ModelSource, Wanted};
 use candle_core::Device;
-use chat::{ChatTemplate, Message};
+use chat::ChatTemplate;
 use llama::Llama;
+use message::Message;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokenizer::LlmTokenizer;
@@ -45,7 +49,7 @@ pub struct Llm {
     /// A short name for logs and APIs (the file stem).
     pub name: String,
     /// What the file holds (`hearth models inspect`), for `/info`.
-    pub summary: Arc<gguf::Summary>,
+    pub summary: Arc<inspect::Summary>,
     /// The vocabulary's token trie for constrained decoding, built on the
     /// first request that asks for a format.
     grammar: Arc<std::sync::OnceLock<std::result::Result<Arc<grammar::GrammarEnv>, String>>>,
@@ -113,11 +117,11 @@ impl Llm {
         device: &Device,
         opts: &LoadOptions,
     ) -> Result<Self> {
-        let summary = Arc::new(gguf::Summary::of(&content, bytes));
+        let summary = Arc::new(inspect::Summary::of(&content, bytes));
         let tokenizer = LlmTokenizer::load(&content, tokenizer_json)?;
         let merged = match opts.adapter {
             Some((path, name, scale)) => {
-                let config = llama::LlamaConfig::from_gguf(&content)?;
+                let config = architecture::LlamaConfig::from_gguf(&content)?;
                 Some(lora::Adapter::load(path, name, scale, &config)?)
             }
             None => None,
@@ -191,21 +195,31 @@ impl Llm {
     pub fn encode_chat_with_tools(
         &self,
         messages: &[Message],
-        tools: &[tools::Tool],
+        tools: &[message::Tool],
     ) -> Result<Vec<u32>> {
-        let text = self.chat.render_with_tools(messages, tools)?;
-        // A template that writes the BOS token itself (`{{ bos_token }}`)
-        // must not get a second one from the tokenizer.
-        let bos = self
-            .tokenizer
-            .bos
-            .and_then(|b| self.tokenizer.token_text(b));
-        let text = match bos {
-            Some(bos) if self.tokenizer.add_bos && !bos.is_empty() => {
-                text.strip_prefix(bos.as_str()).unwrap_or(&text)
-            }
-            _ => &text,
-        };
-        self.tokenizer.encode_prompt(text)
+        encode_chat(&self.tokenizer, &self.chat, messages, tools)
     }
+}
+
+/// Render a conversation with `chat` and tokenize it with `tokenizer` for
+/// generation (BOS first when the model wants one): what
+/// [`Llm::encode_chat_with_tools`] does, for a process that holds the
+/// model's tokenizer and template without its weights.
+pub fn encode_chat(
+    tokenizer: &LlmTokenizer,
+    chat: &ChatTemplate,
+    messages: &[Message],
+    tools: &[message::Tool],
+) -> Result<Vec<u32>> {
+    let text = chat.render_with_tools(messages, tools)?;
+    // A template that writes the BOS token itself (`{{ bos_token }}`)
+    // must not get a second one from the tokenizer.
+    let bos = tokenizer.bos.and_then(|b| tokenizer.token_text(b));
+    let text = match bos {
+        Some(bos) if tokenizer.add_bos && !bos.is_empty() => {
+            text.strip_prefix(bos.as_str()).unwrap_or(&text)
+        }
+        _ => &text,
+    };
+    tokenizer.encode_prompt(text)
 }

@@ -11,7 +11,7 @@
 //! user-defined and unknown tokens written in the text are matched first,
 //! longest first.
 
-use super::tokenizer::value_u32;
+use super::gguf::value_u32;
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use std::cmp::Ordering;
@@ -26,6 +26,19 @@ const BYTE: u32 = 6;
 
 /// The space marker SentencePiece writes for ' '.
 const SPACE: &str = "\u{2581}";
+
+/// What defines a SentencePiece-style vocabulary, as the GGUF file says
+/// it (and as a `generate` process ships it to the processes that
+/// tokenize for it): the rest of [`Spm`] is derived from it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SpmVocab {
+    pub tokens: Vec<String>,
+    pub scores: Vec<f32>,
+    /// GGUF token types (normal, control, byte...).
+    pub types: Vec<u32>,
+    pub unknown: Option<u32>,
+    pub add_space_prefix: bool,
+}
 
 /// A scored vocabulary and the rules to use it.
 pub struct Spm {
@@ -64,9 +77,32 @@ impl Spm {
             Some(Value::Array(v)) => v.iter().map(|t| value_u32(t).unwrap_or(NORMAL)).collect(),
             _ => vec![NORMAL; tokens.len()],
         };
+        let unknown = meta("tokenizer.ggml.unknown_token_id").and_then(value_u32);
+        let add_space_prefix = meta("tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(true);
+        Self::new(SpmVocab {
+            tokens,
+            scores,
+            types,
+            unknown,
+            add_space_prefix,
+        })
+    }
+
+    /// The vocabulary with its lookups built: ids by text, the special
+    /// tokens matched first (longest first), each byte's token.
+    pub fn new(vocab: SpmVocab) -> Result<Self> {
+        let SpmVocab {
+            tokens,
+            scores,
+            types,
+            unknown,
+            add_space_prefix,
+        } = vocab;
         if scores.len() != tokens.len() || types.len() != tokens.len() {
             return Err(Error::Model(format!(
-                "GGUF tokenizer: {} tokens but {} scores and {} types",
+                "SentencePiece vocabulary: {} tokens but {} scores and {} types",
                 tokens.len(),
                 scores.len(),
                 types.len()
@@ -95,10 +131,6 @@ impl Spm {
                 })
                 .copied();
         }
-        let unknown = meta("tokenizer.ggml.unknown_token_id").and_then(value_u32);
-        let add_space_prefix = meta("tokenizer.ggml.add_space_prefix")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(true);
         Ok(Self {
             tokens,
             scores,
@@ -109,6 +141,17 @@ impl Spm {
             unknown,
             add_space_prefix,
         })
+    }
+
+    /// What defines this vocabulary ([`Spm::new`] rebuilds it).
+    pub fn vocab(&self) -> SpmVocab {
+        SpmVocab {
+            tokens: self.tokens.clone(),
+            scores: self.scores.clone(),
+            types: self.types.clone(),
+            unknown: self.unknown,
+            add_space_prefix: self.add_space_prefix,
+        }
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -7,7 +7,8 @@
 //! unknown one is an error naming the fix, never a silent fall-back to GPT-2
 //! rules that would tokenize digits or whitespace differently from llama.cpp.
 
-use super::spm::Spm;
+use super::gguf::value_u32;
+use super::spm::{Spm, SpmVocab};
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use std::path::Path;
@@ -35,6 +36,28 @@ pub struct LlmTokenizer {
     pub add_bos: bool,
     /// Tokens that end a turn: EOS and the template's end-of-turn markers.
     pub end_of_turn: Vec<u32>,
+}
+
+/// The tokenizer as one process hands it to another (a `generate` process
+/// to the `rag` processes that fit prompts for it, in `GeneratorInfo`), so
+/// that they tokenize without asking it: exactly what [`LlmTokenizer`]
+/// holds, in serde's form.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenizerWire {
+    pub vocabulary: VocabularyWire,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+    pub end_of_turn: Vec<u32>,
+}
+
+/// A Hugging Face tokenizer as its `tokenizer.json`, or a
+/// SentencePiece-style vocabulary.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VocabularyWire {
+    HuggingFace(serde_json::Value),
+    SentencePiece(SpmVocab),
 }
 
 /// A Hugging Face tokenizer (byte-level BPE, or a `tokenizer.json`), or a
@@ -97,6 +120,45 @@ impl LlmTokenizer {
             eos,
             add_bos,
             end_of_turn,
+        })
+    }
+
+    /// This tokenizer in its wire form ([`from_wire`](Self::from_wire)
+    /// rebuilds it).
+    pub fn to_wire(&self) -> Result<TokenizerWire> {
+        let vocabulary = match &self.inner {
+            Inner::Hf(t) => {
+                let json = t.to_string(false).map_err(Error::tokenizer)?;
+                VocabularyWire::HuggingFace(
+                    serde_json::from_str(&json)
+                        .map_err(|e| Error::Model(format!("tokenizer as JSON: {e}")))?,
+                )
+            }
+            Inner::Spm(t) => VocabularyWire::SentencePiece(t.vocab()),
+        };
+        Ok(TokenizerWire {
+            vocabulary,
+            bos: self.bos,
+            eos: self.eos,
+            add_bos: self.add_bos,
+            end_of_turn: self.end_of_turn.clone(),
+        })
+    }
+
+    /// The tokenizer another process sent ([`to_wire`](Self::to_wire)).
+    pub fn from_wire(wire: TokenizerWire) -> Result<Self> {
+        let inner = match wire.vocabulary {
+            VocabularyWire::HuggingFace(json) => Inner::Hf(Box::new(
+                serde_json::from_value::<Tokenizer>(json).map_err(Error::tokenizer)?,
+            )),
+            VocabularyWire::SentencePiece(vocab) => Inner::Spm(Arc::new(Spm::new(vocab)?)),
+        };
+        Ok(Self {
+            inner,
+            bos: wire.bos,
+            eos: wire.eos,
+            add_bos: wire.add_bos,
+            end_of_turn: wire.end_of_turn,
         })
     }
 
@@ -166,23 +228,6 @@ impl LlmTokenizer {
 
 fn meta_u32(gguf: &Content, key: &str) -> Option<u32> {
     gguf.metadata.get(key).and_then(value_u32)
-}
-
-/// GGUF writers differ in integer widths (llama.cpp stores token types as
-/// i32, ids as u32): accept any integer that fits.
-pub(crate) fn value_u32(v: &Value) -> Option<u32> {
-    let wide: i128 = match v {
-        Value::U8(x) => (*x).into(),
-        Value::I8(x) => (*x).into(),
-        Value::U16(x) => (*x).into(),
-        Value::I16(x) => (*x).into(),
-        Value::U32(x) => (*x).into(),
-        Value::I32(x) => (*x).into(),
-        Value::U64(x) => (*x).into(),
-        Value::I64(x) => (*x).into(),
-        _ => return None,
-    };
-    u32::try_from(wide).ok()
 }
 
 fn meta_strings(gguf: &Content, key: &str) -> Result<Vec<String>> {

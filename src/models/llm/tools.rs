@@ -16,35 +16,8 @@
 //! that turns the output, whole or as it streams, back into calls
 //! ([`CallParser`]).
 
-use super::chat::Message;
-use serde::{Deserialize, Serialize};
+use super::message::{Message, Tool, ToolCall};
 use serde_json::{json, Value};
-
-/// A function the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tool {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// A JSON schema for the arguments object.
-    pub parameters: Value,
-}
-
-impl Tool {
-    /// OpenAI's shape, which chat templates expect:
-    /// `{"type": "function", "function": {"name", "description", "parameters"}}`.
-    pub fn openai(&self) -> Value {
-        json!({ "type": "function", "function": self })
-    }
-}
-
-/// A call the model made: `arguments` is the JSON text of its arguments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    pub arguments: String,
-}
 
 /// Which calls the output may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,14 +3,13 @@
 //! `token` event per text piece, then one `done` event with the rest).
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
-use super::stream::{
-    json_event, sse_stream, started, usage, RetrievalFields, SamplingFields, Usage,
-};
-use super::AppState;
+use super::fields::{RetrievalFields, SamplingFields};
+use super::state::AppState;
+use super::stream::{json_event, sse_stream, started, usage, Usage};
 use crate::engine::protocol::{event, Text};
 use crate::engine::FinishReason;
 use crate::engine::{Completion, GenerationStream};
-use crate::models::llm::chat::Message;
+use crate::models::llm::message::Message;
 use crate::pipelines::fine_tuned::Input;
 use crate::pipelines::rag::ms;
 use crate::store::Passage;
@@ -29,7 +28,7 @@ pub struct RagRequest {
     #[schema(min_length = 1)]
     pub question: String,
     /// Passages to retrieve.
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     pub top_k: Option<usize>,
     #[serde(default)]
     pub stream: bool,
@@ -53,7 +52,7 @@ pub struct FineTunedRequest {
     /// default: the configured one, if any.
     pub adapter: Option<String>,
     /// Sampling: keep only the k most likely tokens (0 = off).
-    #[serde(default, deserialize_with = "crate::server::stream::integer::opt")]
+    #[serde(default, deserialize_with = "crate::server::fields::integer::opt")]
     pub top_k: Option<usize>,
     #[serde(default)]
     pub stream: bool,
@@ -209,7 +208,7 @@ pub async fn fine_tuned(
         Some(name) => services.fine_tuned()?.select(name)?,
         None => services.fine_tuned()?.clone(),
     };
-    let mut stream = pipeline.generate(input, params)?;
+    let mut stream = pipeline.generate(input, params).await?;
     let prompt_tokens = started(&mut stream).await?;
     let model = pipeline.model_name().to_string();
     let finish = move |c: Completion| {
