@@ -186,7 +186,7 @@ unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f16]; N]) -> [f32; N] {
         }
     }
     // `hsum` adds the high half onto the low half, then pairwise.
-    acc.map(|acc| crate::quant::hsum(acc))
+    acc.map(|acc| crate::simd::hsum(acc))
 }
 
 /// The portable form of the above.

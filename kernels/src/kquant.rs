@@ -510,7 +510,7 @@ mod avx2 {
                 );
             }
         }
-        std::array::from_fn(|r| crate::quant::hsum(acc[r]) + summs[r])
+        std::array::from_fn(|r| crate::simd::hsum(acc[r]) + summs[r])
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -547,7 +547,7 @@ mod avx2 {
                     _mm256_fmadd_ps(_mm256_set1_ps(x.d * w.d), _mm256_cvtepi32_ps(sumi), acc[r]);
             }
         }
-        std::array::from_fn(|r| crate::quant::hsum(acc[r]))
+        std::array::from_fn(|r| crate::simd::hsum(acc[r]))
     }
 }
 
@@ -647,7 +647,7 @@ mod avx512 {
                 );
             }
         }
-        std::array::from_fn(|r| crate::quant::hsum(acc[r]) + summs[r])
+        std::array::from_fn(|r| crate::simd::hsum(acc[r]) + summs[r])
     }
 
     /// Byte shuffles giving, in each 128-bit half, Q6_K scales
@@ -700,7 +700,7 @@ mod avx512 {
                     _mm256_fmadd_ps(_mm256_set1_ps(x.d * w.d), _mm256_cvtepi32_ps(sumi), acc[r]);
             }
         }
-        std::array::from_fn(|r| crate::quant::hsum(acc[r]))
+        std::array::from_fn(|r| crate::simd::hsum(acc[r]))
     }
 }
 

@@ -19,6 +19,7 @@
 //! Dependencies point one way: hearth uses this crate, never the reverse.
 
 pub mod bert;
+mod blocks;
 pub mod decoder;
 pub mod graph;
 pub mod kquant;

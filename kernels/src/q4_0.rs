@@ -13,12 +13,11 @@
 //! give 16 blocks' sums in 16 lanes, and no horizontal sum is needed until
 //! the in-order accumulation of the blocks' scaled sums.
 
+use crate::blocks::QK;
 use half::f16;
 
 /// Blocks per group.
 pub const GROUP: usize = 16;
-/// Weights per block.
-const QK: usize = 32;
 
 /// 16 blocks of a weight row: their f16 scales, and their nibbles where
 /// byte `64 p + 4 b + i` holds weight `4p + i` of block `b` in its low

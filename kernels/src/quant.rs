@@ -17,35 +17,18 @@
 //! Work is split over output columns on candle's CPU thread pool, the one
 //! its own quantized kernels use, so hearth never runs two pools at once.
 
+use crate::blocks::{BlockQ4, BlockQ8, QK};
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
 use crate::q4_0::{self, GroupQ4_0, GroupX};
 use crate::rows8::{self, Dot8Fn, Rows8};
+use crate::simd::hsum;
 use crate::wide::{self, Kind};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
-
-pub(crate) const QK: usize = 32;
-
-/// One Q4_1 block: 32 weights `d * q + m`, `q` in 0..16, low nibbles first.
-#[derive(Clone, Copy)]
-pub(crate) struct BlockQ4 {
-    pub(crate) d: f32,
-    pub(crate) m: f32,
-    pub(crate) qs: [u8; QK / 2],
-}
-
-/// One 8-bit block of 32 values `d * q`: a Q8_0 weight block, or a row of
-/// activations quantized as Q8_1, which also carries `s = d * sum(q)`.
-#[derive(Clone, Copy)]
-pub(crate) struct BlockQ8 {
-    pub(crate) d: f32,
-    pub(crate) s: f32,
-    pub(crate) qs: [i8; QK],
-}
 
 /// The weights' blocks, row-major, the same number for every row: blocks
 /// of 32 or 256 (the K-quants) weights, groups of 16 Q4_0 blocks, or single
@@ -634,17 +617,6 @@ fn dot_q8_0_scalar(w: &[BlockQ8], x: &[BlockQ8]) -> f32 {
         sum += w.d * x.d * acc as f32;
     }
     sum
-}
-
-/// ggml's `hsum_float_8`: the same additions in the same order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn hsum(acc: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let quad = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    let one = _mm_add_ss(pair, _mm_movehdup_ps(pair));
-    _mm_cvtss_f32(one)
 }
 
 /// The AVX2 kernels, generated twice: with `maddubs` + `madd` (AVX2) and

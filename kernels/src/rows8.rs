@@ -20,7 +20,8 @@
 //! [`hsum`]), so a row's result is bit for bit the same whichever kernel
 //! computes it, and so llama.cpp's.
 
-use crate::quant::{hsum, BlockQ4, BlockQ8, QK};
+use crate::blocks::{BlockQ4, BlockQ8, QK};
+use crate::simd::hsum;
 
 /// Activation rows of `kb` blocks each, in groups of eight (the last group
 /// may hold fewer: its rows go in pairs, an odd one out paired with a row

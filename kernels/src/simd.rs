@@ -56,7 +56,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         i += 8;
     }
     let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut total = hsum256(sum);
+    let mut total = hsum(sum);
     while i < n {
         total += a[i] * b[i];
         i += 1;
@@ -141,17 +141,19 @@ dot_f16_kernel!(
     /// [`dot_f16`] eight lanes at a time; the tail one value at a time.
     dot_f16_avx2, "avx2,fma,f16c", 8, _mm256_setzero_ps, _mm256_fmadd_ps,
     _mm256_loadu_ps, |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
-    |acc| hsum256(_mm256_add_ps(
+    |acc| hsum(_mm256_add_ps(
         _mm256_add_ps(acc[0], acc[1]),
         _mm256_add_ps(acc[2], acc[3])
     )),
     dot_f16_lanes
 );
 
-/// The sum of a vector's eight lanes.
+/// The sum of a vector's eight lanes, as ggml's `hsum_float_8` adds them
+/// (high half plus low half, then the upper pair onto the lower, then the
+/// two left): the same additions in the same order, so its bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+pub(crate) unsafe fn hsum(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
