@@ -21,7 +21,7 @@ export HEARTH_DATA_DIR=$data_dir HEARTH_LISTEN=$listen
 
 if [ ! -f "$data_dir/.sample-ingested" ]; then
   echo "first start: ingesting the sample corpus into $data_dir (once)"
-  "$bin" ingest --id-prefix hearth/ README.md models/README.md
+  "$bin" ingest --id-prefix hearth/ README.md docs/*.md models/README.md
   book="$(rustc --print sysroot 2>/dev/null || true)/share/doc/rust/html/book"
   if [ -z "${HEARTH_SKIP_BOOK:-}" ] && [ -d "$book" ]; then
     echo "ingesting the Rust book from $book"

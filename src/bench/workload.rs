@@ -125,7 +125,8 @@ impl Default for Bounds {
 }
 
 /// Files or directories to ingest before measuring; unset means the
-/// built-in corpus (hearth's README and docs/scaling.md, compiled in).
+/// built-in corpus (hearth's README and the docs pages its questions are
+/// about, compiled in).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Corpus {
@@ -136,6 +137,18 @@ pub struct Corpus {
 /// The built-in corpus: what the built-in RAG questions are about.
 pub const BUILTIN_CORPUS: &[(&str, &str)] = &[
     ("hearth/README.md", include_str!("../../README.md")),
+    (
+        "hearth/docs/topologies.md",
+        include_str!("../../docs/topologies.md"),
+    ),
+    (
+        "hearth/docs/documents.md",
+        include_str!("../../docs/documents.md"),
+    ),
+    (
+        "hearth/docs/models.md",
+        include_str!("../../docs/models.md"),
+    ),
     (
         "hearth/docs/scaling.md",
         include_str!("../../docs/scaling.md"),

@@ -511,6 +511,23 @@ impl Shape {
     }
 }
 
+/// A refusal of the output format in OpenAI's words: the pipeline names
+/// hearth's field (`format`, `grammar`), the client sent
+/// `response_format`, or `tools` (a tools request's grammar is made of the
+/// tools' schemas).
+fn in_openai_terms(e: impl Into<ApiError>, tools: bool) -> ApiError {
+    let mut e = e.into();
+    match e.param.as_deref() {
+        Some("format") => e.param = Some("response_format".into()),
+        Some("grammar") if tools => {
+            e.param = Some("tools".into());
+            e.message = format!("a tool's `parameters` schema: {}", e.message);
+        }
+        _ => {}
+    }
+    e
+}
+
 fn data(value: &Value) -> SseEvent {
     SseEvent::default().data(value.to_string())
 }
@@ -522,19 +539,9 @@ async fn respond(
     mut shape: Shape,
 ) -> Result<Response, ApiError> {
     let tools = shape.tools;
-    shape.prompt_tokens = started(&mut stream).await.map_err(|mut e| {
-        // The worker names hearth's field; here it is OpenAI's (a tools
-        // request's grammar is made of the tools' schemas).
-        match e.param.as_deref() {
-            Some("format") => e.param = Some("response_format".into()),
-            Some("grammar") if tools => {
-                e.param = Some("tools".into());
-                e.message = format!("a tool's `parameters` schema: {}", e.message);
-            }
-            _ => {}
-        }
-        e
-    })?;
+    shape.prompt_tokens = started(&mut stream)
+        .await
+        .map_err(|e| in_openai_terms(e, tools))?;
     if !stream_it {
         let completion = stream.finish().await?;
         return Ok(Json(shape.whole(&completion)).into_response());
@@ -673,7 +680,11 @@ pub async fn chat_completions(
                 .map(|m| m.content.clone())
                 .ok_or_else(|| invalid("messages", "hearth-rag needs a user message to answer"))?;
             let options = req.retrieval.options(None, false);
-            let answer = services.rag()?.answer(&question, &options, params).await?;
+            let answer = services
+                .rag()?
+                .answer(&question, &options, params)
+                .await
+                .map_err(|e| in_openai_terms(e, false))?;
             shape.sources = Some(answer.passages);
             answer.stream
         }
@@ -683,7 +694,10 @@ pub async fn chat_completions(
                 Some(t) => Input::Tools(messages, t.tools),
                 None => Input::Messages(messages),
             };
-            pipeline.generate(input, params).await?
+            pipeline
+                .generate(input, params)
+                .await
+                .map_err(|e| in_openai_terms(e, shape.tools))?
         }
     };
     respond(req.sampling.stream, stream, shape).await
@@ -757,13 +771,20 @@ pub async fn completions(
     let stream = match target {
         Target::Rag => {
             let options = req.retrieval.options(None, false);
-            let answer = services.rag()?.answer(&prompt, &options, params).await?;
+            let answer = services
+                .rag()?
+                .answer(&prompt, &options, params)
+                .await
+                .map_err(|e| in_openai_terms(e, false))?;
             shape.sources = Some(answer.passages);
             answer.stream
         }
         Target::Generate(pipeline) => {
             req.retrieval.refuse_without_retrieval()?;
-            pipeline.generate(Input::Prompt(prompt), params).await?
+            pipeline
+                .generate(Input::Prompt(prompt), params)
+                .await
+                .map_err(|e| in_openai_terms(e, false))?
         }
     };
     respond(req.sampling.stream, stream, shape).await

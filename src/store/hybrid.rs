@@ -8,7 +8,7 @@
 //!   list scores 0 there).
 //!
 //! Which one hearth uses by default is decided by `hearth eval-retrieval`
-//! on the Rust book (see the README): the config's `fusion`.
+//! on the Rust book (see docs/bench/retrieval.md): the config's `fusion`.
 
 pub use crate::config::SearchMode;
 use serde::{Deserialize, Serialize};
