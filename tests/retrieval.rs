@@ -49,7 +49,10 @@ async fn hybrid_search_filters_and_thresholds() {
     let dir = tempfile::tempdir().unwrap();
     let client = Client::new();
     let server = TestServer::start(dir.path(), &[]).await;
-    let mut docs = runbooks(2000);
+    // 1,200 documents: every filter below but the time range matches at most
+    // 512 chunks (searched exactly); the time range matches them all (the
+    // graph walk that admits only matching chunks).
+    let mut docs = runbooks(1200);
     docs.push(json!({
         "id": "zorblax",
         "text": "If the dashboard shows ERR_ZORBLAX_42, drain the node before anything else.",

@@ -199,23 +199,28 @@ async fn sampled_calls_are_always_valid() {
     let server = TestServer::start(dir.path(), &[]).await;
     let client = Client::new();
     let url = server.at("/v1/chat/completions");
-    let mut valid = 0;
-    for wave in (0..24u64).collect::<Vec<_>>().chunks(8) {
-        let requests = wave.iter().map(|&seed| {
+    // Eight in flight at a time (the server's batch), a new one as soon as
+    // one finishes.
+    use futures_util::StreamExt;
+    let answers: Vec<(u64, Value)> = futures_util::stream::iter(0..24u64)
+        .map(|seed| {
             let mut body = ask("Weather in Lima, or 40 + 2?", json!("required"));
             body["temperature"] = json!(1.0);
             body["seed"] = json!(seed);
             let request = client.post(url.clone()).json(&body).send();
             async move { (seed, request.await.unwrap().json::<Value>().await.unwrap()) }
-        });
-        for (seed, body) in futures_util::future::join_all(requests).await {
-            let choice = &body["choices"][0];
-            assert_eq!(choice["finish_reason"], "tool_calls", "seed {seed}: {body}");
-            let calls = choice["message"]["tool_calls"].as_array().unwrap();
-            assert_eq!(calls.len(), 1, "seed {seed}: {body}");
-            check_call(&calls[0]);
-            valid += 1;
-        }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut valid = 0;
+    for (seed, body) in answers {
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "seed {seed}: {body}");
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 1, "seed {seed}: {body}");
+        check_call(&calls[0]);
+        valid += 1;
     }
     assert_eq!(valid, 24);
     server.stop();

@@ -110,6 +110,10 @@ pub fn spec(config: &Config, dimensions: Option<usize>) -> Value {
         { "type": "array", "minItems": 1, "maxItems": 1, "items": prompt }] });
     schemas["Sampling"]["properties"]["n"] =
         json!({ "type": ["integer", "null"], "minimum": 1, "maximum": 1 });
+    // Alternatives per token: 0-20, as OpenAI's.
+    let alternatives = json!({ "type": ["integer", "null"], "minimum": 0, "maximum": 20 });
+    schemas["CompletionRequest"]["properties"]["logprobs"] = alternatives.clone();
+    schemas["ChatRequest"]["properties"]["top_logprobs"] = alternatives;
     if let Some(d) = dimensions {
         schemas["EmbeddingsRequest"]["properties"]["dimensions"] =
             json!({ "type": ["integer", "null"], "enum": [d, null] });
