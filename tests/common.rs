@@ -329,10 +329,10 @@ pub async fn openai_chunks(client: &Client, url: String, body: &Value) -> Vec<Va
     let response = client.post(url).json(&body).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+    SseDecoder::decode_all(&text)
+        .into_iter()
+        .filter(|frame| frame.data != "[DONE]")
+        .map(|frame| frame.json::<Value>().expect("a JSON chunk"))
         .collect()
 }
 

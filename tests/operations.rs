@@ -368,6 +368,10 @@ async fn schemathesis_finds_nothing() {
             .args(["--config-file", "schemathesis.toml", "run"])
             .arg(format!("{url}/openapi.json"))
             .args(["--checks", "all", "--max-examples", "10", "--seed", "1"])
+            // A batch of a thousand documents is embedded within the
+            // request; on a busy 2-core machine with one compute thread it
+            // can pass schemathesis's default 10 s.
+            .args(["--request-timeout", "60"])
             .args(["--no-color"])
             .output()
             .unwrap()

@@ -2,7 +2,7 @@
 //! on 512-bit vectors (AVX-512 VNNI): the batched decode step's main cost
 //! (a batch's sequences' next tokens are its activation rows).
 //!
-//! The four-row kernels in [`crate::quant`] spend most of their time on
+//! The four-row kernels in `quant.rs` spend most of their time on
 //! per-row scalar work: each block's `d_w * d_x` product and its broadcast,
 //! and the `m_w * s_x` offset. Here the activations are first laid out for
 //! eight rows ([`Rows8`]): two rows' quants side by side in one 512-bit
