@@ -223,7 +223,7 @@ impl Generator {
     ) -> Result<GenerationStream> {
         let params = self.check(params)?;
         let submitted = Instant::now();
-        let prepared = self.prepare(prompt, params.get())?;
+        let prepared = self.prepare(prompt, params.get());
         self.enqueue(prepared, params, None, submitted)
     }
 
@@ -239,24 +239,29 @@ impl Generator {
         let prepared = match prompt {
             // Token ids with no format: nothing to render, tokenize or compile.
             Prompt::Tokens(ids) if params.get().format.is_none() => {
-                self.prepare(Prompt::Tokens(ids), params.get())?
+                self.prepare(Prompt::Tokens(ids), params.get())
             }
             prompt => {
                 let (this, sampling) = (self.clone(), params.get().clone());
-                super::offload::blocking(move || this.prepare(prompt, &sampling)).await?
+                super::offload::blocking(move || this.prepare(prompt, &sampling)).await
             }
         };
         self.enqueue(prepared, params, adapter, submitted)
     }
 
-    /// Queue a prepared prompt (refused at once when the queue is full).
+    /// Queue a prepared prompt (refused at once when the queue is full); a
+    /// prompt that could not be prepared (too long, a format that does not
+    /// compile) counts as a failed generation in the worker's stats.
     fn enqueue(
         &self,
-        prepared: Prepared,
+        prepared: Result<Prepared>,
         params: Checked,
         adapter: Option<Arc<Adapter>>,
         submitted: Instant,
     ) -> Result<GenerationStream> {
+        let prepared = prepared.inspect_err(|_| {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        })?;
         let params = params.into_inner();
         let (events, rx) = mpsc::unbounded_channel();
         let own = params

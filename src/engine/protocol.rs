@@ -3,7 +3,7 @@
 //! the Server-Sent Events every streaming route sends.
 //!
 //! - Model routes: `GET /embedder` ([`EmbedderInfo`]), `GET /generator`
-//!   ([`GeneratorInfo`], with the tokenizer and chat template, so that
+//!   ([`GeneratorDescription`], with the tokenizer and chat template, so that
 //!   clients fit prompts without a round trip), `POST /generate`
 //!   ([`GenerateRequest`]; streamed as
 //!   [`event::STARTED`], [`event::TEXT`]..., then [`event::DONE`] or
@@ -51,16 +51,23 @@ pub struct EmbedderInfo {
     pub tokenizer: serde_json::Value,
 }
 
-/// What a generation process serves at `GET /generator`.
+/// The LLM a generation process serves and its limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeneratorInfo {
     pub name: String,
     pub context_length: usize,
     pub max_prompt_tokens: usize,
     pub max_tokens_limit: usize,
-    /// The model's tokenizer and chat template, so that a client renders
-    /// and counts a prompt exactly as the model's process would (the RAG
-    /// pipeline fitting its passages), without asking it.
+}
+
+/// What a generation process answers at `GET /generator`: its
+/// [`GeneratorInfo`], and the model's tokenizer and chat template, so that
+/// a client renders and counts a prompt exactly as the model's process
+/// would (the RAG pipeline fitting its passages) without asking it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GeneratorDescription {
+    #[serde(flatten)]
+    pub info: GeneratorInfo,
     pub tokenizer: TokenizerWire,
     pub chat_template: TemplateWire,
 }

@@ -11,7 +11,8 @@
 
 use super::generator::GenerationStream;
 use super::protocol::{
-    event, EmbedderInfo, ErrorBody, GenerateRequest, GeneratorInfo, SseDecoder, Started, Text,
+    event, EmbedderInfo, ErrorBody, GenerateRequest, GeneratorDescription, GeneratorInfo,
+    SseDecoder, Started, Text,
 };
 use super::request::{Completion, Event, Prompt};
 use crate::error::{Error, Result};
@@ -246,11 +247,14 @@ impl RemoteGenerator {
     pub async fn connect(url: &str, wait: Duration, key: Option<&str>) -> Result<Self> {
         let url = base(url);
         let client = client(key)?;
-        let info: GeneratorInfo =
-            fetch_when_ready(&client, "generator", &format!("{url}/generator"), wait).await?;
+        let GeneratorDescription {
+            info,
+            tokenizer,
+            chat_template,
+        } = fetch_when_ready(&client, "generator", &format!("{url}/generator"), wait).await?;
         let bad = |e: Error| Error::Unavailable(format!("the generator at {url}: {e}"));
-        let tokenizer = LlmTokenizer::from_wire(info.tokenizer.clone()).map_err(bad)?;
-        let chat = ChatTemplate::from_wire(&info.chat_template).map_err(bad)?;
+        let tokenizer = LlmTokenizer::from_wire(tokenizer).map_err(bad)?;
+        let chat = ChatTemplate::from_wire(&chat_template).map_err(bad)?;
         Ok(Self {
             client,
             url,

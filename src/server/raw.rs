@@ -8,7 +8,9 @@
 use super::error::{ApiError, ApiJson};
 use super::state::AppState;
 use super::stream::{json_event, sse_stream, started};
-use crate::engine::protocol::{event, EmbedderInfo, GenerateRequest, GeneratorInfo, Started, Text};
+use crate::engine::protocol::{
+    event, EmbedderInfo, GenerateRequest, GeneratorDescription, GeneratorInfo, Started, Text,
+};
 use crate::engine::Generation;
 use crate::error::Error;
 use axum::extract::State;
@@ -21,17 +23,19 @@ use std::sync::Arc;
 /// The LLM this process serves and its limits.
 pub async fn generator(
     State(state): State<Arc<AppState>>,
-) -> Result<Json<GeneratorInfo>, ApiError> {
+) -> Result<Json<GeneratorDescription>, ApiError> {
     let g = state.services()?.generator()?;
     let Generation::Local(local) = g else {
         return Err(Error::NotServed("this process's generator is remote".into()).into());
     };
     let llm = local.llm();
-    Ok(Json(GeneratorInfo {
-        name: g.name().to_string(),
-        context_length: g.context_length(),
-        max_prompt_tokens: g.max_prompt_tokens(),
-        max_tokens_limit: local.limits().max_tokens,
+    Ok(Json(GeneratorDescription {
+        info: GeneratorInfo {
+            name: g.name().to_string(),
+            context_length: g.context_length(),
+            max_prompt_tokens: g.max_prompt_tokens(),
+            max_tokens_limit: local.limits().max_tokens,
+        },
         tokenizer: llm.tokenizer.to_wire()?,
         chat_template: llm.chat.to_wire(),
     }))

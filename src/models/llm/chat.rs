@@ -47,7 +47,7 @@ pub fn default_template(has_token: impl Fn(&str) -> bool) -> &'static str {
 }
 
 /// A chat template as one process hands it to another (with the tokenizer,
-/// in `GeneratorInfo`): its source and the tokens it may write.
+/// at `GET /generator`): its source and the tokens it may write.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TemplateWire {
     pub source: String,

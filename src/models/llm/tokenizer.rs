@@ -39,7 +39,7 @@ pub struct LlmTokenizer {
 }
 
 /// The tokenizer as one process hands it to another (a `generate` process
-/// to the `rag` processes that fit prompts for it, in `GeneratorInfo`), so
+/// to the `rag` processes that fit prompts for it, at `GET /generator`), so
 /// that they tokenize without asking it: exactly what [`LlmTokenizer`]
 /// holds, in serde's form.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
