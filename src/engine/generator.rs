@@ -208,14 +208,9 @@ impl Generator {
         Ok(Prepared { tokens, constraint })
     }
 
-    /// Submit a generation: parameters checked, the prompt prepared off the
-    /// runtime, then queued. A prompt that does not fit is an error here.
-    pub async fn submit(&self, prompt: Prompt, params: SamplingParams) -> Result<GenerationStream> {
-        self.start_with(prompt, self.check(params)?, None).await
-    }
-
-    /// [`submit`](Self::submit) for a thread that may block (the CLI): the
-    /// prompt is prepared on the calling thread.
+    /// Submit a generation from a thread that may block (the CLI):
+    /// parameters checked, the prompt prepared on the calling thread, then
+    /// queued.
     pub fn submit_blocking(
         &self,
         prompt: Prompt,
@@ -272,8 +267,7 @@ impl Generator {
             (a, b) => a.or(b),
         };
         let request = Request {
-            tokens: prepared.tokens,
-            constraint: prepared.constraint,
+            prepared,
             params,
             adapter,
             events,

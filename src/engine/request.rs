@@ -110,6 +110,7 @@ pub enum Event {
 /// model's vocabulary and prompt budget, and the output format's grammar,
 /// compiled. The model thread only computes (`Generator::prepare` makes
 /// these off the async runtime and off the model thread).
+#[derive(Default)]
 pub struct Prepared {
     pub tokens: Vec<u32>,
     pub constraint: Option<Constraint>,
@@ -117,10 +118,8 @@ pub struct Prepared {
 
 /// A queued generation, as the scheduler takes it.
 pub(super) struct Request {
-    /// The prompt's tokens; the scheduler takes them into its sequence.
-    pub tokens: Vec<u32>,
-    /// The output format's grammar, when the request gives one.
-    pub constraint: Option<Constraint>,
+    /// The prompt, ready: the scheduler takes it into its sequence.
+    pub prepared: Prepared,
     pub params: SamplingParams,
     /// The LoRA adapter to run with (unmerged, on the worker's base).
     pub adapter: Option<Arc<Adapter>>,

@@ -20,7 +20,7 @@
 
 use super::limits::{GeneratorLimits, GeneratorStats};
 use super::prefix::PrefixCache;
-use super::request::{Completion, Event, FinishReason, Request, Timings, TokenLogprob};
+use super::request::{Completion, Event, FinishReason, Prepared, Request, Timings, TokenLogprob};
 use crate::error::{Error, Result};
 use crate::models::llm::grammar::Constraint;
 use crate::models::llm::llama::{KvCache, Segment};
@@ -225,14 +225,14 @@ impl Scheduler {
     /// Take a queued request into the running set: its cache starts from a
     /// cached prefix where one matches. Its prompt was prepared (tokenized,
     /// checked, its grammar compiled) before it was queued.
-    fn admit(&mut self, mut request: Request) {
+    fn admit(&mut self, request: Request) {
         let taken = Instant::now();
         if let Err(e) = request.within_deadline() {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             let _ = request.events.send(Event::Error(e));
             return;
         }
-        let prompt = std::mem::take(&mut request.tokens);
+        let prompt = &request.prepared.tokens;
         let started = Event::Started {
             prompt_tokens: prompt.len(),
         };
@@ -241,7 +241,7 @@ impl Scheduler {
             return;
         }
         let capacity = prompt.len() + request.params.max_tokens;
-        let cache = match self.prefixes.lookup(&prompt, request.adapter.as_ref()) {
+        let cache = match self.prefixes.lookup(prompt, request.adapter.as_ref()) {
             Some(hit) => {
                 self.stats
                     .prefix_tokens
@@ -254,9 +254,7 @@ impl Scheduler {
                 .model
                 .new_cache_with(capacity, request.adapter.clone()),
         };
-        let constraint = request.constraint.take();
-        self.running
-            .push(Sequence::new(request, prompt, cache, constraint, taken));
+        self.running.push(Sequence::new(request, cache, taken));
         self.stats
             .active
             .store(self.running.len(), Ordering::Relaxed);
@@ -285,13 +283,12 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(
-        request: Request,
-        prompt: Vec<u32>,
-        cache: KvCache,
-        constraint: Option<Constraint>,
-        taken: Instant,
-    ) -> Self {
+    /// The sequence of an admitted request: its prepared prompt moves in.
+    fn new(mut request: Request, cache: KvCache, taken: Instant) -> Self {
+        let Prepared {
+            tokens: prompt,
+            constraint,
+        } = std::mem::take(&mut request.prepared);
         Self {
             constraint,
             logprobs: Vec::new(),

@@ -127,13 +127,7 @@ impl LlmTokenizer {
     /// rebuilds it).
     pub fn to_wire(&self) -> Result<TokenizerWire> {
         let vocabulary = match &self.inner {
-            Inner::Hf(t) => {
-                let json = t.to_string(false).map_err(Error::tokenizer)?;
-                VocabularyWire::HuggingFace(
-                    serde_json::from_str(&json)
-                        .map_err(|e| Error::Model(format!("tokenizer as JSON: {e}")))?,
-                )
-            }
+            Inner::Hf(t) => VocabularyWire::HuggingFace(tokenizer_json(t)?),
             Inner::Spm(t) => VocabularyWire::SentencePiece(t.vocab()),
         };
         Ok(TokenizerWire {
@@ -203,13 +197,8 @@ impl LlmTokenizer {
     /// as llguidance expects (constrained decoding's token trie).
     pub fn token_bytes(&self) -> Result<Vec<Vec<u8>>> {
         match &self.inner {
-            Inner::Hf(t) => {
-                let json = t.to_string(false).map_err(Error::tokenizer)?;
-                let json: serde_json::Value = serde_json::from_str(&json)
-                    .map_err(|e| Error::Model(format!("tokenizer as JSON: {e}")))?;
-                llguidance::token_bytes_from_tokenizer_json(&json)
-                    .map_err(|e| Error::Model(format!("tokenizer bytes: {e}")))
-            }
+            Inner::Hf(t) => llguidance::token_bytes_from_tokenizer_json(&tokenizer_json(t)?)
+                .map_err(|e| Error::Model(format!("tokenizer bytes: {e}"))),
             Inner::Spm(t) => Ok(t.token_bytes()),
         }
     }
@@ -224,6 +213,11 @@ impl LlmTokenizer {
     pub fn is_end_of_turn(&self, id: u32) -> bool {
         self.end_of_turn.contains(&id)
     }
+}
+
+/// A Hugging Face tokenizer as its `tokenizer.json`.
+fn tokenizer_json(t: &Tokenizer) -> Result<serde_json::Value> {
+    serde_json::to_value(t).map_err(|e| Error::Model(format!("tokenizer as JSON: {e}")))
 }
 
 fn meta_u32(gguf: &Content, key: &str) -> Option<u32> {
