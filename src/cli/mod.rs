@@ -53,6 +53,36 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Deploy(DeployCommand::Kubernetes(args)) => {
+            let config = load_config(&args.config)?;
+            let options = topology::kubernetes::Options {
+                topology: args.topology,
+                image: args.image,
+                replicas: args.replicas,
+                max_replicas: args.max_replicas,
+                cpus: args.cpus,
+                models_dir: args.models_dir,
+                models_from: match (args.models_host_path, args.models_in_image) {
+                    (Some(dir), _) => topology::kubernetes::ModelsFrom::HostPath(dir),
+                    (None, true) => topology::kubernetes::ModelsFrom::Image,
+                    (None, false) => topology::kubernetes::ModelsFrom::Claim(args.models_claim),
+                },
+                keda: args.keda,
+                metrics_namespace: args.metrics_namespace,
+            };
+            let files = topology::kubernetes::render(&config, &options)?;
+            topology::kubernetes::write(&files, &args.out)?;
+            let out = args.out.display();
+            println!("wrote {} files into {out}", files.len());
+            if !files.contains_key(topology::kubernetes::KEYS_FILE) {
+                println!(
+                    "no api_keys in the config: write {out}/{} as `api-keys=<a long random key>` before applying",
+                    topology::kubernetes::KEYS_FILE
+                );
+            }
+            println!("then: kubectl apply -k {out}");
+            Ok(())
+        }
         Command::Bench(args) => bench::bench(args, &load_config, &device),
         Command::Ingest(args) => documents::ingest(load_config(&args.config)?, args),
         Command::EvalRetrieval(args) => documents::eval_retrieval(load_config(&args.config)?, args),

@@ -10,6 +10,7 @@ pub mod offload;
 pub mod prefix;
 pub mod protocol;
 pub mod remote;
+pub mod replicas;
 pub mod request;
 pub mod reranker;
 pub mod scheduler;

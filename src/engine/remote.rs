@@ -8,12 +8,18 @@
 //! and `POST /generate` with its SSE events) is written once, in
 //! [`super::protocol`]. Both models' tokenizers (and the generator's chat
 //! template) come with their `GET`, so a client tokenizes locally.
+//!
+//! A URL may name several replicas (a headless Service's name resolves to
+//! every pod): each request goes to one of them ([`super::replicas`]), a
+//! request that could not connect is sent to another, and a replica that
+//! fails is left out for a while.
 
 use super::generator::GenerationStream;
 use super::protocol::{
     event, EmbedderInfo, ErrorBody, GenerateRequest, GeneratorDescription, GeneratorInfo,
     SseDecoder, Started, Text,
 };
+use super::replicas::{Lease, ReplicaState, Replicas};
 use super::request::{Completion, Event, Prompt};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::ChatTemplate;
@@ -23,6 +29,7 @@ use crate::models::llm::tokenizer::LlmTokenizer;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
@@ -100,26 +107,33 @@ pub async fn wait_until_ready(
     }
 }
 
-/// GET `url` until it answers 200 (the process is up and its models are
-/// loaded), for at most `wait`.
+/// GET `path` from a replica until one answers 200 (the process is up and
+/// its models are loaded), for at most `wait`.
 async fn fetch_when_ready<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     what: &str,
-    url: &str,
+    replicas: &Arc<Replicas>,
+    path: &str,
     wait: Duration,
 ) -> Result<T> {
     let deadline = Instant::now() + wait;
     let mut logged = false;
+    let url = replicas.url();
     loop {
-        let last = match client.get(url).send().await {
-            Ok(r) if r.status().is_success() => {
-                return r
-                    .json()
-                    .await
-                    .map_err(|e| unreachable(what, url, format!("unreadable answer: {e}")))
-            }
-            Ok(r) => format!("it answered {}", r.status()),
-            Err(e) => e.to_string(),
+        replicas.refresh(true).await;
+        let last = match replicas.pick().await {
+            None => format!("{url} resolves to no address"),
+            Some(lease) => match client.get(format!("{}{path}", lease.base)).send().await {
+                Ok(r) if r.status().is_success() => {
+                    lease.succeeded();
+                    return r
+                        .json()
+                        .await
+                        .map_err(|e| unreachable(what, url, format!("unreadable answer: {e}")));
+                }
+                Ok(r) => format!("it answered {}", r.status()),
+                Err(e) => e.to_string(),
+            },
         };
         if Instant::now() >= deadline {
             return Err(unreachable(what, url, last));
@@ -132,6 +146,41 @@ async fn fetch_when_ready<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Send a request to one replica, and to another while connections are
+/// refused (nothing reached the first, so nothing is done twice). The
+/// lease keeps the replica counted busy until dropped.
+async fn send(
+    replicas: &Arc<Replicas>,
+    what: &str,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<(reqwest::Response, Lease)> {
+    let url = replicas.url();
+    let mut tried = Vec::new();
+    let mut lease = replicas
+        .pick()
+        .await
+        .ok_or_else(|| unreachable(what, url, "its name resolves to no address"))?;
+    loop {
+        match with_request_id(build(&lease.base)).send().await {
+            Ok(response) => {
+                lease.succeeded();
+                return Ok((response, lease));
+            }
+            Err(e) => {
+                lease.failed();
+                if !e.is_connect() {
+                    return Err(unreachable(what, &lease.base, e));
+                }
+                tried.push(lease.base.clone());
+                lease = match replicas.pick_other(&tried) {
+                    Some(next) => next,
+                    None => return Err(unreachable(what, url, e)),
+                };
+            }
+        }
+    }
+}
+
 /// The id of the HTTP request being served (if any) on a call to another
 /// hearth process, so that its log lines carry the same id.
 fn with_request_id(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -141,36 +190,32 @@ fn with_request_id(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder 
     }
 }
 
-/// POST JSON to `base` + `path` and read the JSON answer; a refusal keeps
-/// its status and code.
+/// POST JSON to a replica's `path` and read the JSON answer; a refusal
+/// keeps its status and code.
 async fn post_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     what: &str,
-    base: &str,
+    replicas: &Arc<Replicas>,
     path: &str,
     body: &impl Serialize,
 ) -> Result<T> {
-    let response = with_request_id(client.post(format!("{base}{path}")))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| unreachable(what, base, e))?;
+    let (response, lease) = send(replicas, what, |base| {
+        client.post(format!("{base}{path}")).json(body)
+    })
+    .await?;
     if !response.status().is_success() {
         return Err(refusal(response).await);
     }
-    response
-        .json()
-        .await
-        .map_err(|e| unreachable(what, base, e))
-}
-
-fn base(url: &str) -> String {
-    url.trim_end_matches('/').to_string()
+    response.json().await.map_err(|e| {
+        lease.failed();
+        unreachable(what, &lease.base, e)
+    })
 }
 
 /// An embedding model served by another process.
 pub struct RemoteEmbedder {
     client: reqwest::Client,
+    replicas: Arc<Replicas>,
     pub url: String,
     pub info: EmbedderInfo,
     tokenizer: Tokenizer,
@@ -180,18 +225,25 @@ impl RemoteEmbedder {
     /// Wait for the process at `url` to be ready and learn its model;
     /// `key` authenticates this process's calls.
     pub async fn connect(url: &str, wait: Duration, key: Option<&str>) -> Result<Self> {
-        let url = base(url);
+        let replicas = Replicas::new(url);
+        let url = replicas.url().to_string();
         let client = client(key)?;
         let info: EmbedderInfo =
-            fetch_when_ready(&client, "embedder", &format!("{url}/embedder"), wait).await?;
+            fetch_when_ready(&client, "embedder", &replicas, "/embedder", wait).await?;
         let tokenizer = Tokenizer::from_str(&info.tokenizer.to_string())
             .map_err(|e| Error::tokenizer(format!("the tokenizer from {url}: {e}")))?;
         Ok(Self {
             client,
+            replicas,
             url,
             info,
             tokenizer,
         })
+    }
+
+    /// Its replicas, as they stand.
+    pub fn replicas(&self) -> Vec<ReplicaState> {
+        self.replicas.states()
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -215,7 +267,7 @@ impl RemoteEmbedder {
             let body: Embedded = post_json(
                 &self.client,
                 "embedder",
-                &self.url,
+                &self.replicas,
                 "/embed",
                 &serde_json::json!({ "input": chunk }),
             )
@@ -235,6 +287,7 @@ impl RemoteEmbedder {
 /// An LLM served by another process, with its tokenizer and chat template.
 pub struct RemoteGenerator {
     client: reqwest::Client,
+    replicas: Arc<Replicas>,
     pub url: String,
     pub info: GeneratorInfo,
     tokenizer: LlmTokenizer,
@@ -245,23 +298,30 @@ impl RemoteGenerator {
     /// Wait for the process at `url` to be ready and learn its model;
     /// `key` authenticates this process's calls.
     pub async fn connect(url: &str, wait: Duration, key: Option<&str>) -> Result<Self> {
-        let url = base(url);
+        let replicas = Replicas::new(url);
+        let url = replicas.url().to_string();
         let client = client(key)?;
         let GeneratorDescription {
             info,
             tokenizer,
             chat_template,
-        } = fetch_when_ready(&client, "generator", &format!("{url}/generator"), wait).await?;
+        } = fetch_when_ready(&client, "generator", &replicas, "/generator", wait).await?;
         let bad = |e: Error| Error::Unavailable(format!("the generator at {url}: {e}"));
         let tokenizer = LlmTokenizer::from_wire(tokenizer).map_err(bad)?;
         let chat = ChatTemplate::from_wire(&chat_template).map_err(bad)?;
         Ok(Self {
             client,
+            replicas,
             url,
             info,
             tokenizer,
             chat,
         })
+    }
+
+    /// Its replicas, as they stand.
+    pub fn replicas(&self) -> Vec<ReplicaState> {
+        self.replicas.states()
     }
 
     /// Render and tokenize a conversation with the remote model's template
@@ -275,17 +335,28 @@ impl RemoteGenerator {
     /// which cancels the remote generation.
     pub fn submit(&self, prompt: Prompt, params: SamplingParams) -> GenerationStream {
         let (events, rx) = mpsc::unbounded_channel();
-        let request = with_request_id(self.client.post(format!("{}/generate", self.url))).json(
-            &GenerateRequest {
-                prompt,
-                params,
-                stream: true,
-            },
-        );
-        let url = self.url.clone();
+        let body = GenerateRequest {
+            prompt,
+            params,
+            stream: true,
+        };
+        let client = self.client.clone();
+        let replicas = self.replicas.clone();
+        // Read here: the request's id does not follow into the task.
+        let id = crate::telemetry::request_id();
         tokio::spawn(async move {
+            let request = send(&replicas, "generator", |base| {
+                let request = client.post(format!("{base}/generate")).json(&body);
+                match &id {
+                    Some(id) => request.header(crate::telemetry::REQUEST_ID_HEADER, id),
+                    None => request,
+                }
+            });
             let outcome = tokio::select! {
-                outcome = relay(request, &url, &events) => outcome,
+                outcome = async {
+                    let (response, lease) = request.await?;
+                    relay(response, lease, &events).await
+                } => outcome,
                 _ = events.closed() => Ok(()),
             };
             if let Err(e) = outcome {
@@ -296,24 +367,24 @@ impl RemoteGenerator {
     }
 }
 
-/// Send the request and pass its SSE events on until `done` or `error`.
+/// Pass the answer's SSE events on until `done` or `error`; a replica that
+/// loses the stream is left out for a while.
 async fn relay(
-    request: reqwest::RequestBuilder,
-    url: &str,
+    response: reqwest::Response,
+    lease: Lease,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<()> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| unreachable("generator", url, e))?;
+    let url = lease.base.as_str();
     if !response.status().is_success() {
         return Err(refusal(response).await);
     }
     let mut body = response.bytes_stream();
     let mut frames = SseDecoder::new();
     while let Some(bytes) = body.next().await {
-        let bytes =
-            bytes.map_err(|e| unreachable("generator", url, format!("lost mid-answer: {e}")))?;
+        let bytes = bytes.map_err(|e| {
+            lease.failed();
+            unreachable("generator", url, format!("lost mid-answer: {e}"))
+        })?;
         frames.push(&bytes);
         while let Some(frame) = frames.next_frame() {
             let bad = |e: serde_json::Error| {
@@ -349,6 +420,7 @@ async fn relay(
             }
         }
     }
+    lease.failed();
     Err(unreachable(
         "generator",
         url,

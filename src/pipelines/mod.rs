@@ -9,6 +9,7 @@ pub mod rag;
 
 use crate::config::{is_remote, AdaptedModel, Config, LlmSlot, Role};
 use crate::engine::remote::{RemoteEmbedder, RemoteGenerator, CONNECT_WAIT};
+use crate::engine::replicas::ReplicaState;
 use crate::engine::{
     blocking, EmbedWorker, Embedding, Generation, Generator, GeneratorLimits, RerankWorker,
 };
@@ -229,6 +230,27 @@ impl Services {
     }
 
     /// Every generation worker this process runs, by pipeline, for `/info`.
+    /// The remote processes this one sends model work to, by what they are
+    /// to it (`embedder`, `rag-generator`, `fine-tuned-generator`), with
+    /// the URL configured and the replicas it resolved to.
+    pub fn remotes(&self) -> Vec<(&'static str, String, Vec<ReplicaState>)> {
+        let mut found = Vec::new();
+        if let Some(Embedding::Remote(r)) = &self.embedding {
+            found.push(("embedder", r.url.clone(), r.replicas()));
+        }
+        for (name, generation) in self.generators() {
+            if let Generation::Remote(r) = generation {
+                let name = if name == "rag" {
+                    "rag-generator"
+                } else {
+                    "fine-tuned-generator"
+                };
+                found.push((name, r.url.clone(), r.replicas()));
+            }
+        }
+        found
+    }
+
     pub fn generators(&self) -> Vec<(&'static str, &Generation)> {
         let mut all = Vec::new();
         if let Some(r) = &self.rag {

@@ -9,12 +9,16 @@
 //!   `/topology`, `/openapi.json`, and `/v1/models` (the backends' union).
 //!
 //! A backend that does not answer gives a 502 JSON error at once, never a
-//! hang; requests to the other backend are unaffected.
+//! hang; requests to the other backend are unaffected. A backend's URL may
+//! name several replicas (a headless Service): each request goes to the
+//! least busy one, a refused connection is retried on another, and a
+//! failing replica is left out for a while (`engine::replicas`).
 
 use super::error::ApiError;
 use super::state::AppState;
 use super::{health, openapi, topology};
 use crate::engine::remote::is_ready;
+use crate::engine::replicas::{Lease, Replicas};
 use crate::roles::Backend;
 use crate::telemetry::{self, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 use axum::body::Body;
@@ -23,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -41,17 +46,29 @@ pub fn router() -> Router<Arc<AppState>> {
 
 /// Ready when every backend is.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<health::Status>, ApiError> {
-    for (backend, url) in state.spec.backends.all() {
-        if !is_ready(&state.client, url).await {
+    for (backend, replicas) in &state.replicas {
+        if !any_ready(&state.client, replicas).await {
             return Err(ApiError::not_ready(format!(
-                "the {} process at {url} is not ready",
-                backend.name()
+                "no replica of the {} process at {} is ready",
+                backend.name(),
+                replicas.url()
             )));
         }
     }
     Ok(Json(health::Status {
         status: "ready".into(),
     }))
+}
+
+/// Whether some replica answers `/readyz`.
+async fn any_ready(client: &reqwest::Client, replicas: &Arc<Replicas>) -> bool {
+    replicas.refresh(false).await;
+    for replica in replicas.states() {
+        if is_ready(client, &replica.url).await {
+            return true;
+        }
+    }
+    false
 }
 
 async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -93,8 +110,8 @@ fn unreachable(backend: Backend, url: &str, e: impl std::fmt::Display) -> ApiErr
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let mut data: Vec<Value> = Vec::new();
     let mut last_error = None;
-    for (backend, url) in state.spec.backends.all() {
-        match fetch_models(&state.client, url, &headers).await {
+    for (backend, replicas) in &state.replicas {
+        match fetch_models(&state.client, replicas, &headers).await {
             Ok(list) => {
                 for model in list {
                     if !data.iter().any(|m| m["id"] == model["id"]) {
@@ -103,7 +120,9 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
                 }
             }
             Err(Fetch::Refused(response)) => return response,
-            Err(Fetch::Unreachable(e)) => last_error = Some(unreachable(backend, url, e)),
+            Err(Fetch::Unreachable(e)) => {
+                last_error = Some(unreachable(*backend, replicas.url(), e))
+            }
         }
     }
     match (data.is_empty(), last_error) {
@@ -120,19 +139,24 @@ enum Fetch {
 
 async fn fetch_models(
     client: &reqwest::Client,
-    url: &str,
+    replicas: &Arc<Replicas>,
     headers: &HeaderMap,
 ) -> Result<Vec<Value>, Fetch> {
-    let mut request = client.get(format!("{url}/v1/models"));
+    let lease = replicas
+        .pick()
+        .await
+        .ok_or_else(|| Fetch::Unreachable("its name resolves to no address".into()))?;
+    let mut request = client.get(format!("{}/v1/models", lease.base));
     if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
         request = request.header(axum::http::header::AUTHORIZATION, auth);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| Fetch::Unreachable(e.to_string()))?;
+    let response = request.send().await.map_err(|e| {
+        lease.failed();
+        Fetch::Unreachable(e.to_string())
+    })?;
+    lease.succeeded();
     if !response.status().is_success() {
-        return Err(Fetch::Refused(relay(response)));
+        return Err(Fetch::Refused(relay(response, None)));
     }
     let body: Value = response
         .json()
@@ -153,10 +177,8 @@ async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response
 
 async fn route(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let path = request.uri().path().to_string();
-    let backends = &state.spec.backends;
     if let Some(backend) = Backend::of_path(&path) {
-        let url = backends.url(backend).ok_or_else(|| no_backend(backend))?;
-        return forward(state, backend, url, request, None).await;
+        return forward(state, backend, request, None).await;
     }
     if !BY_MODEL.contains(&path.as_str()) {
         return Err(ApiError::new(
@@ -168,7 +190,22 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
     // Read the body to find the model; anything unreadable goes to the rag
     // process, whose answer (a JSON error) is the one a unified server gives.
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, state.config.limits.max_body_bytes)
+    let bytes = read_body(state, body).await?;
+    let model = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["model"].as_str().map(String::from));
+    let request = Request::from_parts(parts, Body::empty());
+    let backend = match model {
+        None => Backend::Rag,
+        Some(model) => owner_of(state, &model, request.headers()).await?,
+    };
+    forward(state, backend, request, Some(bytes)).await
+}
+
+/// Read a request's body whole (so that it can be sent again to another
+/// replica), within the body limit.
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, state.config.limits.max_body_bytes)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -179,17 +216,7 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
                     state.config.limits.max_body_bytes
                 ),
             )
-        })?;
-    let model = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v["model"].as_str().map(String::from));
-    let request = Request::from_parts(parts, Body::empty());
-    let backend = match model {
-        None => Backend::Rag,
-        Some(model) => owner_of(state, &model, request.headers()).await?,
-    };
-    let url = backends.url(backend).ok_or_else(|| no_backend(backend))?;
-    forward(state, backend, url, request, Some(bytes)).await
+        })
 }
 
 fn no_backend(backend: Backend) -> ApiError {
@@ -207,11 +234,13 @@ async fn owner_of(state: &AppState, model: &str, headers: &HeaderMap) -> Result<
     }
     let mut unreachable_error = None;
     let mut lists = Vec::new();
-    for (backend, url) in state.spec.backends.all() {
-        match fetch_models(&state.client, url, headers).await {
-            Ok(list) => lists.push((backend, list)),
+    for (backend, replicas) in &state.replicas {
+        match fetch_models(&state.client, replicas, headers).await {
+            Ok(list) => lists.push((*backend, list)),
             Err(Fetch::Refused(_)) => {}
-            Err(Fetch::Unreachable(e)) => unreachable_error = Some(unreachable(backend, url, e)),
+            Err(Fetch::Unreachable(e)) => {
+                unreachable_error = Some(unreachable(*backend, replicas.url(), e))
+            }
         }
     }
     let owner = lists
@@ -251,72 +280,109 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// Send the request on and stream the answer back. Dropping the answer
+/// Send the request on to a replica of `backend` (another one while
+/// connections are refused) and stream the answer back. Dropping the answer
 /// (the client went away) closes the backend connection, which cancels the
 /// generation there.
 async fn forward(
     state: &AppState,
     backend: Backend,
-    base: &str,
     request: Request,
     buffered: Option<axum::body::Bytes>,
 ) -> Result<Response, ApiError> {
+    let replicas = state
+        .replicas_of(backend)
+        .ok_or_else(|| no_backend(backend))?;
     let (parts, body) = request.into_parts();
-    let target = format!(
-        "{base}{}",
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let mut outgoing = state.client.request(parts.method, &target);
+    let bytes = match buffered {
+        Some(bytes) => bytes,
+        None => read_body(state, body).await?,
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let mut headers = HeaderMap::new();
     for (key, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&key.as_str())
             && ![REQUEST_ID_HEADER, TIMEOUT_HEADER].contains(&key.as_str())
         {
-            outgoing = outgoing.header(key, value);
+            headers.append(key, value.clone());
         }
     }
     // The backend works under the same id and what is left of the deadline.
-    if let Some(id) = telemetry::request_id() {
-        outgoing = outgoing.header(REQUEST_ID_HEADER, id);
+    if let Some(id) = telemetry::request_id().and_then(|id| id.parse().ok()) {
+        headers.insert(REQUEST_ID_HEADER, id);
     }
-    if let Some(left) = telemetry::remaining() {
-        outgoing = outgoing.header(
-            TIMEOUT_HEADER,
-            format!("{:.3}", left.as_secs_f64().max(0.001)),
-        );
-    }
-    outgoing = match buffered {
-        Some(bytes) => outgoing.body(bytes),
-        None => outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream())),
-    };
     let began = std::time::Instant::now();
-    let response = outgoing.send().await;
-    telemetry::backend_request(
-        backend.name(),
-        response.is_ok(),
-        began.elapsed().as_secs_f64(),
-    );
-    Ok(relay(response.map_err(|e| unreachable(backend, base, e))?))
+    let mut tried = Vec::new();
+    let mut lease = replicas
+        .pick()
+        .await
+        .ok_or_else(|| unreachable(backend, replicas.url(), "its name resolves to no address"))?;
+    loop {
+        let mut outgoing = state
+            .client
+            .request(parts.method.clone(), format!("{}{target}", lease.base))
+            .headers(headers.clone())
+            .body(bytes.clone());
+        if let Some(left) = telemetry::remaining() {
+            outgoing = outgoing.header(
+                TIMEOUT_HEADER,
+                format!("{:.3}", left.as_secs_f64().max(0.001)),
+            );
+        }
+        match outgoing.send().await {
+            Ok(response) => {
+                lease.succeeded();
+                telemetry::backend_request(backend.name(), true, began.elapsed().as_secs_f64());
+                return Ok(relay(response, Some(lease)));
+            }
+            Err(e) => {
+                lease.failed();
+                let next = if e.is_connect() {
+                    tried.push(lease.base.clone());
+                    replicas.pick_other(&tried)
+                } else {
+                    None
+                };
+                match next {
+                    Some(next) => lease = next,
+                    None => {
+                        telemetry::backend_request(
+                            backend.name(),
+                            false,
+                            began.elapsed().as_secs_f64(),
+                        );
+                        return Err(unreachable(backend, &lease.base, e));
+                    }
+                }
+            }
+        }
+    }
 }
 
-fn relay(response: reqwest::Response) -> Response {
+/// The backend's answer, streamed; the replica counts as busy (its lease
+/// held) until the answer's last byte is passed on.
+fn relay(response: reqwest::Response, lease: Option<Lease>) -> Response {
     let mut builder = Response::builder().status(response.status());
     for (key, value) in response.headers() {
         if !HOP_BY_HOP.contains(&key.as_str()) {
             builder = builder.header(key, value);
         }
     }
-    builder
-        .body(Body::from_stream(response.bytes_stream()))
-        .unwrap_or_else(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_backend_response",
-                format!("could not relay the backend's answer: {e}"),
-            )
-            .into_response()
-        })
+    let stream = response.bytes_stream().map(move |chunk| {
+        let _busy = &lease;
+        chunk
+    });
+    builder.body(Body::from_stream(stream)).unwrap_or_else(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_backend_response",
+            format!("could not relay the backend's answer: {e}"),
+        )
+        .into_response()
+    })
 }

@@ -6,6 +6,7 @@
 use super::router::router;
 use super::state::{AppState, Spec};
 use crate::config::{Config, Role};
+use crate::engine::replicas::Replicas;
 use crate::error::{Error, Result};
 use crate::pipelines::Services;
 use std::net::SocketAddr;
@@ -66,6 +67,13 @@ impl Server {
                 .build()
                 .map_err(|e| Error::Unavailable(format!("building the HTTP client: {e}")))?,
             model_routes: Default::default(),
+            replicas: self
+                .spec
+                .backends
+                .all()
+                .into_iter()
+                .map(|(backend, url)| (backend, Replicas::new(url)))
+                .collect(),
         });
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
         if self.spec.role != Role::Gateway {

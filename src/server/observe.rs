@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::error::Error;
 use crate::telemetry::{self, DEADLINE, REQUEST_ID, REQUEST_ID_HEADER, TIMEOUT_HEADER};
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -84,6 +85,8 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
         .map_or("fallback", |p| p.as_str())
         .to_string();
     let method = request.method().to_string();
+    let probe = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let in_flight = (!probe).then(telemetry::InFlight::start);
     let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
     let mut response = match time_limit(&request, &state) {
         Err(e) => e.into_response(),
@@ -103,7 +106,7 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
         }
     };
     let status = response.status().as_u16();
-    if !matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+    if !probe {
         span.in_scope(|| {
             tracing::info!(status, ms = began.elapsed().as_secs_f64() * 1e3, "answered");
         });
@@ -112,5 +115,41 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     telemetry::http_request(&route, &method, status, began.elapsed().as_secs_f64());
-    response
+    match in_flight {
+        // Counted until the answer's last byte (a stream's too) is sent.
+        Some(guard) => response.map(|inner| {
+            Body::new(Counted {
+                inner,
+                _guard: guard,
+            })
+        }),
+        None => response,
+    }
+}
+
+/// An answer's body that holds its request's in-flight count until it is
+/// sent whole or dropped; otherwise the body itself (size and all).
+struct Counted {
+    inner: Body,
+    _guard: telemetry::InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

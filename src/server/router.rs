@@ -122,6 +122,7 @@ mod tests {
             started: Instant::now(),
             client: reqwest::Client::new(),
             model_routes: Default::default(),
+            replicas: Vec::new(),
         }))
     }
 

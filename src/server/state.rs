@@ -4,11 +4,12 @@
 
 use super::error::ApiError;
 use crate::config::{Config, LlmSlot, Role};
+use crate::engine::replicas::Replicas;
 use crate::pipelines::Services;
 use crate::roles::{Backend, Capability};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// What one `hearth serve` process is: its role, which LLM a `generate`
@@ -66,9 +67,20 @@ pub struct AppState {
     pub client: reqwest::Client,
     /// A gateway's map from model id to backend.
     pub model_routes: ModelRoutes,
+    /// A gateway's backends' replicas (each URL's name may resolve to
+    /// several), in [`Backend::ALL`]'s order.
+    pub replicas: Vec<(Backend, Arc<Replicas>)>,
 }
 
 impl AppState {
+    /// The replicas of `backend`, if this gateway has it.
+    pub fn replicas_of(&self, backend: Backend) -> Option<&Arc<Replicas>> {
+        self.replicas
+            .iter()
+            .find(|(b, _)| *b == backend)
+            .map(|(_, r)| r)
+    }
+
     /// The pipelines, or 503 while they load.
     pub fn services(&self) -> Result<&Services, ApiError> {
         self.services

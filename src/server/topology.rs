@@ -6,6 +6,7 @@
 //! gateway's backends, a `rag` process's remote embedder and generator).
 
 use super::state::AppState;
+use crate::engine::replicas::ReplicaState;
 use crate::topology::{Deployment, TOPOLOGY_ENV};
 use axum::extract::State;
 use axum::Json;
@@ -34,6 +35,10 @@ pub struct Process {
     pub serves: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a process this one sends requests to: the replicas its URL
+    /// resolved to, with the requests each has in flight and has served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaState>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,7 +57,7 @@ pub async fn topology(State(state): State<Arc<AppState>>) -> Json<Topology> {
         let probes = deployment
             .endpoints
             .into_iter()
-            .map(|e| probe(&state, e.name, e.url));
+            .map(|e| probe(&state, e.name, e.url, Vec::new()));
         return Json(Topology {
             topology,
             processes: futures_util::future::join_all(probes).await,
@@ -71,10 +76,11 @@ pub async fn topology(State(state): State<Arc<AppState>>) -> Json<Topology> {
             .map(String::from)
             .collect(),
         error: None,
+        replicas: Vec::new(),
     };
     let probes = dependencies(&state)
         .into_iter()
-        .map(|(name, url)| probe(&state, name, url));
+        .map(|(name, url, replicas)| probe(&state, name, url, replicas));
     let mut processes = vec![me];
     processes.extend(futures_util::future::join_all(probes).await);
     Json(Topology {
@@ -87,30 +93,32 @@ fn ready(state: &AppState) -> bool {
     state.services.get().is_some() || state.spec.role == crate::config::Role::Gateway
 }
 
-/// The other processes this one sends requests to, by name.
-fn dependencies(state: &AppState) -> Vec<(String, String)> {
+/// The other processes this one sends requests to, by name, with their
+/// replicas.
+fn dependencies(state: &AppState) -> Vec<(String, String, Vec<ReplicaState>)> {
     let mut found = Vec::new();
-    let backends = &state.spec.backends;
-    for (backend, url) in backends.all() {
-        found.push((backend.name().to_string(), url.to_string()));
+    for (backend, replicas) in &state.replicas {
+        found.push((
+            backend.name().to_string(),
+            replicas.url().to_string(),
+            replicas.states(),
+        ));
     }
     if let Some(services) = state.services.get() {
-        let info = &services.info;
-        for (name, model) in [
-            ("embedder", &info.embedder),
-            ("rag-generator", &info.rag_generator),
-            ("fine-tuned-generator", &info.fine_tuned),
-        ] {
-            if let Some(m) = model.as_ref().filter(|m| m.remote) {
-                found.push((name.to_string(), m.path.clone()));
-            }
+        for (name, url, replicas) in services.remotes() {
+            found.push((name.to_string(), url, replicas));
         }
     }
     found
 }
 
 /// Ask a process's `/info` who it is.
-pub async fn probe(state: &AppState, name: String, url: String) -> Process {
+pub async fn probe(
+    state: &AppState,
+    name: String,
+    url: String,
+    replicas: Vec<ReplicaState>,
+) -> Process {
     let mut request = state
         .client
         .get(format!("{url}/info"))
@@ -134,6 +142,7 @@ pub async fn probe(state: &AppState, name: String, url: String) -> Process {
         ready: false,
         serves: Vec::new(),
         error: None,
+        replicas,
     };
     match answer {
         Ok(r) if r.status().is_success() => {

@@ -1,8 +1,10 @@
 //! Topologies: which `hearth serve` processes make up a deployment
 //! ([`plan`]: data only), `hearth up`, which starts and supervises them
 //! ([`launcher`]), and an nginx configuration for the same routing as the
-//! gateway ([`nginx`]).
+//! gateway ([`nginx`]), and Kubernetes YAML rendered from the same plan
+//! ([`kubernetes`]).
 
+pub mod kubernetes;
 pub mod launcher;
 pub mod nginx;
 pub mod plan;
