@@ -6,12 +6,12 @@
 set -euo pipefail
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v catatonit >/dev/null; then
   echo "container-env: installing Debian's podman and runc"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends podman runc uidmap \
-    fuse-overlayfs slirp4netns netavark aardvark-dns iptables >/dev/null
+    fuse-overlayfs slirp4netns netavark aardvark-dns iptables catatonit >/dev/null
 fi
 conf=/etc/containers/containers.conf
 want='# written by hearth scripts/container-env.sh
