@@ -184,14 +184,16 @@ pub fn prefix_reused(tokens: usize) {
     counter!("hearth_prefix_cache_tokens_total").increment(tokens as u64);
 }
 
-/// One step of the generation worker: the batch it ran, what is running
-/// and what waits.
-pub fn scheduler_step(batch: usize, running: usize, queued: usize) {
+/// One step of the generation worker of `model`: the batch it ran, what
+/// is running and what waits (a gauge per worker: a unified process with
+/// two LLMs has two).
+pub fn scheduler_step(model: &str, batch: usize, running: usize, queued: usize) {
     if batch > 0 {
         histogram!("hearth_batch_size").record(batch as f64);
     }
-    gauge!("hearth_running_sequences").set(running as f64);
-    gauge!("hearth_queue_depth").set(queued as f64);
+    let model = model.to_string();
+    gauge!("hearth_running_sequences", "model" => model.clone()).set(running as f64);
+    gauge!("hearth_queue_depth", "model" => model).set(queued as f64);
 }
 
 /// One embedder pass over `texts` texts.

@@ -172,6 +172,17 @@ async fn metrics_count_the_requests_just_served() {
     assert!(value(&samples, "process_open_fds", &[]) > 3.0);
     assert!(value(&samples, "process_threads", &[]) > 2.0);
     assert_eq!(value(&samples, "hearth_queue_depth", &[]), 0.0);
+    // The autoscalers' gauges: one queue per LLM worker, by its model, and
+    // the requests in flight (none but this scrape, which is not counted).
+    assert!(
+        samples.iter().any(|s| s.name == "hearth_queue_depth"
+            && s.labels.get("model") == Some(&json!("SmolLM2-135M-Instruct.Q4_1"))),
+        "hearth_queue_depth carries its worker's model"
+    );
+    assert!(samples
+        .iter()
+        .any(|s| s.name == "hearth_requests_in_flight"));
+    assert_eq!(value(&samples, "hearth_requests_in_flight", &[]), 0.0);
     server.stop();
 }
 

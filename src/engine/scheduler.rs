@@ -125,7 +125,12 @@ impl Scheduler {
             self.stats
                 .active
                 .store(self.running.len(), Ordering::Relaxed);
-            crate::telemetry::scheduler_step(batch, self.running.len(), self.requests.len());
+            crate::telemetry::scheduler_step(
+                &self.llm.name,
+                batch,
+                self.running.len(),
+                self.requests.len(),
+            );
         }
     }
 
