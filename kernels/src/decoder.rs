@@ -97,8 +97,41 @@ pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     });
 }
 
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+/// Eight values at a time: [`simd::exp_ggml_x8`] is [`simd::exp_ggml`]
+/// lane by lane, and the division, addition and product are the same IEEE
+/// operations in the same order, so every value's bits are the one-lane
+/// form's ([`swiglu_piece_plain`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn swiglu_piece(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = gate.len().min(up.len());
+    let whole = n / 8 * 8;
+    let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
+    let (one, sign) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-0.0));
+    for i in (0..whole).step_by(8) {
+        let x = _mm256_loadu_ps(g.add(i));
+        let e = simd::exp_ggml_x8(_mm256_xor_ps(x, sign));
+        let y = _mm256_mul_ps(
+            _mm256_div_ps(x, _mm256_add_ps(one, e)),
+            _mm256_loadu_ps(u.add(i)),
+        );
+        _mm256_storeu_ps(g.add(i), y);
+    }
+    for (g, u) in gate[whole..n].iter_mut().zip(&up[whole..n]) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn swiglu_piece(gate: &mut [f32], up: &[f32]) {
+    swiglu_piece_plain(gate, up)
+}
+
+/// SwiGLU one value at a time: the portable form, and the reference the
+/// eight-lane form is tested against.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn swiglu_piece_plain(gate: &mut [f32], up: &[f32]) {
     let whole = gate.len() / 8 * 8;
     for (i, (g, u)) in gate.iter_mut().zip(up).enumerate() {
         let e = if i < whole {
@@ -138,9 +171,63 @@ pub fn gelu_tanh(x: f32) -> f32 {
 /// ggml's `soft_max` of `xs * scale` in place: exp as in [`simd::exp_ggml`] in
 /// groups of 8 (each group summed in f32 as ggml's AVX2 code does, the
 /// groups in f64), the C library's exp for the rest, then the result
-/// rounded through f16 as llama.cpp rounds attention weights.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma"))]
+/// rounded through f16 as llama.cpp rounds attention weights. Eight values
+/// at a time, each with the one-lane form's operations ([`softmax_f16_plain`]):
+/// the maximum is exact whatever the order, [`simd::hsum`] sums a group as
+/// the plain form does, and the f16 rounding is the same round to nearest
+/// even.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn softmax_f16(xs: &mut [f32], scale: f32) {
+    use std::arch::x86_64::*;
+    let whole = xs.len() / 8 * 8;
+    let p = xs.as_mut_ptr();
+    let factor = _mm256_set1_ps(scale);
+    let mut top = _mm256_set1_ps(f32::NEG_INFINITY);
+    for i in (0..whole).step_by(8) {
+        let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), factor);
+        _mm256_storeu_ps(p.add(i), v);
+        top = _mm256_max_ps(top, v);
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), top);
+    let mut max = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for x in &mut xs[whole..] {
+        *x *= scale;
+        max = max.max(*x);
+    }
+    let shift = _mm256_set1_ps(max);
+    let mut sum = 0f64;
+    for i in (0..whole).step_by(8) {
+        let e = simd::exp_ggml_x8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), shift));
+        _mm256_storeu_ps(p.add(i), e);
+        sum += simd::hsum(e) as f64;
+    }
+    for x in &mut xs[whole..] {
+        *x = (*x - max).exp();
+        sum += *x as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    let factor = _mm256_set1_ps(inv);
+    for i in (0..whole).step_by(8) {
+        let w = _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), factor);
+        let rounded = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(w);
+        _mm256_storeu_ps(p.add(i), _mm256_cvtph_ps(rounded));
+    }
+    for x in &mut xs[whole..] {
+        *x = f16::from_f32(*x * inv).to_f32();
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn softmax_f16(xs: &mut [f32], scale: f32) {
+    softmax_f16_plain(xs, scale)
+}
+
+/// The softmax one value at a time: the portable form, and the reference
+/// the eight-lane form is tested against.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn softmax_f16_plain(xs: &mut [f32], scale: f32) {
     for x in xs.iter_mut() {
         *x *= scale;
     }
@@ -473,6 +560,47 @@ mod tests {
         }
         let l: [f32; 4] = std::array::from_fn(|i| lanes[4 + i] + lanes[i]);
         (l[0] + l[2]) + (l[1] + l[3])
+    }
+
+    #[test]
+    fn eight_lane_softmax_and_swiglu_are_the_one_lane_forms_bit_for_bit() {
+        assert!(supported(), "the attention kernels need AVX2, FMA and F16C");
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for len in [1, 7, 8, 9, 31, 64, 100, 256, 300, 512, 1000] {
+            for spread in [0.5f32, 8.0, 60.0, 400.0] {
+                let mut scores: Vec<f32> = (0..len).map(|_| (next() - 0.5) * spread).collect();
+                // Masked and padded positions, as attention gives them.
+                for i in (0..len).step_by(5) {
+                    scores[i] = f32::NEG_INFINITY;
+                }
+                scores[len / 2] = 1.0;
+                scores.resize(len.next_multiple_of(KV_PAD), f32::NEG_INFINITY);
+                let mut want = scores.clone();
+                softmax_f16_plain(&mut want, 0.125);
+                // SAFETY: AVX2, FMA and F16C are present (asserted above).
+                unsafe { softmax_f16(&mut scores, 0.125) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&scores),
+                    bits(&want),
+                    "softmax of {len}, spread {spread}"
+                );
+
+                let gate: Vec<f32> = (0..len).map(|_| (next() - 0.5) * spread).collect();
+                let up: Vec<f32> = (0..len).map(|_| next() - 0.5).collect();
+                let (mut got, mut want) = (gate.clone(), gate);
+                swiglu_piece_plain(&mut want, &up);
+                // SAFETY: as above.
+                unsafe { swiglu_piece(&mut got, &up) };
+                assert_eq!(bits(&got), bits(&want), "swiglu of {len}, spread {spread}");
+            }
+        }
     }
 
     #[test]

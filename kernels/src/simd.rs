@@ -214,6 +214,55 @@ pub fn exp_ggml(x: f32) -> f32 {
     }
 }
 
+/// [`exp_ggml`] on eight lanes at once, as ggml's AVX2 `ggml_v_expf`
+/// computes it: the same operations lane by lane, so the same bits (the
+/// out-of-range lanes, `|n| > 126`, blended in only when a lane has one).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp_ggml_x8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let shift = c(0x4b40_0000);
+    let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), shift);
+    let n = _mm256_sub_ps(z, shift);
+    // (-n) * c + x is exactly -(n * c) + x: fnmadd.
+    let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_set1_epi32(1f32.to_bits() as i32),
+    ));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+            u,
+            _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+        ),
+        u,
+        _mm256_mul_ps(c(0x3f7f_fff6), b),
+    );
+    let near = _mm256_fmadd_ps(j, k, k);
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let far = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    if _mm256_movemask_ps(far) == 0 {
+        return near;
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let farther = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let out_of_range = _mm256_blendv_ps(
+        _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1),
+        _mm256_mul_ps(s1, s1),
+        farther,
+    );
+    _mm256_blendv_ps(near, out_of_range, far)
+}
+
 /// `exp(x)` for `x <= 88` by the same polynomial, without branches so that
 /// loops over it vectorise; below -87 it gives `exp(-87)` (~1.6e-38), which
 /// is as good as zero where it is used (softmax terms, erf's tail).
@@ -227,6 +276,53 @@ pub fn exp_fast(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn eight_lane_exp_is_the_one_lane_exp_bit_for_bit() {
+        use std::arch::x86_64::*;
+        assert!(has_avx2_fma(), "the eight-lane exp needs AVX2 and FMA");
+        let mut xs: Vec<f32> = vec![
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            -0.0,
+            0.0,
+            88.7,
+            89.0,
+            -87.3,
+            -103.9,
+            -126.5,
+            -150.0,
+            -180.0,
+            -192.5,
+            -200.0,
+            -1e30,
+            1e30,
+            130.0,
+        ];
+        // A sweep over every range the branches split, with odd steps.
+        let mut x = -260.0f32;
+        while x < 100.0 {
+            xs.push(x);
+            x += 0.013_7;
+        }
+        xs.extend((0..4096).map(|i| f32::from_bits(0x3000_0000 + i * 0x0007_3f21)));
+        xs.extend((0..4096).map(|i| -f32::from_bits(0x3000_0000 + i * 0x0007_3f21)));
+        xs.resize(xs.len().next_multiple_of(8), 0.5);
+        for group in xs.chunks_exact(8) {
+            let mut got = [0f32; 8];
+            // SAFETY: AVX2 and FMA are present (asserted above).
+            unsafe {
+                _mm256_storeu_ps(
+                    got.as_mut_ptr(),
+                    exp_ggml_x8(_mm256_loadu_ps(group.as_ptr())),
+                )
+            };
+            for (x, got) in group.iter().zip(got) {
+                assert_eq!(got.to_bits(), exp_ggml(*x).to_bits(), "exp({x:e})");
+            }
+        }
+    }
 
     #[test]
     fn half_float_dots_agree_with_the_plain_sum() {
