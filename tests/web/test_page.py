@@ -11,6 +11,7 @@ import time
 import unittest
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -121,8 +122,16 @@ class Page(unittest.TestCase):
         card = self.wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".turn .answer[data-pipeline=rag]")))
         self.wait.until(lambda d: "lumenbread" in card.text and card.find_element(By.CSS_SELECTOR, ".meta").text.startswith("TTFT"))
         self.by("#tab-docs").click()
-        row = self.wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#doc-rows tr[data-id=lumenbread]")))
-        row.find_element(By.CSS_SELECTOR, "button.delete").click()
+        # Opening the tab lists the documents again, which can replace a row
+        # between finding it and clicking it: find and click in one step,
+        # again if the row was replaced.
+        def delete(driver):
+            try:
+                driver.find_element(By.CSS_SELECTOR, "#doc-rows tr[data-id=lumenbread] button.delete").click()
+                return True
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
+        self.wait.until(delete)
         self.wait.until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "#doc-rows tr[data-id=lumenbread]")))
         # An error is shown as the API words it.
         self.by("#paste-text").send_keys("   ")
