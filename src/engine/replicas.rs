@@ -110,18 +110,18 @@ impl Replicas {
     /// The replicas behind `url` (`http://host:port`); resolved on first use.
     pub fn new(url: &str) -> Arc<Self> {
         let url = url.trim_end_matches('/').to_string();
-        let (scheme, rest) = url.split_once("://").unwrap_or(("http", &url));
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                match port.parse() {
-                    Ok(port) => (host.to_string(), port),
-                    Err(_) => (authority.to_string(), default_port(scheme)),
-                }
-            }
-            _ => (authority.to_string(), default_port(scheme)),
-        };
-        let host = host
+        // An unparsable URL keeps no host: it resolves to nothing, and a
+        // request to it is a clear 502.
+        let parsed = reqwest::Url::parse(&url).ok();
+        let scheme = parsed.as_ref().map_or("http", |u| u.scheme()).to_string();
+        let port = parsed
+            .as_ref()
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(80);
+        let host = parsed
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .unwrap_or_default()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
@@ -130,7 +130,7 @@ impl Replicas {
             Err(_) => Vec::new(),
         };
         Arc::new(Self {
-            scheme: scheme.to_string(),
+            scheme,
             host,
             port,
             state: Mutex::new(State {
@@ -290,14 +290,6 @@ impl Replicas {
                     .map(|t| (t - now).as_secs_f64()),
             })
             .collect()
-    }
-}
-
-fn default_port(scheme: &str) -> u16 {
-    if scheme == "https" {
-        443
-    } else {
-        80
     }
 }
 
