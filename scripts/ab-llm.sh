@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Two hearth binaries side by side on the LLM speed benchmark: prompt and
-# decode tokens/s (`hearth bench llm`, the default model), alternating the
-# binaries every run so that machine drift falls on both, medians of
-# ROUNDS runs (default 5) at 1 and 2 threads and 128 and 512 prompt tokens.
+# decode tokens/s (`hearth bench llm`, the default model or the GGUF file
+# LLM names), alternating the binaries every run so that machine drift falls
+# on both, medians of ROUNDS runs (default 5) at 1 and 2 threads and 128 and
+# 512 prompt tokens.
 #
 #   scripts/ab-llm.sh BEFORE AFTER      (e.g. a copy of target/release/hearth from main)
+#   LLM=model.gguf ROUNDS=3 scripts/ab-llm.sh BEFORE AFTER
 set -euo pipefail
 before=$1 after=$2 rounds=${ROUNDS:-5}
 out=$(mktemp)
@@ -14,7 +16,7 @@ for threads in 1 2; do
     for _ in $(seq "$rounds"); do
       for which in before after; do
         bin=$before; [ "$which" = after ] && bin=$after
-        "$bin" --threads "$threads" bench llm --prompt-tokens "$n" --gen-tokens 32 2>/dev/null |
+        "$bin" --threads "$threads" bench llm ${LLM:+--llm "$LLM"} --prompt-tokens "$n" --gen-tokens 32 2>/dev/null |
           tail -1 | python3 -c "import json,sys; d=json.load(sys.stdin); print('$which $threads $n', d['pp_tok_s'], d['tg_tok_s'], d['first_tokens'][:8])" >>"$out"
       done
     done

@@ -209,26 +209,28 @@ fn models_inspect_describes_each_file() {
 }
 
 /// How far the real Gemma 3 270M's logits may sit from llama.cpp's. All
-/// its matrices (Q8_0, Q5_0, Q4_K, Q6_K) run on hearth's kernels, which
-/// give ggml's bits (the `*-kquant` tiny files match bit for bit), but
+/// its matrices (Q8_0, Q5_0, Q4_K, Q6_K) run on hearth's kernels. Q8_0,
+/// Q5_0 and Q4_K give ggml's bits; Q6_K, on CPUs with AVX-512 VNNI, sums
+/// each super-block in one float step where ggml takes eight (the panel
+/// kernels of `hearth_kernels::panel`), so its results differ in the last
+/// bits, and Gemma's large activations carry such differences far. And
 /// llama.cpp's own logits on this file depend on how a prompt is batched:
-/// with 4 or more rows it multiplies Q4_K matrices with another kernel
-/// (the repacked `gemm`, whose sums round differently on real data), and
-/// for one row it takes attention's dot products in another order. The
-/// same prompt fed to llama.cpp whole or token by token gives logits up to
-/// 0.64 apart; hearth's sit within 0.63 of the whole-prompt ones.
-const REAL_TOLERANCE: f32 = 1.0;
+/// the same prompt fed to it whole or token by token gives logits up to
+/// 0.64 apart. Measured: hearth's sit within 0.63 of the whole-prompt ones
+/// with ggml's Q6_K order, within 1.29 with the panels'.
+const REAL_TOLERANCE: f32 = 1.5;
 
 /// Below this margin between llama.cpp's two best logits, hearth may pick
-/// the other one.
-const NEAR_TIE: f64 = 1.0;
+/// the other one (measured: the steps that differ have margins of 0.013,
+/// 0.035 and 0.18).
+const NEAR_TIE: f64 = 0.25;
 
 /// The real Gemma 3 270M (Q4_K_M; `scripts/fetch-models.sh --extra`)
 /// against llama.cpp on the same file: tokenization of awkward texts, the
 /// prompts' tokens, and 16 steps fed llama.cpp's greedy tokens, where
 /// hearth's logits must lie near llama.cpp's and its greedy choice must be
-/// llama.cpp's wherever llama.cpp's choice is not a near-tie (measured: 47
-/// of 48 steps agree; the other at a margin of 0.013).
+/// llama.cpp's wherever llama.cpp's choice is not a near-tie (measured: 45
+/// of 48 steps agree, the others at margins of 0.18 and less).
 #[test]
 fn real_gemma3_matches_llama_cpp() {
     let path = common::repo().join("tests/fixtures/real-models.json");
@@ -280,6 +282,7 @@ fn real_gemma3_matches_llama_cpp() {
             if greedy == token {
                 agree += 1;
             } else {
+                eprintln!("{text:?}, step {i}: a near-tie (margin {margin:.3}) chosen otherwise");
                 assert!(
                     margin < NEAR_TIE,
                     "{text:?}, step {i}: hearth chose {greedy}, llama.cpp {token} by a margin of {margin}"

@@ -71,11 +71,11 @@ pub(crate) fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
 /// sub-blocks: the low nibbles the first, the high nibbles the second.
 #[derive(Clone, Copy)]
 pub(crate) struct BlockQ4K {
-    d: f32,
-    dmin: f32,
+    pub(crate) d: f32,
+    pub(crate) dmin: f32,
     /// The 8 sub-block scales, then the 8 mins, unpacked from 6 bits.
-    sc_m: [u8; 16],
-    qs: [u8; QK_K / 2],
+    pub(crate) sc_m: [u8; 16],
+    pub(crate) qs: [u8; QK_K / 2],
 }
 
 /// `d`, `dmin` (f16) and the 8 scales and 8 mins packed in 6 bits each
@@ -145,10 +145,10 @@ impl BlockQ5K {
 /// (`qh`), laid out as ggml lays them.
 #[derive(Clone, Copy)]
 pub(crate) struct BlockQ6K {
-    d: f32,
-    sc: [i8; 16],
-    ql: [u8; QK_K / 2],
-    qh: [u8; QK_K / 4],
+    pub(crate) d: f32,
+    pub(crate) sc: [i8; 16],
+    pub(crate) ql: [u8; QK_K / 2],
+    pub(crate) qh: [u8; QK_K / 4],
 }
 
 impl BlockQ6K {
@@ -705,12 +705,12 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Random but well-formed blocks (any bytes are valid K-quant blocks
     /// once the f16 scales are finite), from a fixed seed.
-    fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut s = seed;
         (0..n)
             .map(|_| {

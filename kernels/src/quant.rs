@@ -1,9 +1,10 @@
 //! Matrix multiplication against quantized weights on the CPU: Q4_1 and
 //! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_0 in
-//! [`crate::q4_0`], Q4_K, Q5_K and Q6_K in [`crate::kquant`], F16 and BF16
-//! in [`crate::wide`]. candle 0.11 runs Q4_1 through its generic
-//! scalar code, which made it the largest cost of every forward pass (the
-//! default LLM's layers are all Q4_1; its output matrix is Q8_0).
+//! [`crate::q4_0`], Q4_K, Q5_K and Q6_K in [`crate::kquant`] (Q4_K and
+//! Q6_K repacked to the panels of [`crate::panel`] on CPUs with AVX-512
+//! VNNI), F16 and BF16 in [`crate::wide`]. candle 0.11 runs Q4_1 through
+//! its generic scalar code, which made it the largest cost of every forward
+//! pass (the default LLM's layers are all Q4_1; its output matrix is Q8_0).
 //!
 //! The numerics are ggml's (`ggml_vec_dot_q4_1_q8_1`,
 //! `ggml_vec_dot_q8_0_q8_0`): each row of activations is quantized to 8-bit
@@ -21,6 +22,7 @@ use crate::blocks::{BlockQ4, BlockQ8, QK};
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
+use crate::panel::{self, PanelFn, PanelQ4K, PanelQ6K};
 use crate::q4_0::{self, GroupQ4_0, GroupX};
 use crate::rows8::{self, Dot8Fn, Rows8};
 use crate::simd::hsum;
@@ -39,8 +41,13 @@ enum Blocks {
     Q8_0(Vec<BlockQ8>),
     Q4_0(Vec<GroupQ4_0>),
     Q4K(Vec<BlockQ4K>),
+    /// Q4_K repacked sixteen rows to a panel, where the CPU has the panel
+    /// kernel (AVX-512 VNNI) and the row count allows.
+    Q4KPanels(Vec<PanelQ4K>),
     Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
+    /// Q6_K repacked to panels, likewise.
+    Q6KPanels(Vec<PanelQ6K>),
     /// F16 or BF16 bits.
     Wide(Kind, Vec<u16>),
 }
@@ -52,8 +59,10 @@ impl Blocks {
             Self::Q8_0(b) => b.len(),
             Self::Q4_0(b) => b.len(),
             Self::Q4K(b) => b.len(),
+            Self::Q4KPanels(b) => b.len() * panel::ROWS,
             Self::Q5K(b) => b.len(),
             Self::Q6K(b) => b.len(),
+            Self::Q6KPanels(b) => b.len() * panel::ROWS,
             Self::Wide(_, b) => b.len(),
         }
     }
@@ -63,7 +72,11 @@ impl Blocks {
         match self {
             Self::Q4_1(_) | Self::Q8_0(_) => k / QK,
             Self::Q4_0(_) => q4_0::groups_per_row(k),
-            Self::Q4K(_) | Self::Q5K(_) | Self::Q6K(_) => k / QK_K,
+            Self::Q4K(_)
+            | Self::Q4KPanels(_)
+            | Self::Q5K(_)
+            | Self::Q6K(_)
+            | Self::Q6KPanels(_) => k / QK_K,
             Self::Wide(..) => k,
         }
     }
@@ -75,7 +88,18 @@ impl Blocks {
 
     /// Whether the activations go in as Q8_K blocks of 256.
     fn takes_q8_k(&self) -> bool {
-        matches!(self, Self::Q4K(_) | Self::Q5K(_) | Self::Q6K(_))
+        matches!(
+            self,
+            Self::Q4K(_) | Self::Q4KPanels(_) | Self::Q5K(_) | Self::Q6K(_) | Self::Q6KPanels(_)
+        )
+    }
+
+    /// Output columns per work item: a panel, or four rows.
+    fn unit(&self) -> usize {
+        match self {
+            Self::Q4KPanels(_) | Self::Q6KPanels(_) => panel::ROWS,
+            _ => 4,
+        }
     }
 }
 
@@ -211,6 +235,12 @@ impl QMatrix {
                 "{dtype:?} weight [{n}, {k}] holds {count} blocks"
             )));
         }
+        let panels = panel::available() && n.is_multiple_of(panel::ROWS);
+        let blocks = match blocks {
+            Blocks::Q4K(b) if panels => Blocks::Q4KPanels(PanelQ4K::repack(&b, n)),
+            Blocks::Q6K(b) if panels => Blocks::Q6KPanels(PanelQ6K::repack(&b, n)),
+            other => other,
+        };
         Ok(Self { n, k, blocks })
     }
 
@@ -232,9 +262,15 @@ impl QMatrix {
                     .collect(),
             ),
             Blocks::Q6K(b) => Some(b[range].iter().flat_map(BlockQ6K::dequantize).collect()),
+            Blocks::Q6KPanels(b) => {
+                let kb = self.blocks.per_row(self.k);
+                let (p, c) = (j / panel::ROWS, j % panel::ROWS);
+                let blocks = &b[p * kb..(p + 1) * kb];
+                Some(blocks.iter().flat_map(|b| b.dequantize(c)).collect())
+            }
             Blocks::Q4_0(b) => Some(q4_0::dequantize_row(&b[range], self.k)),
             Blocks::Wide(kind, b) => Some(b[range].iter().map(|&v| kind.to_f32(v)).collect()),
-            Blocks::Q4_1(_) | Blocks::Q4K(_) | Blocks::Q5K(_) => None,
+            Blocks::Q4_1(_) | Blocks::Q4K(_) | Blocks::Q4KPanels(_) | Blocks::Q5K(_) => None,
         }
     }
 
@@ -305,6 +341,12 @@ impl QMatrix {
         } else {
             Vec::new()
         };
+        let sums: Vec<[i32; 4]> =
+            if any(|b| matches!(b, Blocks::Q4KPanels(_) | Blocks::Q6KPanels(_))) {
+                xk.iter().map(panel::sub_sums).collect()
+            } else {
+                Vec::new()
+            };
         let x4_0: Vec<GroupX> = if any(|b| matches!(b, Blocks::Q4_0(_))) {
             xq.chunks_exact(k / QK)
                 .flat_map(|row| q4_0::group_activations(row.iter().map(|b| (b.d, &b.qs))))
@@ -336,19 +378,21 @@ impl QMatrix {
         let x8_q4_1 = rows8_for(|b| matches!(b, Blocks::Q4_1(_)), false);
         let x8_q8_0 = rows8_for(|b| matches!(b, Blocks::Q8_0(_)), true);
         let mut outs: Vec<Vec<f32>> = ms.iter().map(|w| vec![0f32; m * w.n]).collect();
-        // Columns in groups of 4: each group reads its weight rows once for
-        // all m activation rows (which stay in cache). Group g belongs to the
-        // first matrix whose cumulative group count exceeds it.
+        // Columns in groups of 4 (or a panel's 16): each group reads its
+        // weight rows once for all m activation rows (which stay in cache).
+        // Group g belongs to the first matrix whose cumulative group count
+        // exceeds it.
         let mut ends = Vec::with_capacity(ms.len());
         let mut total = 0;
         for w in ms {
-            total += w.n.div_ceil(4);
+            total += w.n.div_ceil(w.blocks.unit());
             ends.push(total);
         }
         let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
         let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
         let (q4_k, q5_k, q6_k) = (dot_q4_k(), dot_q5_k(), dot_q6_k());
         let q4_0 = q4_0::dots();
+        let (p4_k, p6_k) = (panel::q4_k(), panel::q6_k());
         let (f16s, bf16s) = (wide::f16_kernels(), wide::bf16_kernels());
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
@@ -366,6 +410,14 @@ impl QMatrix {
                         columns_by8(b, w.n, &xq, m, local, out, q8_0, by8)
                     }
                     Blocks::Q4K(b) => columns(b, w.n, &xk, m, local, out, q4_k),
+                    Blocks::Q4KPanels(b) => {
+                        let kernel = p4_k.expect("panels only where the kernel runs");
+                        panel_columns(b, w.n, (&xk, &sums), m, local, out, kernel)
+                    }
+                    Blocks::Q6KPanels(b) => {
+                        let kernel = p6_k.expect("panels only where the kernel runs");
+                        panel_columns(b, w.n, (&xk, &sums), m, local, out, kernel)
+                    }
                     Blocks::Q5K(b) => columns(b, w.n, &xk, m, local, out, q5_k),
                     Blocks::Q6K(b) => columns(b, w.n, &xk, m, local, out, q6_k),
                     Blocks::Q4_0(b) => columns(b, w.n, &x4_0, m, local, out, q4_0),
@@ -409,6 +461,36 @@ fn columns<W, A>(
                 unsafe { *out.add(r * n + j) = dot(row, x(r)) };
                 r += 1;
             }
+        }
+    }
+}
+
+/// Columns `16p..16p + 16` (panel `p`) of `x @ W^T` for `m` rows of
+/// Q8_K activations (with their sub-block sums), four rows at a time.
+fn panel_columns<P>(
+    w: &[P],
+    n: usize,
+    (xk, sums): (&[BlockQ8K], &[[i32; 4]]),
+    m: usize,
+    p: usize,
+    out: *mut f32,
+    kernel: PanelFn<P>,
+) {
+    let kb = w.len() * panel::ROWS / n;
+    let w = &w[p * kb..(p + 1) * kb];
+    let mut tile = [[0f32; panel::ROWS]; 4];
+    for r in (0..m).step_by(4) {
+        let rows = (m - r).min(4);
+        // Rows past the end repeat the last one; the kernel ignores them.
+        let at = |i: usize| (r + i).min(m - 1) * kb;
+        let x = std::array::from_fn(|i| &xk[at(i)..at(i) + kb]);
+        let s = std::array::from_fn(|i| &sums[at(i)..at(i) + kb]);
+        kernel(w, x, s, rows, &mut tile);
+        for (i, row) in tile.iter().enumerate().take(rows) {
+            // SAFETY: each (r, j) is written by exactly one work item, and
+            // `out` holds m * n values.
+            let to = unsafe { out.add((r + i) * n + p * panel::ROWS) };
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), to, panel::ROWS) };
         }
     }
 }
