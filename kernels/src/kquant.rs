@@ -117,11 +117,11 @@ impl BlockQ4K {
 /// `s` of byte `i` belongs to weight `i` of sub-block `s`), `q` in 0..32.
 #[derive(Clone, Copy)]
 pub(crate) struct BlockQ5K {
-    d: f32,
-    dmin: f32,
-    sc_m: [u8; 16],
-    qh: [u8; QK_K / 8],
-    qs: [u8; QK_K / 2],
+    pub(crate) d: f32,
+    pub(crate) dmin: f32,
+    pub(crate) sc_m: [u8; 16],
+    pub(crate) qh: [u8; QK_K / 8],
+    pub(crate) qs: [u8; QK_K / 2],
 }
 
 impl BlockQ5K {

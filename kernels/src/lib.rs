@@ -9,7 +9,7 @@
 //!   ([`quant::QMatrix`]: Q4_1, Q8_0, Q5_0, Q4_0 of [`q4_0`], the K-quants
 //!   of [`kquant`] (Q4_K, Q5_K and Q6_K), and the 16-bit floats of
 //!   [`wide`] (F16, BF16)), eight activation rows at a time on AVX-512
-//!   VNNI for Q4_1 and Q8_0 (`rows8`), Q4_K and Q6_K repacked sixteen
+//!   VNNI for Q4_1 and Q8_0 (`rows8`), the K-quants repacked sixteen
 //!   weight rows to a panel there (`panel`).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).

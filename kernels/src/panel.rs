@@ -1,5 +1,5 @@
-//! Q4_K and Q6_K weights repacked sixteen rows to a panel, and the AVX-512
-//! VNNI kernels that multiply a panel by up to four activation rows at
+//! Q4_K, Q5_K and Q6_K weights repacked sixteen rows to a panel, and the
+//! AVX-512 VNNI kernels that multiply a panel by up to four activation rows at
 //! once: the prompt's (and a batch's) matrix products on the K-quant files
 //! people download.
 //!
@@ -21,22 +21,30 @@
 //! at the end. So a result is bit for bit what [`crate::kquant`]'s kernels
 //! (and llama.cpp's repacked Q4_K kernel) give.
 //!
-//! Q6_K's are not: ggml spreads each super-block's sum over eight float
-//! lanes, which a column per lane cannot do cheaply. Here a super-block's
-//! exact integer sum (`Σ sc * q * x - 32 Σ sc * bsum`) goes into one f32
-//! accumulator with one fused multiply-add by `d_w * d_x`, which rounds
-//! less often than ggml does; the results differ from llama.cpp's in the
-//! last bits (the family tests bound the logits).
+//! Q5_K's (Q4_K's with a fifth bit per weight) and Q6_K's are not: ggml
+//! spreads each super-block's sum over eight float lanes, which a column
+//! per lane cannot do cheaply. Here a super-block's exact integer sum
+//! (Q6_K: `Σ sc * q * x - 32 Σ sc * bsum`) goes into one f32 accumulator
+//! with one fused multiply-add by `d_w * d_x`, which rounds less often than
+//! ggml does; the results differ from llama.cpp's in the last bits (the
+//! family tests bound the logits).
+//!
+//! Every cache line of a panel is prefetched just before it is read: a
+//! decode step streams each panel from memory once, and without the hints
+//! the Q5_K and Q6_K kernels ran slower than the row kernels on a whole
+//! model (though not on one matrix alone); prefetching blocks further
+//! ahead was slower still. Measured in `docs/bench/panels.md`.
 
-use crate::kquant::{BlockQ4K, BlockQ6K, BlockQ8K, QK_K};
+use crate::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 
 /// Weight rows per panel: the lanes of one 512-bit vector of 32-bit sums.
 pub(crate) const ROWS: usize = 16;
 
-/// One super-block (256 weights) of sixteen weight rows.
+/// One super-block (256 weights) of sixteen Q4_K (`H` = 0) or Q5_K
+/// (`H` = 1) weight rows.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-pub(crate) struct PanelQ4K {
+pub(crate) struct PanelK<const H: usize> {
     /// Each row's `d` and `dmin`.
     d: [f32; ROWS],
     dmin: [f32; ROWS],
@@ -44,11 +52,17 @@ pub(crate) struct PanelQ4K {
     sc: [[u8; ROWS]; 8],
     /// `mins[t][2c + i]`: row `c`'s min for sub-block `2t + i`.
     mins: [[u8; 2 * ROWS]; 4],
+    /// Q5_K's fifth bits: `qh[0][g][4c..4c + 4]` is row `c`'s `qh[4g..+4]`
+    /// (bit `s` of a byte belongs to sub-block `s`).
+    qh: [[[u8; 4 * ROWS]; 8]; H],
     /// `qs[8j + g][4c..4c + 4]`: row `c`'s packed bytes `32j + 4g..+4`,
     /// whose low nibbles are weights `4g..4g+4` of sub-block `2j` and high
     /// nibbles the same weights of sub-block `2j + 1`.
     qs: [[u8; 4 * ROWS]; 32],
 }
+
+pub(crate) type PanelQ4K = PanelK<0>;
+pub(crate) type PanelQ5K = PanelK<1>;
 
 /// Row-major blocks (`n` rows of `kb` each, `n` a multiple of [`ROWS`]) as
 /// panels, panel-major: panel `p`'s block `b` at `p * kb + b`, made by
@@ -68,27 +82,57 @@ fn repack<'a, B, P>(
     out
 }
 
+impl<const H: usize> PanelK<H> {
+    /// One panel from its rows' `d`, `dmin`, scales and mins, packed
+    /// nibbles and (Q5_K) fifth bits.
+    fn new<'a>(
+        row: impl Fn(usize) -> (f32, f32, &'a [u8; 16], &'a [u8; QK_K / 2]),
+        high: impl Fn(usize) -> &'a [u8; QK_K / 8],
+    ) -> Self {
+        let mut panel = Self {
+            d: std::array::from_fn(|c| row(c).0),
+            dmin: std::array::from_fn(|c| row(c).1),
+            sc: std::array::from_fn(|s| std::array::from_fn(|c| row(c).2[s])),
+            mins: std::array::from_fn(|t| std::array::from_fn(|i| row(i / 2).2[8 + 2 * t + i % 2])),
+            qh: [[[0; 4 * ROWS]; 8]; H],
+            qs: [[0; 4 * ROWS]; 32],
+        };
+        for (v, qs) in panel.qs.iter_mut().enumerate() {
+            let at = 32 * (v / 8) + 4 * (v % 8);
+            for c in 0..ROWS {
+                qs[4 * c..4 * c + 4].copy_from_slice(&row(c).3[at..at + 4]);
+            }
+        }
+        for qh in panel.qh.iter_mut() {
+            for (g, qh) in qh.iter_mut().enumerate() {
+                for c in 0..ROWS {
+                    qh[4 * c..4 * c + 4].copy_from_slice(&high(c)[4 * g..4 * g + 4]);
+                }
+            }
+        }
+        panel
+    }
+}
+
 impl PanelQ4K {
     /// `blocks` (`n` rows) as panels; see [`repack`].
     pub(crate) fn repack(blocks: &[BlockQ4K], n: usize) -> Vec<Self> {
         repack(blocks, n, |row| {
-            let mut panel = Self {
-                d: std::array::from_fn(|c| row(c).d),
-                dmin: std::array::from_fn(|c| row(c).dmin),
-                sc: std::array::from_fn(|s| std::array::from_fn(|c| row(c).sc_m[s])),
-                mins: std::array::from_fn(|t| {
-                    std::array::from_fn(|i| row(i / 2).sc_m[8 + 2 * t + i % 2])
-                }),
-                qs: [[0; 4 * ROWS]; 32],
-            };
-            for (v, qs) in panel.qs.iter_mut().enumerate() {
-                let (j, g) = (v / 8, v % 8);
-                for c in 0..ROWS {
-                    let at = 32 * j + 4 * g;
-                    qs[4 * c..4 * c + 4].copy_from_slice(&row(c).qs[at..at + 4]);
-                }
-            }
-            panel
+            let b = |c: usize| row(c);
+            Self::new(
+                |c| (b(c).d, b(c).dmin, &b(c).sc_m, &b(c).qs),
+                |_| unreachable!(),
+            )
+        })
+    }
+}
+
+impl PanelQ5K {
+    /// `blocks` (`n` rows) as panels; see [`repack`].
+    pub(crate) fn repack(blocks: &[BlockQ5K], n: usize) -> Vec<Self> {
+        repack(blocks, n, |row| {
+            let b = |c: usize| row(c);
+            Self::new(|c| (b(c).d, b(c).dmin, &b(c).sc_m, &b(c).qs), |c| &b(c).qh)
         })
     }
 }
@@ -201,11 +245,12 @@ macro_rules! dispatch {
 }
 
 dispatch!(q4_k, PanelQ4K, q4_k);
+dispatch!(q5_k, PanelQ5K, q5_k);
 dispatch!(q6_k, PanelQ6K, q6_k);
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{PanelQ4K, PanelQ6K, ROWS};
+    use super::{PanelK, PanelQ4K, PanelQ5K, PanelQ6K, ROWS};
     use crate::kquant::BlockQ8K;
     use std::arch::x86_64::*;
 
@@ -229,18 +274,61 @@ mod vnni {
         sums: [&[[i32; 4]]; 4],
         out: &mut [[f32; ROWS]; 4],
     ) {
-        let low = _mm512_set1_epi8(0x0F);
+        k::<R, 0>(w, xs, sums, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub(super) unsafe fn q5_k<const R: usize>(
+        w: &[PanelQ5K],
+        xs: [&[BlockQ8K]; 4],
+        sums: [&[[i32; 4]]; 4],
+        out: &mut [[f32; ROWS]; 4],
+    ) {
+        k::<R, 1>(w, xs, sums, out)
+    }
+
+    /// Q4_K and Q5_K: the same sums, Q5_K's weights with their fifth bits.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    #[inline]
+    unsafe fn k<const R: usize, const H: usize>(
+        w: &[PanelK<H>],
+        xs: [&[BlockQ8K]; 4],
+        sums: [&[[i32; 4]]; 4],
+        out: &mut [[f32; ROWS]; 4],
+    ) {
+        let (low, bit4) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x10));
+        // Bit `s` of each byte as its bit 4, ORed into `q` (which has none):
+        // the byte's own bit, whatever crosses bytes in the 16-bit shifts
+        // falls outside bit 4.
+        let fifth = |q: __m512i, qh: __m512i, s: i32| {
+            let h = _mm512_srl_epi16(qh, _mm_cvtsi32_si128(s));
+            // (a & b) | c
+            _mm512_ternarylogic_epi32::<0xEA>(_mm512_slli_epi16(h, 4), bit4, q)
+        };
         let mut acc = [_mm512_setzero_ps(); R];
         let mut acc_min = [_mm512_setzero_ps(); R];
         for (b, w) in w.iter().enumerate() {
+            // As in `q6_k`: every line prefetched as its turn comes (Q5_K's
+            // decode on the 1B shape: 16.7 tok/s without, 24.7 with; Q4_K
+            // the same either way).
+            let header = w as *const PanelK<H> as *const i8;
+            for line in 0..6 + 8 * H {
+                _mm_prefetch::<_MM_HINT_T0>(header.add(64 * line));
+            }
             let mut total = [_mm512_setzero_si512(); R];
             for j in 0..4 {
                 let mut lo = [_mm512_setzero_si512(); R];
                 let mut hi = [_mm512_setzero_si512(); R];
                 for g in 0..8 {
+                    _mm_prefetch::<_MM_HINT_T0>(w.qs[8 * j + g].as_ptr() as *const i8);
                     let bits = _mm512_load_si512(w.qs[8 * j + g].as_ptr() as *const _);
-                    let q_lo = _mm512_and_si512(bits, low);
-                    let q_hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), low);
+                    let mut q_lo = _mm512_and_si512(bits, low);
+                    let mut q_hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), low);
+                    for qh in &w.qh {
+                        let qh = _mm512_load_si512(qh[g].as_ptr() as *const _);
+                        q_lo = fifth(q_lo, qh, 2 * j as i32);
+                        q_hi = fifth(q_hi, qh, 2 * j as i32 + 1);
+                    }
                     for r in 0..R {
                         let x = &xs[r][b];
                         lo[r] = _mm512_dpbusd_epi32(lo[r], q_lo, four(x, 64 * j + 4 * g));
@@ -449,10 +537,44 @@ mod tests {
         (xs, sums)
     }
 
-    /// Q6_K panels against 1 to 4 activation rows: each result within a
-    /// few units in the last place of the row kernels' (ggml's) result,
-    /// measured against the size of the sum's terms; and a row read back
-    /// from a panel is the block's row.
+    /// Each of a panel kernel's results for 1 to 4 activation rows within
+    /// `1e-6 * bound(row, x)` of `want(row, x)`: the row kernels' (ggml's)
+    /// result, and a bound on the sum of the terms' magnitudes (which
+    /// bounds the rounding of either order).
+    #[allow(clippy::type_complexity)]
+    fn close_to_rows<B, P>(
+        blocks: &[B],
+        panels: &[P],
+        kernel: PanelFn<P>,
+        want: &dyn Fn(&[B], &[BlockQ8K]) -> f32,
+        bound: &dyn Fn(&[B], &[BlockQ8K]) -> f32,
+    ) {
+        let kb = 3;
+        let n = blocks.len() / kb;
+        let (xs, sums) = activations(kb);
+        for rows in 1..=4 {
+            for p in 0..n / ROWS {
+                let mut out = [[0f32; ROWS]; 4];
+                let x: [&[BlockQ8K]; 4] = std::array::from_fn(|r| xs[r].as_slice());
+                let s: [&[[i32; 4]]; 4] = std::array::from_fn(|r| sums[r].as_slice());
+                kernel(&panels[p * kb..(p + 1) * kb], x, s, rows, &mut out);
+                for (r, out) in out.iter().enumerate().take(rows) {
+                    for (c, &v) in out.iter().enumerate() {
+                        let j = p * ROWS + c;
+                        let row = &blocks[j * kb..(j + 1) * kb];
+                        let (want, bound) = (want(row, &xs[r]), bound(row, &xs[r]));
+                        assert!(
+                            (v - want).abs() <= bound * 1e-6,
+                            "rows {rows}, row {r}, column {j}: {v} against {want} (terms {bound})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Q6_K panels agree with the row kernels (see [`close_to_rows`]), and
+    /// a row read back from a panel is the block's row.
     #[test]
     fn q6_k_panels_agree_with_the_row_kernels() {
         let Some(panel) = q6_k() else {
@@ -467,40 +589,20 @@ mod tests {
                 BlockQ6K::parse(&b)
             })
             .collect();
-        let (xs, sums) = activations(kb);
         let panels = PanelQ6K::repack(&blocks, n);
         let (dot, _) = crate::kquant::dot_q6_k();
-        for rows in 1..=4 {
-            for p in 0..n / ROWS {
-                let mut out = [[0f32; ROWS]; 4];
-                let x: [&[BlockQ8K]; 4] = std::array::from_fn(|r| xs[r].as_slice());
-                let s: [&[[i32; 4]]; 4] = std::array::from_fn(|r| sums[r].as_slice());
-                panel(&panels[p * kb..(p + 1) * kb], x, s, rows, &mut out);
-                for (r, out) in out.iter().enumerate().take(rows) {
-                    for (c, &v) in out.iter().enumerate() {
-                        let j = p * ROWS + c;
-                        let row = &blocks[j * kb..(j + 1) * kb];
-                        let want = dot(row, &xs[r]);
-                        // The sum of the terms' magnitudes bounds the
-                        // rounding of either order.
-                        let scale: f32 = row
-                            .iter()
-                            .zip(&xs[r])
-                            .flat_map(|(w, x)| {
-                                w.dequantize()
-                                    .into_iter()
-                                    .zip(x.qs)
-                                    .map(move |(w, q)| (w * q as f32 * x.d).abs())
-                            })
-                            .sum();
-                        assert!(
-                            (v - want).abs() <= scale * 1e-6,
-                            "rows {rows}, row {r}, column {j}: {v} against {want} (terms {scale})"
-                        );
-                    }
-                }
-            }
-        }
+        let terms = |row: &[BlockQ6K], x: &[BlockQ8K]| -> f32 {
+            row.iter()
+                .zip(x)
+                .flat_map(|(w, x)| {
+                    w.dequantize()
+                        .into_iter()
+                        .zip(x.qs)
+                        .map(move |(w, q)| (w * q as f32 * x.d).abs())
+                })
+                .sum()
+        };
+        close_to_rows(&blocks, &panels, panel, &|w, x| dot(w, x), &terms);
         for j in [0, 5, ROWS + 3] {
             let (p, c) = (j / ROWS, j % ROWS);
             for b in 0..kb {
@@ -510,6 +612,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Q5_K panels agree with the row kernels (see [`close_to_rows`]; the
+    /// bound takes every weight at its largest, 31 x scale, and every min).
+    #[test]
+    fn q5_k_panels_agree_with_the_row_kernels() {
+        let Some(panel) = q5_k() else {
+            eprintln!("this CPU has no AVX-512 VNNI: the panel kernel does not run here");
+            return;
+        };
+        let n = 2 * ROWS;
+        let blocks: Vec<BlockQ5K> = (0..n * 3)
+            .map(|i| {
+                let mut b = random_bytes(BlockQ5K::BYTES, 51 + i as u64);
+                b[0..2].copy_from_slice(&f16::from_f32(0.01 + i as f32 * 1e-4).to_le_bytes());
+                b[2..4].copy_from_slice(&f16::from_f32(0.003).to_le_bytes());
+                BlockQ5K::parse(&b)
+            })
+            .collect();
+        let panels = PanelQ5K::repack(&blocks, n);
+        let (dot, _) = crate::kquant::dot_q5_k();
+        let bound = |row: &[BlockQ5K], x: &[BlockQ8K]| -> f32 {
+            row.iter()
+                .zip(x)
+                .map(|(w, x)| {
+                    let xs: f32 = x.qs.iter().map(|&q| (q as f32).abs()).sum();
+                    (w.d.abs() * 63.0 * 31.0 + w.dmin.abs() * 63.0) * xs * x.d.abs()
+                })
+                .sum()
+        };
+        close_to_rows(&blocks, &panels, panel, &|w, x| dot(w, x), &bound);
     }
 
     /// Every row of a repacked matrix, against 1 to 4 activation rows,

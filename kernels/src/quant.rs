@@ -1,8 +1,8 @@
 //! Matrix multiplication against quantized weights on the CPU: Q4_1 and
 //! Q8_0 (and Q5_0, widened to Q8_0) here with AVX2 dot products, Q4_0 in
-//! [`crate::q4_0`], Q4_K, Q5_K and Q6_K in [`crate::kquant`] (Q4_K and
-//! Q6_K repacked to the panels of [`crate::panel`] on CPUs with AVX-512
-//! VNNI), F16 and BF16 in [`crate::wide`]. candle 0.11 runs Q4_1 through
+//! [`crate::q4_0`], Q4_K, Q5_K and Q6_K in [`crate::kquant`] (repacked to
+//! the panels of [`crate::panel`] on CPUs with AVX-512 VNNI), F16 and BF16
+//! in [`crate::wide`]. candle 0.11 runs Q4_1 through
 //! its generic scalar code, which made it the largest cost of every forward
 //! pass (the default LLM's layers are all Q4_1; its output matrix is Q8_0).
 //!
@@ -22,7 +22,7 @@ use crate::blocks::{BlockQ4, BlockQ8, QK};
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
-use crate::panel::{self, PanelFn, PanelQ4K, PanelQ6K};
+use crate::panel::{self, PanelFn, PanelQ4K, PanelQ5K, PanelQ6K};
 use crate::q4_0::{self, GroupQ4_0, GroupX};
 use crate::rows8::{self, Dot8Fn, Rows8};
 use crate::simd::hsum;
@@ -45,6 +45,8 @@ enum Blocks {
     /// kernel (AVX-512 VNNI) and the row count allows.
     Q4KPanels(Vec<PanelQ4K>),
     Q5K(Vec<BlockQ5K>),
+    /// Q5_K repacked to panels, likewise.
+    Q5KPanels(Vec<PanelQ5K>),
     Q6K(Vec<BlockQ6K>),
     /// Q6_K repacked to panels, likewise.
     Q6KPanels(Vec<PanelQ6K>),
@@ -62,6 +64,7 @@ impl Blocks {
             Self::Q4KPanels(b) => b.len() * panel::ROWS,
             Self::Q5K(b) => b.len(),
             Self::Q6K(b) => b.len(),
+            Self::Q5KPanels(b) => b.len() * panel::ROWS,
             Self::Q6KPanels(b) => b.len() * panel::ROWS,
             Self::Wide(_, b) => b.len(),
         }
@@ -74,6 +77,7 @@ impl Blocks {
             Self::Q4_0(_) => q4_0::groups_per_row(k),
             Self::Q4K(_)
             | Self::Q4KPanels(_)
+            | Self::Q5KPanels(_)
             | Self::Q5K(_)
             | Self::Q6K(_)
             | Self::Q6KPanels(_) => k / QK_K,
@@ -90,14 +94,19 @@ impl Blocks {
     fn takes_q8_k(&self) -> bool {
         matches!(
             self,
-            Self::Q4K(_) | Self::Q4KPanels(_) | Self::Q5K(_) | Self::Q6K(_) | Self::Q6KPanels(_)
+            Self::Q4K(_)
+                | Self::Q4KPanels(_)
+                | Self::Q5K(_)
+                | Self::Q5KPanels(_)
+                | Self::Q6K(_)
+                | Self::Q6KPanels(_)
         )
     }
 
     /// Output columns per work item: a panel, or four rows.
     fn unit(&self) -> usize {
         match self {
-            Self::Q4KPanels(_) | Self::Q6KPanels(_) => panel::ROWS,
+            Self::Q4KPanels(_) | Self::Q5KPanels(_) | Self::Q6KPanels(_) => panel::ROWS,
             _ => 4,
         }
     }
@@ -238,6 +247,7 @@ impl QMatrix {
         let panels = panel::available() && n.is_multiple_of(panel::ROWS);
         let blocks = match blocks {
             Blocks::Q4K(b) if panels => Blocks::Q4KPanels(PanelQ4K::repack(&b, n)),
+            Blocks::Q5K(b) if panels => Blocks::Q5KPanels(PanelQ5K::repack(&b, n)),
             Blocks::Q6K(b) if panels => Blocks::Q6KPanels(PanelQ6K::repack(&b, n)),
             other => other,
         };
@@ -270,7 +280,11 @@ impl QMatrix {
             }
             Blocks::Q4_0(b) => Some(q4_0::dequantize_row(&b[range], self.k)),
             Blocks::Wide(kind, b) => Some(b[range].iter().map(|&v| kind.to_f32(v)).collect()),
-            Blocks::Q4_1(_) | Blocks::Q4K(_) | Blocks::Q4KPanels(_) | Blocks::Q5K(_) => None,
+            Blocks::Q4_1(_)
+            | Blocks::Q4K(_)
+            | Blocks::Q4KPanels(_)
+            | Blocks::Q5K(_)
+            | Blocks::Q5KPanels(_) => None,
         }
     }
 
@@ -341,12 +355,11 @@ impl QMatrix {
         } else {
             Vec::new()
         };
-        let sums: Vec<[i32; 4]> =
-            if any(|b| matches!(b, Blocks::Q4KPanels(_) | Blocks::Q6KPanels(_))) {
-                xk.iter().map(panel::sub_sums).collect()
-            } else {
-                Vec::new()
-            };
+        let sums: Vec<[i32; 4]> = if any(|b| b.unit() == panel::ROWS) {
+            xk.iter().map(panel::sub_sums).collect()
+        } else {
+            Vec::new()
+        };
         let x4_0: Vec<GroupX> = if any(|b| matches!(b, Blocks::Q4_0(_))) {
             xq.chunks_exact(k / QK)
                 .flat_map(|row| q4_0::group_activations(row.iter().map(|b| (b.d, &b.qs))))
@@ -392,7 +405,7 @@ impl QMatrix {
         let (q4_1, q8_0) = (dot_q4_1(), dot_q8_0());
         let (q4_k, q5_k, q6_k) = (dot_q4_k(), dot_q5_k(), dot_q6_k());
         let q4_0 = q4_0::dots();
-        let (p4_k, p6_k) = (panel::q4_k(), panel::q6_k());
+        let (p4_k, p5_k, p6_k) = (panel::q4_k(), panel::q5_k(), panel::q6_k());
         let (f16s, bf16s) = (wide::f16_kernels(), wide::bf16_kernels());
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
@@ -412,6 +425,10 @@ impl QMatrix {
                     Blocks::Q4K(b) => columns(b, w.n, &xk, m, local, out, q4_k),
                     Blocks::Q4KPanels(b) => {
                         let kernel = p4_k.expect("panels only where the kernel runs");
+                        panel_columns(b, w.n, (&xk, &sums), m, local, out, kernel)
+                    }
+                    Blocks::Q5KPanels(b) => {
+                        let kernel = p5_k.expect("panels only where the kernel runs");
                         panel_columns(b, w.n, (&xk, &sums), m, local, out, kernel)
                     }
                     Blocks::Q6KPanels(b) => {
