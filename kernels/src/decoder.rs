@@ -146,8 +146,16 @@ fn swiglu_piece_plain(gate: &mut [f32], up: &[f32]) {
 /// GELU (tanh form) of `gate` times `up`, in place, as ggml's `geglu`
 /// computes it on the CPU: the gate rounded to f16 and looked up in a table
 /// of f16 GELU values (so the result is `f16(gelu(f16(x)))`), except at
-/// and beyond +-10, where it is `x` and 0.
+/// and beyond +-10, where it is `x` and 0. The table is ggml's too: every
+/// f16's GELU, computed once (128 KiB), where calling `tanh` per value took
+/// a tenth of Gemma 3's prompt time.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())))
+            .collect()
+    });
     for (g, u) in gate.iter_mut().zip(up) {
         let x = *g;
         *g = if x <= -10.0 {
@@ -155,8 +163,7 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
         } else if x >= 10.0 {
             x * u
         } else {
-            let h = f16::from_f32(x).to_f32();
-            f16::from_f32(gelu_tanh(h)).to_f32() * u
+            table[f16::from_f32(x).to_bits() as usize].to_f32() * u
         };
     }
 }

@@ -38,8 +38,21 @@ pub(crate) struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
-/// ggml's `quantize_row_q8_K_ref`.
+/// ggml's `quantize_row_q8_K_ref`: [`quantize_q8_k_plain`], sixteen values
+/// at a time on AVX-512 (the same products, rounded to nearest even by the
+/// conversion as `round_ties_even` rounds them; exact integer sums).
 pub(crate) fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == QK_K && avx512::available() {
+        // SAFETY: the CPU has AVX-512 F and BW (checked above), and `x`
+        // holds QK_K values.
+        return unsafe { avx512::quantize_q8_k(x) };
+    }
+    quantize_q8_k_plain(x)
+}
+
+/// ggml's `quantize_row_q8_K_ref`, one value at a time.
+pub(crate) fn quantize_q8_k_plain(x: &[f32]) -> BlockQ8K {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -560,8 +573,44 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::avx2::{hsum_i32, mins_sum, q5_values, q6_values, scale, scales_and_mins};
-    use super::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+    use super::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn quantize_q8_k(x: &[f32]) -> BlockQ8K {
+        let p = x.as_ptr();
+        let mut top = _mm512_setzero_ps();
+        for i in (0..QK_K).step_by(16) {
+            top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(p.add(i))));
+        }
+        let amax = _mm512_reduce_max_ps(top);
+        let mut out = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        if amax == 0.0 {
+            return out;
+        }
+        // The first value of that magnitude, with its sign.
+        let max = *x
+            .iter()
+            .find(|v| v.abs() == amax)
+            .expect("amax is some |v|");
+        let iscale = -127.0 / max;
+        let (scale, most) = (_mm512_set1_ps(iscale), _mm512_set1_epi32(127));
+        for i in (0..QK_K).step_by(16) {
+            let v = _mm512_mul_ps(scale, _mm512_loadu_ps(p.add(i)));
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(v), most);
+            _mm_storeu_si128(
+                out.qs.as_mut_ptr().add(i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(q),
+            );
+            out.bsums[i / 16] = _mm512_reduce_add_epi32(q) as i16;
+        }
+        out.d = 1.0 / iscale;
+        out
+    }
 
     pub(super) fn available() -> bool {
         crate::simd::has_avx2_fma()
@@ -783,6 +832,29 @@ pub(crate) mod tests {
         }
         // And what the matrix products dispatch to.
         assert_eq!((dot_q5_k().1)(&q5, rows).map(f32::to_bits), want5);
+    }
+
+    #[test]
+    fn q8_k_sixteen_at_a_time_is_the_plain_form() {
+        let spreads = [1e-3f32, 1.0, 50.0];
+        for (seed, spread) in spreads.iter().enumerate() {
+            let mut x: Vec<f32> = random_bytes(QK_K, 40 + seed as u64)
+                .iter()
+                .map(|&b| (b as f32 - 127.5) * spread)
+                .collect();
+            // A tie for the largest magnitude, the negative one first, and
+            // values exactly halfway between two steps.
+            x[3] = -300.0 * spread;
+            x[200] = 300.0 * spread;
+            x[7] = x[3] * 0.5 / 127.0;
+            for x in [x.clone(), vec![0.0; QK_K], x.iter().map(|v| -v).collect()] {
+                let (a, b) = (quantize_q8_k(&x), quantize_q8_k_plain(&x));
+                assert_eq!(
+                    (a.d.to_bits(), a.qs, a.bsums),
+                    (b.d.to_bits(), b.qs, b.bsums)
+                );
+            }
+        }
     }
 
     #[test]
