@@ -1,7 +1,7 @@
-//! Q4_K, Q5_K and Q6_K weights repacked sixteen rows to a panel, and the
-//! AVX-512 VNNI kernels that multiply a panel by up to four activation rows at
-//! once: the prompt's (and a batch's) matrix products on the K-quant files
-//! people download.
+//! Q4_K, Q5_K, Q6_K and Q4_0 weights repacked sixteen rows to a panel,
+//! and the AVX-512 VNNI kernels that multiply a panel by up to four
+//! activation rows at once: the prompt's (and a batch's) matrix products
+//! on the quantized files people download.
 //!
 //! The row-at-a-time kernels of [`crate::kquant`] hold one weight row's
 //! values across a vector and so end every super-block with horizontal
@@ -21,6 +21,11 @@
 //! at the end. So a result is bit for bit what [`crate::kquant`]'s kernels
 //! (and llama.cpp's repacked Q4_K kernel) give.
 //!
+//! Q4_0's are ggml's too: per 32-weight block the exact integer sum
+//! `Σ q * x - 8 Σ x`, added in block order with one fused multiply-add by
+//! `d_w * d_x` (the order of ggml's repacked Q4_0 kernels, and of
+//! [`crate::q4_0`]'s row kernels).
+//!
 //! Q5_K's (Q4_K's with a fifth bit per weight) and Q6_K's are not: ggml
 //! spreads each super-block's sum over eight float lanes, which a column
 //! per lane cannot do cheaply. Here a super-block's exact integer sum
@@ -35,6 +40,7 @@
 //! model (though not on one matrix alone); prefetching blocks further
 //! ahead was slower still. Measured in `docs/bench/panels.md`.
 
+use crate::blocks::{BlockQ8, QK};
 use crate::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 
 /// Weight rows per panel: the lanes of one 512-bit vector of 32-bit sums.
@@ -199,6 +205,91 @@ impl PanelQ6K {
     }
 }
 
+/// Two Q4_0 blocks (64 weights) of sixteen weight rows.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct PanelQ4_0 {
+    /// `d[h][c]`: row `c`'s f16 scale for block `h`.
+    d: [[u16; ROWS]; 2],
+    /// `qs[h][g][4c..4c + 4]`: row `c`'s bytes `4g..4g + 4` of block `h`,
+    /// whose low nibbles are weights `4g..4g + 4` and high nibbles weights
+    /// `16 + 4g..`.
+    qs: [[[u8; 4 * ROWS]; 4]; 2],
+}
+
+impl PanelQ4_0 {
+    /// A Q4_0 tensor's raw bytes (18-byte blocks: f16 `d`, then 16 bytes
+    /// whose low nibbles are weights 0..16 and high ones 16..32), `n` rows
+    /// of `k` (`n` a multiple of [`ROWS`], `k` of 64), as panels, panel
+    /// `p`'s pair of blocks `u` at `p * k / 64 + u`.
+    pub(crate) fn repack(data: &[u8], n: usize, k: usize) -> Vec<Self> {
+        let kb = k / QK;
+        let block = |row: usize, b: usize| &data[(row * kb + b) * 18..][..18];
+        let mut out = Vec::with_capacity(n / ROWS * kb / 2);
+        for p in 0..n / ROWS {
+            for u in 0..kb / 2 {
+                let mut panel = Self {
+                    d: [[0; ROWS]; 2],
+                    qs: [[[0; 4 * ROWS]; 4]; 2],
+                };
+                for h in 0..2 {
+                    for c in 0..ROWS {
+                        let b = block(p * ROWS + c, 2 * u + h);
+                        panel.d[h][c] = u16::from_le_bytes([b[0], b[1]]);
+                        for g in 0..4 {
+                            panel.qs[h][g][4 * c..4 * c + 4].copy_from_slice(&b[2 + 4 * g..][..4]);
+                        }
+                    }
+                }
+                out.push(panel);
+            }
+        }
+        out
+    }
+}
+
+impl PanelQ4_0 {
+    /// Row `c`'s 64 weights, as ggml's `dequantize_row_q4_0` gives them:
+    /// `(q - 8) * d`, exact in f32.
+    pub(crate) fn dequantize(&self, c: usize) -> impl Iterator<Item = f32> + '_ {
+        (0..2 * QK).map(move |v| {
+            let (h, w) = (v / QK, v % QK);
+            let byte = self.qs[h][w % 16 / 4][4 * c + w % 4];
+            let q = if w >= 16 { byte >> 4 } else { byte & 0x0F };
+            (q as i32 - 8) as f32 * half::f16::from_bits(self.d[h][c]).to_f32()
+        })
+    }
+}
+
+/// Eight times each 8-bit activation block's sum: the weights' offset of
+/// 8, taken out of a Q4_0 block's sum at once.
+pub(crate) fn offsets(x: &BlockQ8) -> i32 {
+    8 * x.qs.iter().map(|&q| q as i32).sum::<i32>()
+}
+
+/// The Q4_0 panel kernel: up to four rows of 8-bit activation blocks and
+/// their [`offsets`] against one panel's pairs of blocks.
+pub(crate) type PanelQ4_0Fn =
+    fn(&[PanelQ4_0], [&[BlockQ8]; 4], [&[i32]; 4], usize, &mut [[f32; ROWS]; 4]);
+
+pub(crate) fn q4_0() -> Option<PanelQ4_0Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if vnni::available() {
+        return Some(|w, xs, offsets, rows, out| {
+            // SAFETY: the CPU has the features `vnni::available` checks.
+            unsafe {
+                match rows {
+                    1 => vnni::q4_0::<1>(w, xs, offsets, out),
+                    2 => vnni::q4_0::<2>(w, xs, offsets, out),
+                    3 => vnni::q4_0::<3>(w, xs, offsets, out),
+                    _ => vnni::q4_0::<4>(w, xs, offsets, out),
+                }
+            }
+        });
+    }
+    None
+}
+
 /// The sums of each activation block's sub-blocks of 32 (pairs of its
 /// `bsums`), as the 16-bit pairs the kernel broadcasts: `[t]` holds
 /// sub-blocks `2t` (low half) and `2t + 1`.
@@ -250,9 +341,58 @@ dispatch!(q6_k, PanelQ6K, q6_k);
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{PanelK, PanelQ4K, PanelQ5K, PanelQ6K, ROWS};
+    use super::{PanelK, PanelQ4K, PanelQ4_0, PanelQ5K, PanelQ6K, ROWS};
+    use crate::blocks::BlockQ8;
     use crate::kquant::BlockQ8K;
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn q4_0<const R: usize>(
+        w: &[PanelQ4_0],
+        xs: [&[BlockQ8]; 4],
+        offsets: [&[i32]; 4],
+        out: &mut [[f32; ROWS]; 4],
+    ) {
+        let low = _mm512_set1_epi8(0x0F);
+        let four = |x: &BlockQ8, at: usize| {
+            _mm512_set1_epi32((x.qs.as_ptr().add(at) as *const i32).read_unaligned())
+        };
+        let mut acc = [_mm512_setzero_ps(); R];
+        for (u, w) in w.iter().enumerate() {
+            // As in `q6_k`: every line prefetched as its turn comes.
+            let lines = w as *const PanelQ4_0 as *const i8;
+            for line in 0..std::mem::size_of::<PanelQ4_0>() / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(lines.add(64 * line));
+            }
+            for h in 0..2 {
+                let b = 2 * u + h;
+                let dw = _mm512_cvtph_ps(_mm256_load_si256(w.d[h].as_ptr() as *const __m256i));
+                let mut lo = [_mm512_setzero_si512(); R];
+                let mut hi = [_mm512_setzero_si512(); R];
+                for g in 0..4 {
+                    let bits = _mm512_load_si512(w.qs[h][g].as_ptr() as *const _);
+                    let q_lo = _mm512_and_si512(bits, low);
+                    let q_hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), low);
+                    for r in 0..R {
+                        let x = &xs[r][b];
+                        lo[r] = _mm512_dpbusd_epi32(lo[r], q_lo, four(x, 4 * g));
+                        hi[r] = _mm512_dpbusd_epi32(hi[r], q_hi, four(x, 16 + 4 * g));
+                    }
+                }
+                for r in 0..R {
+                    let sum = _mm512_sub_epi32(
+                        _mm512_add_epi32(lo[r], hi[r]),
+                        _mm512_set1_epi32(offsets[r][b]),
+                    );
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xs[r][b].d));
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
 
     pub(super) fn available() -> bool {
         crate::simd::has_avx2_fma()

@@ -22,7 +22,7 @@ use crate::blocks::{BlockQ4, BlockQ8, QK};
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
-use crate::panel::{self, PanelFn, PanelQ4K, PanelQ5K, PanelQ6K};
+use crate::panel::{self, PanelQ4K, PanelQ4_0, PanelQ5K, PanelQ6K};
 use crate::q4_0::{self, GroupQ4_0, GroupX};
 use crate::rows8::{self, Dot8Fn, Rows8};
 use crate::simd::hsum;
@@ -40,6 +40,9 @@ enum Blocks {
     /// Q8_0, and Q5_0 widened to it at load (see [`QMatrix::from_qtensor`]).
     Q8_0(Vec<BlockQ8>),
     Q4_0(Vec<GroupQ4_0>),
+    /// Q4_0 repacked to panels (pairs of blocks), where the CPU has the
+    /// panel kernels (AVX-512 VNNI) and the shape allows.
+    Q4_0Panels(Vec<PanelQ4_0>),
     Q4K(Vec<BlockQ4K>),
     /// Q4_K repacked sixteen rows to a panel, where the CPU has the panel
     /// kernel (AVX-512 VNNI) and the row count allows.
@@ -60,6 +63,7 @@ impl Blocks {
             Self::Q4_1(b) => b.len(),
             Self::Q8_0(b) => b.len(),
             Self::Q4_0(b) => b.len(),
+            Self::Q4_0Panels(b) => b.len() * panel::ROWS,
             Self::Q4K(b) => b.len(),
             Self::Q4KPanels(b) => b.len() * panel::ROWS,
             Self::Q5K(b) => b.len(),
@@ -75,6 +79,7 @@ impl Blocks {
         match self {
             Self::Q4_1(_) | Self::Q8_0(_) => k / QK,
             Self::Q4_0(_) => q4_0::groups_per_row(k),
+            Self::Q4_0Panels(_) => k / (2 * QK),
             Self::Q4K(_)
             | Self::Q4KPanels(_)
             | Self::Q5KPanels(_)
@@ -87,7 +92,10 @@ impl Blocks {
 
     /// Whether the activations go in as 8-bit blocks of 32 (Q8_0/Q8_1).
     fn takes_q8(&self) -> bool {
-        matches!(self, Self::Q4_1(_) | Self::Q8_0(_) | Self::Q4_0(_))
+        matches!(
+            self,
+            Self::Q4_1(_) | Self::Q8_0(_) | Self::Q4_0(_) | Self::Q4_0Panels(_)
+        )
     }
 
     /// Whether the activations go in as Q8_K blocks of 256.
@@ -106,7 +114,9 @@ impl Blocks {
     /// Output columns per work item: a panel, or four rows.
     fn unit(&self) -> usize {
         match self {
-            Self::Q4KPanels(_) | Self::Q5KPanels(_) | Self::Q6KPanels(_) => panel::ROWS,
+            Self::Q4KPanels(_) | Self::Q5KPanels(_) | Self::Q6KPanels(_) | Self::Q4_0Panels(_) => {
+                panel::ROWS
+            }
             _ => 4,
         }
     }
@@ -219,6 +229,13 @@ impl QMatrix {
                     })
                     .collect(),
             ),
+            GgmlDType::Q4_0
+                if panel::available()
+                    && n.is_multiple_of(panel::ROWS)
+                    && k.is_multiple_of(2 * QK) =>
+            {
+                Blocks::Q4_0Panels(PanelQ4_0::repack(&data, n, k))
+            }
             GgmlDType::Q4_0 => Blocks::Q4_0(q4_0::regroup(&data, n, k)),
             GgmlDType::F16 => Blocks::Wide(Kind::F16, bits()),
             GgmlDType::BF16 => Blocks::Wide(Kind::Bf16, bits()),
@@ -279,6 +296,16 @@ impl QMatrix {
                 Some(blocks.iter().flat_map(|b| b.dequantize(c)).collect())
             }
             Blocks::Q4_0(b) => Some(q4_0::dequantize_row(&b[range], self.k)),
+            Blocks::Q4_0Panels(b) => {
+                let per = self.k / (2 * QK);
+                let (p, c) = (j / panel::ROWS, j % panel::ROWS);
+                Some(
+                    b[p * per..(p + 1) * per]
+                        .iter()
+                        .flat_map(|b| b.dequantize(c))
+                        .collect(),
+                )
+            }
             Blocks::Wide(kind, b) => Some(b[range].iter().map(|&v| kind.to_f32(v)).collect()),
             Blocks::Q4_1(_)
             | Blocks::Q4K(_)
@@ -355,8 +382,13 @@ impl QMatrix {
         } else {
             Vec::new()
         };
-        let sums: Vec<[i32; 4]> = if any(|b| b.unit() == panel::ROWS) {
+        let sums: Vec<[i32; 4]> = if any(|b| b.takes_q8_k() && b.unit() == panel::ROWS) {
             xk.iter().map(panel::sub_sums).collect()
+        } else {
+            Vec::new()
+        };
+        let offsets: Vec<i32> = if any(|b| matches!(b, Blocks::Q4_0Panels(_))) {
+            xq.iter().map(panel::offsets).collect()
         } else {
             Vec::new()
         };
@@ -406,6 +438,7 @@ impl QMatrix {
         let (q4_k, q5_k, q6_k) = (dot_q4_k(), dot_q5_k(), dot_q6_k());
         let q4_0 = q4_0::dots();
         let (p4_k, p5_k, p6_k) = (panel::q4_k(), panel::q5_k(), panel::q6_k());
+        let p4_0 = panel::q4_0();
         let (f16s, bf16s) = (wide::f16_kernels(), wide::bf16_kernels());
         candle_core::utils::barrier_pool().execute_chunked(total, |range| {
             for g in range {
@@ -438,6 +471,10 @@ impl QMatrix {
                     Blocks::Q5K(b) => columns(b, w.n, &xk, m, local, out, q5_k),
                     Blocks::Q6K(b) => columns(b, w.n, &xk, m, local, out, q6_k),
                     Blocks::Q4_0(b) => columns(b, w.n, &x4_0, m, local, out, q4_0),
+                    Blocks::Q4_0Panels(b) => {
+                        let kernel = p4_0.expect("panels only where the kernel runs");
+                        panel_columns(b, w.n, (&xq, &offsets), m, local, out, kernel)
+                    }
                     Blocks::Wide(Kind::F16, b) => columns_tiled(b, w.n, &xh, m, local, out, f16s),
                     Blocks::Wide(Kind::Bf16, b) => columns_tiled(b, w.n, &xb, m, local, out, bf16s),
                 }
@@ -482,26 +519,31 @@ fn columns<W, A>(
     }
 }
 
+/// A panel kernel over activation blocks `X` with their per-block sums `S`.
+type PanelKernel<P, X, S> = fn(&[P], [&[X]; 4], [&[S]; 4], usize, &mut [[f32; panel::ROWS]; 4]);
+
 /// Columns `16p..16p + 16` (panel `p`) of `x @ W^T` for `m` rows of
-/// Q8_K activations (with their sub-block sums), four rows at a time.
-fn panel_columns<P>(
+/// quantized activations (with their per-block sums), four rows at a time.
+fn panel_columns<P, X, S>(
     w: &[P],
     n: usize,
-    (xk, sums): (&[BlockQ8K], &[[i32; 4]]),
+    (xs, sums): (&[X], &[S]),
     m: usize,
     p: usize,
     out: *mut f32,
-    kernel: PanelFn<P>,
+    kernel: PanelKernel<P, X, S>,
 ) {
-    let kb = w.len() * panel::ROWS / n;
-    let w = &w[p * kb..(p + 1) * kb];
+    let per = w.len() * panel::ROWS / n;
+    let w = &w[p * per..(p + 1) * per];
+    // Activation blocks per row.
+    let xb = xs.len() / m;
     let mut tile = [[0f32; panel::ROWS]; 4];
     for r in (0..m).step_by(4) {
         let rows = (m - r).min(4);
         // Rows past the end repeat the last one; the kernel ignores them.
-        let at = |i: usize| (r + i).min(m - 1) * kb;
-        let x = std::array::from_fn(|i| &xk[at(i)..at(i) + kb]);
-        let s = std::array::from_fn(|i| &sums[at(i)..at(i) + kb]);
+        let at = |i: usize| (r + i).min(m - 1) * xb;
+        let x = std::array::from_fn(|i| &xs[at(i)..at(i) + xb]);
+        let s = std::array::from_fn(|i| &sums[at(i)..at(i) + xb]);
         kernel(w, x, s, rows, &mut tile);
         for (i, row) in tile.iter().enumerate().take(rows) {
             // SAFETY: each (r, j) is written by exactly one work item, and
@@ -1056,6 +1098,55 @@ mod tests {
         assert_eq!((b.d, &b.qs[..4]), (1.0, &[127, 2, -4, 0][..]));
         assert_eq!(b.s, 125.0);
         assert_eq!(quantize_q8_1(&[0.0; QK]).d, 0.0);
+    }
+
+    /// Where the CPU has the panel kernels, Q4_0 and Q4_K matrices are
+    /// repacked to panels; their products must keep the row kernels' bits
+    /// (ggml's) for every batch size, and a panel's rows must be the
+    /// dequantized rows.
+    #[test]
+    fn panels_keep_the_row_kernels_bits() {
+        if !panel::available() {
+            eprintln!("this CPU has no AVX-512 VNNI: no panels here");
+            return;
+        }
+        let (n, k) = (48, 512);
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K] {
+            let (_, q) = weights(n, k, dtype);
+            let panels = QMatrix::from_qtensor(&q).unwrap();
+            assert!(matches!(
+                panels.blocks,
+                Blocks::Q4_0Panels(_) | Blocks::Q4KPanels(_)
+            ));
+            let data = q.data().unwrap();
+            let blocks = match dtype {
+                GgmlDType::Q4_0 => Blocks::Q4_0(q4_0::regroup(&data, n, k)),
+                _ => Blocks::Q4K(
+                    data.chunks_exact(BlockQ4K::BYTES)
+                        .map(BlockQ4K::parse)
+                        .collect(),
+                ),
+            };
+            let rows = QMatrix { n, k, blocks };
+            let x: Vec<f32> = (0..9 * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
+                .collect();
+            for m in 1..=9 {
+                let (a, b) = (
+                    panels.matmul(&x[..m * k]).unwrap(),
+                    rows.matmul(&x[..m * k]).unwrap(),
+                );
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{dtype:?}, {m} rows");
+            }
+            if dtype == GgmlDType::Q4_0 {
+                let all = q.dequantize(&Device::Cpu).unwrap();
+                for j in [0, 17, n - 1] {
+                    let want = all.get(j).unwrap().to_vec1::<f32>().unwrap();
+                    assert_eq!(panels.row(j).unwrap(), want, "row {j}");
+                }
+            }
+        }
     }
 
     #[test]
