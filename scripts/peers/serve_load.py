@@ -6,7 +6,10 @@ first token and inter-token latency percentiles (ms).
 
 Every request asks a different question (a counter in the text), so no
 server can answer from a cached prompt of an earlier request beyond the
-shared chat-template prefix.
+shared chat-template prefix. With --context FILE, each question comes after
+the first --context-chars characters of FILE as passages to answer from: a
+RAG-shaped prompt (the counter first, so even the passages are not reused
+from a cache).
 """
 import argparse
 import http.client
@@ -27,10 +30,16 @@ QUESTIONS = [
 ]
 
 
-def one(host, port, model, i, max_tokens):
+def one(host, port, model, i, max_tokens, context):
+    question = QUESTIONS[i % len(QUESTIONS)]
+    if context:
+        content = (f"({i}) Answer from these passages.\n\n{context}\n\n"
+                   f"Question: {question}")
+    else:
+        content = f"({i}) {question}"
     body = json.dumps({
         "model": model,
-        "messages": [{"role": "user", "content": f"({i}) {QUESTIONS[i % len(QUESTIONS)]}"}],
+        "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens, "temperature": 0, "stream": True,
     })
     conn = http.client.HTTPConnection(host, port, timeout=300)
@@ -78,7 +87,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--label", default="")
+    ap.add_argument("--context", help="a text file whose start is every prompt's passages")
+    ap.add_argument("--context-chars", type=int, default=3000)
     a = ap.parse_args()
+    context = ""
+    if a.context:
+        context = open(a.context, encoding="utf-8").read()[: a.context_chars]
     u = urllib.parse.urlparse(a.url)
     results, errors = [], []
     lock = threading.Lock()
@@ -91,7 +105,7 @@ def main():
                 counter[0] += 1
                 i = counter[0]
             try:
-                r = one(u.hostname, u.port, a.model, i, a.max_tokens)
+                r = one(u.hostname, u.port, a.model, i, a.max_tokens, context)
             except Exception as e:  # recorded, not fatal
                 with lock:
                     errors.append(repr(e))
@@ -111,7 +125,7 @@ def main():
     itl = [(b - a_) * 1e3 for _, _, st in results for a_, b in zip(st, st[1:])]
     tokens = sum(len(st) for _, _, st in results)
     print(json.dumps({
-        "label": a.label, "clients": a.clients, "requests": len(results), "errors": len(errors),
+        "label": a.label, "clients": a.clients, "context_chars": len(context), "requests": len(results), "errors": len(errors),
         "first_error": errors[0] if errors else None, "seconds": wall,
         "req_s": len(results) / wall, "tok_s": tokens / wall,
         "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),

@@ -31,13 +31,14 @@ for c in clients:
             continue
         lines.append(f"| {c} | {s} | {f(r['req_s'], 2)} | {f(r['tok_s'])} | {f(r['p50_ms'])} / {f(r['p95_ms'])} | "
                      f"{f(r['ttft_p50_ms'])} / {f(r['ttft_p95_ms'])} | {f(r['itl_p50_ms'], 1)} / {f(r['itl_p95_ms'], 1)} | {r['errors']} |")
-lines += ["", "| clients | req/s, hearth / llama-server | p95, llama-server / hearth | hearth tok/s vs its 1 client |", "| ---: | ---: | ---: | ---: |"]
+lines += ["", "| clients | req/s, hearth / llama-server | p95, llama-server / hearth | TTFT p50 / p95, llama-server / hearth | hearth tok/s vs its 1 client |", "| ---: | ---: | ---: | ---: | ---: |"]
 one = by.get(("hearth", clients[0])) if clients else None
 for c in clients:
     h, l = by.get(("hearth", c)), by.get(("llama-server", c))
     if not h or not l:
         continue
     lines.append(f"| {c} | {ratio(h['req_s'], l['req_s'])} | {ratio(l['p95_ms'], h['p95_ms'])} | "
+                 f"{ratio(l['ttft_p50_ms'], h['ttft_p50_ms'])} / {ratio(l['ttft_p95_ms'], h['ttft_p95_ms'])} | "
                  f"{ratio(h['tok_s'], one['tok_s'] if one else None)} |")
 table = "\n".join(lines)
 print(table)
