@@ -36,9 +36,10 @@
 //!
 //! Every cache line of a panel is prefetched just before it is read: a
 //! decode step streams each panel from memory once, and without the hints
-//! the Q5_K and Q6_K kernels ran slower than the row kernels on a whole
-//! model (though not on one matrix alone); prefetching blocks further
-//! ahead was slower still. Measured in `docs/bench/panels.md`.
+//! the Q5_K and Q6_K kernels decoded a whole model slower than the row
+//! kernels; prefetching two blocks ahead was slower still on the model,
+//! though it was the fastest form on one matrix alone. Measured in
+//! `docs/bench/panels.md`.
 
 use crate::blocks::{BlockQ8, QK};
 use crate::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
@@ -533,12 +534,11 @@ mod vnni {
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, w) in w.iter().enumerate() {
             // Every line of the block is prefetched as its turn comes (the
-            // header here, each load triple just before its loads): on a
-            // 1B model's decode that made this kernel's share 45% faster,
-            // where prefetching one, two, four or eight blocks ahead made
-            // it slower, and no prefetching left it behind the row
-            // kernels. (Measured, not understood: see the note of the
-            // issue that added it.)
+            // header here, each load triple just before its loads). On the
+            // 1B shape's Q4_K_M decode: 26.7 tok/s so, 18.0 with no hints
+            // (behind the row kernels), and two blocks ahead slower than
+            // either (see `docs/bench/panels.md`). Measured, not
+            // understood.
             let header = w as *const PanelQ6K as *const i8;
             for line in 0..9 {
                 _mm_prefetch::<_MM_HINT_T0>(header.add(64 * line));
