@@ -38,6 +38,15 @@ pub(crate) struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
+impl BlockQ8K {
+    /// A block of zeros, as quantizing zeros gives it.
+    const ZERO: Self = Self {
+        d: 0.0,
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+    };
+}
+
 /// ggml's `quantize_row_q8_K_ref`: [`quantize_q8_k_plain`], sixteen values
 /// at a time on AVX-512 (the same products, rounded to nearest even by the
 /// conversion as `round_ties_even` rounds them; exact integer sums).
@@ -60,11 +69,7 @@ pub(crate) fn quantize_q8_k_plain(x: &[f32]) -> BlockQ8K {
             max = v;
         }
     }
-    let mut out = BlockQ8K {
-        d: 0.0,
-        qs: [0; QK_K],
-        bsums: [0; QK_K / 16],
-    };
+    let mut out = BlockQ8K::ZERO;
     if amax == 0.0 {
         return out;
     }
@@ -584,11 +589,7 @@ mod avx512 {
             top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_loadu_ps(p.add(i))));
         }
         let amax = _mm512_reduce_max_ps(top);
-        let mut out = BlockQ8K {
-            d: 0.0,
-            qs: [0; QK_K],
-            bsums: [0; QK_K / 16],
-        };
+        let mut out = BlockQ8K::ZERO;
         if amax == 0.0 {
             return out;
         }

@@ -125,9 +125,8 @@ impl PanelQ4K {
     /// `blocks` (`n` rows) as panels; see [`repack`].
     pub(crate) fn repack(blocks: &[BlockQ4K], n: usize) -> Vec<Self> {
         repack(blocks, n, |row| {
-            let b = |c: usize| row(c);
             Self::new(
-                |c| (b(c).d, b(c).dmin, &b(c).sc_m, &b(c).qs),
+                |c| (row(c).d, row(c).dmin, &row(c).sc_m, &row(c).qs),
                 |_| unreachable!(),
             )
         })
@@ -138,8 +137,10 @@ impl PanelQ5K {
     /// `blocks` (`n` rows) as panels; see [`repack`].
     pub(crate) fn repack(blocks: &[BlockQ5K], n: usize) -> Vec<Self> {
         repack(blocks, n, |row| {
-            let b = |c: usize| row(c);
-            Self::new(|c| (b(c).d, b(c).dmin, &b(c).sc_m, &b(c).qs), |c| &b(c).qh)
+            Self::new(
+                |c| (row(c).d, row(c).dmin, &row(c).sc_m, &row(c).qs),
+                |c| &row(c).qh,
+            )
         })
     }
 }
