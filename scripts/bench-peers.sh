@@ -64,14 +64,17 @@ py="$venv/bin/python"
 scripts/fetch-models.sh --extra >/dev/null
 llm_model=models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 # K-quant files: the real Gemma 3 270M (Q4_K_M: Q8_0, Q5_0, Q4_K, Q6_K) and
-# random-weight llamas of Llama 3.2 1B's shape in Q4_K_M- and Q5_K_M-like
-# mixes; and the same shape in Q4_0, F16 and BF16 (2.1 GB each).
+# random-weight llamas of Llama 3.2 1B's shape (Llama 3's 128,256-token
+# vocabulary) in Q4_K_M- and Q5_K_M-like mixes; the same shape in Q4_0, F16
+# and BF16 (2.5 GB each); and Llama 3.2 3B's shape in Q4_K_M, run at the
+# widest thread count only.
 gemma_model=models/gemma3-270m/gemma-3-270m-q4_k_m.gguf
-kq_1b=$out/llama1b-q4km.gguf
-kq5_1b=$out/llama1b-q5km.gguf
-q40_1b=$out/llama1b-q4-0.gguf
-f16_1b=$out/llama1b-f16.gguf
-bf16_1b=$out/llama1b-bf16.gguf
+kq_1b=$out/llama1b-v128k-q4km.gguf
+kq5_1b=$out/llama1b-v128k-q5km.gguf
+q40_1b=$out/llama1b-v128k-q4-0.gguf
+f16_1b=$out/llama1b-v128k-f16.gguf
+bf16_1b=$out/llama1b-v128k-bf16.gguf
+kq_3b=$out/llama3b-q4km.gguf
 embed_model=models/minilm-l6-v2
 echo "bench-peers: building hearth (release)"
 cargo build --release --quiet
@@ -84,6 +87,7 @@ if part llm; then
   [ -f "$q40_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4-0 --out "$q40_1b" >/dev/null
   [ -f "$f16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype f16 --out "$f16_1b" >/dev/null
   [ -f "$bf16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype bf16 --out "$bf16_1b" >/dev/null
+  [ -f "$kq_3b" ] || "$hearth" bench random-llm --shape llama3b --dtype q4k-m --out "$kq_3b" >/dev/null
 fi
 # The index at scale: 100,000 synthetic 384-dimensional vectors clustered as
 # sentence embeddings cluster (embedding 100k real chunks would take hours).
@@ -108,6 +112,11 @@ for rep in $(seq 1 "$reps"); do
       record "$rep" "$py" scripts/peers/llm.py --model "$m" --threads "$t" --prompt-text scripts/peers/prompt.txt --gen-tokens 64
     done
   done
+  if part llm; then
+    t_max="${threads_list##* }"
+    record "$rep" "$hearth" --threads "$t_max" bench llm --llm "$kq_3b" --gen-tokens 32
+    record "$rep" "$py" scripts/peers/llm.py --model "$kq_3b" --threads "$t_max" --prompt-text scripts/peers/prompt.txt --gen-tokens 32
+  fi
   for t in $threads_list; do
     part embed || continue
     for b in 1 8 32; do

@@ -64,6 +64,11 @@ pub struct ModelsConfig {
     /// `ForSequenceClassification` model with one label, e.g.
     /// `hf:cross-encoder/ms-marco-MiniLM-L-6-v2`); empty: no reranking.
     pub reranker: String,
+    /// The embedder's matrix products on the CPU: "auto" (bf16, with f32
+    /// sums, where the CPU has AVX512-BF16: about 1.5x the speed, the
+    /// default embedder's vectors within a cosine of 0.99997 of
+    /// sentence-transformers') or "f32".
+    pub embedder_precision: String,
 }
 
 /// `models.fine_tuned`: a model, or a base model with a LoRA adapter.
@@ -326,6 +331,7 @@ impl Default for ModelsConfig {
             adapters: Vec::new(),
             quantize: String::new(),
             reranker: String::new(),
+            embedder_precision: "auto".into(),
         }
     }
 }
@@ -428,6 +434,10 @@ pub struct ConfigArgs {
     /// A cross-encoder reranker; "" for none.
     #[arg(long, env = "HEARTH_RERANKER")]
     pub reranker: Option<String>,
+    /// The embedder's CPU products: auto (bf16 where the CPU has
+    /// AVX512-BF16) or f32.
+    #[arg(long, env = "HEARTH_EMBEDDER_PRECISION")]
+    pub embedder_precision: Option<String>,
     #[arg(long, env = "HEARTH_TOP_K")]
     pub top_k: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_TOP_K")]
@@ -562,6 +572,7 @@ impl Config {
             adapted.merge |= a.merge_adapter;
         }
         set(&mut self.models.reranker, &a.reranker);
+        set(&mut self.models.embedder_precision, &a.embedder_precision);
         let r = &mut self.retrieval;
         set(&mut r.top_k, &a.top_k);
         set(&mut r.max_top_k, &a.max_top_k);
@@ -638,6 +649,8 @@ impl Config {
             }
         }
         crate::models::llm::hf::quantize_type(&self.models.quantize)
+            .map_err(|e| Error::InvalidInput(format!("config: models.{e}")))?;
+        crate::models::embedder::precision(&self.models.embedder_precision)
             .map_err(|e| Error::InvalidInput(format!("config: models.{e}")))?;
         let scales = self.models.adapters.iter().map(|a| a.scale);
         let scales = scales.chain(self.models.fine_tuned.adapted().map(|a| a.scale));

@@ -261,76 +261,59 @@ fn softmax_f16_plain(xs: &mut [f32], scale: f32) {
 /// Dot products as llamafile's tinyBLAS computes them on AVX2 (ggml's
 /// matrix product for f16 operands whose length is a multiple of 8): one
 /// 8-lane FMA accumulator, then the lanes summed high half onto low half,
-/// then pairwise. `a` holds f16 values (in f32), each `b` is f16. `N` dot
-/// products at once: the same operations for each, interleaved, so that `N`
-/// chains of fused multiply-adds overlap instead of one waiting on each
-/// step of its own.
+/// then pairwise. Each `a` holds f16 values (in f32), each `b` is f16.
+/// `M x N` dot products at once, the same operations for each, interleaved
+/// so that their chains of fused multiply-adds overlap: each key chunk is
+/// loaded and widened from f16 once for the `M` queries that share it (the
+/// query heads of one grouped-query attention group).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f16]; N]) -> [f32; N] {
+unsafe fn dot8_mxn<const M: usize, const N: usize>(
+    a: [&[f32]; M],
+    b: [&[f16]; N],
+) -> [[f32; N]; M] {
     use std::arch::x86_64::*;
-    let n = a.len() / 8;
-    assert!(b.iter().all(|b| b.len() >= n * 8));
-    let mut acc = [_mm256_setzero_ps(); N];
+    let n = a[0].len() / 8;
+    assert!(a.iter().all(|a| a.len() >= n * 8) && b.iter().all(|b| b.len() >= n * 8));
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
     for c in 0..n {
-        let x = _mm256_loadu_ps(a.as_ptr().add(c * 8));
-        for (acc, b) in acc.iter_mut().zip(&b) {
-            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(c * 8) as *const __m128i));
-            *acc = _mm256_fmadd_ps(x, y, *acc);
+        for j in 0..N {
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(b[j].as_ptr().add(c * 8) as *const __m128i));
+            for i in 0..M {
+                let x = _mm256_loadu_ps(a[i].as_ptr().add(c * 8));
+                acc[i][j] = _mm256_fmadd_ps(x, y, acc[i][j]);
+            }
         }
     }
-    // `hsum` adds the high half onto the low half, then pairwise.
-    acc.map(|acc| crate::simd::hsum(acc))
+    // Plain loops, not `map`: a closure does not inherit this function's
+    // target features, so `hsum` would not be inlined into it.
+    let mut sums = [[0f32; N]; M];
+    for (sums, acc) in sums.iter_mut().zip(&acc) {
+        for (sum, acc) in sums.iter_mut().zip(acc) {
+            *sum = crate::simd::hsum(*acc);
+        }
+    }
+    sums
 }
 
 /// The portable form of the above.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot8_xn<const N: usize>(a: &[f32], b: [&[f16]; N]) -> [f32; N] {
-    let mut acc = [[0f32; 8]; N];
-    for c in 0..a.len() / 8 {
-        for (acc, b) in acc.iter_mut().zip(&b) {
-            for i in 0..8 {
-                acc[i] = a[c * 8 + i].mul_add(b[c * 8 + i].to_f32(), acc[i]);
+unsafe fn dot8_mxn<const M: usize, const N: usize>(
+    a: [&[f32]; M],
+    b: [&[f16]; N],
+) -> [[f32; N]; M] {
+    a.map(|a| {
+        b.map(|b| {
+            let mut acc = [0f32; 8];
+            for c in 0..a.len() / 8 {
+                for i in 0..8 {
+                    acc[i] = a[c * 8 + i].mul_add(b[c * 8 + i].to_f32(), acc[i]);
+                }
             }
-        }
-    }
-    acc.map(|acc| {
-        let l: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
-        (l[0] + l[2]) + (l[1] + l[3])
+            let l: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+            (l[0] + l[2]) + (l[1] + l[3])
+        })
     })
-}
-
-/// The attention scores of `query` against the keys of positions
-/// `0..seen` (`keys[t * stride + at..][..query.len()]`), each as
-/// [`dot8_xn`] computes it, eight positions at a time.
-unsafe fn scores_into(
-    query: &[f32],
-    keys: &[f16],
-    stride: usize,
-    at: usize,
-    seen: usize,
-    out: &mut Vec<f32>,
-) {
-    let hd = query.len();
-    let key = |t: usize| &keys[t * stride + at..][..hd];
-    let mut t = 0;
-    while t + 8 <= seen {
-        out.extend(dot8_xn(
-            query,
-            std::array::from_fn::<_, 8, _>(|i| key(t + i)),
-        ));
-        t += 8;
-    }
-    if t + 4 <= seen {
-        out.extend(dot8_xn(
-            query,
-            std::array::from_fn::<_, 4, _>(|i| key(t + i)),
-        ));
-        t += 4;
-    }
-    for t in t..seen {
-        out.extend(dot8_xn(query, [key(t)]));
-    }
 }
 
 /// Values summed per chunk of this many dimensions, the chunk's eight
@@ -338,9 +321,9 @@ unsafe fn scores_into(
 const SUM_CHUNK: usize = 16;
 
 /// `dst = sum_t weights[t] * v_t` (v_t: `values[t * stride + at..][..dst.len()]`,
-/// f16) in the order of [`dot8_xn`] over positions, as ggml multiplies the
+/// f16) in the order of [`dot8_mxn`] over positions, as ggml multiplies the
 /// attention weights by the transposed value cache: position `t` goes to
-/// lane `t % 8`, and the lanes are summed as [`dot8_xn`] sums them. Each
+/// lane `t % 8`, and the lanes are summed as [`dot8_mxn`] sums them. Each
 /// output's operations are in that order; the dimensions go
 /// [`SUM_CHUNK`] at a time so that the lanes stay in registers.
 unsafe fn weighted_sum(weights: &[f32], values: &[f16], stride: usize, at: usize, dst: &mut [f32]) {
@@ -374,7 +357,7 @@ unsafe fn weighted_sum(weights: &[f32], values: &[f16], stride: usize, at: usize
 }
 
 /// One [`SUM_CHUNK`] of [`weighted_sum`]'s outputs: each position lane's
-/// sums, then the lanes summed in [`dot8_xn`]'s order.
+/// sums, then the lanes summed in [`dot8_mxn`]'s order.
 unsafe fn weighted_sum_chunk(
     weights: &[f32],
     values: &[f16],
@@ -476,6 +459,153 @@ pub fn rope_rows(
     }
 }
 
+/// The attention scores of the `M` query heads `queries` of one group
+/// against the keys they share (`keys[t * stride + at..]`):
+/// `out[i * padded + t]` is query `i`'s score for position `t < seen`,
+/// each as [`dot8_mxn`] computes it. Each key is read once for the group;
+/// `N` keys go at a time (`M x N` accumulators in registers).
+unsafe fn group_scores<const M: usize, const N: usize>(
+    queries: [&[f32]; M],
+    (keys, stride, at): (&[f16], usize, usize),
+    seen: usize,
+    (out, padded): (&mut [f32], usize),
+) {
+    let hd = queries[0].len();
+    let key = |t: usize| &keys[t * stride + at..][..hd];
+    let mut t = 0;
+    while t + N <= seen {
+        let dots = dot8_mxn(queries, std::array::from_fn::<_, N, _>(|j| key(t + j)));
+        for (i, dots) in dots.iter().enumerate() {
+            out[i * padded + t..][..N].copy_from_slice(dots);
+        }
+        t += N;
+    }
+    for t in t..seen {
+        let dots = dot8_mxn(queries, [key(t)]);
+        for (i, dots) in dots.iter().enumerate() {
+            out[i * padded + t] = dots[0];
+        }
+    }
+}
+
+/// [`Lanes`] of a chunk for the `M` weight rows of one group against the
+/// values they share: lane by lane (lane `l` sums positions `l, l + 8,
+/// ...`), so that each value is read and widened once for the group while
+/// the `M` heads' sums stay in registers. Each lane's sum takes the same
+/// operations in the same order as in [`lanes_of`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_lanes<const M: usize>(
+    weights: [&[f32]; M],
+    values: &[f16],
+    (stride, at): (usize, usize),
+) -> [Lanes; M] {
+    use std::arch::x86_64::*;
+    let len = weights[0].len();
+    assert!(weights.iter().all(|w| w.len() == len));
+    assert!(len == 0 || values.len() >= (len - 1) * stride + at + SUM_CHUNK);
+    let v = values.as_ptr();
+    let mut out = [[[0f32; SUM_CHUNK]; 8]; M];
+    for lane in 0..8.min(len) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        for t in (lane..len).step_by(8) {
+            let p = v.add(t * stride + at) as *const __m128i;
+            let lo = _mm256_cvtph_ps(_mm_loadu_si128(p));
+            let hi = _mm256_cvtph_ps(_mm_loadu_si128(p.add(1)));
+            for i in 0..M {
+                let w = _mm256_set1_ps(*weights[i].get_unchecked(t));
+                acc[i][0] = _mm256_fmadd_ps(w, lo, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(w, hi, acc[i][1]);
+            }
+        }
+        for (out, acc) in out.iter_mut().zip(&acc) {
+            _mm256_storeu_ps(out[lane].as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(out[lane].as_mut_ptr().add(8), acc[1]);
+        }
+    }
+    out
+}
+
+/// The portable form of the above.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn group_lanes<const M: usize>(
+    weights: [&[f32]; M],
+    values: &[f16],
+    place: (usize, usize),
+) -> [Lanes; M] {
+    weights.map(|w| lanes_of(w, values, place))
+}
+
+/// [`weighted_sum`] for the `M` heads of one group: `dst[i * hd..][..hd]`
+/// is head `i`'s sum, with the same bits as [`weighted_sum`] gives it.
+unsafe fn group_weighted_sum<const M: usize>(
+    weights: [&[f32]; M],
+    (values, stride, at): (&[f16], usize, usize),
+    dst: &mut [f32],
+) {
+    let hd = dst.len() / M;
+    let whole = hd / SUM_CHUNK * SUM_CHUNK;
+    for from in (0..whole).step_by(SUM_CHUNK) {
+        let lanes = group_lanes(weights, values, (stride, at + from));
+        for (i, lanes) in lanes.iter().enumerate() {
+            for (d, out) in dst[i * hd + from..][..SUM_CHUNK].iter_mut().enumerate() {
+                let l: [f32; 4] = std::array::from_fn(|k| lanes[4 + k][d] + lanes[k][d]);
+                *out = (l[0] + l[2]) + (l[1] + l[3]);
+            }
+        }
+    }
+    if whole < hd {
+        // The rest of a head width that is not a multiple of the chunk.
+        for (i, w) in weights.iter().enumerate() {
+            let mut rest = vec![0f32; hd - whole];
+            weighted_sum(w, values, stride, at + whole, &mut rest);
+            dst[i * hd + whole..][..hd - whole].copy_from_slice(&rest);
+        }
+    }
+}
+
+/// One group's attention: the `M` query heads in `queries` (`M * hd`
+/// values) against the keys and values they share at `at` in each cached
+/// row, over positions `0..seen` (those before `first` masked), into
+/// `dst` (`M * hd` values). `scores` is scratch.
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_attention<const M: usize>(
+    queries: &[f32],
+    (keys, values, stride, at): (&[f16], &[f16], usize, usize),
+    (seen, first, scale): (usize, usize, f32),
+    scores: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    let hd = queries.len() / M;
+    let padded = seen.next_multiple_of(KV_PAD);
+    scores.clear();
+    // llama.cpp attends over the cache padded to KV_PAD cells, the padding
+    // masked out.
+    scores.resize(M * padded, f32::NEG_INFINITY);
+    let qs: [&[f32]; M] = std::array::from_fn(|i| &queries[i * hd..][..hd]);
+    // Accumulators for M queries by N keys: twelve registers or fewer.
+    match M {
+        1 => group_scores::<M, 8>(qs, (keys, stride, at), seen, (scores, padded)),
+        2 => group_scores::<M, 6>(qs, (keys, stride, at), seen, (scores, padded)),
+        3 => group_scores::<M, 4>(qs, (keys, stride, at), seen, (scores, padded)),
+        _ => group_scores::<M, 3>(qs, (keys, stride, at), seen, (scores, padded)),
+    }
+    for row in scores.chunks_exact_mut(padded) {
+        // Keys out of the sliding window are masked, as llama.cpp masks
+        // them: still summed over, with weight zero.
+        row[..first].fill(f32::NEG_INFINITY);
+        softmax_f16(row, scale);
+    }
+    let ws: [&[f32]; M] = std::array::from_fn(|i| &scores[i * padded..][..seen]);
+    if M == 1 {
+        // One head: the position-ordered sums, all eight lanes in
+        // registers at once.
+        weighted_sum(ws[0], values, stride, at, dst);
+    } else {
+        group_weighted_sum(ws, (values, stride, at), dst);
+    }
+}
+
 /// The shape of attention: query heads, key/value heads (grouped-query
 /// attention shares each among `n_head / n_kv_head` query heads), head
 /// width, the score scale (`1 / sqrt(head_dim)`), and the sliding window:
@@ -490,12 +620,17 @@ pub struct Heads {
     pub window: usize,
 }
 
-/// Attention for a batch of rows, one work item per (row, head) on candle's
-/// barrier pool: row `r` (its query heads at `q[r * n_head * head_dim..]`)
-/// belongs to the sequence whose cache is `caches[seq[r]]` (keys, values,
-/// f16: one row of `n_kv_head * head_dim` per position) and attends to that
-/// cache's positions `0..=pos[r]`. Returns the rows' outputs, `n_head *
-/// head_dim` values each.
+/// Attention for a batch of rows on candle's barrier pool, one work item
+/// per (row, group of query heads): row `r` (its query heads at
+/// `q[r * n_head * head_dim..]`) belongs to the sequence whose cache is
+/// `caches[seq[r]]` (keys, values, f16: one row of `n_kv_head * head_dim`
+/// per position) and attends to that cache's positions `0..=pos[r]`.
+/// The query heads that share a key/value head read its keys and values
+/// once for all of them (grouped-query attention); a group is split in
+/// halves only where whole groups would leave the pool's threads idle (one
+/// decode row of a model with one key/value head). Every score and sum
+/// takes the same operations in the same order as one head alone.
+/// Returns the rows' outputs, `n_head * head_dim` values each.
 ///
 /// # Safety
 /// The CPU has FMA ([`supported`]).
@@ -516,33 +651,47 @@ pub unsafe fn attention(
     let (q_dim, kv_dim) = (n_head * hd, n_kv_head * hd);
     let n_rep = n_head / n_kv_head;
     let rows = seq.len();
+    let threads = candle_core::utils::get_num_threads();
+    let mut group = n_rep;
+    while group % 2 == 0 && rows * (n_head / group) < threads {
+        group /= 2;
+    }
+    let per_row = n_head / group;
     let mut y = vec![0f32; rows * q_dim];
     let out = y.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(rows * n_head, |items| {
+    candle_core::utils::barrier_pool().execute_chunked(rows * per_row, |items| {
         let mut scores = Vec::new();
+        // Groups of more than four heads go four (or fewer) at a time.
+        let step = if group <= 4 { group } else { 4 };
         for item in items {
-            let (r, head) = (item / n_head, item % n_head);
+            let (r, first_head) = (item / per_row, (item % per_row) * group);
             let (keys, values) = caches[seq[r]];
-            let at = (head / n_rep) * hd;
-            let query = &q[r * q_dim + head * hd..][..hd];
             let seen = pos[r] + 1;
-            scores.clear();
-            // SAFETY (the three calls): the caller's CPU has FMA.
-            unsafe { scores_into(query, keys, kv_dim, at, seen, &mut scores) };
-            // Keys out of the sliding window are masked, as llama.cpp masks
-            // them: still summed over, with weight zero.
-            let first = seen.saturating_sub(window);
-            scores[..first].fill(f32::NEG_INFINITY);
-            // llama.cpp attends over the cache padded to KV_PAD cells, the
-            // padding masked out.
-            scores.resize(seen.next_multiple_of(KV_PAD), f32::NEG_INFINITY);
-            unsafe { softmax_f16(&mut scores, scale) };
-            // SAFETY: each (row, head) item owns its `hd` outputs, and `y`
-            // holds rows * q_dim values.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut((out as *mut f32).add(r * q_dim + head * hd), hd)
-            };
-            unsafe { weighted_sum(&scores[..seen], values, kv_dim, at, dst) };
+            let span = (seen, seen.saturating_sub(window), scale);
+            let place = (keys, values, kv_dim, (first_head / n_rep) * hd);
+            let mut head = first_head;
+            while head < first_head + group {
+                let m = step.min(first_head + group - head);
+                let queries = &q[r * q_dim + head * hd..][..m * hd];
+                // SAFETY: each (row, group) item owns its heads' outputs,
+                // and `y` holds rows * q_dim values.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (out as *mut f32).add(r * q_dim + head * hd),
+                        m * hd,
+                    )
+                };
+                // SAFETY: the caller's CPU has FMA (and AVX2, F16C).
+                unsafe {
+                    match m {
+                        1 => group_attention::<1>(queries, place, span, &mut scores, dst),
+                        2 => group_attention::<2>(queries, place, span, &mut scores, dst),
+                        3 => group_attention::<3>(queries, place, span, &mut scores, dst),
+                        _ => group_attention::<4>(queries, place, span, &mut scores, dst),
+                    }
+                }
+                head += m;
+            }
         }
     });
     y
@@ -619,10 +768,11 @@ mod tests {
                 let keys = values(seen * stride, 5);
                 let query: Vec<f32> = values(hd, 11).iter().map(|v| v.to_f32()).collect();
                 let weights: Vec<f32> = values(seen, 3).iter().map(|v| v.to_f32()).collect();
-                let mut scores = Vec::new();
+                let mut scores = vec![0f32; seen];
                 // SAFETY (both calls): the CPU has what they need (above).
-                unsafe { scores_into(&query, &keys, stride, hd, seen, &mut scores) };
-                assert_eq!(scores.len(), seen);
+                unsafe {
+                    group_scores::<1, 8>([&query], (&keys, stride, hd), seen, (&mut scores, seen))
+                };
                 for (t, score) in scores.iter().enumerate() {
                     let key = &keys[t * stride + hd..][..hd];
                     // A dot product's lanes are its elements modulo 8.
@@ -643,6 +793,77 @@ mod tests {
                         want.to_bits(),
                         "hd {hd}, {seen} positions, d {d}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Grouped-query attention reads each key and value once per group,
+    /// and still gives every head the bits it gets alone: groups of 2, 3,
+    /// 4, 6 and 8 heads (and 8 split into two passes of 4), head widths a
+    /// multiple of the value chunk and not, rows that see 1, 8 and 37
+    /// positions, with and without a sliding window.
+    #[test]
+    fn grouped_attention_gives_each_head_its_own_bits() {
+        assert!(supported(), "the attention kernels need AVX2, FMA and F16C");
+        for (n_head, n_kv_head, hd) in [
+            (4, 1, 64),
+            (9, 3, 64),
+            (8, 2, 72),
+            (16, 2, 64),
+            (6, 3, 128),
+            (12, 2, 64),
+        ] {
+            for window in [usize::MAX, 5] {
+                let (kv_dim, len) = (n_kv_head * hd, 37);
+                let keys = values(len * kv_dim, 5);
+                let vals = values(len * kv_dim, 9);
+                let pos = [0usize, 7, 36];
+                let q: Vec<f32> = values(pos.len() * n_head * hd, 11)
+                    .iter()
+                    .map(|v| v.to_f32() * 3.0)
+                    .collect();
+                let heads = Heads {
+                    n_head,
+                    n_kv_head,
+                    head_dim: hd,
+                    scale: 0.125,
+                    window,
+                };
+                // SAFETY (both calls): the CPU has what they need (above).
+                let got = unsafe { attention(heads, &q, &[(&keys, &vals)], &[0; 3], &pos) };
+                for (r, p) in pos.iter().enumerate() {
+                    // The row alone: a group may be split to keep the
+                    // pool's threads busy.
+                    let row = &q[r * n_head * hd..][..n_head * hd];
+                    let alone = unsafe { attention(heads, row, &[(&keys, &vals)], &[0], &[*p]) };
+                    for h in 0..n_head {
+                        let at = (h / (n_head / n_kv_head)) * hd;
+                        let span = (p + 1, (p + 1).saturating_sub(window), 0.125);
+                        let (mut scores, mut want) = (Vec::new(), vec![0f32; hd]);
+                        let query = &q[(r * n_head + h) * hd..][..hd];
+                        unsafe {
+                            group_attention::<1>(
+                                query,
+                                (&keys, &vals, kv_dim, at),
+                                span,
+                                &mut scores,
+                                &mut want,
+                            )
+                        };
+                        let batched = &got[(r * n_head + h) * hd..][..hd];
+                        let alone = &alone[h * hd..][..hd];
+                        for (d, w) in want.iter().enumerate() {
+                            for g in [batched[d], alone[d]] {
+                                assert_eq!(
+                                    g.to_bits(),
+                                    w.to_bits(),
+                                    "{n_head} heads on {n_kv_head}, hd {hd}, window {window}, \
+                                     row {r}, head {h}, d {d}"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -13,13 +13,15 @@
 //!   weight rows to a panel there (`panel`).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
-//! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]).
+//! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]), its
+//!   products in bf16 on CPUs with AVX512-BF16 ([`bf16_gemm`]).
 //! - [`graph`]: exact top-k and the HNSW index ([`graph::Hnsw`]): its
 //!   parallel build, search, and file form.
 //!
 //! Dependencies point one way: hearth uses this crate, never the reverse.
 
 pub mod bert;
+pub mod bf16_gemm;
 mod blocks;
 pub mod decoder;
 pub mod graph;

@@ -232,6 +232,7 @@ pub fn embed(
     lat.sort_by(f64::total_cmp);
     Ok(json!({
         "batch": batch,
+        "arithmetic": embedder.arithmetic(),
         "texts": texts.len(),
         "texts_per_s": texts.len() as f64 / secs,
         "query_ms": lat.get(lat.len() / 2).copied(),

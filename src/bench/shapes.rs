@@ -2,9 +2,11 @@
 //! weights cannot travel (a GPU machine with no network) or do not exist in
 //! the wanted quantization. Speed does not depend on the weights' values, so
 //! a file of the right shapes and tensor types measures what the real model
-//! would. The tokenizer and chat template are copied from a template GGUF
-//! (its vocabulary size is kept, so the output layer of the 1B and 8B shapes
-//! is that vocabulary's, not Llama 3's 128,256).
+//! would. The tokenizer and chat template are copied from a template GGUF.
+//! The Llama 3 shapes pad its vocabulary to Llama 3's 128,256 tokens, so
+//! that their embeddings and output layer cost what the real models' do;
+//! the padding tokens are plain tokens that no merge produces (text never
+//! tokenizes to them, but a random model can sample them).
 
 use crate::error::{Error, Result};
 use candle_core::quantized::gguf_file::{self, Value};
@@ -20,9 +22,14 @@ pub enum Shape {
     Tiny,
     /// SmolLM2-135M: 30 layers of 576, 9 heads (3 KV), FFN 1536.
     Smollm2_135m,
-    /// Llama 3.2 1B: 16 layers of 2048, 32 heads (8 KV), FFN 8192.
+    /// Llama 3.2 1B: 16 layers of 2048, 32 heads (8 KV), FFN 8192, 128,256
+    /// tokens, output tied to the embeddings (as the real model's).
     Llama1b,
-    /// Llama 3.1 8B: 32 layers of 4096, 32 heads (8 KV), FFN 14336, untied output.
+    /// Llama 3.2 3B: 28 layers of 3072, 24 heads (8 KV), FFN 8192, 128,256
+    /// tokens, output tied to the embeddings (as the real model's).
+    Llama3b,
+    /// Llama 3.1 8B: 32 layers of 4096, 32 heads (8 KV), FFN 14336, 128,256
+    /// tokens, untied output.
     Llama8b,
 }
 
@@ -34,7 +41,12 @@ struct Dims {
     kv_heads: usize,
     rope_base: f32,
     tied: bool,
+    /// The vocabulary the template's is padded to (none: the template's).
+    vocab: Option<usize>,
 }
+
+/// Llama 3's vocabulary size.
+const LLAMA3_VOCAB: usize = 128_256;
 
 impl Shape {
     fn dims(self) -> Dims {
@@ -42,7 +54,12 @@ impl Shape {
             Shape::Tiny => (2, 64, 128, 2, 1, 10_000.0, true),
             Shape::Smollm2_135m => (30, 576, 1536, 9, 3, 100_000.0, true),
             Shape::Llama1b => (16, 2048, 8192, 32, 8, 500_000.0, true),
+            Shape::Llama3b => (28, 3072, 8192, 24, 8, 500_000.0, true),
             Shape::Llama8b => (32, 4096, 14336, 32, 8, 500_000.0, false),
+        };
+        let vocab = match self {
+            Shape::Tiny | Shape::Smollm2_135m => None,
+            Shape::Llama1b | Shape::Llama3b | Shape::Llama8b => Some(LLAMA3_VOCAB),
         };
         Dims {
             layers,
@@ -52,6 +69,7 @@ impl Shape {
             kv_heads,
             rope_base,
             tied,
+            vocab,
         }
     }
 }
@@ -125,6 +143,13 @@ pub fn write_random_llm(
         .filter(|(k, _)| k.starts_with("tokenizer.") || k.as_str() == "general.alignment")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let vocab = match d.vocab {
+        Some(target) if target > vocab => {
+            pad_vocabulary(&mut meta, vocab, target)?;
+            target
+        }
+        _ => vocab,
+    };
     let u32_of = |n: usize| Value::U32(n as u32);
     meta.extend([
         ("general.architecture".into(), Value::String("llama".into())),
@@ -190,6 +215,57 @@ pub fn write_random_llm(
     gguf_file::write(&mut w, &meta_refs, &tensor_refs)
         .map_err(|e| Error::Model(format!("writing {}: {e}", out.display())))?;
     Ok(params)
+}
+
+/// Pad the tokenizer arrays in `meta` from `vocab` entries to `target`:
+/// tokens `<pad N>` (skipping any the vocabulary already holds), of the
+/// plain type, score zero. No merge makes them, so text tokenizes as
+/// before; decoding one gives its text.
+fn pad_vocabulary(meta: &mut [(String, Value)], vocab: usize, target: usize) -> Result<()> {
+    let mut taken = std::collections::HashSet::new();
+    for (key, value) in meta.iter() {
+        if let ("tokenizer.ggml.tokens", Value::Array(tokens)) = (key.as_str(), value) {
+            taken.extend(tokens.iter().filter_map(|t| t.to_string().ok().cloned()));
+        }
+    }
+    let mut names = (0..)
+        .map(|i| format!("<pad {i}>"))
+        .filter(|t| !taken.contains(t));
+    let added: Vec<String> = names.by_ref().take(target - vocab).collect();
+    let per_token = [
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.scores",
+    ];
+    for (key, value) in meta.iter_mut() {
+        let Value::Array(items) = value else { continue };
+        if !per_token.contains(&key.as_str()) {
+            continue;
+        }
+        if items.len() != vocab {
+            return Err(Error::Model(format!(
+                "the template's {key} holds {} entries for {vocab} tokens",
+                items.len()
+            )));
+        }
+        let fill = match (key.as_str(), items.first()) {
+            ("tokenizer.ggml.tokens", _) => {
+                items.extend(added.iter().map(|t| Value::String(t.clone())));
+                continue;
+            }
+            // Plain ("normal") tokens, in the array's own integer type.
+            ("tokenizer.ggml.token_type", Some(Value::I32(_))) => Value::I32(1),
+            ("tokenizer.ggml.token_type", Some(Value::U32(_))) => Value::U32(1),
+            ("tokenizer.ggml.scores", Some(Value::F32(_))) => Value::F32(0.0),
+            (other, first) => {
+                return Err(Error::Model(format!(
+                    "cannot pad the template's {other} ({first:?}) to {target} tokens"
+                )))
+            }
+        };
+        items.resize(target, fill);
+    }
+    Ok(())
 }
 
 /// Write a random LoRA adapter for the llama-layout `base` to `out`: an

@@ -369,6 +369,10 @@ pub enum BenchAction {
         queries: usize,
         #[arg(long, env = "HEARTH_EMBEDDER", default_value = DEFAULT_EMBEDDER)]
         embedder: String,
+        /// The CPU encoder's products: auto (bf16 where the CPU has
+        /// AVX512-BF16) or f32.
+        #[arg(long, default_value = "auto")]
+        precision: String,
     },
     /// Chunk and embed the local Rust documentation (the book and the
     /// reference by default) once, for `bench embed` and `bench hnsw`.

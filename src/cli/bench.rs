@@ -109,11 +109,14 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
             passages,
             queries,
             embedder,
+            precision,
         } => {
             if batch == 0 {
                 bail!("--batch must be at least 1");
             }
-            let embedder = Embedder::load(&ModelSource::parse(&embedder)?, &device()?)?;
+            let precision = crate::models::embedder::precision(&precision)?;
+            let embedder =
+                Embedder::load_with(&ModelSource::parse(&embedder)?, &device()?, precision)?;
             let mut texts = micro::Corpus::read(&corpus)
                 .with_context(|| "run `hearth bench corpus` first".to_string())?
                 .texts;

@@ -23,7 +23,12 @@ impl DirectStore {
     fn open(config: &Config) -> Result<Self> {
         let lock = lock_data_dir(&config.data_dir)?;
         let device = device::open(&config.device)?;
-        let embedder = Embedder::load(&ModelSource::parse(&config.models.embedder)?, &device)?;
+        let precision = crate::models::embedder::precision(&config.models.embedder_precision)?;
+        let embedder = Embedder::load_with(
+            &ModelSource::parse(&config.models.embedder)?,
+            &device,
+            precision,
+        )?;
         Ok(Self {
             docs: DocumentPipeline::open_local(config, Arc::new(embedder))?,
             _lock: lock,

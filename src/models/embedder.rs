@@ -33,8 +33,42 @@ pub struct Embedder {
     pub name: String,
 }
 
+/// `models.embedder_precision`: "auto" (bf16 products where the CPU has
+/// AVX512-BF16) or "f32".
+pub fn precision(name: &str) -> Result<cpu::Precision> {
+    match name {
+        "auto" => Ok(cpu::Precision::Auto),
+        "f32" => Ok(cpu::Precision::F32),
+        other => Err(Error::InvalidInput(format!(
+            "embedder_precision must be \"auto\" or \"f32\", not {other:?}"
+        ))),
+    }
+}
+
 impl Embedder {
+    /// The model at `source` on `device`, its CPU products in bf16 where
+    /// the CPU has AVX512-BF16 ([`Embedder::load_with`] chooses).
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
+        Self::load_with(source, device, cpu::Precision::Auto)
+    }
+
+    /// The arithmetic of the matrix products: "bf16" or "f32" (hearth's
+    /// CPU encoder), or "candle" (candle's BERT, on a GPU or a CPU without
+    /// AVX2).
+    pub fn arithmetic(&self) -> &'static str {
+        match &self.encoder {
+            Encoder::Host(host) if host.bf16() => "bf16",
+            Encoder::Host(_) => "f32",
+            Encoder::Candle(_) => "candle",
+        }
+    }
+
+    /// [`Embedder::load`] with the CPU encoder's products in `precision`.
+    pub fn load_with(
+        source: &ModelSource,
+        device: &Device,
+        precision: cpu::Precision,
+    ) -> Result<Self> {
         let paths = source.resolve(&[
             Wanted::file("config.json"),
             Wanted::file("tokenizer.json"),
@@ -70,7 +104,7 @@ impl Embedder {
         )?;
         let vb = mmap_weights(&weights_path, device)?;
         let host = if device.is_cpu() && cpu::supported() {
-            cpu::HostBert::load(&vb, &raw)?
+            cpu::HostBert::load(&vb, &raw, precision)?
         } else {
             None
         };

@@ -428,7 +428,12 @@ impl Loader<'_> {
                     .block_on(RemoteEmbedder::connect(source, CONNECT_WAIT, self.key()))?;
             return Ok(Embedding::Remote(Arc::new(remote)));
         }
-        let embedder = Arc::new(Embedder::load(&ModelSource::parse(source)?, self.device)?);
+        let precision = crate::models::embedder::precision(&self.config.models.embedder_precision)?;
+        let embedder = Arc::new(Embedder::load_with(
+            &ModelSource::parse(source)?,
+            self.device,
+            precision,
+        )?);
         Ok(local_embedding(self.config, embedder))
     }
 
