@@ -1,5 +1,6 @@
-//! Matrix products of f32 activations with f32 weights, in bf16, on CPUs
-//! with AVX512-BF16: what the BERT embedder's layers run on such CPUs.
+//! Matrix products of f32 activations with f32 or bf16 weights, in bf16,
+//! on CPUs with AVX512-BF16: what the BERT embedder's layers run on such
+//! CPUs, and an LLM's BF16 matrices ([`crate::quant::QMatrix`]).
 //!
 //! The weights are rounded to bf16 once, at load, and packed in panels of
 //! sixteen output columns: one 512-bit line holds two consecutive inputs
@@ -71,9 +72,88 @@ impl Bf16Panels {
         Some(Self { lines, n, k })
     }
 
+    /// A bf16 matrix (`n` rows of `k` values' bits, as a GGUF file holds
+    /// it) packed, or `None` where the shape does not fit the panels.
+    pub fn from_bits(bits: &[u16], n: usize, k: usize) -> Option<Self> {
+        if n == 0
+            || !n.is_multiple_of(PANEL)
+            || k == 0
+            || !k.is_multiple_of(2)
+            || bits.len() != n * k
+        {
+            return None;
+        }
+        let pairs = k / 2;
+        let mut lines = Vec::with_capacity(n / PANEL * pairs);
+        for panel in 0..n / PANEL {
+            for q in 0..pairs {
+                lines.push(Line(std::array::from_fn(|c| {
+                    let row = &bits[(panel * PANEL + c) * k..][..k];
+                    row[2 * q] as u32 | ((row[2 * q + 1] as u32) << 16)
+                })));
+            }
+        }
+        Some(Self { lines, n, k })
+    }
+
     /// The output width `n`.
     pub fn n(&self) -> usize {
         self.n
+    }
+
+    /// The input width `k`.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Row `j` of `W` (its bf16 values, exactly), or `None` past the end.
+    pub fn row(&self, j: usize) -> Option<Vec<f32>> {
+        if j >= self.n {
+            return None;
+        }
+        let pairs = self.k / 2;
+        let (panel, c) = (j / PANEL, j % PANEL);
+        let value = |bits: u32| half::bf16::from_bits(bits as u16).to_f32();
+        Some(
+            self.lines[panel * pairs..][..pairs]
+                .iter()
+                .flat_map(|line| [value(line.0[c]), value(line.0[c] >> 16)])
+                .collect(),
+        )
+    }
+
+    /// The rows of `x` (`k` values each) rounded to bf16 pairs, as
+    /// [`Bf16Panels::columns`] takes them.
+    pub fn activations(x: &[f32]) -> Vec<u32> {
+        x.chunks_exact(2).map(|two| pair(two[0], two[1])).collect()
+    }
+
+    /// Columns `16 p..16 p + 16` of `x W^T` for the `m` rows of `pairs`
+    /// ([`Bf16Panels::activations`]), written to `out[r * n + j]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BF16 ([`available`]); `out` holds `m * n`
+    /// values, of which this call writes only its panel's columns.
+    pub unsafe fn columns(&self, p: usize, pairs: &[u32], m: usize, out: *mut f32) {
+        let per = self.k / 2;
+        assert!(p < self.n / PANEL && pairs.len() >= m * per);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the caller promises; the panel holds `per` lines.
+        unsafe {
+            simd::columns(
+                self.lines.as_ptr().add(p * per),
+                per,
+                pairs,
+                m,
+                out.add(p * PANEL),
+                self.n,
+            )
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = out;
+            unreachable!("bf16 panels are made only where available() holds")
+        }
     }
 
     /// `out = x W^T + bias` for `rows` rows of `x` (`k` values each); `out`
@@ -153,6 +233,38 @@ mod simd {
                 r += take;
             }
             panel += if two { 2 } else { 1 };
+        }
+    }
+
+    /// No bias: [`columns`]' tiles add zeros.
+    static ZERO: [f32; 2 * PANEL] = [0.0; 2 * PANEL];
+
+    /// One panel's columns for `m` rows, eight rows at a time.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn columns(
+        w: *const Line,
+        pairs: usize,
+        x: &[u32],
+        m: usize,
+        dst: *mut f32,
+        n: usize,
+    ) {
+        let mut r = 0;
+        while r < m {
+            let take = (m - r).min(ROWS);
+            let (xs, out) = (x.as_ptr().add(r * pairs), dst.add(r * n));
+            let zero = ZERO.as_ptr();
+            match take {
+                1 => tile::<1, 1>(w, pairs, xs, zero, out, n),
+                2 => tile::<2, 1>(w, pairs, xs, zero, out, n),
+                3 => tile::<3, 1>(w, pairs, xs, zero, out, n),
+                4 => tile::<4, 1>(w, pairs, xs, zero, out, n),
+                5 => tile::<5, 1>(w, pairs, xs, zero, out, n),
+                6 => tile::<6, 1>(w, pairs, xs, zero, out, n),
+                7 => tile::<7, 1>(w, pairs, xs, zero, out, n),
+                _ => tile::<8, 1>(w, pairs, xs, zero, out, n),
+            }
+            r += take;
         }
     }
 

@@ -10,7 +10,8 @@
 //!   of [`kquant`] (Q4_K, Q5_K and Q6_K), and the 16-bit floats of
 //!   [`wide`] (F16, BF16)), eight activation rows at a time on AVX-512
 //!   VNNI for Q4_1 and Q8_0 (`rows8`), the K-quants repacked sixteen
-//!   weight rows to a panel there (`panel`).
+//!   weight rows to a panel there (`panel`), BF16 packed to panels for
+//!   `vdpbf16ps` on AVX512-BF16 ([`bf16_gemm`]).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
 //! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]), its

@@ -18,6 +18,7 @@
 //! Work is split over output columns on candle's CPU thread pool, the one
 //! its own quantized kernels use, so hearth never runs two pools at once.
 
+use crate::bf16_gemm::{self, Bf16Panels};
 use crate::blocks::{BlockQ4, BlockQ8, QK};
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
@@ -55,6 +56,9 @@ enum Blocks {
     Q6KPanels(Vec<PanelQ6K>),
     /// F16 or BF16 bits.
     Wide(Kind, Vec<u16>),
+    /// BF16 packed sixteen rows to a panel for `vdpbf16ps`, where the CPU
+    /// has AVX512-BF16 and the shape allows.
+    Bf16Panels(Bf16Panels),
 }
 
 impl Blocks {
@@ -71,6 +75,7 @@ impl Blocks {
             Self::Q5KPanels(b) => b.len() * panel::ROWS,
             Self::Q6KPanels(b) => b.len() * panel::ROWS,
             Self::Wide(_, b) => b.len(),
+            Self::Bf16Panels(b) => b.n() * b.k(),
         }
     }
 
@@ -86,7 +91,7 @@ impl Blocks {
             | Self::Q5K(_)
             | Self::Q6K(_)
             | Self::Q6KPanels(_) => k / QK_K,
-            Self::Wide(..) => k,
+            Self::Wide(..) | Self::Bf16Panels(_) => k,
         }
     }
 
@@ -114,9 +119,11 @@ impl Blocks {
     /// Output columns per work item: a panel, or four rows.
     fn unit(&self) -> usize {
         match self {
-            Self::Q4KPanels(_) | Self::Q5KPanels(_) | Self::Q6KPanels(_) | Self::Q4_0Panels(_) => {
-                panel::ROWS
-            }
+            Self::Q4KPanels(_)
+            | Self::Q5KPanels(_)
+            | Self::Q6KPanels(_)
+            | Self::Q4_0Panels(_)
+            | Self::Bf16Panels(_) => panel::ROWS,
             _ => 4,
         }
     }
@@ -238,7 +245,13 @@ impl QMatrix {
             }
             GgmlDType::Q4_0 => Blocks::Q4_0(q4_0::regroup(&data, n, k)),
             GgmlDType::F16 => Blocks::Wide(Kind::F16, bits()),
-            GgmlDType::BF16 => Blocks::Wide(Kind::Bf16, bits()),
+            GgmlDType::BF16 => {
+                let bits = bits();
+                match Bf16Panels::from_bits(&bits, n, k).filter(|_| bf16_gemm::available()) {
+                    Some(panels) => Blocks::Bf16Panels(panels),
+                    None => Blocks::Wide(Kind::Bf16, bits),
+                }
+            }
             GgmlDType::Q4K => Blocks::Q4K(
                 data.chunks_exact(BlockQ4K::BYTES)
                     .map(BlockQ4K::parse)
@@ -307,6 +320,7 @@ impl QMatrix {
                 )
             }
             Blocks::Wide(kind, b) => Some(b[range].iter().map(|&v| kind.to_f32(v)).collect()),
+            Blocks::Bf16Panels(b) => b.row(j),
             Blocks::Q4_1(_)
             | Blocks::Q4K(_)
             | Blocks::Q4KPanels(_)
@@ -413,6 +427,11 @@ impl QMatrix {
         } else {
             Vec::new()
         };
+        let xp = if any(|b| matches!(b, Blocks::Bf16Panels(_))) {
+            Bf16Panels::activations(input)
+        } else {
+            Vec::new()
+        };
         // Batches of rows up to eight at a time where the CPU has the
         // 512-bit kernels: the activations laid out for them once per kind
         // of weights. A single row keeps the one-row kernels.
@@ -477,6 +496,10 @@ impl QMatrix {
                     }
                     Blocks::Wide(Kind::F16, b) => columns_tiled(b, w.n, &xh, m, local, out, f16s),
                     Blocks::Wide(Kind::Bf16, b) => columns_tiled(b, w.n, &xb, m, local, out, bf16s),
+                    // SAFETY: panels are made only where the CPU has
+                    // AVX512-BF16; `out` holds m * n values and this work
+                    // item alone writes panel `local`'s columns.
+                    Blocks::Bf16Panels(b) => unsafe { b.columns(local, &xp, m, out) },
                 }
             }
         });
@@ -1146,6 +1169,55 @@ mod tests {
                     assert_eq!(panels.row(j).unwrap(), want, "row {j}");
                 }
             }
+        }
+    }
+
+    /// BF16 panels against the tinyBLAS-order row kernels on the same
+    /// weights: the same products of the same rounded operands, summed in
+    /// another order, so within f32 summation error, for every batch
+    /// size; the same results whatever the batch; and the rows exactly.
+    #[test]
+    fn bf16_panels_agree_with_the_row_kernels() {
+        assert!(
+            bf16_gemm::available(),
+            "this test needs a CPU with AVX-512 BF16 (this project's machines have it)"
+        );
+        let (n, k) = (48, 512);
+        let (_, q) = weights(n, k, GgmlDType::BF16);
+        let panels = QMatrix::from_qtensor(&q).unwrap();
+        assert!(matches!(panels.blocks, Blocks::Bf16Panels(_)));
+        let bits: Vec<u16> = q
+            .data()
+            .unwrap()
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let rows = QMatrix {
+            n,
+            k,
+            blocks: Blocks::Wide(Kind::Bf16, bits),
+        };
+        let x: Vec<f32> = (0..9 * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
+            .collect();
+        let alone = panels.matmul(&x[..k]).unwrap();
+        for m in 1..=9 {
+            let (a, b) = (
+                panels.matmul(&x[..m * k]).unwrap(),
+                rows.matmul(&x[..m * k]).unwrap(),
+            );
+            assert_eq!(a[..n], alone[..], "{m} rows: the first row moved");
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * k as f32,
+                    "{m} rows, {i}: {a} against {b}"
+                );
+            }
+        }
+        let all = q.dequantize(&Device::Cpu).unwrap();
+        for j in [0, 17, n - 1] {
+            let want = all.get(j).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(panels.row(j).unwrap(), want, "row {j}");
         }
     }
 
