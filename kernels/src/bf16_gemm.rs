@@ -55,32 +55,24 @@ impl Bf16Panels {
     /// `w` (`n` rows of `k`) packed, or `None` where the shape does not
     /// fit the panels (`n` a multiple of 16, `k` even; BERT's are).
     pub fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if n == 0 || !n.is_multiple_of(PANEL) || k == 0 || !k.is_multiple_of(2) || w.len() != n * k
-        {
-            return None;
-        }
-        let pairs = k / 2;
-        let mut lines = Vec::with_capacity(n / PANEL * pairs);
-        for panel in 0..n / PANEL {
-            for q in 0..pairs {
-                lines.push(Line(std::array::from_fn(|c| {
-                    let row = &w[(panel * PANEL + c) * k..][..k];
-                    pair(row[2 * q], row[2 * q + 1])
-                })));
-            }
-        }
-        Some(Self { lines, n, k })
+        (w.len() == n * k).then_some(())?;
+        Self::packed(n, k, |j, i| pair(w[j * k + i], w[j * k + i + 1]))
     }
 
     /// A bf16 matrix (`n` rows of `k` values' bits, as a GGUF file holds
     /// it) packed, or `None` where the shape does not fit the panels.
     pub fn from_bits(bits: &[u16], n: usize, k: usize) -> Option<Self> {
-        if n == 0
-            || !n.is_multiple_of(PANEL)
-            || k == 0
-            || !k.is_multiple_of(2)
-            || bits.len() != n * k
-        {
+        (bits.len() == n * k).then_some(())?;
+        Self::packed(n, k, |j, i| {
+            bits[j * k + i] as u32 | ((bits[j * k + i + 1] as u32) << 16)
+        })
+    }
+
+    /// The panels of an `[n, k]` matrix whose row `j`, inputs `i` and
+    /// `i + 1` (`i` even), make the pair `pair_at(j, i)`; `None` where the
+    /// shape does not fit (`n` a multiple of 16, `k` even).
+    fn packed(n: usize, k: usize, pair_at: impl Fn(usize, usize) -> u32) -> Option<Self> {
+        if n == 0 || !n.is_multiple_of(PANEL) || k == 0 || !k.is_multiple_of(2) {
             return None;
         }
         let pairs = k / 2;
@@ -88,8 +80,7 @@ impl Bf16Panels {
         for panel in 0..n / PANEL {
             for q in 0..pairs {
                 lines.push(Line(std::array::from_fn(|c| {
-                    let row = &bits[(panel * PANEL + c) * k..][..k];
-                    row[2 * q] as u32 | ((row[2 * q + 1] as u32) << 16)
+                    pair_at(panel * PANEL + c, 2 * q)
                 })));
             }
         }
