@@ -20,8 +20,8 @@
 //! - Texts are shared out as whole work items, each run start to end by one
 //!   thread of candle's rayon pool: no synchronisation inside the model.
 
-use crate::bf16_gemm::{self, Bf16Panels};
 use crate::simd;
+use crate::wide_panels::{Bf16, Bf16Panels, Format};
 use crate::{Error, Result};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -190,7 +190,7 @@ impl HostBert {
                 ffn_norm: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
-        if precision == Precision::Auto && bf16_gemm::available() {
+        if precision == Precision::Auto && Bf16::available() {
             for layer in &mut layers {
                 for d in [
                     &mut layer.qkv,
@@ -439,7 +439,7 @@ fn dense(layer: &Dense, x: &[f32], out: &mut [f32], rows: usize) {
             static PAIRS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         PAIRS.with_borrow_mut(|pairs| {
-            // SAFETY: panels are made only where bf16_gemm::available().
+            // SAFETY: panels are made only where Bf16::available().
             unsafe { panels.product(x, rows, &layer.b, out, pairs) }
         });
         return;
@@ -746,7 +746,7 @@ mod tests {
             eprintln!("this CPU lacks AVX2/FMA: the buffer path never runs here");
             return;
         }
-        let precisions = if bf16_gemm::available() {
+        let precisions = if Bf16::available() {
             vec![Precision::F32, Precision::Auto]
         } else {
             vec![Precision::F32]

@@ -10,19 +10,18 @@
 //!   of [`kquant`] (Q4_K, Q5_K and Q6_K), and the 16-bit floats of
 //!   [`wide`] (F16, BF16)), eight activation rows at a time on AVX-512
 //!   VNNI for Q4_1 and Q8_0 (`rows8`), the K-quants repacked sixteen
-//!   weight rows to a panel there (`panel`), BF16 packed to panels for
-//!   `vdpbf16ps` on AVX512-BF16 ([`bf16_gemm`]).
+//!   weight rows to a panel there (`panel`), BF16 and F16 packed sixteen
+//!   columns to a panel on AVX-512 ([`wide_panels`]).
 //! - [`decoder`]: a llama-style decoder's per-token arithmetic (RMSNorm,
 //!   RoPE, SwiGLU, attention over a sequence's cache).
 //! - [`bert`]: the BERT encoder on buffers ([`bert::HostBert`]), its
-//!   products in bf16 on CPUs with AVX512-BF16 ([`bf16_gemm`]).
+//!   products in bf16 on CPUs with AVX512-BF16 ([`wide_panels`]).
 //! - [`graph`]: exact top-k and the HNSW index ([`graph::Hnsw`]): its
 //!   parallel build, search, and file form.
 //!
 //! Dependencies point one way: hearth uses this crate, never the reverse.
 
 pub mod bert;
-pub mod bf16_gemm;
 mod blocks;
 pub mod decoder;
 pub mod graph;
@@ -33,6 +32,7 @@ pub mod quant;
 mod rows8;
 pub mod simd;
 pub mod wide;
+pub mod wide_panels;
 
 /// What a kernel refuses: a shape or a model it cannot run.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,6 @@
 //! Work is split over output columns on candle's CPU thread pool, the one
 //! its own quantized kernels use, so hearth never runs two pools at once.
 
-use crate::bf16_gemm::{self, Bf16Panels};
 use crate::blocks::{BlockQ4, BlockQ8, QK};
 use crate::kquant::{
     dot_q4_k, dot_q5_k, dot_q6_k, quantize_q8_k, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
@@ -28,6 +27,7 @@ use crate::q4_0::{self, GroupQ4_0, GroupX};
 use crate::rows8::{self, Dot8Fn, Rows8};
 use crate::simd::hsum;
 use crate::wide::{self, Kind};
+use crate::wide_panels::{Bf16, Bf16Panels, F16Panels, Format, F16};
 use crate::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -59,6 +59,9 @@ enum Blocks {
     /// BF16 packed sixteen rows to a panel for `vdpbf16ps`, where the CPU
     /// has AVX512-BF16 and the shape allows.
     Bf16Panels(Bf16Panels),
+    /// F16 packed sixteen rows to a panel, where the CPU has AVX-512 and
+    /// the shape allows.
+    F16Panels(F16Panels),
 }
 
 impl Blocks {
@@ -76,6 +79,7 @@ impl Blocks {
             Self::Q6KPanels(b) => b.len() * panel::ROWS,
             Self::Wide(_, b) => b.len(),
             Self::Bf16Panels(b) => b.n() * b.k(),
+            Self::F16Panels(b) => b.n() * b.k(),
         }
     }
 
@@ -91,7 +95,7 @@ impl Blocks {
             | Self::Q5K(_)
             | Self::Q6K(_)
             | Self::Q6KPanels(_) => k / QK_K,
-            Self::Wide(..) | Self::Bf16Panels(_) => k,
+            Self::Wide(..) | Self::Bf16Panels(_) | Self::F16Panels(_) => k,
         }
     }
 
@@ -116,14 +120,14 @@ impl Blocks {
         )
     }
 
-    /// Output columns per work item: a panel, or four rows.
+    /// Output columns per work item: a panel (two for the 16-bit floats),
+    /// or four rows.
     fn unit(&self) -> usize {
         match self {
-            Self::Q4KPanels(_)
-            | Self::Q5KPanels(_)
-            | Self::Q6KPanels(_)
-            | Self::Q4_0Panels(_)
-            | Self::Bf16Panels(_) => panel::ROWS,
+            Self::Q4KPanels(_) | Self::Q5KPanels(_) | Self::Q6KPanels(_) | Self::Q4_0Panels(_) => {
+                panel::ROWS
+            }
+            Self::Bf16Panels(_) | Self::F16Panels(_) => F16Panels::UNIT,
             _ => 4,
         }
     }
@@ -189,7 +193,7 @@ impl QMatrix {
             )));
         }
         let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let bits = || {
+        let bits = || -> Vec<u16> {
             data.chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
                 .collect()
@@ -244,10 +248,16 @@ impl QMatrix {
                 Blocks::Q4_0Panels(PanelQ4_0::repack(&data, n, k))
             }
             GgmlDType::Q4_0 => Blocks::Q4_0(q4_0::regroup(&data, n, k)),
-            GgmlDType::F16 => Blocks::Wide(Kind::F16, bits()),
+            GgmlDType::F16 => {
+                let bits = bits();
+                match F16Panels::from_bits(&bits, n, k).filter(|_| F16::available()) {
+                    Some(panels) => Blocks::F16Panels(panels),
+                    None => Blocks::Wide(Kind::F16, bits),
+                }
+            }
             GgmlDType::BF16 => {
                 let bits = bits();
-                match Bf16Panels::from_bits(&bits, n, k).filter(|_| bf16_gemm::available()) {
+                match Bf16Panels::from_bits(&bits, n, k).filter(|_| Bf16::available()) {
                     Some(panels) => Blocks::Bf16Panels(panels),
                     None => Blocks::Wide(Kind::Bf16, bits),
                 }
@@ -321,6 +331,7 @@ impl QMatrix {
             }
             Blocks::Wide(kind, b) => Some(b[range].iter().map(|&v| kind.to_f32(v)).collect()),
             Blocks::Bf16Panels(b) => b.row(j),
+            Blocks::F16Panels(b) => b.row(j),
             Blocks::Q4_1(_)
             | Blocks::Q4K(_)
             | Blocks::Q4KPanels(_)
@@ -432,6 +443,11 @@ impl QMatrix {
         } else {
             Vec::new()
         };
+        let xf = if any(|b| matches!(b, Blocks::F16Panels(_))) {
+            F16Panels::activations(input)
+        } else {
+            Vec::new()
+        };
         // Batches of rows up to eight at a time where the CPU has the
         // 512-bit kernels: the activations laid out for them once per kind
         // of weights. A single row keeps the one-row kernels.
@@ -500,6 +516,8 @@ impl QMatrix {
                     // AVX512-BF16; `out` holds m * n values and this work
                     // item alone writes panel `local`'s columns.
                     Blocks::Bf16Panels(b) => unsafe { b.columns(local, &xp, m, out) },
+                    // SAFETY: as above, with AVX-512 F.
+                    Blocks::F16Panels(b) => unsafe { b.columns(local, &xf, m, out) },
                 }
             }
         });
@@ -1172,52 +1190,62 @@ mod tests {
         }
     }
 
-    /// BF16 panels against the tinyBLAS-order row kernels on the same
-    /// weights: the same products of the same rounded operands, summed in
-    /// another order, so within f32 summation error, for every batch
-    /// size; the same results whatever the batch; and the rows exactly.
+    /// BF16 and F16 panels against the tinyBLAS-order row kernels on the
+    /// same weights: the same products of the same rounded operands,
+    /// summed in another order, so within f32 summation error, for every
+    /// batch size; the same results whatever the batch; and the rows
+    /// exactly.
     #[test]
-    fn bf16_panels_agree_with_the_row_kernels() {
+    fn wide_panels_agree_with_the_row_kernels() {
         assert!(
-            bf16_gemm::available(),
+            Bf16::available() && F16::available(),
             "this test needs a CPU with AVX-512 BF16 (this project's machines have it)"
         );
         let (n, k) = (48, 512);
-        let (_, q) = weights(n, k, GgmlDType::BF16);
-        let panels = QMatrix::from_qtensor(&q).unwrap();
-        assert!(matches!(panels.blocks, Blocks::Bf16Panels(_)));
-        let bits: Vec<u16> = q
-            .data()
-            .unwrap()
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        let rows = QMatrix {
-            n,
-            k,
-            blocks: Blocks::Wide(Kind::Bf16, bits),
-        };
-        let x: Vec<f32> = (0..9 * k)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
-            .collect();
-        let alone = panels.matmul(&x[..k]).unwrap();
-        for m in 1..=9 {
-            let (a, b) = (
-                panels.matmul(&x[..m * k]).unwrap(),
-                rows.matmul(&x[..m * k]).unwrap(),
-            );
-            assert_eq!(a[..n], alone[..], "{m} rows: the first row moved");
-            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * k as f32,
-                    "{m} rows, {i}: {a} against {b}"
+        for (dtype, kind) in [(GgmlDType::BF16, Kind::Bf16), (GgmlDType::F16, Kind::F16)] {
+            let (_, q) = weights(n, k, dtype);
+            let panels = QMatrix::from_qtensor(&q).unwrap();
+            assert!(matches!(
+                panels.blocks,
+                Blocks::Bf16Panels(_) | Blocks::F16Panels(_)
+            ));
+            let bits: Vec<u16> = q
+                .data()
+                .unwrap()
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            let rows = QMatrix {
+                n,
+                k,
+                blocks: Blocks::Wide(kind, bits),
+            };
+            let x: Vec<f32> = (0..9 * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
+                .collect();
+            let alone = panels.matmul(&x[..k]).unwrap();
+            for m in 1..=9 {
+                let (a, b) = (
+                    panels.matmul(&x[..m * k]).unwrap(),
+                    rows.matmul(&x[..m * k]).unwrap(),
                 );
+                assert_eq!(
+                    a[..n],
+                    alone[..],
+                    "{dtype:?}, {m} rows: the first row moved"
+                );
+                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * k as f32,
+                        "{dtype:?}, {m} rows, {i}: {a} against {b}"
+                    );
+                }
             }
-        }
-        let all = q.dequantize(&Device::Cpu).unwrap();
-        for j in [0, 17, n - 1] {
-            let want = all.get(j).unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(panels.row(j).unwrap(), want, "row {j}");
+            let all = q.dequantize(&Device::Cpu).unwrap();
+            for j in [0, 17, n - 1] {
+                let want = all.get(j).unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(panels.row(j).unwrap(), want, "{dtype:?} row {j}");
+            }
         }
     }
 

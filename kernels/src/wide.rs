@@ -16,9 +16,10 @@
 //!   Then the same sum of lanes.
 //!
 //! On CPUs with AVX512-BF16, BF16 matrices whose row count is a multiple
-//! of 16 are packed to [`crate::bf16_gemm`]'s panels instead (the same
-//! products of the same rounded operands, summed in another order, 1.7x
-//! the prompt speed); these kernels keep the rest.
+//! of 16 are packed to [`crate::wide_panels`] instead, and F16 ones on
+//! CPUs with AVX-512 (the same products of the same rounded operands,
+//! summed in another order, 1.7-2x the prompt speed); these kernels keep
+//! the rest.
 //!
 //! Both take rows whose length is a multiple of 32 (every model's widths
 //! are); tinyBLAS itself runs when a matrix's row count is a multiple of 4,
