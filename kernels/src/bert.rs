@@ -38,6 +38,8 @@ pub fn supported() -> bool {
 
 /// A linear layer `y = x W^T + b`, `W` as PyTorch stores it: `[n, k]`.
 struct Dense {
+    /// `W` in f32; empty once packed to `panels`, which then do every
+    /// product.
     w: Vec<f32>,
     b: Vec<f32>,
     n: usize,
@@ -199,6 +201,9 @@ impl HostBert {
                     &mut layer.down,
                 ] {
                     d.panels = Bf16Panels::pack(&d.w, d.n, d.k);
+                    if d.panels.is_some() {
+                        d.w = Vec::new();
+                    }
                 }
             }
         }

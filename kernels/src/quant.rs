@@ -1141,6 +1141,24 @@ mod tests {
         assert_eq!(quantize_q8_1(&[0.0; QK]).d, 0.0);
     }
 
+    /// `panels` and `rows` (the same weights, `k` inputs) on the same 1 to
+    /// 9 activation rows: `(m, panels' products, rows' products)`.
+    fn both_products(
+        panels: &QMatrix,
+        rows: &QMatrix,
+        k: usize,
+    ) -> Vec<(usize, Vec<f32>, Vec<f32>)> {
+        let x: Vec<f32> = (0..9 * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
+            .collect();
+        (1..=9)
+            .map(|m| {
+                let x = &x[..m * k];
+                (m, panels.matmul(x).unwrap(), rows.matmul(x).unwrap())
+            })
+            .collect()
+    }
+
     /// Where the CPU has the panel kernels, Q4_0 and Q4_K matrices are
     /// repacked to panels; their products must keep the row kernels' bits
     /// (ggml's) for every batch size, and a panel's rows must be the
@@ -1169,14 +1187,7 @@ mod tests {
                 ),
             };
             let rows = QMatrix { n, k, blocks };
-            let x: Vec<f32> = (0..9 * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
-                .collect();
-            for m in 1..=9 {
-                let (a, b) = (
-                    panels.matmul(&x[..m * k]).unwrap(),
-                    rows.matmul(&x[..m * k]).unwrap(),
-                );
+            for (m, a, b) in both_products(&panels, &rows, k) {
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a), bits(&b), "{dtype:?}, {m} rows");
             }
@@ -1220,21 +1231,15 @@ mod tests {
                 k,
                 blocks: Blocks::Wide(kind, bits),
             };
-            let x: Vec<f32> = (0..9 * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
-                .collect();
-            let alone = panels.matmul(&x[..k]).unwrap();
-            for m in 1..=9 {
-                let (a, b) = (
-                    panels.matmul(&x[..m * k]).unwrap(),
-                    rows.matmul(&x[..m * k]).unwrap(),
-                );
+            let products = both_products(&panels, &rows, k);
+            let alone = &products[0].1;
+            for (m, a, b) in &products {
                 assert_eq!(
                     a[..n],
                     alone[..],
                     "{dtype:?}, {m} rows: the first row moved"
                 );
-                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                for (i, (a, b)) in a.iter().zip(b).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * k as f32,
                         "{dtype:?}, {m} rows, {i}: {a} against {b}"
