@@ -262,6 +262,11 @@ pub struct GenerationConfig {
     pub max_tokens_limit: usize,
     /// Longest prompt accepted, in LLM tokens (also capped by the model's context).
     pub max_prompt_tokens: usize,
+    /// Prompt-lookup decoding: at most this many tokens per step drafted
+    /// from earlier text of the same sequence (its RAG passages, say) and
+    /// verified in one pass; the output is the same as without. 0 turns
+    /// it off.
+    pub draft_tokens: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -336,6 +341,9 @@ impl Default for ModelsConfig {
     }
 }
 
+/// Drafted tokens per step by default (`generation.draft_tokens`).
+pub const DEFAULT_DRAFT_TOKENS: usize = 8;
+
 pub const DEFAULT_SYSTEM_PROMPT: &str =
     "You are a helpful assistant. Answer the question in one sentence, using only the context.";
 
@@ -372,6 +380,7 @@ impl Default for GenerationConfig {
             temperature: 0.0,
             max_tokens_limit: 2048,
             max_prompt_tokens: 4096,
+            draft_tokens: DEFAULT_DRAFT_TOKENS,
         }
     }
 }
@@ -475,6 +484,8 @@ pub struct ConfigArgs {
     pub max_tokens_limit: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_PROMPT_TOKENS")]
     pub max_prompt_tokens: Option<usize>,
+    #[arg(long, env = "HEARTH_DRAFT_TOKENS")]
+    pub draft_tokens: Option<usize>,
     #[arg(long, env = "HEARTH_GENERATION_QUEUE")]
     pub generation_queue: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_RUNNING", alias = "max-active")]
@@ -595,6 +606,7 @@ impl Config {
         set(&mut g.temperature, &a.temperature);
         set(&mut g.max_tokens_limit, &a.max_tokens_limit);
         set(&mut g.max_prompt_tokens, &a.max_prompt_tokens);
+        set(&mut g.draft_tokens, &a.draft_tokens);
         let l = &mut self.limits;
         set(&mut l.generation_queue, &a.generation_queue);
         set(&mut l.max_running, &a.max_running);

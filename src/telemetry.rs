@@ -184,6 +184,13 @@ pub fn prefix_reused(tokens: usize) {
     counter!("hearth_prefix_cache_tokens_total").increment(tokens as u64);
 }
 
+/// One verification of prompt-lookup drafts: `drafted` tokens fed, `kept`
+/// of them the tokens sampled.
+pub fn drafted(drafted: usize, kept: usize) {
+    counter!("hearth_draft_tokens_total", "outcome" => "kept").increment(kept as u64);
+    counter!("hearth_draft_tokens_total", "outcome" => "missed").increment((drafted - kept) as u64);
+}
+
 /// One step of the generation worker of `model`: the batch it ran, what
 /// is running and what waits (a gauge per worker: a unified process with
 /// two LLMs has two).

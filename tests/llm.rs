@@ -539,3 +539,91 @@ fn prompts_that_begin_alike_reuse_the_cached_prefix_with_the_same_output() {
     assert!(reused > 2 * 200, "only {reused} prompt tokens reused");
     eprintln!("prompt ms with / without the prefix cache: {ttft:?}");
 }
+
+#[test]
+fn prompt_lookup_decoding_gives_the_same_output_and_keeps_drafts() {
+    let plain = scheduled(4, 256);
+    // Two running at once: drafts stop when more than two decode.
+    let drafting = Generator::spawn(
+        llm().clone(),
+        GeneratorLimits {
+            max_running: 2,
+            draft_tokens: 8,
+            ..GeneratorLimits::default()
+        },
+    );
+    // A passage the answers copy from, as RAG answers do.
+    let passage = "Ownership is a set of rules that govern how a Rust program manages memory. \
+        Each value in Rust has an owner. There can only be one owner at a time. \
+        When the owner goes out of scope, the value will be dropped.";
+    let ask = |q: &str| {
+        Prompt::chat(vec![Message::new(
+            "user",
+            format!("Context: {passage}\n\nQuestion: {q}"),
+        )])
+    };
+    let sampled = SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: Some(7),
+        ..greedy(48)
+    };
+    let stopped = SamplingParams {
+        stop: vec!["owner".into()],
+        ..greedy(48)
+    };
+    let formatted = SamplingParams {
+        format: Some(hearth::models::llm::grammar::Format::Regex {
+            pattern: "[A-Za-z ,.]{1,120}".into(),
+        }),
+        ..greedy(40)
+    };
+    let cases = [
+        (
+            ask("Repeat the rules of ownership word for word."),
+            greedy(64),
+        ),
+        (
+            ask("What happens when the owner goes out of scope?"),
+            sampled,
+        ),
+        (ask("Quote the context."), stopped),
+        (ask("Quote the first sentence."), formatted),
+        (
+            Prompt::Text("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,".into()),
+            greedy(40),
+        ),
+    ];
+    for (prompt, params) in &cases {
+        let want = run(&plain, prompt.clone(), params.clone()).unwrap();
+        let got = run(&drafting, prompt.clone(), params.clone()).unwrap();
+        assert_eq!(
+            (&got.tokens, &got.text, got.finish_reason),
+            (&want.tokens, &want.text, want.finish_reason),
+            "drafts changed the output of {prompt:?}"
+        );
+        assert_eq!(want.timings.draft_tokens, 0);
+        eprintln!(
+            "{} tokens: {} drafted, {} kept",
+            got.tokens.len(),
+            got.timings.draft_tokens,
+            got.timings.draft_tokens_kept
+        );
+    }
+    // All five queued at once: two run at a time, both drafting in one
+    // batch, beside prompts being fed.
+    let streams: Vec<_> = cases
+        .iter()
+        .map(|(p, params)| drafting.submit_blocking(p.clone(), params.clone()).unwrap())
+        .collect();
+    for ((prompt, params), s) in cases.iter().zip(streams) {
+        let got = block_on(s.finish()).unwrap();
+        let want = run(&plain, prompt.clone(), params.clone()).unwrap();
+        assert_eq!(got.tokens, want.tokens, "batched drafts changed {prompt:?}");
+    }
+    let stats = drafting.stats();
+    assert!(
+        stats.draft_tokens_kept > 40 && stats.draft_tokens_kept <= stats.draft_tokens,
+        "{stats:?}"
+    );
+}

@@ -330,12 +330,12 @@ fn adapter_and_base_share_one_batch() {
         Segment {
             tokens: &prompt,
             cache: &mut c1,
-            logits: true,
+            logits: 1,
         },
         Segment {
             tokens: &prompt,
             cache: &mut c2,
-            logits: true,
+            logits: 1,
         },
     ];
     let out = llm.model.forward_batch(&mut batch).unwrap();

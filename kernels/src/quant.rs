@@ -1061,23 +1061,36 @@ mod tests {
 
     #[test]
     fn each_row_is_the_same_whatever_the_rows_beside_it() {
-        // Batches go up to eight rows at a time through the 512-bit kernels
-        // where the CPU has them, otherwise four at a time through the x4
-        // kernels and the rest one at a time: every row must come out bit
+        // Batches go through tiles of several rows (eight, four, the panels'
+        // tiles) and the rest one at a time: every row must come out bit
         // for bit as when alone, for every count up to two groups of eight
-        // and one more.
-        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            let (_, q) = weights(13, 128, dtype);
+        // and one more, for every type of weights. The scheduler relies on
+        // it: a sequence's output does not depend on the batch it ran in,
+        // and prompt-lookup decoding verifies drafts in one pass with the
+        // logits plain decoding would give.
+        let (n, k) = (48, 512);
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+            GgmlDType::F16,
+            GgmlDType::BF16,
+        ] {
+            let (_, q) = weights(n, k, dtype);
             let w = QMatrix::from_qtensor(&q).unwrap();
-            let x: Vec<f32> = (0..17 * 128)
+            let x: Vec<f32> = (0..17 * k)
                 .map(|i| ((i * 53 % 97) as f32 - 48.0) / 19.0)
                 .collect();
             for m in 1..=17 {
-                let all = w.matmul(&x[..m * 128]).unwrap();
+                let all = w.matmul(&x[..m * k]).unwrap();
                 for r in 0..m {
-                    let alone = w.matmul(&x[r * 128..(r + 1) * 128]).unwrap();
+                    let alone = w.matmul(&x[r * k..(r + 1) * k]).unwrap();
                     assert_eq!(
-                        &all[r * 13..(r + 1) * 13],
+                        &all[r * n..(r + 1) * n],
                         &alone[..],
                         "{dtype:?}, row {r} of {m}"
                     );

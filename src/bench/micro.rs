@@ -191,7 +191,7 @@ pub fn llm_streams(
             .map(|(cache, token)| Segment {
                 tokens: token,
                 cache,
-                logits: true,
+                logits: 1,
             })
             .collect();
         let logits = model.model.forward_batch(&mut segments)?;

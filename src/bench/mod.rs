@@ -8,6 +8,7 @@
 //! as [`results`] and written up as JSON, Markdown and SVG ([`report`]).
 //! [`shapes`] writes random-weight LLMs of real models' shapes for speed runs.
 
+pub mod drafts;
 pub mod launched;
 pub mod load;
 pub mod machine;

@@ -341,6 +341,26 @@ pub enum BenchAction {
         #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
         llm: String,
     },
+    /// Prompt-lookup decoding against plain decoding on RAG answers about
+    /// the Rust book's sections, as a JSON line: decode tokens/s of each,
+    /// the speedup, drafts kept, and whether every answer is the same.
+    Drafts {
+        /// The Rust book's HTML [default: the toolchain's].
+        #[arg(long)]
+        book: Option<PathBuf>,
+        #[arg(long, default_value_t = 24)]
+        questions: usize,
+        /// Passages per prompt (the RAG pipeline's top_k).
+        #[arg(long, default_value_t = 4)]
+        passages: usize,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Most tokens drafted per step.
+        #[arg(long, default_value_t = 8)]
+        draft_tokens: usize,
+        #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
+        llm: String,
+    },
     /// Constrained decoding's cost on an LLM's vocabulary, as a JSON line:
     /// the token trie's build time, and per generated token the mask's
     /// time against the forward pass's, greedy under a JSON schema (a

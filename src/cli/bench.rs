@@ -87,6 +87,27 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
             }
             ("llm", line)
         }
+        BenchAction::Drafts {
+            book,
+            questions,
+            passages,
+            max_tokens,
+            draft_tokens,
+            llm,
+        } => {
+            let Some(book) = book.or_else(default_book) else {
+                bail!("the local Rust book was not found; name it with --book");
+            };
+            let llm = Llm::load(&ModelSource::parse(&llm)?, &device()?)?;
+            let plan = crate::bench::drafts::Plan {
+                book: &book,
+                questions,
+                passages,
+                max_tokens,
+                draft_tokens,
+            };
+            ("drafts", crate::bench::drafts::drafts(&llm, &plan)?)
+        }
         BenchAction::Grammar {
             llm,
             schema,

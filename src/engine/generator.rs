@@ -157,6 +157,8 @@ impl Generator {
             cancelled: s.cancelled.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             prefix_tokens_reused: s.prefix_tokens.load(Ordering::Relaxed),
+            draft_tokens: s.drafted.load(Ordering::Relaxed),
+            draft_tokens_kept: s.draft_kept.load(Ordering::Relaxed),
         }
     }
 

@@ -68,6 +68,9 @@ pub struct GeneratorLimits {
     pub max_prompt_tokens: usize,
     /// Largest `max_tokens` accepted.
     pub max_tokens: usize,
+    /// Most tokens a decoding sequence drafts per step by prompt lookup
+    /// (0 turns prompt-lookup decoding off).
+    pub draft_tokens: usize,
 }
 
 impl GeneratorLimits {
@@ -90,6 +93,7 @@ impl Default for GeneratorLimits {
             prefix_cache_bytes: 256 << 20,
             max_prompt_tokens: 7168,
             max_tokens: 2048,
+            draft_tokens: 0,
         }
     }
 }
@@ -106,6 +110,9 @@ pub struct GeneratorStats {
     pub failed: AtomicU64,
     /// Prompt tokens whose keys and values came from the prefix cache.
     pub prefix_tokens: AtomicU64,
+    /// Tokens drafted by prompt lookup, and those kept.
+    pub drafted: AtomicU64,
+    pub draft_kept: AtomicU64,
 }
 
 /// A copy of [`GeneratorStats`] at one moment.
@@ -119,4 +126,7 @@ pub struct StatsSnapshot {
     pub failed: u64,
     /// Prompt tokens not recomputed thanks to the prefix cache.
     pub prefix_tokens_reused: u64,
+    /// Tokens drafted by prompt-lookup decoding, and those kept.
+    pub draft_tokens: u64,
+    pub draft_tokens_kept: u64,
 }

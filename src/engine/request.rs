@@ -65,6 +65,12 @@ pub struct Timings {
     pub prompt_tokens_per_s: f64,
     /// Decode speed: tokens after the first, per second of `generate_ms`.
     pub tokens_per_s: f64,
+    /// Tokens drafted by prompt-lookup decoding, and how many of them were
+    /// the tokens sampled (each kept one saved a step).
+    #[serde(default)]
+    pub draft_tokens: usize,
+    #[serde(default)]
+    pub draft_tokens_kept: usize,
 }
 
 /// The finished result of a generation.

@@ -16,8 +16,19 @@
 //! the base), an output format's grammar (its mask applied to the logits
 //! before sampling) and a request for log-probabilities.
 //!
+//! With prompt-lookup decoding on (`generation.draft_tokens`), in steps
+//! where few sequences decode, a decoding sequence feeds, after its sampled token, the tokens that followed the
+//! same few tokens earlier in its text ([`draft`]); it samples from each
+//! row in turn and keeps going while the token sampled is the one drafted,
+//! then forgets the cache positions of the drafts it did not keep. Every
+//! token is still sampled from the logits plain decoding gives, in the same
+//! order, so the output is the same; a step makes several tokens where the
+//! drafts hold.
+//!
+//! [`draft`]: super::draft
 //! [`Llama::forward_batch`]: crate::models::llm::llama::Llama::forward_batch
 
+use super::draft::{self, DraftLength};
 use super::limits::{GeneratorLimits, GeneratorStats};
 use super::prefix::PrefixCache;
 use super::request::{Completion, Event, FinishReason, Prepared, Request, Timings, TokenLogprob};
@@ -50,17 +61,19 @@ struct Planned {
     tokens: usize,
 }
 
-/// A step's batch: every decoding sequence's next token, then prompt chunks
-/// in arrival order, under the token budget. `pending[i]` is what sequence
-/// `i` still has to feed (1 when it decodes) and `decoding[i]` whether its
-/// prompt is done. Decodes are never left out: the limits keep
-/// `max_running <= max_batch_tokens`.
+/// A step's batch: every decoding sequence's next token (and its drafts),
+/// then prompt chunks in arrival order, under the token budget.
+/// `pending[i]` is what sequence `i` still has to feed (1 when it decodes,
+/// plus its drafts) and `decoding[i]` whether its prompt is done. Decodes
+/// are never left out: the limits keep `max_running <= max_batch_tokens`,
+/// and drafts are sized to what the budget leaves.
 fn plan(pending: &[usize], decoding: &[bool], limits: &GeneratorLimits) -> Vec<Planned> {
     let mut budget = limits.max_batch_tokens.max(1);
     let mut batch = Vec::with_capacity(pending.len());
     for (index, _) in decoding.iter().enumerate().filter(|(_, d)| **d) {
-        batch.push(Planned { index, tokens: 1 });
-        budget = budget.saturating_sub(1);
+        let tokens = pending[index].max(1);
+        batch.push(Planned { index, tokens });
+        budget = budget.saturating_sub(tokens);
     }
     for (index, &left) in pending.iter().enumerate() {
         if decoding[index] || left == 0 {
@@ -93,10 +106,19 @@ fn stopped(stats: &GeneratorStats, request: &Request) {
 impl Scheduler {
     pub fn new(
         llm: Llm,
-        limits: GeneratorLimits,
+        mut limits: GeneratorLimits,
         requests: mpsc::Receiver<Request>,
         stats: Arc<GeneratorStats>,
     ) -> Self {
+        if limits.draft_tokens > 0 && !llm.model.rows_are_independent() {
+            // Drafts verified in a pass of another size could move a
+            // near-tie: off where the rows are not computed independently.
+            tracing::info!(
+                model = %llm.name,
+                "prompt-lookup decoding is off: this device's batched products may round differently"
+            );
+            limits.draft_tokens = 0;
+        }
         Self {
             prefixes: PrefixCache::new(limits.prefix_cache_bytes),
             llm,
@@ -137,7 +159,7 @@ impl Scheduler {
     /// One forward pass over the planned batch, then sampling for every
     /// sequence whose logits came back; the number of sequences in it.
     fn step(&mut self) -> usize {
-        let stats = &self.stats;
+        let stats = &self.stats.clone();
         self.running.retain(|s| {
             if let Err(e) = s.request.within_deadline() {
                 // Past its deadline: the client hears why, the slot is freed.
@@ -148,8 +170,9 @@ impl Scheduler {
             stopped(stats, &s.request);
             false
         });
-        let pending: Vec<usize> = self.running.iter().map(Sequence::pending).collect();
         let decoding: Vec<bool> = self.running.iter().map(Sequence::decoding).collect();
+        let drafted = self.draft(&decoding);
+        let pending: Vec<usize> = self.running.iter().map(Sequence::pending).collect();
         let batch = plan(&pending, &decoding, &self.limits);
         if batch.is_empty() {
             return 0;
@@ -163,7 +186,12 @@ impl Scheduler {
         for (i, seq) in self.running.iter_mut().enumerate() {
             if let Some(n) = chosen[i] {
                 let from = seq.cache.len();
-                let logits = from + n == seq.tokens.len();
+                // A decoding sequence wants every row's logits (one row
+                // unless it drafted); a prompt only its last, at its end.
+                let logits = match decoding[i] {
+                    true => n,
+                    false => usize::from(from + n == seq.tokens.len()),
+                };
                 members.push(i);
                 segments.push(Segment {
                     tokens: &seq.tokens[from..from + n],
@@ -186,7 +214,7 @@ impl Scheduler {
                             self.prefixes
                                 .insert(&seq.tokens[..seq.prompt_len], &seq.cache);
                         }
-                        ended[i] = seq.accept(&self.llm, &mut logits);
+                        ended[i] = seq.verify(&self.llm, &mut logits, drafted[i], stats);
                     }
                 }
             }
@@ -227,6 +255,33 @@ impl Scheduler {
         batch.len()
     }
 
+    /// Append drafted tokens to the decoding sequences (prompt-lookup
+    /// decoding) when few decode ([`draft::MAX_DECODING`]), each within its
+    /// own draft length, its `max_tokens` and what the step's token budget
+    /// leaves after one token per decoding sequence; how many each
+    /// drafted.
+    fn draft(&mut self, decoding: &[bool]) -> Vec<usize> {
+        let mut drafted = vec![0; self.running.len()];
+        if self.limits.draft_tokens == 0 {
+            return drafted;
+        }
+        let decodes = decoding.iter().filter(|d| **d).count();
+        if decodes > draft::MAX_DECODING {
+            return drafted;
+        }
+        let mut budget = self.limits.max_batch_tokens.saturating_sub(decodes);
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            if decoding[i] {
+                drafted[i] = seq.push_draft(budget);
+                budget -= drafted[i];
+            }
+        }
+        drafted
+    }
+
     /// Take a queued request into the running set: its cache starts from a
     /// cached prefix where one matches. Its prompt was prepared (tokenized,
     /// checked, its grammar compiled) before it was queued.
@@ -259,7 +314,12 @@ impl Scheduler {
                 .model
                 .new_cache_with(capacity, request.adapter.clone()),
         };
-        self.running.push(Sequence::new(request, cache, taken));
+        self.running.push(Sequence::new(
+            request,
+            cache,
+            taken,
+            DraftLength::new(self.limits.draft_tokens),
+        ));
         self.stats
             .active
             .store(self.running.len(), Ordering::Relaxed);
@@ -285,11 +345,20 @@ struct Sequence {
     text: String,
     taken: Instant,
     first_token: Option<Instant>,
+    /// How many tokens to draft next, and the drafts made and kept so far.
+    draft_length: DraftLength,
+    drafted: usize,
+    kept: usize,
 }
 
 impl Sequence {
     /// The sequence of an admitted request: its prepared prompt moves in.
-    fn new(mut request: Request, cache: KvCache, taken: Instant) -> Self {
+    fn new(
+        mut request: Request,
+        cache: KvCache,
+        taken: Instant,
+        draft_length: DraftLength,
+    ) -> Self {
         let Prepared {
             tokens: prompt,
             constraint,
@@ -308,6 +377,9 @@ impl Sequence {
             request,
             taken,
             first_token: None,
+            draft_length,
+            drafted: 0,
+            kept: 0,
         }
     }
 
@@ -319,6 +391,58 @@ impl Sequence {
     /// Whether the prompt is done and the sequence produces a token a step.
     fn decoding(&self) -> bool {
         self.cache.len() >= self.prompt_len
+    }
+
+    /// Append the tokens drafted from the sequence's own text, at most
+    /// `budget`, never more than `max_tokens` could keep; how many.
+    fn push_draft(&mut self, budget: usize) -> usize {
+        let generated = self.tokens.len() - self.prompt_len;
+        let room = self.request.params.max_tokens.saturating_sub(generated + 1);
+        let max = self.draft_length.take().min(budget).min(room);
+        let draft = draft::lookup(&self.tokens, max).to_vec();
+        self.tokens.extend_from_slice(&draft);
+        draft.len()
+    }
+
+    /// Sample from the logits rows of a step that fed the sampled token and
+    /// `drafted` drafts after it (one row each): row after row while the
+    /// token sampled is the draft fed after it, so each token kept was
+    /// sampled from the logits of the true text before it. The cache then
+    /// forgets the drafts not kept. `Some` when the sequence ends.
+    fn verify(
+        &mut self,
+        llm: &Llm,
+        logits: &mut [f32],
+        drafted: usize,
+        stats: &GeneratorStats,
+    ) -> Option<Step> {
+        if drafted == 0 {
+            return self.accept(llm, logits);
+        }
+        let draft = self.tokens.split_off(self.tokens.len() - drafted);
+        let vocab = logits.len() / (drafted + 1);
+        let mut kept = 0;
+        for row in logits.chunks_exact_mut(vocab) {
+            if let Some(end) = self.accept(llm, row) {
+                return Some(end);
+            }
+            match draft.get(kept) {
+                Some(d) if self.tokens.last() == Some(d) => kept += 1,
+                _ => break,
+            }
+        }
+        self.draft_length.update(drafted, kept);
+        self.drafted += drafted;
+        self.kept += kept;
+        stats.drafted.fetch_add(drafted as u64, Ordering::Relaxed);
+        stats.draft_kept.fetch_add(kept as u64, Ordering::Relaxed);
+        crate::telemetry::drafted(drafted, kept);
+        // Every token but the last sampled one has been fed.
+        if let Err(e) = self.cache.truncate(self.tokens.len() - 1) {
+            let _ = self.request.events.send(Event::Error(e));
+            return Some(Step::Failed);
+        }
+        None
     }
 
     /// Sample the next token from the logits after the last fed one, and
@@ -439,6 +563,8 @@ impl Sequence {
             total_ms: ms(now - self.request.submitted),
             prompt_tokens_per_s: per_s(self.prompt_len, prompt_ms),
             tokens_per_s: per_s(generated.saturating_sub(1), generate_ms),
+            draft_tokens: self.drafted,
+            draft_tokens_kept: self.kept,
         };
         crate::telemetry::generation(
             self.prompt_len,
@@ -506,6 +632,9 @@ mod tests {
         // Decodes fill the budget: prompts wait for the next step.
         let b = plan(&[1, 1, 40], &[true, true, false], &limits(2, 16));
         assert_eq!(planned(&b), [(0, 1), (1, 1)]);
+        // A decoding sequence with drafts feeds them all, before prompts.
+        let b = plan(&[4, 1, 300], &[true, true, false], &limits(100, 256));
+        assert_eq!(planned(&b), [(0, 4), (1, 1), (2, 95)]);
         // Alone, a prompt always advances, in chunks.
         let b = plan(&[700], &[false], &limits(512, 256));
         assert_eq!(planned(&b), [(0, 256)]);

@@ -516,6 +516,7 @@ impl Loader<'_> {
             prefix_cache_bytes: g.limits.prefix_cache_mb << 20,
             max_prompt_tokens: g.generation.max_prompt_tokens,
             max_tokens: g.generation.max_tokens_limit,
+            draft_tokens: g.generation.draft_tokens,
         }
     }
 }

@@ -77,6 +77,10 @@ pub struct GenerationTimings {
     pub ttft_ms: f64,
     pub total_ms: f64,
     pub tokens_per_s: f64,
+    /// Tokens drafted by prompt-lookup decoding (`generation.draft_tokens`)
+    /// and how many of them were kept: each kept one saved a step.
+    pub draft_tokens: usize,
+    pub draft_tokens_kept: usize,
 }
 
 impl GenerationTimings {
@@ -91,6 +95,8 @@ impl GenerationTimings {
             ttft_ms: total_ms - (c.timings.total_ms - c.timings.ttft_ms),
             total_ms,
             tokens_per_s: c.timings.tokens_per_s,
+            draft_tokens: c.timings.draft_tokens,
+            draft_tokens_kept: c.timings.draft_tokens_kept,
         }
     }
 }

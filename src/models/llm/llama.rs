@@ -184,9 +184,10 @@ pub struct Segment<'a> {
     /// The tokens to feed after what the cache holds.
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
-    /// Whether the logits after the last token are wanted (a prompt chunk
-    /// that does not finish the prompt needs none).
-    pub logits: bool,
+    /// How many of the last tokens' logits are wanted: 1 for the next
+    /// token, 0 for a prompt chunk that does not finish the prompt, every
+    /// token's when drafted tokens are verified (prompt-lookup decoding).
+    pub logits: usize,
 }
 
 /// Attention keys and values of one sequence, one preallocated buffer per
@@ -255,6 +256,33 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Forget every position from `len` on (drafted tokens that were not
+    /// accepted); nothing happens past what the cache holds.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        match &mut self.layers {
+            LayerCaches::Host(layers) => {
+                for l in layers {
+                    l.truncate(len, self.len);
+                }
+            }
+            LayerCaches::Tensors(layers) => {
+                for l in layers {
+                    let (k, v) = (l.k()?, l.v()?);
+                    l.reset();
+                    if let (Some(k), Some(v), true) = (k, v, len > 0) {
+                        let dim = l.k_cache().dim();
+                        l.append(&k.narrow(dim, 0, len)?, &v.narrow(dim, 0, len)?)?;
+                    }
+                }
+            }
+        }
+        self.len = len;
+        Ok(())
     }
 
     /// The adapter this sequence runs with.
@@ -459,6 +487,14 @@ impl Llama {
 
     /// A fresh cache for a sequence expected to hold `capacity` tokens (it
     /// grows if needed, up to the context length checked by the caller).
+    /// Whether a row's logits are the same bits whatever else is in its
+    /// forward pass (the buffer path's kernels; a GPU's matrix products may
+    /// sum in another order for another number of rows). Prompt-lookup
+    /// decoding runs only where they are, so that it never changes output.
+    pub fn rows_are_independent(&self) -> bool {
+        self.host.is_some()
+    }
+
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let capacity = capacity.clamp(1, self.config.context_length);
         let n = self.config.n_layer;
@@ -521,7 +557,7 @@ impl Llama {
         let mut one = [Segment {
             tokens,
             cache,
-            logits: true,
+            logits: 1,
         }];
         let logits = self.forward_batch(&mut one)?.pop().flatten();
         let logits = logits.expect("logits were asked for");
@@ -530,8 +566,9 @@ impl Llama {
     }
 
     /// One step for several sequences at once: each segment's tokens are fed
-    /// after what its cache holds, and the logits after its last token come
-    /// back where asked for. On the buffer path the whole batch shares each
+    /// after what its cache holds, and the logits after its last
+    /// `logits` tokens come back where asked for (row after row, each of
+    /// the vocabulary's width). On the buffer path the whole batch shares each
     /// read of the weights, on the buffer path (CPUs with FMA) and on the
     /// tensor path (GPUs, other CPUs) alike. On the CPU a sequence's logits
     /// are the same whether it runs alone or in a batch; a GPU's matrix
@@ -539,6 +576,13 @@ impl Llama {
     pub fn forward_batch(&self, segments: &mut [Segment]) -> Result<Vec<Option<Vec<f32>>>> {
         for s in segments.iter() {
             self.check_segment(s.tokens.len(), s.cache.len)?;
+            if s.logits > s.tokens.len() {
+                return Err(Error::InvalidInput(format!(
+                    "logits for {} tokens asked of a segment of {}",
+                    s.logits,
+                    s.tokens.len()
+                )));
+            }
         }
         if let Some(host) = &self.host {
             if segments
@@ -590,7 +634,9 @@ impl Llama {
         let mut rows = logits.into_iter();
         Ok(segments
             .iter()
-            .map(|s| s.logits.then(|| rows.next().expect("a row per segment")))
+            .map(|s| {
+                (s.logits > 0).then(|| rows.by_ref().take(s.logits).flatten().collect::<Vec<f32>>())
+            })
             .collect())
     }
 
@@ -641,8 +687,8 @@ impl Llama {
     /// The forward pass through candle's tensors for a batch: every
     /// segment's rows go through each matrix product together (one read of
     /// the weights per step on a GPU too); RoPE, the cache and attention
-    /// are per segment. Returns the logits of the segments that want them,
-    /// in order.
+    /// are per segment. Returns the rows of logits the segments want, in
+    /// order.
     fn forward_tensors(&self, segments: &mut [TensorSegment]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let n_rep = cfg.n_head / cfg.n_kv_head;
@@ -783,13 +829,13 @@ impl Llama {
             }
             x = (x + y)?;
         }
-        // The last row of each segment that wants logits, through the
+        // The last rows of each segment that wants logits, through the
         // output layer together.
         let last: Vec<Tensor> = segments
             .iter()
             .zip(&shapes)
-            .filter(|(s, _)| s.logits)
-            .map(|(_, (first, len, ..))| x.narrow(1, first + len - 1, 1))
+            .filter(|(s, _)| s.logits > 0)
+            .map(|(s, (first, len, ..))| x.narrow(1, first + len - s.logits, s.logits))
             .collect::<candle_core::Result<_>>()?;
         if last.is_empty() {
             return Ok(Vec::new());
@@ -815,7 +861,7 @@ struct TensorSegment<'a> {
     tokens: &'a [u32],
     pos: usize,
     cache: &'a mut [candle_nn::kv_cache::KvCache],
-    logits: bool,
+    logits: usize,
     adapter: Option<&'a Adapter>,
 }
 
@@ -1085,6 +1131,70 @@ mod tests {
     }
 
     #[test]
+    fn every_rows_logits_and_a_truncated_cache_are_those_of_plain_steps() {
+        // What prompt-lookup decoding relies on: the logits of each of
+        // several fed tokens are those of feeding them one at a time, and a
+        // cache truncated back continues as if the rest was never fed.
+        let mut model = tiny_model();
+        for host in [true, false] {
+            if !host {
+                model.host = None; // the tensor path (GPUs, CPUs without FMA)
+            }
+            let prompt = [3, 17, 5, 42];
+            let (drafts, next) = ([8, 30, 2], 47);
+            let mut plain = model.new_cache(4);
+            model.forward(&prompt, &mut plain).unwrap();
+            let one_by_one: Vec<Vec<f32>> = drafts
+                .iter()
+                .map(|&t| model.forward(&[t], &mut plain).unwrap().to_vec1().unwrap())
+                .collect();
+            let mut cache = model.new_cache(4);
+            model.forward(&prompt, &mut cache).unwrap();
+            let rows = model
+                .forward_batch(&mut [Segment {
+                    tokens: &drafts,
+                    cache: &mut cache,
+                    logits: 3,
+                }])
+                .unwrap()
+                .pop()
+                .flatten()
+                .unwrap();
+            let vocab = rows.len() / 3;
+            for (got, want) in rows.chunks_exact(vocab).zip(&one_by_one) {
+                let diff = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                match host {
+                    true => assert_eq!(got, &want[..]),
+                    false => assert!(diff < 1e-4, "rows differ by {diff}"),
+                }
+            }
+            // Keep the first draft only, then feed another token.
+            cache.truncate(prompt.len() + 1).unwrap();
+            assert_eq!(cache.len(), 5);
+            let mut kept = model.new_cache(4);
+            model.forward(&prompt, &mut kept).unwrap();
+            model.forward(&drafts[..1], &mut kept).unwrap();
+            let want = model.forward(&[next], &mut kept).unwrap();
+            let got = model.forward(&[next], &mut cache).unwrap();
+            assert!(max_diff(&got, &want) == 0.0 || !host, "host path moved");
+            assert!(max_diff(&got, &want) < 1e-4);
+            // Asking for more rows than fed is refused.
+            let err = model
+                .forward_batch(&mut [Segment {
+                    tokens: &[1],
+                    cache: &mut cache,
+                    logits: 2,
+                }])
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        }
+    }
+
+    #[test]
     fn a_sequence_computes_the_same_alone_and_in_a_batch() {
         let mut model = tiny_model();
         assert!(model.host.is_some());
@@ -1119,17 +1229,17 @@ mod tests {
                 Segment {
                     tokens: prompts[0],
                     cache: c0,
-                    logits: true,
+                    logits: 1,
                 },
                 Segment {
                     tokens: &prompts[1][..3],
                     cache: c1,
-                    logits: false,
+                    logits: 0,
                 },
                 Segment {
                     tokens: prompts[2],
                     cache: c2,
-                    logits: true,
+                    logits: 1,
                 },
             ])
             .unwrap();
@@ -1142,17 +1252,17 @@ mod tests {
                 Segment {
                     tokens: &[follow[0]],
                     cache: c0,
-                    logits: true,
+                    logits: 1,
                 },
                 Segment {
                     tokens: &prompts[1][3..],
                     cache: c1,
-                    logits: true,
+                    logits: 1,
                 },
                 Segment {
                     tokens: &[follow[2]],
                     cache: c2,
-                    logits: true,
+                    logits: 1,
                 },
             ])
             .unwrap();
@@ -1163,7 +1273,7 @@ mod tests {
             .forward_batch(&mut [Segment {
                 tokens: &[follow[1]],
                 cache: c1,
-                logits: true,
+                logits: 1,
             }])
             .unwrap();
         assert_eq!(out[0].as_ref().unwrap(), &alone[1].1);
@@ -1173,7 +1283,7 @@ mod tests {
             .forward_batch(&mut [Segment {
                 tokens: &[],
                 cache: c0,
-                logits: true,
+                logits: 1,
             }])
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err}");

@@ -74,6 +74,13 @@ impl HostKv {
         }
     }
 
+    /// Keep the first `len` of the `held` positions.
+    pub fn truncate(&mut self, len: usize, held: usize) {
+        let values = self.k.len() / held.max(1) * len;
+        self.k.truncate(values);
+        self.v.truncate(values);
+    }
+
     /// Values held per layer (as many keys).
     pub fn values(&self) -> usize {
         self.k.len()
@@ -97,13 +104,14 @@ fn own(l: &Linear) -> Result<&QMatrix> {
 }
 
 /// One sequence's share of a batched step on buffers: its new tokens, the
-/// position of the first, its per-layer caches, and whether its logits are
-/// wanted (a prompt chunk that does not end the prompt needs none).
+/// position of the first, its per-layer caches, and how many of its last
+/// rows' logits are wanted (a prompt chunk that does not end the prompt
+/// needs none).
 pub(super) struct HostSegment<'a> {
     pub tokens: &'a [u32],
     pub pos: usize,
     pub cache: &'a mut [HostKv],
-    pub logits: bool,
+    pub logits: usize,
     /// The LoRA adapter this sequence runs with, unmerged.
     pub adapter: Option<&'a Adapter>,
 }
@@ -276,29 +284,33 @@ impl Llama {
             }
             add_into(&mut x, &y);
         }
-        // The last row of each segment that wants logits, through the
+        // The last rows of each segment that wants logits, through the
         // output layer together.
         let mut last = Vec::new();
         let mut end = 0;
         for s in segments.iter() {
             end += s.tokens.len();
-            if s.logits {
-                last.extend(rms_norm(&x[(end - 1) * d..end * d], &host.norm, eps));
+            if s.logits > 0 {
+                let rows = &x[(end - s.logits) * d..end * d];
+                last.extend(rms_norm(rows, &host.norm, eps));
             }
         }
         if last.is_empty() {
             return Ok(segments.iter().map(|_| None).collect());
         }
         let mut logits = own(&self.output)?.matmul(&last)?;
-        for row in logits.chunks_exact_mut(cfg.vocab_size) {
+        let vocab = logits.len() / (last.len() / d);
+        for row in logits.chunks_exact_mut(vocab) {
             cfg.soft_cap(row);
         }
-        let mut rows = logits.chunks_exact(logits.len() / (last.len() / d));
+        let mut first = 0;
         Ok(segments
             .iter()
             .map(|s| {
-                s.logits
-                    .then(|| rows.next().expect("a row per segment").to_vec())
+                (s.logits > 0).then(|| {
+                    first += s.logits * vocab;
+                    logits[first - s.logits * vocab..first].to_vec()
+                })
             })
             .collect())
     }
