@@ -287,6 +287,9 @@ pub struct LimitsConfig {
     /// MiB of recent prompts' keys and values kept per model worker, for
     /// prompts that begin the same way (0 turns the prefix cache off).
     pub prefix_cache_mb: usize,
+    /// How sequences' keys and values are held: "f16", or "q8_0" (47%
+    /// less memory per token of context; the CPU's buffer path only).
+    pub kv_cache_type: String,
     /// Pipelines of one process that name the same model file share one
     /// generation worker, whose scheduler batches both (false: a worker per
     /// pipeline, the two competing for the cores).
@@ -393,6 +396,7 @@ impl Default for LimitsConfig {
             max_batch_tokens: 512,
             prefill_chunk: 256,
             prefix_cache_mb: 256,
+            kv_cache_type: "f16".into(),
             shared_worker: true,
             embed_queue: 64,
             embed_batch: 32,
@@ -496,6 +500,8 @@ pub struct ConfigArgs {
     pub prefill_chunk: Option<usize>,
     #[arg(long, env = "HEARTH_PREFIX_CACHE_MB")]
     pub prefix_cache_mb: Option<usize>,
+    #[arg(long, env = "HEARTH_KV_CACHE_TYPE")]
+    pub kv_cache_type: Option<String>,
     #[arg(long, env = "HEARTH_SHARED_WORKER")]
     pub shared_worker: Option<bool>,
     #[arg(long, env = "HEARTH_EMBED_QUEUE")]
@@ -613,6 +619,7 @@ impl Config {
         set(&mut l.max_batch_tokens, &a.max_batch_tokens);
         set(&mut l.prefill_chunk, &a.prefill_chunk);
         set(&mut l.prefix_cache_mb, &a.prefix_cache_mb);
+        set(&mut l.kv_cache_type, &a.kv_cache_type);
         set(&mut l.shared_worker, &a.shared_worker);
         set(&mut l.embed_queue, &a.embed_queue);
         set(&mut l.embed_batch, &a.embed_batch);
@@ -664,6 +671,10 @@ impl Config {
             .map_err(|e| Error::InvalidInput(format!("config: models.{e}")))?;
         crate::models::embedder::precision(&self.models.embedder_precision)
             .map_err(|e| Error::InvalidInput(format!("config: models.{e}")))?;
+        self.limits
+            .kv_cache_type
+            .parse::<crate::models::llm::llama::KvType>()
+            .map_err(|e| Error::InvalidInput(format!("config: limits.{e}")))?;
         let scales = self.models.adapters.iter().map(|a| a.scale);
         let scales = scales.chain(self.models.fine_tuned.adapted().map(|a| a.scale));
         if scales.into_iter().any(|s| !s.is_finite()) {
@@ -779,6 +790,14 @@ mod tests {
             None,
             None,
         );
+        c.validate().unwrap();
+        c.limits.kv_cache_type = "q4".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("limits.kv_cache_type") && err.contains("q8_0"),
+            "{err}"
+        );
+        c.limits.kv_cache_type = "q8_0".into();
         c.validate().unwrap();
         c.retrieval.chunk_overlap = 500;
         let err = c.validate().unwrap_err().to_string();

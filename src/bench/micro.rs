@@ -14,6 +14,7 @@
 //!   chunked and embedded) and caches it as `texts.json` + `vectors.f32`.
 
 use crate::error::{Error, Result};
+use crate::models::llm::llama::KvType;
 use crate::models::llm::sampling::argmax;
 use crate::models::{Embedder, Llm};
 use crate::store::chunking::{collect_files, read_file, Chunker};
@@ -120,7 +121,15 @@ fn bench_prompt(model: &Llm, text: &str, tokens: usize) -> Result<Vec<u32>> {
     Ok(prompt)
 }
 
-pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> Result<Value> {
+/// Prompt processing and greedy decode of one sequence, its cache holding
+/// keys and values as `kv`.
+pub fn llm(
+    model: &Llm,
+    text: &str,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    kv: KvType,
+) -> Result<Value> {
     let prompt = bench_prompt(model, text, prompt_tokens)?;
     // Warm up (a GPU loads its kernels on first use), then time.
     let mut warm = model.model.new_cache(16);
@@ -130,7 +139,9 @@ pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> 
     model
         .model
         .forward(&[argmax(&logits.to_vec1::<f32>()?)], &mut warm)?;
-    let mut cache = model.model.new_cache(prompt_tokens + gen_tokens);
+    let mut cache = model
+        .model
+        .new_cache_typed(prompt_tokens + gen_tokens, None, kv);
     let start = Instant::now();
     let logits = model.model.forward(&prompt, &mut cache)?;
     let mut next = argmax(&logits.to_vec1::<f32>()?);
@@ -143,10 +154,15 @@ pub fn llm(model: &Llm, text: &str, prompt_tokens: usize, gen_tokens: usize) -> 
         next = argmax(&logits.to_vec1::<f32>()?);
     }
     let tg = start.elapsed().as_secs_f64();
+    let per_1k = cache
+        .bytes()
+        .map(|b| b as f64 * 1000.0 / cache.len() as f64 / (1 << 20) as f64);
     Ok(json!({
         "model": model.name,
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
+        "kv_cache_type": format!("{kv:?}").to_lowercase(),
+        "kv_cache_mib_per_1k_tokens": per_1k,
         "pp_tok_s": prompt_tokens as f64 / pp,
         "tg_tok_s": gen_tokens as f64 / tg,
         "prompt_head": &prompt[..prompt.len().min(8)],

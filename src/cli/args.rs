@@ -338,6 +338,9 @@ pub enum BenchAction {
         /// The prompt's text (repeated four times, cut to --prompt-tokens).
         #[arg(long, default_value = "scripts/peers/prompt.txt")]
         prompt_file: PathBuf,
+        /// How the single stream's cache holds keys and values: f16 or q8_0.
+        #[arg(long, default_value = "f16")]
+        kv_cache_type: String,
         #[arg(long, env = "HEARTH_LLM", default_value = DEFAULT_LLM)]
         llm: String,
     },

@@ -64,12 +64,14 @@ fn bench_action(action: BenchAction, device: &dyn Fn() -> crate::Result<Device>)
             gen_tokens,
             streams,
             prompt_file,
+            kv_cache_type,
             llm,
         } => {
             let text = std::fs::read_to_string(&prompt_file)
                 .with_context(|| format!("reading {}", prompt_file.display()))?;
+            let kv = kv_cache_type.parse()?;
             let llm = Llm::load(&ModelSource::parse(&llm)?, &device()?)?;
-            let mut line = micro::llm(&llm, &text, prompt_tokens, gen_tokens)?;
+            let mut line = micro::llm(&llm, &text, prompt_tokens, gen_tokens, kv)?;
             if streams > 1 {
                 let batched = micro::llm_streams(
                     &llm,

@@ -4,6 +4,7 @@
 //! live [`GeneratorStats`] it keeps.
 
 use crate::error::{Error, Result};
+use crate::models::llm::llama::KvType;
 use crate::models::Llm;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -71,6 +72,8 @@ pub struct GeneratorLimits {
     /// Most tokens a decoding sequence drafts per step by prompt lookup
     /// (0 turns prompt-lookup decoding off).
     pub draft_tokens: usize,
+    /// How sequences' caches hold keys and values.
+    pub kv_cache: KvType,
 }
 
 impl GeneratorLimits {
@@ -94,6 +97,7 @@ impl Default for GeneratorLimits {
             max_prompt_tokens: 7168,
             max_tokens: 2048,
             draft_tokens: 0,
+            kv_cache: KvType::F16,
         }
     }
 }

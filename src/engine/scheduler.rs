@@ -119,6 +119,14 @@ impl Scheduler {
             );
             limits.draft_tokens = 0;
         }
+        if !llm.model.supports_kv_type(limits.kv_cache) {
+            tracing::warn!(
+                model = %llm.name,
+                "kv_cache_type {:?} is not supported for this model on this device: keys and values stay f16",
+                limits.kv_cache
+            );
+            limits.kv_cache = Default::default();
+        }
         Self {
             prefixes: PrefixCache::new(limits.prefix_cache_bytes),
             llm,
@@ -309,10 +317,11 @@ impl Scheduler {
                 crate::telemetry::prefix_reused(hit.len);
                 self.llm.model.cache_from_prefix(hit.kv, hit.len, capacity)
             }
-            None => self
-                .llm
-                .model
-                .new_cache_with(capacity, request.adapter.clone()),
+            None => self.llm.model.new_cache_typed(
+                capacity,
+                request.adapter.clone(),
+                self.limits.kv_cache,
+            ),
         };
         self.running.push(Sequence::new(
             request,

@@ -517,6 +517,8 @@ impl Loader<'_> {
             max_prompt_tokens: g.generation.max_prompt_tokens,
             max_tokens: g.generation.max_tokens_limit,
             draft_tokens: g.generation.draft_tokens,
+            // Checked when the config was read.
+            kv_cache: g.limits.kv_cache_type.parse().unwrap_or_default(),
         }
     }
 }
