@@ -113,6 +113,13 @@ for rep in $(seq 1 "$reps"); do
     done
   done
   if part llm; then
+    # Prompt-lookup decoding against plain decoding (hearth both sides),
+    # on RAG answers about the Rust book when the toolchain ships it.
+    if [ -d "$(rustc --print sysroot)/share/doc/rust/html/book" ]; then
+      for t in $threads_list; do
+        record "$rep" "$hearth" --threads "$t" bench drafts --questions 12
+      done
+    fi
     t_max="${threads_list##* }"
     record "$rep" "$hearth" --threads "$t_max" bench llm --llm "$kq_3b" --gen-tokens 32
     record "$rep" "$py" scripts/peers/llm.py --model "$kq_3b" --threads "$t_max" --prompt-text scripts/peers/prompt.txt --gen-tokens 32

@@ -26,6 +26,11 @@ for r in rows:
         model = r.get("model", "SmolLM2-135M-Instruct.Q4_1")
         values[("llm", f"prompt tok/s, {model}", t, r["prompt_tokens"], side)].append(r["pp_tok_s"])
         values[("llm", f"decode tok/s, {model}", t, r["gen_tokens"], side)].append(r["tg_tok_s"])
+    elif r["kind"] == "drafts":
+        # Both sides in one line: drafting (hearth) against plain decoding.
+        metric = f"decode tok/s on RAG answers, {r.get('model', 'SmolLM2-135M-Instruct.Q4_1')}"
+        values[("drafts", metric, t, r["max_tokens"], "hearth")].append(r["draft_tg_tok_s"])
+        values[("drafts", metric, t, r["max_tokens"], "peer")].append(r["plain_tg_tok_s"])
     elif r["kind"] == "embed":
         values[("embed", "texts/s", t, r["batch"], side)].append(r["texts_per_s"])
         if r["batch"] == 1:
@@ -40,7 +45,8 @@ for r in rows:
             values[("hnsw", f"queries/s, {base:,} vectors", 1, p["ef"], side)].append(p["queries_per_s"])
             recall[(base, p["ef"], side)].append(p["recall_at_10"])
 
-peers = {"llm": "llama.cpp", "embed": "sentence-transformers", "hnsw": "hnswlib"}
+peers = {"llm": "llama.cpp", "drafts": "plain decoding", "embed": "sentence-transformers",
+         "hnsw": "hnswlib"}
 med = statistics.median
 # Per index size, the ef_search the HNSW target is judged at: the smallest
 # where both reach recall@10 0.95.
@@ -61,6 +67,8 @@ def base_of(metric):
 def target(kind, metric, extra):
     if kind == "llm":
         return 1.0
+    if kind == "drafts":
+        return 1.3
     if kind == "embed" and metric == "texts/s" and extra == 32:
         return 1.2
     if kind == "embed" and metric == "query ms":
@@ -84,7 +92,7 @@ for key in sorted({k[:4] for k in values}, key=lambda k: (list(peers).index(k[0]
     row = {"kind": kind, "peer": peers[kind], "metric": metric, "threads": t,
            "hearth": hm, "peer_value": pm, "ratio": ratio, "runs": min(len(h), len(p)),
            "target": goal, "met": met}
-    if kind == "llm":
+    if kind in ("llm", "drafts"):
         row["tokens"] = extra
     elif kind == "embed":
         row["batch"] = extra
@@ -115,6 +123,8 @@ lines = ["| what | peer | threads | hearth | peer | hearth / peer | target | met
 for r in table:
     if r["kind"] == "llm":
         what = f"LLM {r['metric']} ({r['tokens']} tokens)"
+    elif r["kind"] == "drafts":
+        what = f"prompt-lookup decoding, {r['metric']} (up to {r['tokens']} tokens)"
     elif r["kind"] == "embed":
         what = "embed query latency, ms" if r["metric"] == "query ms" else f"embed texts/s, batch {r['batch']}"
     else:

@@ -147,6 +147,7 @@ pub fn drafts(llm: &Llm, plan: &Plan) -> Result<Value> {
     ratios.sort_by(f64::total_cmp);
     let quantile = |q: f64| ratios.get(((ratios.len() as f64 - 1.0) * q).round() as usize);
     Ok(json!({
+        "model": llm.name,
         "questions": chosen.len(),
         "identical": same,
         "max_tokens": plan.max_tokens,
