@@ -264,8 +264,8 @@ pub struct GenerationConfig {
     pub max_prompt_tokens: usize,
     /// Prompt-lookup decoding: at most this many tokens per step drafted
     /// from earlier text of the same sequence (its RAG passages, say) and
-    /// verified in one pass; the output is the same as without. 0 turns
-    /// it off.
+    /// verified in one pass, while the sequence runs alone; the output is
+    /// the same as without. 0 turns it off.
     pub draft_tokens: usize,
 }
 

@@ -571,7 +571,7 @@ fn prompts_that_begin_alike_reuse_the_cached_prefix_with_the_same_output() {
 #[test]
 fn prompt_lookup_decoding_gives_the_same_output_and_keeps_drafts() {
     let plain = scheduled(4, 256);
-    // Two running at once: drafts stop when more than two decode.
+    // Two running at once: a sequence drafts only while it runs alone.
     let drafting = Generator::spawn(
         llm().clone(),
         GeneratorLimits {
@@ -638,8 +638,8 @@ fn prompt_lookup_decoding_gives_the_same_output_and_keeps_drafts() {
             got.timings.draft_tokens_kept
         );
     }
-    // All five queued at once: two run at a time, both drafting in one
-    // batch, beside prompts being fed.
+    // All five queued at once: two run at a time (no drafts), then the
+    // last one alone drafts again; the same output either way.
     let streams: Vec<_> = cases
         .iter()
         .map(|(p, params)| drafting.submit_blocking(p.clone(), params.clone()).unwrap())

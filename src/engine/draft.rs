@@ -60,14 +60,18 @@ pub struct DraftLength {
     backoff: usize,
 }
 
-/// Drafts run in steps where at most this many sequences decode. A step's
-/// time is a fixed part plus a part per row (SmolLM2 at 2 threads: about
-/// 6 ms plus 1.7 ms a row), so a draft pays when the share of its tokens
-/// kept beats `rows x per-row / step`: about a fifth with one sequence
-/// decoding, a third with two, two thirds with eight, more than drafts
-/// from a sequence's own text are kept. With eight chat clients drafting
-/// lost 6-22% of the requests/s (`docs/bench/prompt-lookup.md`).
-pub const MAX_DECODING: usize = 2;
+/// Drafts run only in steps where one sequence decodes alone and no
+/// prompt is fed. A step's time is a fixed part plus a part per row
+/// (SmolLM2 at 2 threads: about 6 ms plus 1.7 ms a row), so a draft pays
+/// when the share of its tokens kept beats `rows x per-row / step`: about
+/// a fifth for a sequence alone, a third with two decoding, two thirds
+/// with eight, nearly all beside a prompt chunk. And in a shared step one
+/// sequence's missed drafts lengthen every other sequence's step. Measured
+/// (`docs/bench/prompt-lookup.md`): with drafts in every step, eight chat
+/// clients lost up to 22% of their requests/s; with drafts while up to
+/// two sequences decoded, a fine-tuned request beside saturating RAG
+/// clients took 10-17% longer.
+pub const MAX_DECODING: usize = 1;
 
 /// The longest wait after drafts that missed, in steps.
 const MAX_BACKOFF: usize = 16;

@@ -16,8 +16,8 @@
 //! the base), an output format's grammar (its mask applied to the logits
 //! before sampling) and a request for log-probabilities.
 //!
-//! With prompt-lookup decoding on (`generation.draft_tokens`), in steps
-//! where few sequences decode, a decoding sequence feeds, after its sampled token, the tokens that followed the
+//! With prompt-lookup decoding on (`generation.draft_tokens`), a sequence
+//! that decodes alone feeds, after its sampled token, the tokens that followed the
 //! same few tokens earlier in its text ([`draft`]); it samples from each
 //! row in turn and keeps going while the token sampled is the one drafted,
 //! then forgets the cache positions of the drafts it did not keep. Every
@@ -264,7 +264,8 @@ impl Scheduler {
     }
 
     /// Append drafted tokens to the decoding sequences (prompt-lookup
-    /// decoding) when few decode ([`draft::MAX_DECODING`]), each within its
+    /// decoding) when one decodes alone and no prompt is under way
+    /// ([`draft::MAX_DECODING`]), each within its
     /// own draft length, its `max_tokens` and what the step's token budget
     /// leaves after one token per decoding sequence; how many each
     /// drafted.
@@ -274,7 +275,8 @@ impl Scheduler {
             return drafted;
         }
         let decodes = decoding.iter().filter(|d| **d).count();
-        if decodes > draft::MAX_DECODING {
+        if decodes > draft::MAX_DECODING || decodes < decoding.len() {
+            // Many rows already, or a prompt chunk in the step.
             return drafted;
         }
         let mut budget = self.limits.max_batch_tokens.saturating_sub(decodes);
