@@ -472,6 +472,50 @@ pub fn dequantize_q8_0(src: &[KvBlock], dst: &mut Vec<f16>) {
     dequantize_q8_0_plain(src, dst);
 }
 
+/// [`dequantize_q8_0`] for a layer's keys and values together, shared out
+/// on candle's barrier pool when they are many (a long context's read-back
+/// is otherwise serial work while the pool waits).
+pub fn dequantize_q8_0_pair(src: [&[KvBlock]; 2], dst: [&mut Vec<f16>; 2]) {
+    let [ks, vs] = src;
+    let [kd, vd] = dst;
+    let (nk, nv) = (ks.len(), vs.len());
+    if nk + nv < PARALLEL_BLOCKS {
+        dequantize_q8_0(ks, kd);
+        dequantize_q8_0(vs, vd);
+        return;
+    }
+    kd.resize(nk * 32, f16::ZERO);
+    vd.resize(nv * 32, f16::ZERO);
+    let (kp, vp) = (kd.as_mut_ptr() as usize, vd.as_mut_ptr() as usize);
+    let convert = |blocks: &[KvBlock], out: usize, first: usize| {
+        // SAFETY: each block index is handed out once, so the ranges of
+        // `dst` written here are disjoint, and within its length.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut((out as *mut f16).add(first * 32), blocks.len() * 32)
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present.
+            unsafe { dequantize_q8_0_avx512(blocks, dst) };
+            return;
+        }
+        dequantize_q8_0_plain(blocks, dst);
+    };
+    candle_core::utils::barrier_pool().execute_chunked(nk + nv, |items| {
+        let (a, b) = (items.start, items.end);
+        if a < nk {
+            convert(&ks[a..b.min(nk)], kp, a);
+        }
+        if b > nk {
+            let a = a.max(nk) - nk;
+            convert(&vs[a..b - nk], vp, a);
+        }
+    });
+}
+
+/// Blocks below which a read-back stays on the calling thread.
+const PARALLEL_BLOCKS: usize = 2048;
+
 fn dequantize_q8_0_plain(src: &[KvBlock], dst: &mut [f16]) {
     use half::slice::HalfFloatSliceExt;
     for (b, out) in src.iter().zip(dst.chunks_exact_mut(32)) {
@@ -989,6 +1033,14 @@ mod tests {
             back, plain,
             "the SIMD and portable loops give the same values"
         );
+        // Keys and values together, on the pool past PARALLEL_BLOCKS.
+        let many: Vec<KvBlock> = (0..PARALLEL_BLOCKS + 37).map(|i| blocks[i % 4]).collect();
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        dequantize_q8_0_pair([&many, &many[..1000]], [&mut k, &mut v]);
+        let (mut k1, mut v1) = (Vec::new(), Vec::new());
+        dequantize_q8_0(&many, &mut k1);
+        dequantize_q8_0(&many[..1000], &mut v1);
+        assert!(k == k1 && v == v1, "the pool's read-back is the same");
         for (i, (&v, got)) in x.iter().zip(&back).enumerate() {
             let (b, got) = (&blocks[i / 32], got.to_f32());
             assert!(

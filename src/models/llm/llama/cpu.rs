@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::models::llm::lora::{Adapter, Target};
 use half::f16;
 use hearth_kernels::decoder::{
-    self, add_into, dequantize_q8_0, push_f16, push_q8_0, rms_norm, rope_rows, round_f16, Heads,
-    KvBlock,
+    self, add_into, dequantize_q8_0_pair, push_f16, push_q8_0, rms_norm, rope_rows, round_f16,
+    Heads, KvBlock,
 };
 use hearth_kernels::quant::QMatrix;
 
@@ -111,17 +111,6 @@ impl Cells {
             Cells::Q8_0(b) => push_q8_0(b, src),
         }
     }
-
-    /// The values as f16: in place, or dequantized into `scratch`.
-    fn view<'a>(&'a self, scratch: &'a mut Vec<f16>) -> &'a [f16] {
-        match self {
-            Cells::F16(x) => x,
-            Cells::Q8_0(b) => {
-                dequantize_q8_0(b, scratch);
-                scratch
-            }
-        }
-    }
 }
 
 impl HostKv {
@@ -156,6 +145,20 @@ impl HostKv {
     /// Bytes held (keys and values).
     pub fn bytes(&self) -> usize {
         self.k.bytes() + self.v.bytes()
+    }
+
+    /// Keys and values as f16: in place, or a Q8_0 cache dequantized into
+    /// `scratch`.
+    fn view<'a>(&'a self, scratch: &'a mut (Vec<f16>, Vec<f16>)) -> (&'a [f16], &'a [f16]) {
+        match (&self.k, &self.v) {
+            (Cells::F16(k), Cells::F16(v)) => (k, v),
+            (Cells::Q8_0(k), Cells::Q8_0(v)) => {
+                let (sk, sv) = scratch;
+                dequantize_q8_0_pair([k, v], [sk, sv]);
+                (sk, sv)
+            }
+            _ => unreachable!("keys and values are made the same kind"),
+        }
     }
 }
 
@@ -326,7 +329,7 @@ impl Llama {
             let caches: Vec<(&[f16], &[f16])> = segments
                 .iter()
                 .zip(scratch.iter_mut())
-                .map(|(s, (sk, sv))| (s.cache[li].k.view(sk), s.cache[li].v.view(sv)))
+                .map(|(s, scratch)| s.cache[li].view(scratch))
                 .collect();
             // SAFETY: the buffer path runs only where `supported()`.
             let y = unsafe { decoder::attention(heads(kind), &q, &caches, &seg_of, &pos_of) };
