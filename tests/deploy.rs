@@ -350,6 +350,16 @@ async fn replicas_behind_one_name_share_the_generations_and_survive_a_death() {
         wait_until_ready(&client, &rag, Duration::from_millis(100), deadline).await,
         "the rag process did not become ready"
     );
+    // Both replicas ready before the load: one still loading its model
+    // refuses connections and is taken out for a while, and the other
+    // then takes everything (a fresh clone's CI, with other tests beside
+    // it, once saw 24 of 80).
+    for url in &replica_urls {
+        assert!(
+            wait_until_ready(&client, url, Duration::from_millis(100), deadline).await,
+            "replica {url} did not become ready"
+        );
+    }
     let (status, _) = post(
         &client,
         format!("{rag}/documents"),

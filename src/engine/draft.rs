@@ -70,7 +70,7 @@ pub struct DraftLength {
 /// (`docs/bench/prompt-lookup.md`): with drafts in every step, eight chat
 /// clients lost up to 22% of their requests/s; with drafts while up to
 /// two sequences decoded, a fine-tuned request beside saturating RAG
-/// clients took 10-17% longer.
+/// clients took 14-28% longer.
 pub const MAX_DECODING: usize = 1;
 
 /// The longest wait after drafts that missed, in steps.
