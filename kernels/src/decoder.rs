@@ -440,8 +440,10 @@ pub struct KvBlock {
 }
 
 /// Append `src` (a multiple of 32 values) to `dst` in Q8_0, as ggml's
-/// reference quantizer does it: the scale is the block's largest
-/// magnitude over 127, each value its nearest multiple of it.
+/// `quantize_row_q8_0_ref` does it: the scale `d` is the block's largest
+/// magnitude over 127, each value rounded times `1 / d`. (The activations'
+/// quantizer in `quant.rs` multiplies by `127 / amax`, which rounds a few
+/// values the other way and moved a reference answer past a near-tie.)
 pub fn push_q8_0(dst: &mut Vec<KvBlock>, src: &[f32]) {
     debug_assert!(src.len().is_multiple_of(32));
     dst.extend(src.chunks_exact(32).map(|x| {
@@ -463,9 +465,15 @@ pub fn dequantize_q8_0(src: &[KvBlock], dst: &mut Vec<f16>) {
     // Every value is written below: the zeros only fill new room (the
     // previous layer's scratch is as long).
     dst.resize(src.len() * 32, f16::ZERO);
+    dequantize_into(src, dst);
+}
+
+/// The values of `src` into `dst` (32 per block), with AVX-512 where the
+/// CPU has it.
+fn dequantize_into(src: &[KvBlock], dst: &mut [f16]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present; `dst` holds 32 values per block.
+        // SAFETY: AVX-512F is present.
         unsafe { dequantize_q8_0_avx512(src, dst) };
         return;
     }
@@ -493,13 +501,7 @@ pub fn dequantize_q8_0_pair(src: [&[KvBlock]; 2], dst: [&mut Vec<f16>; 2]) {
         let dst = unsafe {
             std::slice::from_raw_parts_mut((out as *mut f16).add(first * 32), blocks.len() * 32)
         };
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F is present.
-            unsafe { dequantize_q8_0_avx512(blocks, dst) };
-            return;
-        }
-        dequantize_q8_0_plain(blocks, dst);
+        dequantize_into(blocks, dst);
     };
     candle_core::utils::barrier_pool().execute_chunked(nk + nv, |items| {
         let (a, b) = (items.start, items.end);

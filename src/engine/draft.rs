@@ -10,6 +10,18 @@
 //! is exactly what plain decoding gives (the CPU's rows compute the same
 //! bits whatever else is in the batch). This module finds the drafts and
 //! sizes them ([`DraftLength`]); the scheduler verifies them.
+//!
+//! Drafts run only for a sequence that decodes alone (no other sequence,
+//! no prompt in the step). A step's time is a fixed part plus a part per
+//! row (SmolLM2 at 2 threads: about 6 ms plus 1.7 ms a row), so a draft
+//! pays when the share of its tokens kept beats `rows x per-row / step`:
+//! about a fifth for a sequence alone, a third with two decoding, two
+//! thirds with eight, nearly all beside a prompt chunk. And in a shared
+//! step one sequence's missed drafts lengthen every other sequence's step.
+//! Measured (`docs/bench/prompt-lookup.md`): with drafts in every step,
+//! eight chat clients lost up to 22% of their requests/s; with drafts
+//! while up to two sequences decoded, a fine-tuned request beside
+//! saturating RAG clients took 14-28% longer.
 
 /// Longest and shortest run of tokens looked up. Single tokens matched too
 /// often by chance: on SmolLM2 answering the Rust book's questions, drafts
@@ -59,19 +71,6 @@ pub struct DraftLength {
     wait: usize,
     backoff: usize,
 }
-
-/// Drafts run only in steps where one sequence decodes alone and no
-/// prompt is fed. A step's time is a fixed part plus a part per row
-/// (SmolLM2 at 2 threads: about 6 ms plus 1.7 ms a row), so a draft pays
-/// when the share of its tokens kept beats `rows x per-row / step`: about
-/// a fifth for a sequence alone, a third with two decoding, two thirds
-/// with eight, nearly all beside a prompt chunk. And in a shared step one
-/// sequence's missed drafts lengthen every other sequence's step. Measured
-/// (`docs/bench/prompt-lookup.md`): with drafts in every step, eight chat
-/// clients lost up to 22% of their requests/s; with drafts while up to
-/// two sequences decoded, a fine-tuned request beside saturating RAG
-/// clients took 14-28% longer.
-pub const MAX_DECODING: usize = 1;
 
 /// The longest wait after drafts that missed, in steps.
 const MAX_BACKOFF: usize = 16;

@@ -179,7 +179,7 @@ impl Scheduler {
             false
         });
         let decoding: Vec<bool> = self.running.iter().map(Sequence::decoding).collect();
-        let drafted = self.draft(&decoding);
+        let drafted = self.draft();
         let pending: Vec<usize> = self.running.iter().map(Sequence::pending).collect();
         let batch = plan(&pending, &decoding, &self.limits);
         if batch.is_empty() {
@@ -263,30 +263,16 @@ impl Scheduler {
         batch.len()
     }
 
-    /// Append drafted tokens to the decoding sequences (prompt-lookup
-    /// decoding) when one decodes alone and no prompt is under way
-    /// ([`draft::MAX_DECODING`]), each within its
-    /// own draft length, its `max_tokens` and what the step's token budget
-    /// leaves after one token per decoding sequence; how many each
-    /// drafted.
-    fn draft(&mut self, decoding: &[bool]) -> Vec<usize> {
+    /// Append drafted tokens (prompt-lookup decoding) to a sequence that
+    /// decodes alone, within its draft length, its `max_tokens` and the
+    /// step's token budget; how many each sequence drafted. Beside other
+    /// rows a draft costs more than it saves ([`draft`] says why).
+    fn draft(&mut self) -> Vec<usize> {
         let mut drafted = vec![0; self.running.len()];
-        if self.limits.draft_tokens == 0 {
-            return drafted;
-        }
-        let decodes = decoding.iter().filter(|d| **d).count();
-        if decodes > draft::MAX_DECODING || decodes < decoding.len() {
-            // Many rows already, or a prompt chunk in the step.
-            return drafted;
-        }
-        let mut budget = self.limits.max_batch_tokens.saturating_sub(decodes);
-        for (i, seq) in self.running.iter_mut().enumerate() {
-            if budget == 0 {
-                break;
-            }
-            if decoding[i] {
-                drafted[i] = seq.push_draft(budget);
-                budget -= drafted[i];
+        if let [seq] = self.running.as_mut_slice() {
+            if self.limits.draft_tokens > 0 && seq.decoding() {
+                let budget = self.limits.max_batch_tokens.saturating_sub(1);
+                drafted[0] = seq.push_draft(budget);
             }
         }
         drafted

@@ -53,111 +53,87 @@ pub(super) struct HostLayer {
 /// cached, so nothing is lost) or, with `limits.kv_cache_type = "q8_0"`,
 /// in Q8_0 blocks of 32 (47% fewer bytes; attention reads them back as
 /// f16).
-pub(super) struct HostKv {
-    k: Cells,
-    v: Cells,
+pub(super) enum HostKv {
+    /// Keys, then values.
+    F16([Vec<f16>; 2]),
+    Q8_0([Vec<KvBlock>; 2]),
 }
 
-/// One of a layer's two caches.
-enum Cells {
-    F16(Vec<f16>),
-    Q8_0(Vec<KvBlock>),
-}
-
-impl Cells {
-    fn with_capacity(values: usize, kind: KvType) -> Self {
-        match kind {
-            KvType::F16 => Cells::F16(Vec::with_capacity(values)),
-            KvType::Q8_0 => Cells::Q8_0(Vec::with_capacity(values / 32)),
-        }
-    }
-
-    fn values(&self) -> usize {
-        match self {
-            Cells::F16(x) => x.len(),
-            Cells::Q8_0(b) => b.len() * 32,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Cells::F16(x) => std::mem::size_of_val(x.as_slice()),
-            Cells::Q8_0(b) => std::mem::size_of_val(b.as_slice()),
-        }
-    }
-
-    fn prefix(&self, values: usize, capacity: usize) -> Self {
-        fn copy<T: Copy>(x: &[T], n: usize, capacity: usize) -> Vec<T> {
-            let mut out = Vec::with_capacity(capacity.max(n));
-            out.extend_from_slice(&x[..n]);
-            out
-        }
-        match self {
-            Cells::F16(x) => Cells::F16(copy(x, values, capacity)),
-            Cells::Q8_0(b) => Cells::Q8_0(copy(b, values / 32, capacity / 32)),
-        }
-    }
-
-    fn truncate(&mut self, values: usize) {
-        match self {
-            Cells::F16(x) => x.truncate(values),
-            Cells::Q8_0(b) => b.truncate(values / 32),
-        }
-    }
-
-    fn push(&mut self, src: &[f32]) {
-        match self {
-            Cells::F16(x) => push_f16(x, src),
-            Cells::Q8_0(b) => push_q8_0(b, src),
-        }
-    }
+/// The first `n` of `x`, with room for `capacity`.
+fn copy<T: Copy>(x: &[T], n: usize, capacity: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(capacity.max(n));
+    out.extend_from_slice(&x[..n]);
+    out
 }
 
 impl HostKv {
     pub fn with_capacity(values: usize, kind: KvType) -> Self {
-        Self {
-            k: Cells::with_capacity(values, kind),
-            v: Cells::with_capacity(values, kind),
+        match kind {
+            KvType::F16 => HostKv::F16(std::array::from_fn(|_| Vec::with_capacity(values))),
+            KvType::Q8_0 => HostKv::Q8_0(std::array::from_fn(|_| Vec::with_capacity(values / 32))),
         }
     }
 
     /// A copy of the first `values` keys and values, with room for
     /// `capacity` in all.
     pub fn prefix(&self, values: usize, capacity: usize) -> Self {
-        Self {
-            k: self.k.prefix(values, capacity),
-            v: self.v.prefix(values, capacity),
+        match self {
+            HostKv::F16(kv) => HostKv::F16(kv.each_ref().map(|x| copy(x, values, capacity))),
+            HostKv::Q8_0(kv) => {
+                HostKv::Q8_0(kv.each_ref().map(|b| copy(b, values / 32, capacity / 32)))
+            }
         }
     }
 
     /// Keep the first `len` of the `held` positions.
     pub fn truncate(&mut self, len: usize, held: usize) {
         let values = self.values() / held.max(1) * len;
-        self.k.truncate(values);
-        self.v.truncate(values);
+        match self {
+            HostKv::F16(kv) => kv.iter_mut().for_each(|x| x.truncate(values)),
+            HostKv::Q8_0(kv) => kv.iter_mut().for_each(|b| b.truncate(values / 32)),
+        }
     }
 
     /// Values held per layer (as many keys).
     pub fn values(&self) -> usize {
-        self.k.values()
+        match self {
+            HostKv::F16([k, _]) => k.len(),
+            HostKv::Q8_0([k, _]) => k.len() * 32,
+        }
     }
 
     /// Bytes held (keys and values).
     pub fn bytes(&self) -> usize {
-        self.k.bytes() + self.v.bytes()
+        match self {
+            HostKv::F16([k, v]) => std::mem::size_of_val(&k[..]) + std::mem::size_of_val(&v[..]),
+            HostKv::Q8_0([k, v]) => std::mem::size_of_val(&k[..]) + std::mem::size_of_val(&v[..]),
+        }
+    }
+
+    /// Append rows of keys and values.
+    fn push(&mut self, k: &[f32], v: &[f32]) {
+        match self {
+            HostKv::F16([kc, vc]) => {
+                push_f16(kc, k);
+                push_f16(vc, v);
+            }
+            HostKv::Q8_0([kc, vc]) => {
+                push_q8_0(kc, k);
+                push_q8_0(vc, v);
+            }
+        }
     }
 
     /// Keys and values as f16: in place, or a Q8_0 cache dequantized into
     /// `scratch`.
-    fn view<'a>(&'a self, scratch: &'a mut (Vec<f16>, Vec<f16>)) -> (&'a [f16], &'a [f16]) {
-        match (&self.k, &self.v) {
-            (Cells::F16(k), Cells::F16(v)) => (k, v),
-            (Cells::Q8_0(k), Cells::Q8_0(v)) => {
-                let (sk, sv) = scratch;
+    fn view<'a>(&'a self, scratch: &'a mut [Vec<f16>; 2]) -> (&'a [f16], &'a [f16]) {
+        match self {
+            HostKv::F16([k, v]) => (k, v),
+            HostKv::Q8_0([k, v]) => {
+                let [sk, sv] = scratch;
                 dequantize_q8_0_pair([k, v], [sk, sv]);
                 (sk, sv)
             }
-            _ => unreachable!("keys and values are made the same kind"),
         }
     }
 }
@@ -285,8 +261,7 @@ impl Llama {
             let scale = (d as f32).sqrt();
             x.iter_mut().for_each(|v| *v *= scale);
         }
-        let mut scratch: Vec<(Vec<f16>, Vec<f16>)> =
-            segments.iter().map(|_| Default::default()).collect();
+        let mut scratch: Vec<[Vec<f16>; 2]> = segments.iter().map(|_| Default::default()).collect();
         for ((li, layer), hl) in self.layers.iter().enumerate().zip(&host.layers) {
             let kind = cfg.layer_kind(li);
             let (cos, sin) = &host.ropes[kind];
@@ -318,9 +293,7 @@ impl Llama {
             let mut first = 0;
             for s in segments.iter_mut() {
                 let n = s.tokens.len() * kv_dim;
-                let kv = &mut s.cache[li];
-                kv.k.push(&k[first..first + n]);
-                kv.v.push(&v[first..first + n]);
+                s.cache[li].push(&k[first..first + n], &v[first..first + n]);
                 first += n;
             }
 
