@@ -65,13 +65,15 @@ scripts/fetch-models.sh --extra >/dev/null
 llm_model=models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 # K-quant files: the real Gemma 3 270M (Q4_K_M: Q8_0, Q5_0, Q4_K, Q6_K) and
 # random-weight llamas of Llama 3.2 1B's shape (Llama 3's 128,256-token
-# vocabulary) in Q4_K_M- and Q5_K_M-like mixes; the same shape in Q4_0, F16
-# and BF16 (2.5 GB each); and Llama 3.2 3B's shape in Q4_K_M, run at the
-# widest thread count only.
+# vocabulary) in Q4_K_M- and Q5_K_M-like mixes; the same shape in Q4_0,
+# Q8_0, F16 and BF16 (2.5 GB each); and Llama 3.2 3B's shape in Q4_K_M, run
+# at the widest thread count only. Every file's prompt is timed at 128
+# tokens (with 64 decoded) and at 512 (prompt only).
 gemma_model=models/gemma3-270m/gemma-3-270m-q4_k_m.gguf
 kq_1b=$out/llama1b-v128k-q4km.gguf
 kq5_1b=$out/llama1b-v128k-q5km.gguf
 q40_1b=$out/llama1b-v128k-q4-0.gguf
+q80_1b=$out/llama1b-v128k-q8-0.gguf
 f16_1b=$out/llama1b-v128k-f16.gguf
 bf16_1b=$out/llama1b-v128k-bf16.gguf
 kq_3b=$out/llama3b-q4km.gguf
@@ -85,6 +87,7 @@ if part llm; then
   [ -f "$kq_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4k-m --out "$kq_1b" >/dev/null
   [ -f "$kq5_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q5k-m --out "$kq5_1b" >/dev/null
   [ -f "$q40_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q4-0 --out "$q40_1b" >/dev/null
+  [ -f "$q80_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype q8-0 --out "$q80_1b" >/dev/null
   [ -f "$f16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype f16 --out "$f16_1b" >/dev/null
   [ -f "$bf16_1b" ] || "$hearth" bench random-llm --shape llama1b --dtype bf16 --out "$bf16_1b" >/dev/null
   [ -f "$kq_3b" ] || "$hearth" bench random-llm --shape llama3b --dtype q4k-m --out "$kq_3b" >/dev/null
@@ -107,9 +110,14 @@ for rep in $(seq 1 "$reps"); do
     part llm || continue
     record "$rep" "$hearth" --threads "$t" bench llm
     record "$rep" "$py" scripts/peers/llm.py --model "$llm_model" --threads "$t" --prompt-text scripts/peers/prompt.txt
-    for m in "$gemma_model" "$kq_1b" "$kq5_1b" "$q40_1b" "$f16_1b" "$bf16_1b"; do
+    record "$rep" "$hearth" --threads "$t" bench llm --prompt-tokens 512 --gen-tokens 1
+    record "$rep" "$py" scripts/peers/llm.py --model "$llm_model" --threads "$t" --prompt-text scripts/peers/prompt.txt --prompt-tokens 512 --gen-tokens 1
+    for m in "$gemma_model" "$kq_1b" "$kq5_1b" "$q40_1b" "$q80_1b" "$f16_1b" "$bf16_1b"; do
       record "$rep" "$hearth" --threads "$t" bench llm --llm "$m" --gen-tokens 64
       record "$rep" "$py" scripts/peers/llm.py --model "$m" --threads "$t" --prompt-text scripts/peers/prompt.txt --gen-tokens 64
+      # 512-token prompts; the report drops decode rows under 16 tokens.
+      record "$rep" "$hearth" --threads "$t" bench llm --llm "$m" --prompt-tokens 512 --gen-tokens 1
+      record "$rep" "$py" scripts/peers/llm.py --model "$m" --threads "$t" --prompt-text scripts/peers/prompt.txt --prompt-tokens 512 --gen-tokens 1
     done
   done
   if part llm; then
@@ -143,7 +151,12 @@ done
 "$py" scripts/peers/report.py "$raw" "$out/results.json" "$out/results.md"
 cat "$out/results.md"
 
-# Serving: many clients at once against llama.cpp's llama-server.
+# Serving: many clients at once against llama.cpp's llama-server; then RAG's
+# first token as users feel it: a ~970-token passage before every question,
+# on the 1B shape's Q4_K_M file, at 1 and 4 clients (time to first token is
+# the prompt's processing).
 if [ "$serving" = 1 ]; then
   scripts/bench-serving.sh --threads "${threads_list##* }" $([ "$reps" = 1 ] && echo --seconds 10)
+  scripts/bench-serving.sh --threads "${threads_list##* }" --model "$kq_1b" --context docs/topologies.md \
+    --clients "1 4" --max-tokens 16 --seconds "$([ "$reps" = 1 ] && echo 20 || echo 60)" --out "$out/rag-ttft"
 fi
