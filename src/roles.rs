@@ -140,6 +140,26 @@ impl Backend {
     }
 }
 
+/// The client routes where the request body's `model` picks the part
+/// (OpenAI's, Anthropic's, Ollama's, the tokenizer's); a body without one
+/// goes to the RAG side. The gateway and the nginx front door route these.
+pub const MODEL_ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/tokenize",
+    "/detokenize",
+    "/apply-template",
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/show",
+];
+
 /// The model id of the RAG pipeline in the OpenAI API.
 pub const RAG_MODEL: &str = "hearth-rag";
 /// The model id of the fine-tuned pipeline in the OpenAI API.
@@ -147,11 +167,17 @@ pub const FINE_TUNED_MODEL: &str = "hearth-fine-tuned";
 
 impl Capability {
     /// Its routes for clients: exact paths, or prefixes ending in `/`.
-    /// The OpenAI routes (`/v1/...`) are not here: there the body's `model`
-    /// picks the part.
+    /// The OpenAI and Anthropic routes and `/tokenize` and its kin are not
+    /// here: there the body's `model` picks the part.
     pub fn routes(self) -> &'static [&'static str] {
         match self {
-            Documents => &["/documents", "/documents/", "/search"],
+            Documents => &[
+                "/documents",
+                "/documents/",
+                "/search",
+                "/rerank",
+                "/v1/rerank",
+            ],
             Embeddings => &["/embed"],
             Rag => &["/rag"],
             FineTuned => &["/fine-tuned", "/adapters", "/adapters/"],

@@ -1,7 +1,10 @@
 //! The OpenAI-compatible API checked with the official `openai` Python
 //! package (tests/openai/test_openai.py) and with LangChain's
-//! `langchain-openai` (tests/openai/test_langchain.py) against the real
-//! server, with an API key configured.
+//! `langchain-openai` (tests/openai/test_langchain.py), and the Anthropic
+//! Messages API with the official `anthropic` package
+//! (tests/anthropic/test_anthropic.py), and Ollama's API with the official
+//! `ollama` package (tests/ollama/test_ollama.py), against the real server
+//! and the gateway topology's front door, with an API key configured.
 
 use crate::common::{repo, TestServer, TestTopology};
 
@@ -37,7 +40,8 @@ async fn the_official_openai_client_works_unchanged() {
 }
 
 /// The same checks through the gateway topology's front door, which routes
-/// the OpenAI routes to separate processes by the body's `model`.
+/// the OpenAI, Anthropic and Ollama routes to separate processes by the
+/// body's `model` (and merges the model lists).
 #[tokio::test]
 async fn the_official_openai_client_works_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,12 +53,17 @@ async fn the_official_openai_client_works_through_the_gateway() {
 }
 
 async fn run_python_suite(url: String) {
-    for script in ["test_openai.py", "test_langchain.py"] {
+    for script in [
+        "openai/test_openai.py",
+        "openai/test_langchain.py",
+        "anthropic/test_anthropic.py",
+        "ollama/test_ollama.py",
+    ] {
         let python = python();
         let url = url.clone();
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(python)
-                .arg(repo().join("tests/openai").join(script))
+                .arg(repo().join("tests").join(script))
                 .env("HEARTH_URL", url)
                 .env("HEARTH_API_KEY", KEY)
                 .output()

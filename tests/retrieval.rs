@@ -390,6 +390,53 @@ async fn a_configured_reranker_rescores_the_candidates() {
     let want: Vec<&str> = best[..3].iter().map(|b| b.1).collect();
     let got: Vec<&str> = found.iter().map(|p| p["text"].as_str().unwrap()).collect();
     assert_eq!(got, want);
+
+    // The same cross-encoder through the rerank API (Cohere's and Jina's
+    // shape): documents best first, relevance the logistic of the logit.
+    for route in ["/v1/rerank", "/rerank"] {
+        let documents: Vec<Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if i % 2 == 0 {
+                    json!(t)
+                } else {
+                    json!({ "text": t })
+                }
+            })
+            .collect();
+        let (status, reranked) = post(
+            &client,
+            server.at(route),
+            json!({ "query": query, "documents": documents, "top_n": 3, "return_documents": true }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reranked}");
+        assert_eq!(reranked["model"], "reranker", "{reranked}");
+        let results = reranked["results"].as_array().unwrap();
+        let texts_got: Vec<&str> = results
+            .iter()
+            .map(|r| r["document"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts_got, want, "{reranked}");
+        for (r, (logit, _)) in results.iter().zip(&best) {
+            let relevance = r["relevance_score"].as_f64().unwrap() as f32;
+            assert!(
+                (relevance - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-4,
+                "{r}"
+            );
+            let index = r["index"].as_u64().unwrap() as usize;
+            assert_eq!(texts[index], r["document"]["text"], "{r}");
+        }
+    }
+    let (status, err) = post(
+        &client,
+        server.at("/v1/rerank"),
+        json!({ "query": query, "documents": [] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "documents");
     server.stop();
 
     // Without a reranker, asking for one is a 400.
@@ -405,5 +452,17 @@ async fn a_configured_reranker_rescores_the_candidates() {
         .as_str()
         .unwrap()
         .contains("no reranker"));
+    // And the rerank API says how to configure one.
+    let (status, err) = post(
+        &client,
+        plain.at("/v1/rerank"),
+        json!({ "query": query, "documents": ["a"] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("models.reranker"));
     plain.stop();
 }

@@ -633,6 +633,15 @@ async fn bad_input_gets_a_clear_json_error() {
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/rerank",
+        "/api/chat",
+        "/api/tags",
+        "/tokenize",
+        "/detokenize",
+        "/apply-template",
     ] {
         assert!(
             paths.contains(&route),
@@ -728,4 +737,82 @@ async fn a_full_queue_answers_503_at_once_and_a_gone_client_stops_its_generation
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(cancelled, 1);
+}
+
+/// `/tokenize`, `/detokenize` and `/apply-template` (llama.cpp's shapes)
+/// agree with what a generation takes: the template's prompt, tokenized
+/// with the BOS a generation adds, is the chat route's prompt token count.
+#[tokio::test]
+async fn tokenizer_routes_agree_with_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let messages = json!([
+        { "role": "system", "content": "Be brief." },
+        { "role": "user", "content": "Name a crab." },
+    ]);
+    let (status, applied) = post(
+        &client,
+        server.at("/apply-template"),
+        json!({ "messages": messages }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    let prompt = applied["prompt"].as_str().unwrap();
+    assert!(prompt.contains("Name a crab."), "{prompt}");
+    let (_, tokenized) = post(
+        &client,
+        server.at("/tokenize"),
+        json!({ "content": prompt, "add_special": true }),
+    )
+    .await;
+    let (status, chat) = post(
+        &client,
+        server.at("/v1/chat/completions"),
+        json!({ "model": "hearth-fine-tuned", "messages": messages, "max_tokens": 1 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{chat}");
+    assert_eq!(
+        tokenized["count"], chat["usage"]["prompt_tokens"],
+        "{tokenized}"
+    );
+    assert!(tokenized["max_model_len"].as_u64().unwrap() >= 2048);
+
+    // Pieces put back together are the text; ids back to the text too.
+    let text = "Ferris the crab, mascot of Rust!";
+    for model in [None, Some("hearth-rag"), Some("SmolLM2-135M-Instruct.Q4_1")] {
+        let mut body = json!({ "content": text, "with_pieces": true });
+        if let Some(m) = model {
+            body["model"] = json!(m);
+        }
+        let (status, pieces) = post(&client, server.at("/tokenize"), body).await;
+        assert_eq!(status, StatusCode::OK, "{pieces}");
+        let tokens = pieces["tokens"].as_array().unwrap();
+        let joined: String = tokens
+            .iter()
+            .map(|t| t["piece"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, text);
+        let ids: Vec<u64> = tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        let (_, back) = post(&client, server.at("/detokenize"), json!({ "tokens": ids })).await;
+        assert_eq!(back["content"], text);
+    }
+    // Mistakes: an id past the vocabulary, an unknown model.
+    let (status, err) = post(
+        &client,
+        server.at("/detokenize"),
+        json!({ "tokens": [1_000_000_000u64] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "tokens");
+    let (status, err) = post(
+        &client,
+        server.at("/tokenize"),
+        json!({ "model": "nope", "content": "x" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    server.stop();
 }

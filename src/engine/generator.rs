@@ -313,6 +313,7 @@ impl GenerationStream {
                 finish_reason: FinishReason::Stop,
                 timings: Timings::default(),
                 logprobs: Vec::new(),
+                stop_sequence: None,
             }),
         ] {
             let _ = tx.send(event);

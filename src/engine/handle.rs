@@ -10,9 +10,11 @@ use super::offload::blocking;
 use super::remote::{RemoteEmbedder, RemoteGenerator};
 use super::request::Prompt;
 use crate::error::{Error, Result};
+use crate::models::llm::chat::ChatTemplate;
 use crate::models::llm::lora::Adapter;
-use crate::models::llm::message::Message;
+use crate::models::llm::message::{Message, Tool};
 use crate::models::llm::sampling::SamplingParams;
+use crate::models::llm::tokenizer::LlmTokenizer;
 use std::sync::Arc;
 use tokenizers::Tokenizer;
 
@@ -128,16 +130,33 @@ impl Generation {
         }
     }
 
-    /// Render a conversation with the model's chat template and tokenize it.
-    pub async fn encode_chat(&self, messages: Vec<Message>) -> Result<Vec<u32>> {
+    /// The model's tokenizer (a remote model's is held here too).
+    pub fn tokenizer(&self) -> &LlmTokenizer {
+        match self {
+            Generation::Local(g) => &g.llm().tokenizer,
+            Generation::Remote(r) => r.tokenizer(),
+        }
+    }
+
+    /// The model's chat template (a remote model's is held here too).
+    pub fn chat_template(&self) -> &ChatTemplate {
+        match self {
+            Generation::Local(g) => &g.llm().chat,
+            Generation::Remote(r) => r.chat(),
+        }
+    }
+
+    /// Render a conversation (offering `tools`, when there are any) with
+    /// the model's chat template and tokenize it, as a generation would.
+    pub async fn encode_chat(&self, messages: Vec<Message>, tools: Vec<Tool>) -> Result<Vec<u32>> {
         match self {
             Generation::Local(g) => {
                 let llm = g.llm().clone();
-                blocking(move || llm.encode_chat(&messages)).await
+                blocking(move || llm.encode_chat_with_tools(&messages, &tools)).await
             }
             Generation::Remote(r) => {
                 let r = r.clone();
-                blocking(move || r.encode_chat(&messages)).await
+                blocking(move || r.encode_chat(&messages, &tools)).await
             }
         }
     }

@@ -23,7 +23,7 @@ use super::replicas::{Lease, ReplicaState, Replicas};
 use super::request::{Completion, Event, Prompt};
 use crate::error::{Error, Result};
 use crate::models::llm::chat::ChatTemplate;
-use crate::models::llm::message::Message;
+use crate::models::llm::message::{Message, Tool};
 use crate::models::llm::sampling::SamplingParams;
 use crate::models::llm::tokenizer::LlmTokenizer;
 use futures_util::StreamExt;
@@ -324,10 +324,20 @@ impl RemoteGenerator {
         self.replicas.states()
     }
 
+    /// The remote model's tokenizer, fetched when this process connected.
+    pub fn tokenizer(&self) -> &LlmTokenizer {
+        &self.tokenizer
+    }
+
+    /// The remote model's chat template, likewise.
+    pub fn chat(&self) -> &ChatTemplate {
+        &self.chat
+    }
+
     /// Render and tokenize a conversation with the remote model's template
     /// and tokenizer, here (CPU work: call it off the async runtime).
-    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        crate::models::llm::encode_chat(&self.tokenizer, &self.chat, messages, &[])
+    pub fn encode_chat(&self, messages: &[Message], tools: &[Tool]) -> Result<Vec<u32>> {
+        crate::models::llm::encode_chat(&self.tokenizer, &self.chat, messages, tools)
     }
 
     /// Start a generation on the remote process. The events arrive as a

@@ -84,6 +84,10 @@ pub struct Completion {
     /// Per generated token, when the request asked for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logprobs: Vec<TokenLogprob>,
+    /// The request's stop sequence that ended the text, when one did
+    /// (Anthropic's `stop_sequence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
 }
 
 /// A generated token's log-probability, and the most likely tokens at its

@@ -576,6 +576,7 @@ impl Sequence {
             finish_reason: reason,
             timings,
             logprobs: std::mem::take(&mut self.logprobs),
+            stop_sequence: self.stops.matched().map(String::from),
         };
         self.request.events.send(Event::Done(completion)).is_ok()
     }

@@ -91,6 +91,12 @@ impl Retriever {
         self
     }
 
+    /// The cross-encoder, when one is configured (`/v1/rerank` uses it
+    /// directly).
+    pub fn reranker(&self) -> Option<&RerankWorker> {
+        self.reranker.as_ref()
+    }
+
     /// Check a query and a requested `top_k`; return the `top_k` to use.
     pub fn check(&self, query: &str, top_k: Option<usize>) -> Result<usize> {
         if query.trim().is_empty() {
@@ -319,7 +325,7 @@ impl Rag {
                 system.push_str(NOTHING_FOUND);
             }
             let messages = vec![Message::new("system", system), Message::new("user", user)];
-            let tokens = self.generator.encode_chat(messages).await?;
+            let tokens = self.generator.encode_chat(messages, Vec::new()).await?;
             if tokens.len() <= limit {
                 return Ok((tokens, passages));
             }

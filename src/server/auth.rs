@@ -1,5 +1,6 @@
 //! API keys: with `api_keys` configured, every route but the probes and
-//! the API's description requires `Authorization: Bearer KEY`.
+//! the API's description requires `Authorization: Bearer KEY` (or
+//! Anthropic's `x-api-key: KEY`).
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -11,8 +12,11 @@ use std::sync::Arc;
 /// before it calls anything else) hold none.
 const OPEN_ROUTES: &[&str] = &["/", "/healthz", "/readyz", "/openapi.json"];
 
-/// With `api_keys` set, require `Authorization: Bearer KEY` (compared in
-/// constant time) on every route but the probes.
+/// Anthropic's header for the key, taken as well as a bearer token.
+const API_KEY_HEADER: &str = "x-api-key";
+
+/// With `api_keys` set, require `Authorization: Bearer KEY` or `x-api-key:
+/// KEY` (compared in constant time) on every route but the probes.
 pub(super) async fn authorize(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: axum::extract::Request,
@@ -24,12 +28,16 @@ pub(super) async fn authorize(
     if keys.is_empty() || OPEN_ROUTES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    // Anthropic's clients send the key as `x-api-key`. (Owned: a borrow of
+    // the request held across the await below would make it not `Send`.)
+    let given: String = {
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+        header(axum::http::header::AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| header(API_KEY_HEADER))
+            .unwrap_or("")
+            .to_string()
+    };
     // Check every key, so the time taken does not say which one matched.
     let matched = keys.iter().fold(subtle::Choice::from(0), |acc, key| {
         acc | key.as_bytes().ct_eq(given.as_bytes())
@@ -38,7 +46,7 @@ pub(super) async fn authorize(
         next.run(request).await
     } else {
         let message = if given.is_empty() {
-            "missing API key: send `Authorization: Bearer KEY`"
+            "missing API key: send `Authorization: Bearer KEY` (or `x-api-key: KEY`)"
         } else {
             "invalid API key"
         };

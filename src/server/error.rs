@@ -188,6 +188,49 @@ where
     }
 }
 
+/// JSON whatever the `Content-Type` says (none, or curl's default): the
+/// examples of Ollama and of llama.cpp's server send bodies with a bare
+/// `curl -d`, and their routes here take them. Malformed JSON is a 400,
+/// JSON of the wrong shape a 422, a body over the limit a 413, as with
+/// [`ApiJson`].
+pub struct AnyJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AnyJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "invalid_body"
+                };
+                ApiError::new(r.status(), code, r.body_text())
+            })?;
+        serde_json::from_slice(&bytes).map(Self).map_err(|e| {
+            if e.classify() == serde_json::error::Category::Data {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    format!("Failed to deserialize the JSON body into the target type: {e}"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("Failed to parse the request body as JSON: {e}"),
+                )
+            }
+        })
+    }
+}
+
 /// Refuse fields a request type does not know (they are usually typos).
 pub fn reject_unknown(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
     match extra.keys().next() {

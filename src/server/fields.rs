@@ -247,4 +247,43 @@ pub mod integer {
                 D::Error::custom(format!("expected a non-negative integer in range, got {n}"))
             })
     }
+
+    /// An optional integer that may be negative, read the same way.
+    pub fn opt_signed<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        n.as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f <= i64::MAX as f64)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("expected an integer in range, got {n}")))
+    }
+
+    /// A list of such integers.
+    pub fn vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        Vec::<serde_json::Number>::deserialize(d)?
+            .into_iter()
+            .map(|n| {
+                let whole = n.as_u64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                        .map(|f| f as u64)
+                });
+                whole.and_then(|w| T::try_from(w).ok()).ok_or_else(|| {
+                    D::Error::custom(format!("expected a non-negative integer in range, got {n}"))
+                })
+            })
+            .collect()
+    }
 }

@@ -3,10 +3,12 @@
 //!
 //! - By path: `/rag`, `/search`, `/embed`, `/documents...` go to the `rag`
 //!   process (the one store writer); `/fine-tuned` to the `fine-tuned` one.
-//! - By the body's `model`: `/v1/chat/completions`, `/v1/completions` and
-//!   `/v1/embeddings` go to the process whose `/v1/models` lists it.
+//! - By the body's `model`: `/v1/chat/completions`, `/v1/completions`,
+//!   `/v1/embeddings` and `/v1/messages...` go to the process whose
+//!   `/v1/models` lists it.
 //! - Itself: `/healthz`, `/readyz` (every backend ready), `/info`,
-//!   `/topology`, `/openapi.json`, and `/v1/models` (the backends' union).
+//!   `/topology`, `/openapi.json`, `/api/version`, and `/v1/models`,
+//!   `/api/tags` and `/api/ps` (the backends' union).
 //!
 //! A backend that does not answer gives a 502 JSON error at once, never a
 //! hang; requests to the other backend are unaffected. A backend's URL may
@@ -19,7 +21,7 @@ use super::state::AppState;
 use super::{health, openapi, topology};
 use crate::engine::remote::is_ready;
 use crate::engine::replicas::{Lease, Replicas};
-use crate::roles::Backend;
+use crate::roles::{Backend, MODEL_ROUTES};
 use crate::telemetry::{self, REQUEST_ID_HEADER, TIMEOUT_HEADER};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -41,6 +43,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(super::observe::metrics))
         .route("/v1/models", get(models))
+        .route("/api/tags", get(tags))
+        .route("/api/ps", get(ps))
+        .route("/api/version", get(super::ollama::version))
         .fallback(proxy)
 }
 
@@ -106,28 +111,80 @@ fn unreachable(backend: Backend, url: &str, e: impl std::fmt::Display) -> ApiErr
     }
 }
 
-/// The models of every backend that answers, without repeats.
-async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// A model list merged from every backend that answers, without repeats.
+struct List {
+    /// The backends' route.
+    path: &'static str,
+    /// The field holding the list, and each entry's name in it.
+    field: &'static str,
+    key: &'static str,
+}
+
+/// OpenAI's `/v1/models`, and Ollama's `/api/tags` and `/api/ps`.
+const MODELS: List = List {
+    path: "/v1/models",
+    field: "data",
+    key: "id",
+};
+const TAGS: List = List {
+    path: "/api/tags",
+    field: "models",
+    key: "name",
+};
+const LOADED: List = List {
+    path: "/api/ps",
+    field: "models",
+    key: "name",
+};
+
+async fn merged(
+    state: &AppState,
+    headers: &HeaderMap,
+    list: &List,
+) -> Result<Vec<Value>, Response> {
     let mut data: Vec<Value> = Vec::new();
     let mut last_error = None;
     for (backend, replicas) in &state.replicas {
-        match fetch_models(&state.client, replicas, &headers).await {
-            Ok(list) => {
-                for model in list {
-                    if !data.iter().any(|m| m["id"] == model["id"]) {
-                        data.push(model);
+        match fetch_list(&state.client, replicas, headers, list).await {
+            Ok(entries) => {
+                for entry in entries {
+                    if !data.iter().any(|m| m[list.key] == entry[list.key]) {
+                        data.push(entry);
                     }
                 }
             }
-            Err(Fetch::Refused(response)) => return response,
+            Err(Fetch::Refused(response)) => return Err(response),
             Err(Fetch::Unreachable(e)) => {
                 last_error = Some(unreachable(*backend, replicas.url(), e))
             }
         }
     }
     match (data.is_empty(), last_error) {
-        (true, Some(e)) => e.into_response(),
-        _ => Json(json!({ "object": "list", "data": data })).into_response(),
+        (true, Some(e)) => Err(e.into_response()),
+        _ => Ok(data),
+    }
+}
+
+/// The models of every backend that answers, without repeats.
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match merged(&state, &headers, &MODELS).await {
+        Ok(data) => Json(json!({ "object": "list", "data": data })).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Ollama's lists of every backend that answers.
+async fn tags(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match merged(&state, &headers, &TAGS).await {
+        Ok(models) => Json(json!({ "models": models })).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn ps(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match merged(&state, &headers, &LOADED).await {
+        Ok(models) => Json(json!({ "models": models })).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -137,18 +194,21 @@ enum Fetch {
     Unreachable(String),
 }
 
-async fn fetch_models(
+async fn fetch_list(
     client: &reqwest::Client,
     replicas: &Arc<Replicas>,
     headers: &HeaderMap,
+    list: &List,
 ) -> Result<Vec<Value>, Fetch> {
     let lease = replicas
         .pick()
         .await
         .ok_or_else(|| Fetch::Unreachable("its name resolves to no address".into()))?;
-    let mut request = client.get(format!("{}/v1/models", lease.base));
-    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
-        request = request.header(axum::http::header::AUTHORIZATION, auth);
+    let mut request = client.get(format!("{}{}", lease.base, list.path));
+    for name in [axum::http::header::AUTHORIZATION.as_str(), "x-api-key"] {
+        if let Some(key) = headers.get(name) {
+            request = request.header(name, key);
+        }
     }
     let response = request.send().await.map_err(|e| {
         lease.failed();
@@ -162,11 +222,8 @@ async fn fetch_models(
         .json()
         .await
         .map_err(|e| Fetch::Unreachable(e.to_string()))?;
-    Ok(body["data"].as_array().cloned().unwrap_or_default())
+    Ok(body[list.field].as_array().cloned().unwrap_or_default())
 }
-
-/// OpenAI routes, where the body's `model` decides.
-const BY_MODEL: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
 async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match route(&state, request).await {
@@ -180,7 +237,7 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
     if let Some(backend) = Backend::of_path(&path) {
         return forward(state, backend, request, None).await;
     }
-    if !BY_MODEL.contains(&path.as_str()) {
+    if !MODEL_ROUTES.contains(&path.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "route_not_found",
@@ -197,6 +254,10 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
     let request = Request::from_parts(parts, Body::empty());
     let backend = match model {
         None => Backend::Rag,
+        // Ollama's clients tag names (`hearth-rag:latest`); the lists are untagged.
+        Some(model) if path.starts_with("/api/") => {
+            owner_of(state, super::ollama::untagged(&model), request.headers()).await?
+        }
         Some(model) => owner_of(state, &model, request.headers()).await?,
     };
     forward(state, backend, request, Some(bytes)).await
@@ -235,7 +296,7 @@ async fn owner_of(state: &AppState, model: &str, headers: &HeaderMap) -> Result<
     let mut unreachable_error = None;
     let mut lists = Vec::new();
     for (backend, replicas) in &state.replicas {
-        match fetch_models(&state.client, replicas, headers).await {
+        match fetch_list(&state.client, replicas, headers, &MODELS).await {
             Ok(list) => lists.push((*backend, list)),
             Err(Fetch::Refused(_)) => {}
             Err(Fetch::Unreachable(e)) => {

@@ -9,7 +9,9 @@
 //! answer.
 
 mod adapters;
+mod anthropic;
 mod auth;
+mod dialect;
 mod documents;
 pub mod error;
 mod fields;
@@ -17,14 +19,19 @@ mod gateway;
 mod health;
 mod lifecycle;
 mod observe;
+mod ollama;
 mod openai;
 mod openapi;
 mod page;
 mod pipelines;
 mod raw;
+mod rerank;
+mod responses;
 mod router;
 mod state;
 mod stream;
+mod target;
+mod tokens;
 mod tool_calls;
 mod topology;
 

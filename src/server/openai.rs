@@ -8,16 +8,16 @@ use super::error::ErrorBody;
 use super::error::{ApiError, ApiJson};
 use super::fields::{input_texts, invalid, RetrievalFields, SamplingFields};
 use super::state::AppState;
-use super::stream::{sse_stream, started, usage};
+use super::stream::{event_stream, new_id, started, unix_now, usage};
+use super::target::{run, target};
 use super::tool_calls::{self, ChatToolCall, ToolDef};
 use crate::engine::{Completion, FinishReason, GenerationStream, TokenLogprob};
 use crate::models::llm::grammar::Format;
 use crate::models::llm::message::Message;
 use crate::models::llm::message::ToolCall;
 use crate::models::llm::sampling::SamplingParams;
-use crate::models::llm::tools::{CallParser, TEXT_ONLY};
-use crate::pipelines::fine_tuned::{FineTuned, Input};
-use crate::pipelines::Services;
+use crate::models::llm::tools::CallParser;
+use crate::pipelines::fine_tuned::Input;
 use crate::roles::{FINE_TUNED_MODEL, RAG_MODEL};
 use crate::store::Passage;
 use axum::extract::State;
@@ -29,60 +29,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn fingerprint() -> String {
     format!("hearth-{}", env!("CARGO_PKG_VERSION"))
-}
-
-fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    let bytes: [u8; 12] = rand::rng().random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}-{hex}")
-}
-
-/// What a `model` id runs.
-enum Target {
-    Rag,
-    Generate(FineTuned),
-}
-
-fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
-    if model == RAG_MODEL {
-        services.rag()?;
-        return Ok(Target::Rag);
-    }
-    if model == FINE_TUNED_MODEL {
-        return Ok(Target::Generate(services.fine_tuned()?.clone()));
-    }
-    // A LoRA adapter on the fine-tuned pipeline's model.
-    if let Ok(pipeline) = services.fine_tuned() {
-        if pipeline.model_name() == model {
-            return Ok(Target::Generate(pipeline.clone()));
-        }
-        if let Ok(adapted) = pipeline.select(model) {
-            return Ok(Target::Generate(adapted));
-        }
-    }
-    // An LLM by name: the fine-tuned pipeline's first, as in every role.
-    let by_name = services
-        .fine_tuned()
-        .ok()
-        .map(|f| f.generator().clone())
-        .into_iter()
-        .chain(services.rag().ok().map(|r| r.generator().clone()))
-        .chain(services.generator().ok().cloned())
-        .find(|g| g.name() == model);
-    match by_name {
-        Some(g) => Ok(Target::Generate(FineTuned::new(g))),
-        None => Err(ApiError::model_not_found(model)),
-    }
 }
 
 /// The served models: `hearth-rag`, `hearth-fine-tuned`, the LLM and the embedder.
@@ -291,7 +239,7 @@ pub struct ChatRequest {
     sampling: Sampling,
 }
 
-fn to_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+pub(super) fn to_messages(messages: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if messages.is_empty() {
         return Err(invalid("messages", "messages must not be empty"));
     }
@@ -557,7 +505,7 @@ async fn respond(
     let parser = Arc::new(std::sync::Mutex::new(CallParser::new()));
     let text_parser = parser.clone();
     let mut held: Vec<TokenLogprob> = Vec::new();
-    let events = sse_stream(
+    let events = event_stream(
         stream,
         move |text, logprobs| {
             if !text_shape.tools {
@@ -635,26 +583,15 @@ pub async fn chat_completions(
     let messages = to_messages(req.messages)?;
     let offered = req.tools.as_ref().is_some_and(|t| !t.is_empty());
     let tooling = tool_calls::tooling(req.tools, req.tool_choice, req.parallel_tool_calls)?;
-    match &tooling {
-        Some(_) if params.format.is_some() => {
-            return Err(invalid(
-                "tools",
-                "tools cannot be combined with response_format, format or grammar (tool_choice \"none\" allows them)",
-            ));
-        }
-        Some(t) => params.format = Some(t.format()),
-        // Tools involved but not to be called: an answer in text.
-        None if params.format.is_none()
-            && (offered || messages.iter().any(Message::is_tool_turn)) =>
-        {
-            params.format = Some(Format::Lark {
-                grammar: TEXT_ONLY.into(),
-            })
-        }
-        None => {}
-    }
+    tool_calls::constrain(
+        tooling.as_ref(),
+        offered,
+        &messages,
+        &mut params,
+        "response_format, format or grammar",
+    )?;
     let mut shape = Shape {
-        id: new_id("chatcmpl"),
+        id: new_id("chatcmpl-"),
         created: unix_now(),
         model: req.model.clone(),
         chat: true,
@@ -664,43 +601,19 @@ pub async fn chat_completions(
         logprobs: params.logprobs.is_some(),
         tools: tooling.is_some(),
     };
-    let stream = match target {
-        Target::Rag if tooling.is_some() => {
-            return Err(invalid(
-                "tools",
-                "hearth-rag answers from the documents and calls no tools; use the fine-tuned pipeline's model",
-            ))
-        }
-        Target::Rag => {
-            // The question is the last user message.
-            let question = messages
-                .iter()
-                .rev()
-                .find(|m| m.role == "user")
-                .map(|m| m.content.clone())
-                .ok_or_else(|| invalid("messages", "hearth-rag needs a user message to answer"))?;
-            let options = req.retrieval.options(None, false);
-            let answer = services
-                .rag()?
-                .answer(&question, &options, params)
-                .await
-                .map_err(|e| in_openai_terms(e, false))?;
-            shape.sources = Some(answer.passages);
-            answer.stream
-        }
-        Target::Generate(pipeline) => {
-            req.retrieval.refuse_without_retrieval()?;
-            let input = match tooling {
-                Some(t) => Input::Tools(messages, t.tools),
-                None => Input::Messages(messages),
-            };
-            pipeline
-                .generate(input, params)
-                .await
-                .map_err(|e| in_openai_terms(e, shape.tools))?
-        }
-    };
-    respond(req.sampling.stream, stream, shape).await
+    let tools = shape.tools;
+    let started = run(
+        services,
+        target,
+        tool_calls::input(messages, tooling),
+        params,
+        &req.retrieval,
+        "messages",
+        |e| in_openai_terms(e, tools),
+    )
+    .await?;
+    shape.sources = started.sources;
+    respond(req.sampling.stream, started.stream, shape).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -758,7 +671,7 @@ pub async fn completions(
         },
     };
     let mut shape = Shape {
-        id: new_id("cmpl"),
+        id: new_id("cmpl-"),
         created: unix_now(),
         model: req.model.clone(),
         chat: false,
@@ -768,26 +681,18 @@ pub async fn completions(
         logprobs: params.logprobs.is_some(),
         tools: false,
     };
-    let stream = match target {
-        Target::Rag => {
-            let options = req.retrieval.options(None, false);
-            let answer = services
-                .rag()?
-                .answer(&prompt, &options, params)
-                .await
-                .map_err(|e| in_openai_terms(e, false))?;
-            shape.sources = Some(answer.passages);
-            answer.stream
-        }
-        Target::Generate(pipeline) => {
-            req.retrieval.refuse_without_retrieval()?;
-            pipeline
-                .generate(Input::Prompt(prompt), params)
-                .await
-                .map_err(|e| in_openai_terms(e, false))?
-        }
-    };
-    respond(req.sampling.stream, stream, shape).await
+    let started = run(
+        services,
+        target,
+        Input::Prompt(prompt),
+        params,
+        &req.retrieval,
+        "prompt",
+        |e| in_openai_terms(e, false),
+    )
+    .await?;
+    shape.sources = started.sources;
+    respond(req.sampling.stream, started.stream, shape).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -3,7 +3,10 @@
 //! `GET /openapi.json`.
 
 use super::state::AppState;
-use super::{adapters, documents, error, health, observe, openai, page, pipelines, topology};
+use super::{
+    adapters, anthropic, dialect, documents, error, health, observe, ollama, openai, page,
+    pipelines, rerank, responses, tokens, topology,
+};
 use crate::config::Config;
 use axum::extract::State;
 use axum::Json;
@@ -37,6 +40,21 @@ use utoipa::OpenApi;
         openai::chat_completions,
         openai::completions,
         openai::embeddings,
+        responses::responses,
+        anthropic::messages,
+        anthropic::count_tokens,
+        rerank::rerank,
+        tokens::tokenize,
+        tokens::detokenize,
+        tokens::apply_template,
+        ollama::chat,
+        ollama::generate,
+        ollama::embed,
+        ollama::embeddings,
+        ollama::tags,
+        ollama::ps,
+        ollama::show,
+        ollama::version,
         observe::metrics,
         page::page,
         document,
@@ -64,6 +82,7 @@ pub fn spec(config: &Config, dimensions: Option<usize>) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     shared_statuses(&mut doc);
     streams(&mut doc);
+    dialect_errors(&mut doc);
     let schemas = doc["components"]["schemas"]
         .as_object_mut()
         .expect("components");
@@ -160,6 +179,11 @@ pub fn spec(config: &Config, dimensions: Option<usize>) -> Value {
             p["maximum"] = json!(max_tokens);
         }
     }
+    anthropic_requests(schemas, max_tokens);
+    schemas["ResponsesRequest"]["properties"]["max_output_tokens"] =
+        json!({ "type": ["integer", "null"], "minimum": 1, "maximum": max_tokens });
+    schemas["RerankRequest"]["properties"]["top_n"] = json!({ "type": ["integer", "null"], "minimum": 1, "maximum": super::rerank::MAX_DOCUMENTS });
+    ollama_requests(schemas);
     // `POST /documents` takes one document, a list, or `{"documents": [...]}`.
     let one = json!({ "$ref": "#/components/schemas/DocumentBody" });
     let many =
@@ -173,13 +197,29 @@ pub fn spec(config: &Config, dimensions: Option<usize>) -> Value {
     doc
 }
 
-/// The routes that stream with `"stream": true` answer `text/event-stream`.
+/// The routes that stream with `"stream": true` answer `text/event-stream`
+/// (Ollama's, streaming unless `"stream": false`, newline-delimited JSON).
 fn streams(doc: &mut Value) {
+    for path in ["/api/chat", "/api/generate"] {
+        let key = format!(
+            "/paths/{}/post/responses/200/content",
+            path.replace('/', "~1")
+        );
+        if let Some(content) = doc.pointer_mut(&key).and_then(Value::as_object_mut) {
+            content.insert(
+                "application/x-ndjson".into(),
+                json!({ "schema": { "type": "object",
+                    "description": "One JSON object per line (the default, `\"stream\": true`); the last has `done: true`" } }),
+            );
+        }
+    }
     for path in [
         "/rag",
         "/fine-tuned",
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
     ] {
         let key = format!(
             "/paths/{}/post/responses/200/content",
@@ -194,6 +234,124 @@ fn streams(doc: &mut Value) {
             );
         }
     }
+}
+
+/// Anthropic's request bodies, written out: the types read blocks as
+/// JSON values (to name a block the server does not take in its error),
+/// so their derived schemas say too little.
+fn anthropic_requests(schemas: &mut Map<String, Value>, max_tokens: usize) {
+    let text_block = json!({ "type": "object", "required": ["type", "text"],
+        "properties": { "type": { "const": "text" }, "text": { "type": "string" } } });
+    let conversation = json!({
+        "model": { "type": "string" },
+        "messages": { "type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["role", "content"], "properties": {
+                "role": { "type": "string", "enum": ["user", "assistant"] },
+                "content": { "oneOf": [
+                    { "type": "string" },
+                    { "type": "array", "items": { "type": "object", "required": ["type"],
+                        "properties": { "type": { "type": "string" } },
+                        "description": "`text`, `tool_use` (assistant) or `tool_result` (user)" } },
+                ] } } } },
+        "system": { "oneOf": [{ "type": "string" }, { "type": "array", "items": text_block }, { "type": "null" }] },
+        "tools": { "type": ["array", "null"], "items": { "type": "object", "required": ["name"], "properties": {
+            "name": { "type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$" },
+            "description": { "type": ["string", "null"] },
+            "input_schema": { "type": ["object", "null"] },
+            "type": { "type": ["string", "null"], "enum": ["custom", null] } } } },
+        "tool_choice": { "type": ["object", "null"], "required": ["type"], "properties": {
+            "type": { "type": "string", "enum": ["auto", "any", "none", "tool"] },
+            "name": { "type": "string" },
+            "disable_parallel_tool_use": { "type": "boolean" } } },
+    });
+    schemas.insert(
+        "Conversation".into(),
+        json!({ "type": "object", "required": ["model", "messages"], "properties": conversation }),
+    );
+    let mut request = conversation;
+    let number =
+        |min: f64, max: f64| json!({ "type": ["number", "null"], "minimum": min, "maximum": max });
+    request["max_tokens"] = json!({ "type": "integer", "minimum": 1, "maximum": max_tokens });
+    request["stop_sequences"] = json!({ "type": ["array", "null"],
+        "maxItems": crate::models::llm::sampling::MAX_STOP_SEQUENCES,
+        "items": { "type": "string", "minLength": 1 } });
+    request["temperature"] = number(0.0, 2.0);
+    request["top_p"] = json!({ "type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1 });
+    request["top_k"] = json!({ "type": ["integer", "null"], "minimum": 0 });
+    request["stream"] = json!({ "type": "boolean" });
+    let format = json!({ "type": "object", "required": ["type", "schema"], "properties": {
+        "type": { "const": "json_schema" }, "schema": { "type": "object" } } });
+    request["output_config"] = json!({ "type": ["object", "null"], "properties": {
+        "format": { "oneOf": [format.clone(), { "type": "null" }] },
+        "effort": { "type": ["string", "null"] } } });
+    request["output_format"] = json!({ "oneOf": [format, { "type": "null" }] });
+    request["thinking"] = json!({ "type": ["object", "null"],
+        "description": "Extended thinking: `{\"type\": \"enabled\"}` is refused." });
+    for field in ["mode", "filter", "min_score", "rerank"] {
+        if let Some(p) = schemas["RetrievalFields"].pointer(&format!("/properties/{field}")) {
+            request[field] = p.clone();
+        }
+    }
+    schemas.insert(
+        "MessagesRequest".into(),
+        json!({ "type": "object", "required": ["model", "messages", "max_tokens"], "properties": request }),
+    );
+}
+
+/// Anthropic's and Ollama's routes answer errors in their API's shape
+/// (`server::dialect`).
+fn dialect_errors(doc: &mut Value) {
+    use dialect::Dialect;
+    let anthropic = json!({ "type": "object", "required": ["type", "error"], "properties": {
+        "type": { "const": "error" },
+        "error": { "type": "object", "required": ["type", "message"], "properties": {
+            "type": { "type": "string" }, "message": { "type": "string" } } } } });
+    let ollama = json!({ "type": "object", "required": ["error"],
+        "properties": { "error": { "type": "string" } } });
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let schema = match Dialect::of_path(path) {
+            Dialect::OpenAi => continue,
+            Dialect::Anthropic => &anthropic,
+            Dialect::Ollama => &ollama,
+        };
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            for (status, response) in responses.iter_mut() {
+                if !status.starts_with('2') {
+                    response["content"] = json!({ "application/json": { "schema": schema } });
+                }
+            }
+        }
+    }
+}
+
+/// Ollama's request fields whose shapes the types cannot state: `format`
+/// (`"json"` or a schema), `input` (a text or a list).
+fn ollama_requests(schemas: &mut Map<String, Value>) {
+    let format = json!({ "oneOf": [
+        { "type": "string", "enum": ["json", ""] }, { "type": "object" }, { "type": "null" } ] });
+    if let Some(p) = schemas["OllamaCommon"].pointer_mut("/properties/format") {
+        *p = format;
+    }
+    let texts = json!({ "oneOf": [
+        { "type": "string", "minLength": 1 },
+        { "type": "array", "minItems": 1, "maxItems": super::fields::MAX_EMBED_INPUTS,
+          "items": { "type": "string", "minLength": 1 } },
+    ]});
+    schemas["OllamaEmbedRequest"]["properties"]["input"] = texts;
+    schemas["OllamaLegacyEmbedRequest"]["properties"]["prompt"] =
+        json!({ "type": "string", "minLength": 1 });
 }
 
 /// The request bodies of hearth's own routes, which refuse unknown fields.

@@ -5,7 +5,7 @@
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::fields::{RetrievalFields, SamplingFields};
 use super::state::AppState;
-use super::stream::{json_event, sse_stream, started, usage, Usage};
+use super::stream::{event_stream, json_event, started, usage, Usage};
 use crate::engine::protocol::{event, Text};
 use crate::engine::FinishReason;
 use crate::engine::{Completion, GenerationStream};
@@ -242,7 +242,7 @@ where
         let completion = stream.finish().await?;
         return Ok(Json(finish(completion)).into_response());
     }
-    let events = sse_stream(
+    let events = event_stream(
         stream,
         |text, _| {
             vec![json_event(

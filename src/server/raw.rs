@@ -7,7 +7,7 @@
 
 use super::error::{ApiError, ApiJson};
 use super::state::AppState;
-use super::stream::{json_event, sse_stream, started};
+use super::stream::{event_stream, json_event, started};
 use crate::engine::protocol::{
     event, EmbedderInfo, GenerateRequest, GeneratorDescription, GeneratorInfo, Started, Text,
 };
@@ -58,7 +58,7 @@ pub async fn generate(
             &json!(Started { prompt_tokens }),
         ))
     });
-    let rest = sse_stream(
+    let rest = event_stream(
         stream,
         |text, logprobs| vec![json_event(event::TEXT, &json!(Text { text, logprobs }))],
         |end| match end {

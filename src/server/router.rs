@@ -5,8 +5,8 @@
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    adapters, auth, documents, gateway, health, observe, openai, openapi, page, pipelines, raw,
-    topology,
+    adapters, anthropic, auth, dialect, documents, gateway, health, observe, ollama, openai,
+    openapi, page, pipelines, raw, rerank, responses, tokens, topology,
 };
 use crate::config::Role;
 use axum::extract::DefaultBodyLimit;
@@ -42,6 +42,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/responses", post(responses::responses))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/rerank", post(rerank::rerank))
+        .route("/rerank", post(rerank::rerank))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
+        .route("/apply-template", post(tokens::apply_template))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
         .route("/documents", post(documents::create).get(documents::list))
         .route(
             "/documents/{id}",
@@ -52,7 +68,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     layers(routes, state)
 }
 
-/// Authentication, body limits and tracing, around any role's routes.
+/// Authentication, body limits, error shapes and tracing, around any
+/// role's routes.
 fn layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     let max_body = state.config.limits.max_body_bytes;
     routes
@@ -61,6 +78,9 @@ fn layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
             auth::authorize,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        // Outside the key check and the body limit, so that their refusals
+        // take the shape of the API asked for too.
+        .layer(axum::middleware::from_fn(dialect::shape_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::track,
@@ -280,6 +300,92 @@ mod tests {
         // An unknown route is refused before it is found: no route list for strangers.
         let (status, _) = call(app(&keys, 1 << 20), Method::GET, "/nope", "", None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    /// Anthropic's error shape on Anthropic's routes, whoever refuses:
+    /// the key check (which takes `x-api-key`), the body limit, the JSON
+    /// extractor, the wait for the models.
+    #[tokio::test]
+    async fn anthropic_routes_answer_errors_in_anthropics_shape() {
+        let anthropic = |body: &Value, kind: &str| {
+            assert_eq!(body["type"], "error", "{body}");
+            assert_eq!(body["error"]["type"], kind, "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{body}"
+            );
+        };
+        let keys = ["k1"];
+        let (status, json) = call(
+            app(&keys, 1 << 20),
+            Method::POST,
+            "/v1/messages",
+            "{}",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        anthropic(&json, "authentication_error");
+        let request = |key: &str| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/messages")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("x-api-key", key)
+                .body(Body::from(
+                    r#"{"model": "m", "messages": [], "max_tokens": 4}"#,
+                ))
+                .expect("a request")
+        };
+        let response = app(&keys, 1 << 20)
+            .oneshot(request("k1"))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        anthropic(
+            &serde_json::from_slice(&bytes).expect("JSON"),
+            "overloaded_error",
+        );
+        let response = app(&keys, 1 << 20)
+            .oneshot(request("k2"))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        for (body, status, limit) in [
+            ("{", StatusCode::BAD_REQUEST, 1 << 20),
+            (r#"{"model": 3}"#, StatusCode::UNPROCESSABLE_ENTITY, 1 << 20),
+            (
+                r#"{"model": "m", "messages": []}"#,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                8,
+            ),
+        ] {
+            for path in ["/v1/messages", "/v1/messages/count_tokens"] {
+                let (got, json) = call(app(&[], limit), Method::POST, path, body, None).await;
+                assert_eq!(got, status, "{path} {body}: {json}");
+                let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "request_too_large"
+                } else {
+                    "invalid_request_error"
+                };
+                anthropic(&json, kind);
+            }
+        }
+        // OpenAI's routes keep OpenAI's shape.
+        let (_, json) = call(
+            app(&[], 1 << 20),
+            Method::POST,
+            "/v1/chat/completions",
+            "{",
+            None,
+        )
+        .await;
+        assert!(json["error"]["code"].is_string(), "{json}");
     }
 
     #[tokio::test]

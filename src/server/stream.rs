@@ -1,5 +1,6 @@
 //! What the model routes share when they answer: the wait for a prompt to
-//! be accepted, a generation as Server-Sent Events, and token usage. SSE
+//! be accepted, a generation as a stream of events (Server-Sent Events, or
+//! newline-delimited JSON), token usage, and a response's id and time. SSE
 //! events are encoded here only, with the names of
 //! [`crate::engine::protocol::event`].
 
@@ -13,6 +14,23 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use utoipa::ToSchema;
+
+/// Seconds since the Unix epoch (a response's `created`).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A response's id: `prefix` and 24 random hex digits (`chatcmpl-...`,
+/// `msg_...`).
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
 
 /// Token counts of one generation.
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,24 +50,26 @@ pub async fn started(stream: &mut GenerationStream) -> Result<usize, ApiError> {
     }
 }
 
-enum Progress<T, D> {
-    Running(GenerationStream, T, D, VecDeque<SseEvent>),
-    Draining(VecDeque<SseEvent>),
+enum Progress<E, T, D> {
+    Running(GenerationStream, T, D, VecDeque<E>),
+    Draining(VecDeque<E>),
 }
 
-/// A generation as SSE: `text` shapes each piece of text (with the
-/// log-probabilities of its tokens, when asked for) into events (none,
+/// A generation as a stream of events (SSE events, or the lines of
+/// Ollama's newline-delimited JSON): `text` shapes each piece of text (with
+/// the log-probabilities of its tokens, when asked for) into events (none,
 /// when it holds the piece back for later), `end` the events that close
 /// the stream (after the completion or an error). Dropping the stream (the
 /// client went away) drops the generation, which the worker then cancels.
-pub fn sse_stream<T, D>(
+pub fn event_stream<E, T, D>(
     stream: GenerationStream,
     text: T,
     end: D,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send
+) -> impl Stream<Item = Result<E, Infallible>> + Send
 where
-    T: FnMut(String, Vec<TokenLogprob>) -> Vec<SseEvent> + Send + 'static,
-    D: FnOnce(Result<Completion, ApiError>) -> Vec<SseEvent> + Send + 'static,
+    E: Send + 'static,
+    T: FnMut(String, Vec<TokenLogprob>) -> Vec<E> + Send + 'static,
+    D: FnOnce(Result<Completion, ApiError>) -> Vec<E> + Send + 'static,
 {
     stream::unfold(
         Progress::Running(stream, text, end, VecDeque::new()),
@@ -81,7 +101,7 @@ where
                                 "the generation worker stopped".into(),
                             ))),
                         };
-                        let mut rest: VecDeque<SseEvent> = end(outcome).into();
+                        let mut rest: VecDeque<E> = end(outcome).into();
                         let first = rest.pop_front()?;
                         return Some((Ok(first), Progress::Draining(rest)));
                     }

@@ -7,8 +7,10 @@
 use super::error::ApiError;
 use super::fields::invalid;
 use crate::models::llm::grammar::Format;
-use crate::models::llm::message::{Tool, ToolCall};
+use crate::models::llm::message::{Message, Tool, ToolCall};
+use crate::models::llm::sampling::SamplingParams;
 use crate::models::llm::tools::{self, CallParser, Choice, Piece};
+use crate::pipelines::fine_tuned::Input;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -191,6 +193,58 @@ impl Tooling {
         Format::Lark {
             grammar: tools::grammar(&self.tools, &self.choice, self.parallel),
         }
+    }
+}
+
+/// Constrain a conversation's output for its tools: calls of them when
+/// they may be called (a format asked for as well is a 400: `other` names
+/// its field), text that opens no call when tools were offered or answered
+/// but may not be called now (a small model shown a tool's answer echoes
+/// its block otherwise), else the format asked for, unchanged.
+pub fn constrain(
+    tooling: Option<&Tooling>,
+    offered: bool,
+    messages: &[Message],
+    params: &mut SamplingParams,
+    other: &str,
+) -> Result<(), ApiError> {
+    match tooling {
+        Some(_) if params.format.is_some() => Err(invalid(
+            "tools",
+            format!("tools cannot be combined with {other} (tool_choice \"none\" allows it)"),
+        )),
+        Some(t) => {
+            params.format = Some(t.format());
+            Ok(())
+        }
+        None if params.format.is_none()
+            && (offered || messages.iter().any(Message::is_tool_turn)) =>
+        {
+            params.format = Some(Format::Lark {
+                grammar: tools::TEXT_ONLY.into(),
+            });
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// A conversation as the pipeline's input, offering the tools when they
+/// may be called.
+pub fn input(messages: Vec<Message>, tooling: Option<Tooling>) -> Input {
+    match tooling {
+        Some(t) => Input::Tools(messages, t.tools),
+        None => Input::Messages(messages),
+    }
+}
+
+/// A streamed piece of text as pieces: read for calls when tools may be
+/// called, else all of it content.
+pub fn pieces(parser: &mut CallParser, tools: bool, text: String) -> Vec<Piece> {
+    if tools {
+        parser.push(&text)
+    } else {
+        vec![Piece::Content(text)]
     }
 }
 

@@ -8,7 +8,7 @@
 use super::{plan, Topology};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::roles::{Backend, LlmSlot, Role, FINE_TUNED_MODEL};
+use crate::roles::{Backend, LlmSlot, Role, FINE_TUNED_MODEL, MODEL_ROUTES};
 use std::path::{Path, PathBuf};
 
 /// Write `hearth.conf` and `hearth-route.js` into `dir`; return their paths.
@@ -54,6 +54,11 @@ fn conf_text(config: &Config, listen: std::net::SocketAddr, dir: &Path) -> Strin
     };
     let host = listen.ip();
     let locations = locations();
+    let by_model = MODEL_ROUTES
+        .iter()
+        .map(|route| format!("        location = {route} {{ js_content route.by_model; }}"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let body_kib = config.limits.max_body_bytes.div_ceil(1024);
     format!(
         r#"# nginx in front of hearth's `separated` processes: the equivalent of
@@ -63,8 +68,8 @@ fn conf_text(config: &Config, listen: std::net::SocketAddr, dir: &Path) -> Strin
 #   hearth up --topology separated --listen {listen}   # rag :{rag}, fine-tuned :{ft}
 #   nginx -c {dir}/hearth.conf
 #
-# Needs njs (Debian: libnginx-mod-http-js) to route the OpenAI routes by the
-# request's `model` and merge /v1/models. In your own nginx.conf, take the
+# Needs njs (Debian: libnginx-mod-http-js) to route the OpenAI and Anthropic
+# routes by the request's `model` and merge /v1/models. In your own nginx.conf, take the
 # `http {{}}` block's contents and drop the first two lines.
 load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 events {{}}
@@ -108,11 +113,10 @@ http {{
         # there.
 {locations}
 
-        # OpenAI routes: the body's `model` picks the process.
-        location = /v1/chat/completions {{ js_content route.by_model; }}
-        location = /v1/completions      {{ js_content route.by_model; }}
-        location = /v1/embeddings       {{ js_content route.by_model; }}
-        location = /v1/models           {{ js_content route.models; }}
+        # OpenAI's, Anthropic's and the tokenizer's routes: the body's
+        # `model` picks the process.
+{by_model}
+        location = /v1/models {{ js_content route.models; }}
         location @rag        {{ proxy_pass http://hearth_rag; }}
         location @fine_tuned {{ proxy_pass http://hearth_fine_tuned; }}
         location /_rag/        {{ internal; proxy_pass http://hearth_rag/; }}

@@ -188,6 +188,73 @@ class OpenAICompat(unittest.TestCase):
                     model="hearth-fine-tuned", messages=messages[:1], max_tokens=8, **bad)
             self.assertEqual(e.exception.param, param, e.exception.message)
 
+    def test_responses_whole_streamed_and_with_tools(self):
+        for model, input in [
+            ("hearth-fine-tuned", "Say hello."),
+            ("hearth-rag", [{"role": "user", "content": "When did Mount Zorblax last erupt?"}]),
+        ]:
+            whole = self.client.responses.create(
+                model=model, input=input, instructions="Be brief.", max_output_tokens=16, temperature=0)
+            self.assertEqual(whole.object, "response")
+            self.assertTrue(whole.id.startswith("resp_"))
+            self.assertIn(whole.status, ("completed", "incomplete"))
+            self.assertTrue(whole.output_text)
+            self.assertEqual(whole.usage.total_tokens, whole.usage.input_tokens + whole.usage.output_tokens)
+            self.assertLessEqual(whole.usage.output_tokens, 16)
+            # Streamed: the same text, ending as OpenAI ends a response cut
+            # by max_output_tokens (`response.incomplete`, which the SDK's
+            # `stream()` helper does not take as an end) or a whole one.
+            events = list(self.client.responses.create(
+                model=model, input=input, instructions="Be brief.", max_output_tokens=16,
+                temperature=0, stream=True))
+            self.assertEqual(events[0].type, "response.created")
+            self.assertEqual([e.sequence_number for e in events], list(range(len(events))))
+            deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+            self.assertEqual(deltas, whole.output_text)
+            final = events[-1]
+            self.assertEqual(final.type, f"response.{whole.status}")
+            self.assertEqual(final.response.id, events[0].response.id)
+            self.assertEqual(final.response.output_text, whole.output_text)
+            self.assertEqual(final.response.usage.output_tokens, whole.usage.output_tokens)
+        # Structured output, parsed by the SDK.
+        import pydantic
+
+        class City(pydantic.BaseModel):
+            name: str = pydantic.Field(max_length=20)
+
+        parsed = self.client.responses.parse(
+            model="hearth-fine-tuned", input="Name a city in France.", text_format=City,
+            max_output_tokens=40, temperature=0)
+        self.assertIsInstance(parsed.output_parsed, City)
+        # A function call, its output sent back as an item, then text.
+        tools = [{"type": "function", "name": "get_weather", "description": "The weather in a city",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                                 "required": ["city"], "additionalProperties": False}}]
+        r = self.client.responses.create(
+            model="hearth-fine-tuned", input="What is the weather in Paris?", tools=tools,
+            tool_choice="required", max_output_tokens=48, temperature=0)
+        [call] = [o for o in r.output if o.type == "function_call"]
+        self.assertEqual(call.name, "get_weather")
+        self.assertIn("city", json.loads(call.arguments))
+        with self.client.responses.stream(
+                model="hearth-fine-tuned", input="What is the weather in Paris?", tools=tools,
+                tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=48,
+                temperature=0) as stream:
+            final = stream.get_final_response()
+        [streamed] = [o for o in final.output if o.type == "function_call"]
+        self.assertEqual(json.loads(streamed.arguments), json.loads(call.arguments))
+        answer = self.client.responses.create(
+            model="hearth-fine-tuned", tools=tools, tool_choice="none", max_output_tokens=24, temperature=0,
+            input=[{"role": "user", "content": "What is the weather in Paris?"},
+                   {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+                   {"type": "function_call_output", "call_id": call.call_id, "output": "{\"temperature\": 21}"}])
+        self.assertTrue(answer.output_text and not answer.output_text.startswith("<"), answer.output_text)
+        # Nothing is stored: asking to store, or to continue a stored one, is a 400.
+        for bad in [{"store": True}, {"previous_response_id": "resp_123"}]:
+            with self.assertRaises(openai.BadRequestError) as e:
+                self.client.responses.create(model="hearth-fine-tuned", input="hi", **bad)
+            self.assertEqual(e.exception.param, list(bad)[0])
+
     def test_completions_whole_and_streamed(self):
         whole = self.client.completions.create(
             model="hearth-fine-tuned", prompt="The capital of France is", max_tokens=4)

@@ -111,6 +111,11 @@ impl ChatTemplate {
     }
 
     /// Whether the template renders tools itself.
+    /// The template's Jinja source (the file's, or hearth's default).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn renders_tools(&self) -> bool {
         self.hermes_tools
     }

@@ -37,6 +37,8 @@ impl TextDecoder {
 pub struct StopMatcher {
     stops: Vec<String>,
     pending: String,
+    /// The stop sequence that ended the text, once one has.
+    matched: Option<String>,
 }
 
 /// What the matcher lets through for one chunk of text.
@@ -53,6 +55,7 @@ impl StopMatcher {
         Self {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
             pending: String::new(),
+            matched: None,
         }
     }
 
@@ -61,9 +64,10 @@ impl StopMatcher {
         let first_stop = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min();
-        if let Some(at) = first_stop {
+            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, stop)) = first_stop {
+            self.matched = Some(stop.clone());
             let out = self.pending[..at].to_string();
             self.pending.clear();
             return StopCheck::Stopped(out);
@@ -79,6 +83,11 @@ impl StopMatcher {
         let out = self.pending[..cut].to_string();
         self.pending.drain(..cut);
         StopCheck::Continue(out)
+    }
+
+    /// The stop sequence that ended the text, if one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     /// Text still held back when generation ends for another reason.
@@ -131,6 +140,15 @@ mod tests {
         assert_eq!(run(&["xyz"], &["abc"]), ("abc".into(), false));
         assert_eq!(run(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
         assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
+    }
+
+    #[test]
+    fn the_stop_that_matched_first_is_reported() {
+        let stops = ["world".to_string(), "lo w".to_string()];
+        let mut m = StopMatcher::new(&stops);
+        assert_eq!(m.matched(), None);
+        assert_eq!(m.push("hello world"), StopCheck::Stopped("hel".into()));
+        assert_eq!(m.matched(), Some("lo w"));
     }
 
     #[test]
