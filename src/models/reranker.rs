@@ -88,15 +88,35 @@ impl Reranker {
     }
 
     /// How well each passage answers `query`: one score per passage, in
-    /// order (the classifier's logit; higher is better).
+    /// order (the classifier's logit; higher is better). [`encode`] then
+    /// [`score_pairs`].
+    ///
+    /// [`encode`]: Self::encode
+    /// [`score_pairs`]: Self::score_pairs
     pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(passages.len());
-        for group in passages.chunks(SUB_BATCH) {
-            let pairs: Vec<(&str, &str)> = group.iter().map(|p| (query, *p)).collect();
-            let encodings = self
-                .tokenizer
-                .encode_batch(pairs, true)
-                .map_err(Error::tokenizer)?;
+        self.score_pairs(&self.encode(query, passages)?)
+    }
+
+    /// `query` paired with each passage and tokenized, in groups of one
+    /// forward pass each: the CPU work a reranking worker's callers do
+    /// before they queue, so that the model's thread only runs the model.
+    pub fn encode(&self, query: &str, passages: &[&str]) -> Result<Pairs> {
+        let groups = passages
+            .chunks(SUB_BATCH)
+            .map(|group| {
+                let pairs: Vec<(&str, &str)> = group.iter().map(|p| (query, *p)).collect();
+                self.tokenizer
+                    .encode_batch(pairs, true)
+                    .map_err(Error::tokenizer)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Pairs { groups })
+    }
+
+    /// The scores of tokenized pairs: the forward passes alone.
+    pub fn score_pairs(&self, pairs: &Pairs) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for encodings in &pairs.groups {
             let rows = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor> {
                 let data: Vec<Vec<u32>> = encodings.iter().map(|e| f(e).to_vec()).collect();
                 Ok(Tensor::new(data, &self.device)?)
@@ -113,6 +133,12 @@ impl Reranker {
         }
         Ok(out)
     }
+}
+
+/// A query's pairs with its passages, tokenized ([`Reranker::encode`]),
+/// in the groups the model reads them in.
+pub struct Pairs {
+    groups: Vec<Vec<tokenizers::Encoding>>,
 }
 
 /// Write a random-weight cross-encoder into `dir` (config, weights, and the
