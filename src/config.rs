@@ -64,6 +64,11 @@ pub struct ModelsConfig {
     /// `ForSequenceClassification` model with one label, e.g.
     /// `hf:cross-encoder/ms-marco-MiniLM-L-6-v2`); empty: no reranking.
     pub reranker: String,
+    /// More LLMs served by name (`[[models.llms]]` tables with `name`,
+    /// `path` and an optional `keep_alive`): each is loaded by the first
+    /// request that names it, and unloaded when idle past its keep-alive or
+    /// when `limits.max_loaded_models` needs room.
+    pub llms: Vec<LlmConfig>,
     /// The embedder's matrix products on the CPU: "auto" (bf16, with f32
     /// sums, where the CPU has AVX512-BF16: about 1.5x the speed, the
     /// default embedder's vectors within a cosine of 0.99997 of
@@ -161,6 +166,22 @@ pub struct AdapterConfig {
     pub path: String,
     #[serde(default = "one")]
     pub scale: f32,
+}
+
+/// An LLM served by name, loaded when a request asks for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Its model id (letters, digits, `.`, `_`, `-`; not `hearth-rag` or
+    /// `hearth-fine-tuned`).
+    pub name: String,
+    /// A .gguf file, a directory, `hf:owner/name/file.gguf` or a Hugging
+    /// Face checkpoint.
+    pub path: String,
+    /// How long it stays loaded after its last request (`generation.keep_alive`
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<String>,
 }
 
 /// The fusion rules `retrieval.fusion` names.
@@ -267,6 +288,10 @@ pub struct GenerationConfig {
     /// verified in one pass, while the sequence runs alone; the output is
     /// the same as without. 0 turns it off.
     pub draft_tokens: usize,
+    /// How long a model of `models.llms` stays loaded after its last
+    /// request: "5m", "30s", "1h", "0" (unload once idle) or "-1" (never
+    /// unload), Ollama's `keep_alive`; a request's own `keep_alive` wins.
+    pub keep_alive: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -311,6 +336,13 @@ pub struct LimitsConfig {
     /// Seconds between background saves of the index (it is rebuilt from
     /// SQLite if lost, so this bounds restart work, not durability).
     pub index_save_secs: u64,
+    /// Models of `models.llms` loaded at once; a request for another
+    /// unloads the least recently used idle one first (0: no limit).
+    pub max_loaded_models: usize,
+    /// Memory the loaded models of `models.llms` may take, counted as
+    /// their files plus their KV caches at full context; a load past it is
+    /// refused after idle ones are unloaded (0: no limit).
+    pub max_model_memory_mb: usize,
 }
 
 impl Default for Config {
@@ -337,6 +369,7 @@ impl Default for ModelsConfig {
             rag_generator: DEFAULT_LLM.into(),
             fine_tuned: DEFAULT_LLM.into(),
             adapters: Vec::new(),
+            llms: Vec::new(),
             quantize: String::new(),
             reranker: String::new(),
             embedder_precision: "auto".into(),
@@ -384,6 +417,7 @@ impl Default for GenerationConfig {
             max_tokens_limit: 2048,
             max_prompt_tokens: 4096,
             draft_tokens: DEFAULT_DRAFT_TOKENS,
+            keep_alive: "5m".into(),
         }
     }
 }
@@ -405,6 +439,8 @@ impl Default for LimitsConfig {
             max_request_timeout_s: 3600.0,
             max_query_chars: 4000,
             index_save_secs: 30,
+            max_loaded_models: 2,
+            max_model_memory_mb: 0,
         }
     }
 }
@@ -490,6 +526,8 @@ pub struct ConfigArgs {
     pub max_prompt_tokens: Option<usize>,
     #[arg(long, env = "HEARTH_DRAFT_TOKENS")]
     pub draft_tokens: Option<usize>,
+    #[arg(long, env = "HEARTH_KEEP_ALIVE", allow_hyphen_values = true)]
+    pub keep_alive: Option<String>,
     #[arg(long, env = "HEARTH_GENERATION_QUEUE")]
     pub generation_queue: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_RUNNING", alias = "max-active")]
@@ -514,6 +552,10 @@ pub struct ConfigArgs {
     pub max_query_chars: Option<usize>,
     #[arg(long, env = "HEARTH_INDEX_SAVE_SECS")]
     pub index_save_secs: Option<u64>,
+    #[arg(long, env = "HEARTH_MAX_LOADED_MODELS")]
+    pub max_loaded_models: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_MODEL_MEMORY_MB")]
+    pub max_model_memory_mb: Option<usize>,
 }
 
 impl Config {
@@ -613,6 +655,7 @@ impl Config {
         set(&mut g.max_tokens_limit, &a.max_tokens_limit);
         set(&mut g.max_prompt_tokens, &a.max_prompt_tokens);
         set(&mut g.draft_tokens, &a.draft_tokens);
+        set(&mut g.keep_alive, &a.keep_alive);
         let l = &mut self.limits;
         set(&mut l.generation_queue, &a.generation_queue);
         set(&mut l.max_running, &a.max_running);
@@ -626,6 +669,8 @@ impl Config {
         set(&mut l.max_body_bytes, &a.max_body_bytes);
         set(&mut l.max_query_chars, &a.max_query_chars);
         set(&mut l.index_save_secs, &a.index_save_secs);
+        set(&mut l.max_loaded_models, &a.max_loaded_models);
+        set(&mut l.max_model_memory_mb, &a.max_model_memory_mb);
     }
 
     /// `listen` as a socket address.
@@ -675,6 +720,32 @@ impl Config {
             .kv_cache_type
             .parse::<crate::models::llm::llama::KvType>()
             .map_err(|e| Error::InvalidInput(format!("config: limits.{e}")))?;
+        for (i, llm) in self.models.llms.iter().enumerate() {
+            let name = &llm.name;
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid {
+                return bad(&format!(
+                    "models.llms: name {name:?} must be 1 to 128 letters, digits, `.`, `_` or `-`"
+                ));
+            }
+            if [crate::roles::RAG_MODEL, crate::roles::FINE_TUNED_MODEL].contains(&name.as_str())
+                || names.contains(name)
+                || self.models.llms[..i].iter().any(|l| &l.name == name)
+            {
+                return bad(&format!("models.llms: the name {name:?} is taken"));
+            }
+            if let Some(k) = &llm.keep_alive {
+                crate::engine::catalog::KeepAlive::parse(k).map_err(|e| {
+                    Error::InvalidInput(format!("config: models.llms {name:?}: keep_alive: {e}"))
+                })?;
+            }
+        }
+        crate::engine::catalog::KeepAlive::parse(&self.generation.keep_alive)
+            .map_err(|e| Error::InvalidInput(format!("config: generation.keep_alive: {e}")))?;
         let scales = self.models.adapters.iter().map(|a| a.scale);
         let scales = scales.chain(self.models.fine_tuned.adapted().map(|a| a.scale));
         if scales.into_iter().any(|s| !s.is_finite()) {

@@ -816,3 +816,115 @@ async fn tokenizer_routes_agree_with_generation() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
     server.stop();
 }
+
+/// The LLMs of `[[models.llms]]` load when a request names them (three at
+/// once: one load), make room by unloading the least recently used idle
+/// one past `limits.max_loaded_models`, unload when idle past their
+/// keep-alive (a request's own, Ollama's `keep_alive: 0`), and one that
+/// cannot load answers a clear error while the others serve.
+#[tokio::test]
+async fn llms_by_name_load_when_asked_and_unload_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::new();
+    let llm = common::llm_path();
+    let config = dir.path().join("hearth.toml");
+    let missing = dir.path().join("missing.gguf");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nmax_loaded_models = 1\n\n\
+             [[models.llms]]\nname = \"smol-a\"\npath = {llm:?}\n\n\
+             [[models.llms]]\nname = \"smol-b\"\npath = {llm:?}\nkeep_alive = \"-1\"\n\n\
+             [[models.llms]]\nname = \"broken\"\npath = {missing:?}\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let llms = |info: &Value| -> Vec<(String, bool, u64)> {
+        info["llms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let name = l["name"].as_str().unwrap().to_string();
+                (
+                    name,
+                    l["loaded"].as_bool().unwrap(),
+                    l["loads"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (_, models) = common::get(&client, server.at("/v1/models")).await;
+    let status = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["status"].clone())
+    };
+    assert_eq!(status("smol-a"), Some(json!("available")), "{models}");
+    let chat = |model: &str| json!({ "model": model, "messages": [{ "role": "user", "content": "Hi" }], "max_tokens": 4 });
+    // Three requests at once for a model not loaded: all answered, one load.
+    let url = server.at("/v1/chat/completions");
+    let (a, b, c) = tokio::join!(
+        post(&client, url.clone(), chat("smol-a")),
+        post(&client, url.clone(), chat("smol-a")),
+        post(&client, url.clone(), chat("smol-a")),
+    );
+    for (status, body) in [a, b, c] {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, info) = common::get(&client, server.at("/info")).await;
+    assert!(llms(&info).contains(&("smol-a".into(), true, 1)), "{info}");
+    // Another: the idle one makes room (max_loaded_models = 1).
+    let (status, body) = post(&client, url.clone(), chat("smol-b")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, info) = common::get(&client, server.at("/info")).await;
+    let now = llms(&info);
+    assert!(now.contains(&("smol-a".into(), false, 1)), "{info}");
+    assert!(now.contains(&("smol-b".into(), true, 1)), "{info}");
+    let (_, ps) = common::get(&client, server.at("/api/ps")).await;
+    let loaded: Vec<&str> = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        loaded.contains(&"smol-b:latest") && !loaded.contains(&"smol-a:latest"),
+        "{ps}"
+    );
+    // A model that cannot load: a clear error, and the others keep serving.
+    let (status, err) = post(&client, url.clone(), chat("broken")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"broken\" could not be"), "{message}");
+    let (status, _) = post(&client, url.clone(), chat("smol-b")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Ollama's keep_alive 0: loaded for the request, unloaded once idle.
+    let (status, body) = post(
+        &client,
+        server.at("/api/generate"),
+        json!({ "model": "smol-a:latest", "prompt": "Hi", "stream": false, "keep_alive": 0,
+                "options": { "num_predict": 2 } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut unloaded = false;
+    for _ in 0..40 {
+        let (_, info) = common::get(&client, server.at("/info")).await;
+        if llms(&info).contains(&("smol-a".into(), false, 2)) {
+            unloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(unloaded, "smol-a stayed loaded past keep_alive 0");
+    server.stop();
+}

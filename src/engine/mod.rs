@@ -2,6 +2,7 @@
 //! here, never on the async runtime: callers submit through bounded queues
 //! and receive answers on channels.
 
+pub mod catalog;
 pub mod draft;
 pub mod embedder;
 pub mod generator;

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod rag;
 
 use crate::config::{is_remote, AdaptedModel, Config, LlmSlot, Role};
+use crate::engine::catalog::{self, Catalog, KeepAlive};
 use crate::engine::remote::{RemoteEmbedder, RemoteGenerator, CONNECT_WAIT};
 use crate::engine::replicas::ReplicaState;
 use crate::engine::{
@@ -41,6 +42,9 @@ pub struct Services {
     fine_tuned: Option<FineTuned>,
     /// The one LLM of a `generate` process.
     generator: Option<Generation>,
+    /// The LLMs served by name (`models.llms`), loaded when asked for
+    /// (beside the fine-tuned pipeline).
+    catalog: Option<Arc<Catalog>>,
     pub info: ModelsInfo,
 }
 
@@ -225,6 +229,11 @@ impl Services {
     }
 
     /// The single LLM of a `generate` process.
+    /// The LLMs served by name, when `models.llms` names any.
+    pub fn catalog(&self) -> Option<&Arc<Catalog>> {
+        self.catalog.as_ref()
+    }
+
     pub fn generator(&self) -> Result<&Generation> {
         (self.generator.as_ref()).ok_or_else(|| not_served(self.role, Capability::Generator))
     }
@@ -364,6 +373,9 @@ impl Services {
             };
             fine_tuned = Some(adapters(config, g)?);
         }
+        let catalog = (fine_tuned.is_some() && !config.models.llms.is_empty())
+            .then(|| loader.catalog(runtime))
+            .transpose()?;
         let shared_weights = match (&rag, &fine_tuned) {
             (Some(r), Some(f)) => match (r.generator(), f.generator()) {
                 (Generation::Local(a), Generation::Local(b)) => {
@@ -399,6 +411,7 @@ impl Services {
             rag,
             fine_tuned,
             generator,
+            catalog,
             info,
         })
     }
@@ -501,6 +514,42 @@ impl Loader<'_> {
         Ok(Generation::Local(Generator::spawn(llm, self.limits())))
     }
 
+    /// The catalog of `models.llms`, loading each with this process's
+    /// device and limits, its sweeper running on `runtime`.
+    fn catalog(&self, runtime: &tokio::runtime::Handle) -> Result<Arc<Catalog>> {
+        let config = self.config;
+        let default =
+            KeepAlive::parse(&config.generation.keep_alive).map_err(Error::InvalidInput)?;
+        let entries = config
+            .models
+            .llms
+            .iter()
+            .map(|l| {
+                let keep_alive = match &l.keep_alive {
+                    Some(k) => KeepAlive::parse(k).map_err(Error::InvalidInput)?,
+                    None => default,
+                };
+                Ok(catalog::Entry {
+                    name: l.name.clone(),
+                    path: l.path.clone(),
+                    keep_alive,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let limits = catalog::Limits {
+            max_loaded: config.limits.max_loaded_models,
+            max_bytes: (config.limits.max_model_memory_mb as u64) << 20,
+        };
+        let loader = CatalogLoader {
+            device: self.device.clone(),
+            limits: self.limits(),
+            quantize: self.quantize()?,
+        };
+        let catalog = Catalog::new(entries, limits, Arc::new(loader));
+        catalog.spawn_sweeper(runtime);
+        Ok(catalog)
+    }
+
     /// `models.quantize`, for Hugging Face checkpoints.
     fn quantize(&self) -> Result<Option<candle_core::quantized::GgmlDType>> {
         crate::models::llm::hf::quantize_type(&self.config.models.quantize)
@@ -520,6 +569,61 @@ impl Loader<'_> {
             // Checked when the config was read.
             kv_cache: g.limits.kv_cache_type.parse().unwrap_or_default(),
         }
+    }
+}
+
+/// Loads the catalog's models, each with its own worker.
+struct CatalogLoader {
+    device: candle_core::Device,
+    limits: GeneratorLimits,
+    quantize: Option<candle_core::quantized::GgmlDType>,
+}
+
+impl catalog::Loader for CatalogLoader {
+    fn load(&self, path: &str) -> Result<Generation> {
+        let opts = LoadOptions {
+            adapter: None,
+            quantize: self.quantize,
+        };
+        let llm = Llm::load_with(&ModelSource::parse(path)?, &self.device, &opts)?;
+        Ok(Generation::Local(Generator::spawn(
+            llm,
+            self.limits.clone(),
+        )))
+    }
+
+    /// The file (or a checkpoint directory's files), and for a GGUF file
+    /// the KV caches of `max_running` sequences at the longest context the
+    /// limits allow.
+    fn bytes(&self, path: &str) -> Result<u64> {
+        let parsed = ModelSource::parse(path)?;
+        if let ModelSource::Local(dir) = &parsed {
+            if dir.is_dir() && crate::models::llm::hf::is_checkpoint(dir) {
+                let files = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+                return Ok(files
+                    .filter_map(|f| f.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum());
+            }
+        }
+        let file = parsed.resolve(&[Wanted::model_with_ext("gguf")])?[0]
+            .clone()
+            .ok_or_else(|| Error::InvalidInput(format!("no .gguf file at {path}")))?;
+        let s = crate::models::llm::inspect::inspect(&file)?;
+        let heads = s.heads.unwrap_or(1).max(1);
+        let head_dim = s.embedding_length.unwrap_or(0) / heads;
+        let values_per_token = 2 * s.layers.unwrap_or(0) * s.kv_heads.unwrap_or(heads) * head_dim;
+        let per_value = match self.limits.kv_cache {
+            crate::models::llm::llama::KvType::F16 => 2.0,
+            crate::models::llm::llama::KvType::Q8_0 => 34.0 / 32.0,
+        };
+        let context = s
+            .context_length
+            .unwrap_or(4096)
+            .min((self.limits.max_prompt_tokens + self.limits.max_tokens) as u64);
+        let kv =
+            values_per_token as f64 * per_value * (context * self.limits.max_running as u64) as f64;
+        Ok(s.file_bytes + kv as u64)
     }
 }
 

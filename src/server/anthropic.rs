@@ -621,7 +621,7 @@ pub async fn messages(
     ApiJson(req): ApiJson<MessagesRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.conversation.model)?;
+    let target = target(services, &req.conversation.model).await?;
     let mut params = req.params(&state)?;
     let Prepared {
         messages,
@@ -669,7 +669,7 @@ pub async fn count_tokens(
     ApiJson(req): ApiJson<Conversation>,
 ) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
-    let pipeline = match target(services, &req.model)? {
+    let pipeline = match target(services, &req.model).await? {
         Target::Rag => {
             return Err(invalid(
                 "model",

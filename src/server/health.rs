@@ -69,6 +69,28 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
             adapters.dedup_by(|a, b| a.name == b.name);
             body["adapters"] = json!(adapters.iter().map(|a| a.info()).collect::<Vec<_>>());
         }
+        // The LLMs served by name: which are loaded, how often each was.
+        if let Some(catalog) = services.catalog() {
+            let llms: Vec<Value> = catalog
+                .list()
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "path": s.path,
+                        "loaded": s.generation.is_some(),
+                        "loads": s.loads,
+                        "bytes": s.bytes,
+                        "expires_in_s": s.expires_at.map(|t| {
+                            t.duration_since(std::time::SystemTime::now())
+                                .map_or(0.0, |d| d.as_secs_f64())
+                        }),
+                        "queue": s.generation.as_ref().and_then(|g| g.stats()),
+                    })
+                })
+                .collect();
+            body["llms"] = json!(llms);
+        }
     }
     Ok(Json(body))
 }

@@ -13,8 +13,9 @@ use super::error::{AnyJson, ApiError};
 use super::fields::{input_texts, invalid, RetrievalFields, SamplingFields, StopField};
 use super::state::AppState;
 use super::stream::{event_stream, started};
-use super::target::{run, target, Target};
+use super::target::{run, target, target_kept, Target};
 use super::tool_calls::{self, ToolDef};
+use crate::engine::catalog::KeepAlive;
 use crate::engine::{Completion, FinishReason, Generation, GenerationStream};
 use crate::models::llm::message::{Message, ToolCall};
 use crate::models::llm::sampling::SamplingParams;
@@ -76,8 +77,8 @@ pub struct OllamaCommon {
     options: Option<OllamaOptions>,
     /// Ollama's default is true.
     stream: Option<bool>,
-    /// Accepted: every model stays loaded while hearth runs.
-    #[allow(dead_code)]
+    /// How long a model of `models.llms` stays loaded after this request
+    /// ("5m", "0", "-1", or seconds); the pipelines' models stay loaded.
     keep_alive: Option<Value>,
     /// Thinking: refused unless false (no model here thinks in Ollama's field).
     think: Option<Value>,
@@ -139,6 +140,15 @@ impl OllamaCommon {
         );
         params.format = fields.output_format()?;
         Ok(params)
+    }
+
+    fn keep_alive(&self) -> Result<Option<KeepAlive>, ApiError> {
+        self.keep_alive
+            .as_ref()
+            .filter(|k| !k.is_null())
+            .map(KeepAlive::from_json)
+            .transpose()
+            .map_err(|e| invalid("keep_alive", e))
     }
 
     fn streams(&self) -> bool {
@@ -411,7 +421,7 @@ pub async fn chat(
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
     let model = untagged(&req.common.model).to_string();
-    let target = target(services, &model)?;
+    let target = target_kept(services, &model, req.common.keep_alive()?).await?;
     let mut params = req.common.params(&state)?;
     let messages = to_messages(req.messages)?;
     let offered = req.tools.as_ref().is_some_and(|t| !t.is_empty());
@@ -475,7 +485,7 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
     let model = untagged(&req.common.model).to_string();
-    let target = target(services, &model)?;
+    let target = target_kept(services, &model, req.common.keep_alive()?).await?;
     for (field, given) in [
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
         (
@@ -659,15 +669,33 @@ fn llm_details(g: &Generation) -> (Value, u64) {
     }
 }
 
+/// A model as Ollama's lists show it.
+struct Listed {
+    entry: Value,
+    capabilities: Vec<&'static str>,
+    /// Whether its weights are in memory (the catalog's models come and go;
+    /// the pipelines' stay).
+    loaded: bool,
+    /// When an idle catalog model will be unloaded.
+    expires_at: Option<String>,
+}
+
 /// Every model this process serves, as Ollama lists them, with what each
-/// can do (Ollama's `capabilities`).
-fn listed(services: &Services, modified: &str) -> Vec<(Value, Vec<&'static str>)> {
-    let mut out: Vec<(Value, Vec<&'static str>)> = Vec::new();
-    let mut seen = Vec::new();
+/// can do (Ollama's `capabilities`): the pipelines' models, then those of
+/// `models.llms`, loaded or not.
+fn listed(services: &Services, modified: &str) -> Vec<Listed> {
+    let mut out: Vec<Listed> = Vec::new();
     let mut add = |name: &str, (details, size): (Value, u64), caps: Vec<&'static str>| {
-        if !seen.iter().any(|s: &String| s == name) {
-            seen.push(name.to_string());
-            out.push((entry(name, details, size, modified), caps));
+        if !out
+            .iter()
+            .any(|l| l.entry["name"] == format!("{name}{TAG}"))
+        {
+            out.push(Listed {
+                entry: entry(name, details, size, modified),
+                capabilities: caps,
+                loaded: true,
+                expires_at: None,
+            });
         }
     };
     if let Ok(rag) = services.rag() {
@@ -702,6 +730,26 @@ fn listed(services: &Services, modified: &str) -> Vec<(Value, Vec<&'static str>)
             vec!["embedding"],
         );
     }
+    for status in services.catalog().map(|c| c.list()).unwrap_or_default() {
+        if out
+            .iter()
+            .any(|l| l.entry["name"] == format!("{}{TAG}", status.name))
+        {
+            continue;
+        }
+        let (details, size) = match &status.generation {
+            Some(g) => (llm_details(g).0, status.bytes.unwrap_or(0)),
+            None => (json!({ "format": "gguf" }), 0),
+        };
+        out.push(Listed {
+            entry: entry(&status.name, details, size, modified),
+            capabilities: vec!["completion", "tools"],
+            loaded: status.generation.is_some(),
+            expires_at: status
+                .expires_at
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        });
+    }
     out
 }
 
@@ -720,12 +768,13 @@ pub async fn tags(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     let services = state.services()?;
     let models: Vec<Value> = listed(services, &started_at(&state))
         .into_iter()
-        .map(|(m, _)| m)
+        .map(|l| l.entry)
         .collect();
     Ok(Json(json!({ "models": models })))
 }
 
-/// The models loaded: every served one, for as long as hearth runs.
+/// The models loaded: the pipelines' (for as long as hearth runs) and
+/// those of `models.llms` loaded now, with when each will be unloaded.
 #[utoipa::path(get, path = "/api/ps", tag = "ollama", responses(
     (status = 200, description = "`{\"models\": [{\"name\", \"model\", \"size\", \"details\", \"size_vram\"}]}`", body = Object),
 ))]
@@ -733,8 +782,13 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
     let services = state.services()?;
     let models: Vec<Value> = listed(services, &started_at(&state))
         .into_iter()
-        .map(|(mut m, _)| {
+        .filter(|l| l.loaded)
+        .map(|l| {
+            let mut m = l.entry;
             m["size_vram"] = json!(0);
+            if let Some(at) = l.expires_at {
+                m["expires_at"] = json!(at);
+            }
             m
         })
         .collect();
@@ -760,14 +814,20 @@ pub async fn show(
     let services = state.services()?;
     let name = untagged(&req.model);
     let modified = started_at(&state);
-    let (entry, capabilities) = listed(services, &modified)
+    let Listed {
+        entry,
+        capabilities,
+        loaded,
+        ..
+    } = listed(services, &modified)
         .into_iter()
-        .find(|(m, _)| m["name"] == format!("{name}{TAG}"))
+        .find(|l| l.entry["name"] == format!("{name}{TAG}"))
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
     let mut info = json!({});
     let mut template = String::new();
-    if !capabilities.contains(&"embedding") {
-        let g = match target(services, name)? {
+    // A model of `models.llms` not loaded is not loaded to be shown.
+    if loaded && !capabilities.contains(&"embedding") {
+        let g = match target(services, name).await? {
             Target::Rag => services.rag()?.generator().clone(),
             Target::Generate(p) => p.generator().clone(),
         };

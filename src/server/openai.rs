@@ -35,7 +35,7 @@ fn fingerprint() -> String {
 
 /// The served models: `hearth-rag`, `hearth-fine-tuned`, the LLM and the embedder.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses(
-    (status = 200, description = "OpenAI's model list: `{\"object\": \"list\", \"data\": [{\"id\", \"object\", \"created\", \"owned_by\"}]}`; a local LLM's entry adds `gguf` (what `hearth models inspect` prints)", body = Object),
+    (status = 200, description = "OpenAI's model list: `{\"object\": \"list\", \"data\": [{\"id\", \"object\", \"created\", \"owned_by\"}]}`; a local LLM's entry adds `gguf` (what `hearth models inspect` prints), a model of `models.llms` its `status` (`loaded` or `available`)", body = Object),
 ))]
 pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let services = state.services()?;
@@ -74,6 +74,13 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
     if let Ok(e) = services.embedding() {
         add(e.name());
     }
+    // The LLMs served by name: loaded now, or loaded when asked for.
+    let mut statuses = std::collections::HashMap::new();
+    for status in services.catalog().map(|c| c.list()).unwrap_or_default() {
+        add(&status.name);
+        let loaded = status.generation.is_some();
+        statuses.insert(status.name, if loaded { "loaded" } else { "available" });
+    }
     let created = unix_now() - state.started.elapsed().as_secs();
     let data: Vec<Value> = ids
         .iter()
@@ -85,6 +92,9 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
             }
             if let Some(adapter) = adapters.get(id) {
                 model["adapter"] = adapter.clone();
+            }
+            if let Some(status) = statuses.get(id) {
+                model["status"] = json!(status);
             }
             model
         })
@@ -571,7 +581,7 @@ pub async fn chat_completions(
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.model)?;
+    let target = target(services, &req.model).await?;
     let mut params = req.sampling.params(&state)?;
     params.logprobs = match (req.logprobs, req.top_logprobs) {
         (true, top) => Some(top.unwrap_or(0)),
@@ -652,7 +662,7 @@ pub async fn completions(
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.model)?;
+    let target = target(services, &req.model).await?;
     let mut params = req.sampling.params(&state)?;
     params.logprobs = req.logprobs;
     if req.echo {

@@ -554,7 +554,7 @@ pub async fn responses(
     ApiJson(req): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.model)?;
+    let target = target(services, &req.model).await?;
     let mut params = req.params(&state)?;
     let messages = to_messages(req.instructions.as_deref(), &req.input)?;
     let offered = req.tools.as_ref().is_some_and(|t| !t.is_empty());

@@ -5,6 +5,7 @@
 
 use super::error::ApiError;
 use super::fields::{invalid, RetrievalFields};
+use crate::engine::catalog::KeepAlive;
 use crate::engine::{Generation, GenerationStream};
 use crate::models::llm::sampling::SamplingParams;
 use crate::pipelines::fine_tuned::{FineTuned, Input};
@@ -18,7 +19,17 @@ pub enum Target {
     Generate(FineTuned),
 }
 
-pub fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
+pub async fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
+    target_kept(services, model, None).await
+}
+
+/// [`target`], with a request's keep-alive for a model of `models.llms`
+/// (Ollama's `keep_alive`), which is loaded here when it is not.
+pub async fn target_kept(
+    services: &Services,
+    model: &str,
+    keep_alive: Option<KeepAlive>,
+) -> Result<Target, ApiError> {
     if model == RAG_MODEL {
         services.rag()?;
         return Ok(Target::Rag);
@@ -44,8 +55,14 @@ pub fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
         .chain(services.rag().ok().map(|r| r.generator().clone()))
         .chain(services.generator().ok().cloned())
         .find(|g| g.name() == model);
-    match by_name {
-        Some(g) => Ok(Target::Generate(FineTuned::new(g))),
+    if let Some(g) = by_name {
+        return Ok(Target::Generate(FineTuned::new(g)));
+    }
+    // One of the LLMs served by name, loaded now if it is not.
+    match services.catalog().filter(|c| c.has(model)) {
+        Some(catalog) => Ok(Target::Generate(FineTuned::new(
+            catalog.get(model, keep_alive).await?,
+        ))),
         None => Err(ApiError::model_not_found(model)),
     }
 }
@@ -54,9 +71,9 @@ pub fn target(services: &Services, model: &str) -> Result<Target, ApiError> {
 /// tokenizer and template rather than a pipeline (`/tokenize`, ...):
 /// `hearth-rag` is its generator. Absent: the fine-tuned pipeline's LLM,
 /// else the RAG generator, else this process's one LLM.
-pub fn llm(services: &Services, model: Option<&str>) -> Result<Generation, ApiError> {
+pub async fn llm(services: &Services, model: Option<&str>) -> Result<Generation, ApiError> {
     match model {
-        Some(model) => Ok(match target(services, model)? {
+        Some(model) => Ok(match target(services, model).await? {
             Target::Rag => services.rag()?.generator().clone(),
             Target::Generate(pipeline) => pipeline.generator().clone(),
         }),

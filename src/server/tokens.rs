@@ -46,7 +46,7 @@ pub async fn tokenize(
     State(state): State<Arc<AppState>>,
     AnyJson(req): AnyJson<TokenizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = llm(state.services()?, req.model.as_deref())?;
+    let model = llm(state.services()?, req.model.as_deref()).await?;
     let context = model.context_length();
     let tokens = blocking(move || {
         let tokenizer = model.tokenizer();
@@ -99,7 +99,7 @@ pub async fn detokenize(
     State(state): State<Arc<AppState>>,
     AnyJson(req): AnyJson<DetokenizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = llm(state.services()?, req.model.as_deref())?;
+    let model = llm(state.services()?, req.model.as_deref()).await?;
     let vocab = model.tokenizer().vocab_size();
     if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= vocab) {
         return Err(invalid(
@@ -132,7 +132,7 @@ pub async fn apply_template(
     State(state): State<Arc<AppState>>,
     AnyJson(req): AnyJson<ApplyTemplateRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = llm(state.services()?, req.model.as_deref())?;
+    let model = llm(state.services()?, req.model.as_deref()).await?;
     let messages = to_messages(req.messages)?;
     let tools = tool_calls::tooling(req.tools, None, None)?
         .map(|t| t.tools)
