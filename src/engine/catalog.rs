@@ -205,8 +205,14 @@ impl Catalog {
         };
         let this = self.clone();
         let keep = keep_alive.unwrap_or(entry.keep_alive);
+        // The load runs as its own task: a client that goes away while it
+        // runs does not abandon it half done for the others waiting.
         let outcome = cell
-            .get_or_init(|| async move { this.load(&entry, keep).await })
+            .get_or_init(|| async move {
+                tokio::spawn(async move { this.load(&entry, keep).await })
+                    .await
+                    .unwrap_or_else(|e| Err(Failure::Load(format!("the load stopped: {e}"))))
+            })
             .await
             .clone();
         outcome.map_err(Error::from)
