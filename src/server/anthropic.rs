@@ -14,9 +14,9 @@ use super::dialect::anthropic_body;
 use super::error::{ApiError, ApiJson};
 use super::fields::{invalid, RetrievalFields, SamplingFields, StopField};
 use super::state::AppState;
-use super::stream::{event_stream, new_id, started, usage};
+use super::stream::{new_id, started, usage};
 use super::target::{run, target, Target};
-use super::tool_calls::{self, ToolDef, Tooling};
+use super::tool_calls::{self, PieceEvents, ToolDef, Tooling};
 use crate::engine::{Completion, FinishReason, GenerationStream};
 use crate::models::llm::grammar::Format;
 use crate::models::llm::message::{Message, Tool, ToolCall};
@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// A turn: `user` (text, and `tool_result` blocks answering calls) or
@@ -435,35 +435,7 @@ struct Blocks {
     called: bool,
 }
 
-impl Blocks {
-    fn close(&mut self, events: &mut Vec<SseEvent>) {
-        if !matches!(self.open, Open::None) {
-            let index = self.next - 1;
-            events.push(event(
-                "content_block_stop",
-                &json!({ "type": "content_block_stop", "index": index }),
-            ));
-            self.open = Open::None;
-        }
-    }
-
-    fn start(&mut self, open: Open, block: Value, events: &mut Vec<SseEvent>) {
-        self.close(events);
-        events.push(event(
-            "content_block_start",
-            &json!({ "type": "content_block_start", "index": self.next, "content_block": block }),
-        ));
-        self.next += 1;
-        self.open = open;
-    }
-
-    fn delta(&self, delta: Value) -> SseEvent {
-        event(
-            "content_block_delta",
-            &json!({ "type": "content_block_delta", "index": self.next - 1, "delta": delta }),
-        )
-    }
-
+impl PieceEvents<SseEvent> for Blocks {
     fn piece(&mut self, piece: Piece) -> Vec<SseEvent> {
         let mut events = Vec::new();
         match piece {
@@ -492,6 +464,36 @@ impl Blocks {
     }
 }
 
+impl Blocks {
+    fn close(&mut self, events: &mut Vec<SseEvent>) {
+        if !matches!(self.open, Open::None) {
+            let index = self.next - 1;
+            events.push(event(
+                "content_block_stop",
+                &json!({ "type": "content_block_stop", "index": index }),
+            ));
+            self.open = Open::None;
+        }
+    }
+
+    fn start(&mut self, open: Open, block: Value, events: &mut Vec<SseEvent>) {
+        self.close(events);
+        events.push(event(
+            "content_block_start",
+            &json!({ "type": "content_block_start", "index": self.next, "content_block": block }),
+        ));
+        self.next += 1;
+        self.open = open;
+    }
+
+    fn delta(&self, delta: Value) -> SseEvent {
+        event(
+            "content_block_delta",
+            &json!({ "type": "content_block_delta", "index": self.next - 1, "delta": delta }),
+        )
+    }
+}
+
 /// Answer whole, or as Anthropic's stream of events.
 async fn respond(
     stream_it: bool,
@@ -510,55 +512,34 @@ async fn respond(
         ),
         event("ping", &json!({ "type": "ping" })),
     ];
-    let tools = shape.tools;
-    let blocks = Arc::new(Mutex::new((
-        Blocks {
-            open: Open::None,
-            next: 0,
-            called: false,
-        },
-        CallParser::new(),
-    )));
-    let text_blocks = blocks.clone();
-    let events = event_stream(
-        stream,
-        move |text, _| {
-            let mut guard = text_blocks.lock().expect("blocks lock");
-            let (blocks, parser) = &mut *guard;
-            let pieces = tool_calls::pieces(parser, tools, text);
-            pieces.into_iter().flat_map(|p| blocks.piece(p)).collect()
-        },
-        move |end| {
-            let mut guard = blocks.lock().expect("blocks lock");
-            let (blocks, parser) = &mut *guard;
-            let mut events = Vec::new();
-            match end {
-                Ok(c) => {
-                    if tools {
-                        for p in parser.finish() {
-                            events.extend(blocks.piece(p));
-                        }
-                    }
-                    blocks.close(&mut events);
-                    let output = usage(shape.input_tokens, &c).completion_tokens;
-                    events.push(event(
-                        "message_delta",
-                        &json!({
-                            "type": "message_delta",
-                            "delta": { "stop_reason": stop_reason(&c, blocks.called), "stop_sequence": c.stop_sequence },
-                            "usage": { "output_tokens": output },
-                        }),
-                    ));
-                    events.push(event("message_stop", &json!({ "type": "message_stop" })));
-                }
-                Err(e) => events.push(event(
-                    "error",
-                    &anthropic_body(e.status, &e.message, e.param.as_deref()),
-                )),
+    let blocks = Blocks {
+        open: Open::None,
+        next: 0,
+        called: false,
+    };
+    let events = tool_calls::piece_stream(stream, shape.tools, blocks, move |blocks, end| {
+        let mut events = Vec::new();
+        match end {
+            Ok(c) => {
+                blocks.close(&mut events);
+                let output = usage(shape.input_tokens, &c).completion_tokens;
+                events.push(event(
+                    "message_delta",
+                    &json!({
+                        "type": "message_delta",
+                        "delta": { "stop_reason": stop_reason(&c, blocks.called), "stop_sequence": c.stop_sequence },
+                        "usage": { "output_tokens": output },
+                    }),
+                ));
+                events.push(event("message_stop", &json!({ "type": "message_stop" })));
             }
-            events
-        },
-    );
+            Err(e) => events.push(event(
+                "error",
+                &anthropic_body(e.status, &e.message, e.param.as_deref()),
+            )),
+        }
+        events
+    });
     let events = futures_util::StreamExt::chain(
         futures_util::stream::iter(opening.into_iter().map(Ok)),
         events,
@@ -621,7 +602,6 @@ pub async fn messages(
     ApiJson(req): ApiJson<MessagesRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.conversation.model).await?;
     let mut params = req.params(&state)?;
     let Prepared {
         messages,
@@ -642,6 +622,7 @@ pub async fn messages(
         sources: None,
         tools: tooling.is_some(),
     };
+    let target = target(services, &req.conversation.model).await?;
     let started = run(
         services,
         target,

@@ -421,7 +421,6 @@ pub async fn chat(
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
     let model = untagged(&req.common.model).to_string();
-    let target = target_kept(services, &model, req.common.keep_alive()?).await?;
     let mut params = req.common.params(&state)?;
     let messages = to_messages(req.messages)?;
     let offered = req.tools.as_ref().is_some_and(|t| !t.is_empty());
@@ -434,6 +433,7 @@ pub async fn chat(
         prompt_tokens: 0,
         sources: None,
     };
+    let target = target_kept(services, &model, req.common.keep_alive()?).await?;
     let started = run(
         services,
         target,
@@ -485,7 +485,6 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
     let model = untagged(&req.common.model).to_string();
-    let target = target_kept(services, &model, req.common.keep_alive()?).await?;
     for (field, given) in [
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
         (
@@ -503,8 +502,11 @@ pub async fn generate(
         }
     }
     let params = req.common.params(&state)?;
-    // Ollama's way to load a model: an empty prompt. Everything here is
-    // loaded already.
+    // Resolved (and a model of `models.llms` loaded) once the request is
+    // known to be valid.
+    let target = target_kept(services, &model, req.common.keep_alive()?).await?;
+    // Ollama's way to load a model: an empty prompt, answered once the
+    // target is loaded.
     if req.prompt.is_empty() {
         return Ok(Json(json!({
             "model": req.common.model, "created_at": now(), "response": "",

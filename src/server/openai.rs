@@ -581,7 +581,6 @@ pub async fn chat_completions(
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.model).await?;
     let mut params = req.sampling.params(&state)?;
     params.logprobs = match (req.logprobs, req.top_logprobs) {
         (true, top) => Some(top.unwrap_or(0)),
@@ -612,6 +611,7 @@ pub async fn chat_completions(
         tools: tooling.is_some(),
     };
     let tools = shape.tools;
+    let target = target(services, &req.model).await?;
     let started = run(
         services,
         target,
@@ -662,7 +662,6 @@ pub async fn completions(
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.model).await?;
     let mut params = req.sampling.params(&state)?;
     params.logprobs = req.logprobs;
     if req.echo {
@@ -691,6 +690,7 @@ pub async fn completions(
         logprobs: params.logprobs.is_some(),
         tools: false,
     };
+    let target = target(services, &req.model).await?;
     let started = run(
         services,
         target,

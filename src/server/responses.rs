@@ -10,9 +10,9 @@
 use super::error::{ApiError, ApiJson};
 use super::fields::{invalid, RetrievalFields, SamplingFields};
 use super::state::AppState;
-use super::stream::{event_stream, new_id, started, unix_now};
+use super::stream::{new_id, started, unix_now};
 use super::target::{run, target};
-use super::tool_calls::{self, ToolDef, Tooling};
+use super::tool_calls::{self, PieceEvents, ToolDef, Tooling};
 use crate::engine::{Completion, FinishReason, GenerationStream};
 use crate::models::llm::grammar::Format;
 use crate::models::llm::message::{Message, ToolCall};
@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -352,6 +352,45 @@ struct Items {
     call: Option<ToolCall>,
 }
 
+impl PieceEvents<SseEvent> for Items {
+    fn piece(&mut self, piece: Piece) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        match piece {
+            Piece::Content(text) if text.is_empty() => {}
+            Piece::Content(text) => self.text(&text, &mut events),
+            Piece::Call { id, name, .. } => {
+                self.close(&mut events);
+                let call = ToolCall {
+                    id,
+                    name,
+                    arguments: String::new(),
+                };
+                let index = self.index();
+                let item = call_item(&call, "in_progress");
+                events.push(self.event(
+                    "response.output_item.added",
+                    json!({ "output_index": index, "item": item }),
+                ));
+                self.call = Some(call);
+            }
+            Piece::Arguments { text, .. } => {
+                let index = self.index();
+                if let Some(call) = self.call.as_mut() {
+                    call.arguments.push_str(&text);
+                    let item_id = format!("fc_{}", call.id);
+                    events.push(self.event(
+                        "response.function_call_arguments.delta",
+                        json!({
+                            "item_id": item_id, "output_index": index, "delta": text,
+                        }),
+                    ));
+                }
+            }
+        }
+        events
+    }
+}
+
 impl Items {
     fn event(&mut self, kind: &str, mut data: Value) -> SseEvent {
         data["type"] = json!(kind);
@@ -426,43 +465,6 @@ impl Items {
             "item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": [],
         })));
     }
-
-    fn piece(&mut self, piece: Piece) -> Vec<SseEvent> {
-        let mut events = Vec::new();
-        match piece {
-            Piece::Content(text) if text.is_empty() => {}
-            Piece::Content(text) => self.text(&text, &mut events),
-            Piece::Call { id, name, .. } => {
-                self.close(&mut events);
-                let call = ToolCall {
-                    id,
-                    name,
-                    arguments: String::new(),
-                };
-                let index = self.index();
-                let item = call_item(&call, "in_progress");
-                events.push(self.event(
-                    "response.output_item.added",
-                    json!({ "output_index": index, "item": item }),
-                ));
-                self.call = Some(call);
-            }
-            Piece::Arguments { text, .. } => {
-                let index = self.index();
-                if let Some(call) = self.call.as_mut() {
-                    call.arguments.push_str(&text);
-                    let item_id = format!("fc_{}", call.id);
-                    events.push(self.event(
-                        "response.function_call_arguments.delta",
-                        json!({
-                            "item_id": item_id, "output_index": index, "delta": text,
-                        }),
-                    ));
-                }
-            }
-        }
-        events
-    }
 }
 
 async fn respond(
@@ -475,64 +477,38 @@ async fn respond(
         let completion = stream.finish().await?;
         return Ok(Json(shape.whole(&completion)).into_response());
     }
-    let shape = Arc::new(shape);
-    let state = Arc::new(Mutex::new((
-        Items {
-            sequence: 0,
-            output: Vec::new(),
-            message: None,
-            call: None,
-        },
-        CallParser::new(),
-    )));
-    let opening = {
-        let mut guard = state.lock().expect("items lock");
-        let items = &mut guard.0;
-        let created = shape.response(Vec::new(), None);
-        vec![
-            items.event("response.created", json!({ "response": created })),
-            items.event("response.in_progress", json!({ "response": created })),
-        ]
+    let mut items = Items {
+        sequence: 0,
+        output: Vec::new(),
+        message: None,
+        call: None,
     };
-    let text_state = state.clone();
-    let text_shape = shape.clone();
-    let events = event_stream(
-        stream,
-        move |text, _| {
-            let mut guard = text_state.lock().expect("items lock");
-            let (items, parser) = &mut *guard;
-            let pieces = tool_calls::pieces(parser, text_shape.tools, text);
-            pieces.into_iter().flat_map(|p| items.piece(p)).collect()
-        },
-        move |end| {
-            let mut guard = state.lock().expect("items lock");
-            let (items, parser) = &mut *guard;
-            let mut events = Vec::new();
-            match end {
-                Ok(c) => {
-                    if shape.tools {
-                        for p in parser.finish() {
-                            events.extend(items.piece(p));
-                        }
-                    }
-                    items.close(&mut events);
-                    let kind = match c.finish_reason {
-                        FinishReason::Stop => "response.completed",
-                        FinishReason::Length => "response.incomplete",
-                    };
-                    let response = shape.response(items.output.clone(), Some(&c));
-                    events.push(items.event(kind, json!({ "response": response })));
-                }
-                Err(e) => events.push(items.event(
-                    "error",
-                    json!({
-                        "code": e.code, "message": e.message, "param": e.param,
-                    }),
-                )),
+    let created = shape.response(Vec::new(), None);
+    let opening = vec![
+        items.event("response.created", json!({ "response": created })),
+        items.event("response.in_progress", json!({ "response": created })),
+    ];
+    let events = tool_calls::piece_stream(stream, shape.tools, items, move |items, end| {
+        let mut events = Vec::new();
+        match end {
+            Ok(c) => {
+                items.close(&mut events);
+                let kind = match c.finish_reason {
+                    FinishReason::Stop => "response.completed",
+                    FinishReason::Length => "response.incomplete",
+                };
+                let response = shape.response(items.output.clone(), Some(&c));
+                events.push(items.event(kind, json!({ "response": response })));
             }
-            events
-        },
-    );
+            Err(e) => events.push(items.event(
+                "error",
+                json!({
+                    "code": e.code, "message": e.message, "param": e.param,
+                }),
+            )),
+        }
+        events
+    });
     let events = futures_util::StreamExt::chain(
         futures_util::stream::iter(opening.into_iter().map(Ok)),
         events,
@@ -554,7 +530,6 @@ pub async fn responses(
     ApiJson(req): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
-    let target = target(services, &req.model).await?;
     let mut params = req.params(&state)?;
     let messages = to_messages(req.instructions.as_deref(), &req.input)?;
     let offered = req.tools.as_ref().is_some_and(|t| !t.is_empty());
@@ -588,6 +563,7 @@ pub async fn responses(
             "text": req.text.clone().unwrap_or(json!({ "format": { "type": "text" } })),
         }),
     };
+    let target = target(services, &req.model).await?;
     let started = run(
         services,
         target,

@@ -6,13 +6,18 @@
 
 use super::error::ApiError;
 use super::fields::invalid;
+use super::stream::event_stream;
+use crate::engine::{Completion, GenerationStream};
 use crate::models::llm::grammar::Format;
 use crate::models::llm::message::{Message, Tool, ToolCall};
 use crate::models::llm::sampling::SamplingParams;
 use crate::models::llm::tools::{self, CallParser, Choice, Piece};
 use crate::pipelines::fine_tuned::Input;
+use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use utoipa::ToSchema;
 
 /// One entry of `tools`: `{"type": "function", "function": {...}}`.
@@ -238,14 +243,55 @@ pub fn input(messages: Vec<Message>, tooling: Option<Tooling>) -> Input {
     }
 }
 
-/// A streamed piece of text as pieces: read for calls when tools may be
-/// called, else all of it content.
-pub fn pieces(parser: &mut CallParser, tools: bool, text: String) -> Vec<Piece> {
-    if tools {
-        parser.push(&text)
-    } else {
-        vec![Piece::Content(text)]
-    }
+/// Shapes a generation's pieces (text, calls beginning, their arguments)
+/// into one API's streamed events.
+pub trait PieceEvents<E> {
+    fn piece(&mut self, piece: Piece) -> Vec<E>;
+}
+
+/// A generation's events when its text may hold tool calls: each piece of
+/// text, read for calls when `tools` (else all of it content), becomes
+/// `sink`'s events; when the generation ends well, so does what the
+/// parser still held; then `end` closes the stream with the sink's final
+/// state.
+pub fn piece_stream<E, S, D>(
+    stream: GenerationStream,
+    tools: bool,
+    sink: S,
+    end: D,
+) -> impl Stream<Item = Result<E, Infallible>> + Send
+where
+    E: Send + 'static,
+    S: PieceEvents<E> + Send + 'static,
+    D: FnOnce(&mut S, Result<Completion, ApiError>) -> Vec<E> + Send + 'static,
+{
+    let state = Arc::new(Mutex::new((sink, CallParser::new())));
+    let text_state = state.clone();
+    event_stream(
+        stream,
+        move |text, _| {
+            let mut guard = text_state.lock().expect("pieces lock");
+            let (sink, parser) = &mut *guard;
+            let pieces = if tools {
+                parser.push(&text)
+            } else {
+                vec![Piece::Content(text)]
+            };
+            pieces.into_iter().flat_map(|p| sink.piece(p)).collect()
+        },
+        move |outcome| {
+            let mut guard = state.lock().expect("pieces lock");
+            let (sink, parser) = &mut *guard;
+            let mut events = Vec::new();
+            if tools && outcome.is_ok() {
+                for p in parser.finish() {
+                    events.extend(sink.piece(p));
+                }
+            }
+            events.extend(end(sink, outcome));
+            events
+        },
+    )
 }
 
 fn call_json(index: usize, call: &ToolCall) -> Value {
