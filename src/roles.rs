@@ -174,6 +174,8 @@ impl Capability {
             Documents => &[
                 "/documents",
                 "/documents/",
+                "/collections",
+                "/collections/",
                 "/search",
                 "/rerank",
                 "/v1/rerank",

@@ -382,7 +382,11 @@ async fn replicas_behind_one_name_share_the_generations_and_survive_a_death() {
         }
     };
 
-    // 8 clients, 10 questions each: the generations split near evenly.
+    // 8 clients, 10 questions each: both replicas take a real share. The
+    // next request goes to the replica with fewer in flight, so a replica
+    // that answers faster takes more; on a busy 2-core machine one once
+    // answered 2.2x as fast as the other (55 and 25 of 80). The policy
+    // itself is checked exactly by engine::replicas' unit tests.
     let mut clients = Vec::new();
     for _ in 0..8 {
         let ask = ask.clone();
@@ -414,7 +418,7 @@ async fn replicas_behind_one_name_share_the_generations_and_survive_a_death() {
     for (url, n) in replica_urls.iter().zip(&served) {
         let share = n / total;
         assert!(
-            (0.4..=0.6).contains(&share),
+            share >= 0.2,
             "{url} served {n} of {total} generations: the load is not shared"
         );
     }

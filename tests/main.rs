@@ -8,6 +8,7 @@ mod common;
 mod bench;
 mod checkpoint;
 mod deploy;
+mod documents;
 mod embedder;
 mod families;
 mod hostile;

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::models::llm::llama::KvType;
 use crate::models::llm::sampling::argmax;
 use crate::models::{Embedder, Llm};
-use crate::store::chunking::{collect_files, read_file, Chunker};
+use crate::store::chunking::Chunker;
+use crate::store::extract::{collect_files, read_file};
 use crate::store::index::{IndexParams, VectorIndex};
 use hearth_kernels::graph::top_k;
 use hearth_kernels::simd::dot;
@@ -339,10 +340,10 @@ pub fn corpus(
         .into_iter()
         .filter(|f| f.file_name().is_none_or(|n| n != "print.html"));
     for file in files {
-        let (text, kind) = read_file(&file)?;
+        let (content, _) = read_file(&file)?;
         texts.extend(
             chunker
-                .split(&text, kind)
+                .split(&content.text, content.kind)
                 .into_iter()
                 .map(|c| c.text)
                 .filter(|t| t.split_whitespace().count() >= 8),

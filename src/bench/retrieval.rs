@@ -10,8 +10,9 @@
 use crate::error::{Error, Result};
 use crate::models::Reranker;
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
-use crate::store::chunking::{html_to_text, TextKind};
-use crate::store::{DocumentStore, Fusion, Query, SearchMode, SearchSettings};
+use crate::store::chunking::TextKind;
+use crate::store::extract::{html_to_text, Extracted};
+use crate::store::{DocumentStore, Fusion, Query, SearchMode, SearchSettings, DEFAULT_COLLECTION};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -120,11 +121,13 @@ pub async fn ingest_sections(
         return Ok(0);
     }
     let docs = sections.iter().map(|s| DocumentInput {
+        collection: DEFAULT_COLLECTION.to_string(),
         id: Some(s.id.clone()),
-        text: s.text.clone(),
         source: Some(s.id.clone()),
         metadata: serde_json::json!({ "heading": s.heading }),
-        kind: TextKind::Plain,
+        title: Some(s.heading.clone()),
+        hash: None,
+        content: Extracted::from_text(s.text.clone(), TextKind::Plain),
     });
     let mut done = 0;
     let mut results = futures_util::stream::iter(docs)
@@ -226,6 +229,7 @@ pub fn evaluate(
         for q in queries {
             let mut found = store.retrieve(
                 &Query {
+                    collection: DEFAULT_COLLECTION,
                     text: &q.text,
                     vector: Some(&q.vector),
                     mode: method.mode,

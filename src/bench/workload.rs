@@ -316,9 +316,9 @@ impl Workload {
                 .collect());
         }
         let mut docs = Vec::new();
-        for file in crate::store::chunking::collect_files(&self.corpus.paths)? {
-            let (text, _) = crate::store::chunking::read_file(&file)?;
-            docs.push((file.display().to_string(), text));
+        for file in crate::store::extract::collect_files(&self.corpus.paths)? {
+            let (content, _) = crate::store::extract::read_file(&file)?;
+            docs.push((file.display().to_string(), content.text));
         }
         Ok(docs)
     }

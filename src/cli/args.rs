@@ -494,6 +494,9 @@ pub struct IngestArgs {
     /// argument's parent directory, or a file argument's name).
     #[arg(long, default_value = "")]
     pub id_prefix: String,
+    /// The collection the documents go to (created if it does not exist).
+    #[arg(long, default_value = "default")]
+    pub collection: String,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::models::{device, Embedder, ModelSource};
 use crate::pipelines::ingest::DocumentInput;
 use crate::pipelines::DocumentPipeline;
-use crate::store::chunking::{collect_files, read_file};
+use crate::store::extract::{collect_files, read_file};
 use crate::store::lock_data_dir;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -83,7 +83,10 @@ pub(super) fn ingest(config: Config, args: IngestArgs) -> Result<()> {
             );
         }
     }
+    crate::store::check_collection_name(&args.collection)?;
     let direct = DirectStore::open(&config)?;
+    direct.docs.store.create_collection(&args.collection)?;
+    let collection = args.collection.clone();
     let started = std::time::Instant::now();
     let bar = progress_bar(files.len(), "files");
     let chunks = tokio::runtime::Runtime::new()?.block_on(async {
@@ -91,17 +94,22 @@ pub(super) fn ingest(config: Config, args: IngestArgs) -> Result<()> {
         let ingestor = &direct.docs.ingestor;
         let bar = &bar;
         let done = ingestor.ingest_all(files, |(id, path): (String, PathBuf)| {
-            let (text, kind) = read_file(&path)?;
-            if text.trim().is_empty() {
-                bar.println(format!("skipped {} (no text)", path.display()));
-                return Ok(None);
-            }
+            let (content, hash) = match read_file(&path) {
+                Ok(read) => read,
+                Err(crate::error::Error::Unreadable(why)) => {
+                    bar.println(format!("skipped {}: {why}", path.display()));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             Ok(Some(DocumentInput {
+                collection: collection.clone(),
                 id: Some(id),
-                text,
                 source: Some(path.display().to_string()),
                 metadata: serde_json::json!({ "path": path.display().to_string() }),
-                kind,
+                title: None,
+                hash: Some(hash),
+                content,
             }))
         });
         let mut done = std::pin::pin!(done);

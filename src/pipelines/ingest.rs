@@ -1,10 +1,12 @@
-//! Ingestion: validate a document, chunk it, embed the chunks on the
-//! embedding worker, and write it to the store (durable when this returns).
+//! Ingestion: validate a document, chunk it, place each chunk (its page
+//! and heading), embed the chunks on the embedding worker, and write it to
+//! the store (durable when this returns).
 
 use crate::engine::blocking;
 use crate::engine::Embedding;
 use crate::error::{Error, Result};
-use crate::store::chunking::{Chunker, TextKind};
+use crate::store::chunking::Chunker;
+use crate::store::extract::Extracted;
 use crate::store::{DocumentStore, NewDocument};
 use serde::Serialize;
 use std::sync::Arc;
@@ -12,15 +14,20 @@ use std::sync::Arc;
 /// Longest document id accepted, in bytes.
 pub const MAX_ID_CHARS: usize = 512;
 
-/// A document as a client sends it.
+/// A document as a client sends it, its text already extracted.
 #[derive(Debug, Clone)]
 pub struct DocumentInput {
+    /// The collection it goes to.
+    pub collection: String,
     /// Chosen by the client, or generated. Re-using an id replaces the document.
     pub id: Option<String>,
-    pub text: String,
     pub source: Option<String>,
     pub metadata: serde_json::Value,
-    pub kind: TextKind,
+    /// A title given by the client; otherwise the file's own.
+    pub title: Option<String>,
+    /// The SHA-256 of the file it came from (hex).
+    pub hash: Option<String>,
+    pub content: Extracted,
 }
 
 /// What ingestion did with one document.
@@ -51,7 +58,7 @@ impl Ingestor {
     /// Check a document without doing any work, so that a batch can be
     /// refused whole before any of it is written.
     pub fn validate(doc: &DocumentInput) -> Result<()> {
-        if doc.text.trim().is_empty() {
+        if doc.content.text.trim().is_empty() {
             return Err(Error::InvalidInput("the document text is empty".into()));
         }
         if let Some(id) = &doc.id {
@@ -75,7 +82,10 @@ impl Ingestor {
         let id = doc.id.clone().unwrap_or_else(new_id);
         let chunker = self.chunker.clone();
         let (doc, chunks) = blocking(move || {
-            let chunks = chunker.split(&doc.text, doc.kind);
+            let mut chunks = split_by_section(&chunker, &doc.content);
+            for chunk in &mut chunks {
+                (chunk.page, chunk.heading) = doc.content.place(chunk.start);
+            }
             Ok((doc, chunks))
         })
         .await?;
@@ -91,10 +101,13 @@ impl Ingestor {
                 doc.metadata.clone()
             };
             let replaced = store.put(&NewDocument {
+                collection: &doc.collection,
                 id: &id,
                 source: doc.source.as_deref(),
+                title: doc.title.as_deref().or(doc.content.title.as_deref()),
+                hash: doc.hash.as_deref(),
                 metadata: &metadata,
-                text: &doc.text,
+                text: &doc.content.text,
                 chunks: &chunks,
                 embeddings: &embeddings,
             })?;
@@ -134,6 +147,28 @@ impl Ingestor {
             })
             .buffered(IN_FLIGHT)
     }
+}
+
+/// Cut a document into chunks that never cross a heading, so that each
+/// chunk's heading is the section it is from, not one it merely starts in.
+/// Each section is cut on its own; text before the first heading is a
+/// section too.
+fn split_by_section(chunker: &Chunker, content: &Extracted) -> Vec<crate::store::Chunk> {
+    let text = &content.text;
+    let mut bounds: Vec<usize> = content.headings.iter().map(|(at, _)| *at).collect();
+    bounds.insert(0, 0);
+    bounds.push(text.len());
+    bounds.dedup();
+    let mut chunks = Vec::new();
+    for pair in bounds.windows(2) {
+        let (start, end) = (pair[0], pair[1]);
+        for mut chunk in chunker.split(&text[start..end], content.kind) {
+            chunk.start += start;
+            chunk.end += start;
+            chunks.push(chunk);
+        }
+    }
+    chunks
 }
 
 fn new_id() -> String {

@@ -20,7 +20,7 @@ use crate::models::source::Wanted;
 use crate::models::{device, Embedder, Llm, ModelSource, Reranker};
 use crate::roles::Capability;
 use crate::store::chunking::Chunker;
-use crate::store::{Chunk, DocumentInfo, DocumentStore, StoreStats};
+use crate::store::{Chunk, CollectionInfo, DocumentInfo, DocumentStore, StoreStats};
 use fine_tuned::FineTuned;
 use ingest::Ingestor;
 use rag::{Rag, Retriever};
@@ -145,21 +145,49 @@ impl DocumentPipeline {
     }
 
     /// A document with its text and chunks.
-    pub async fn get(&self, id: String) -> Result<(DocumentInfo, String, Vec<Chunk>)> {
+    pub async fn get(
+        &self,
+        collection: String,
+        id: String,
+    ) -> Result<(DocumentInfo, String, Vec<Chunk>)> {
         let store = self.store.clone();
-        blocking(move || store.get(&id)).await
+        blocking(move || store.get(&collection, &id)).await
     }
 
-    /// A page of documents in id order, and how many there are.
-    pub async fn list(&self, limit: usize, offset: usize) -> Result<(Vec<DocumentInfo>, usize)> {
+    /// A page of a collection's documents in id order, and how many it has.
+    pub async fn list(
+        &self,
+        collection: String,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<DocumentInfo>, usize)> {
         let store = self.store.clone();
-        blocking(move || store.list(limit, offset)).await
+        blocking(move || store.list(&collection, limit, offset)).await
     }
 
     /// Delete a document; returns how many chunks went with it.
-    pub async fn delete(&self, id: String) -> Result<usize> {
+    pub async fn delete(&self, collection: String, id: String) -> Result<usize> {
         let store = self.store.clone();
-        blocking(move || store.delete(&id)).await
+        blocking(move || store.delete(&collection, &id)).await
+    }
+
+    /// Every collection with its counts.
+    pub async fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        let store = self.store.clone();
+        blocking(move || store.collections()).await
+    }
+
+    /// Create a collection; `false` when it existed.
+    pub async fn create_collection(&self, name: String) -> Result<bool> {
+        let store = self.store.clone();
+        blocking(move || store.create_collection(&name)).await
+    }
+
+    /// Delete a collection and everything in it; returns how many
+    /// documents it held.
+    pub async fn delete_collection(&self, name: String) -> Result<usize> {
+        let store = self.store.clone();
+        blocking(move || store.delete_collection(&name)).await
     }
 
     /// Counts of documents, chunks and index points.

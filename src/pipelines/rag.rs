@@ -27,6 +27,8 @@ pub struct Retriever {
 /// the config.
 #[derive(Debug, Clone, Default)]
 pub struct SearchOptions {
+    /// The collection searched (default: `default`).
+    pub collection: Option<String>,
     pub top_k: Option<usize>,
     pub mode: Option<SearchMode>,
     /// A filter object (see `store::filter`).
@@ -185,9 +187,14 @@ impl Retriever {
         let store = self.store.clone();
         let settings = SearchSettings::of(&self.config);
         let text = query.to_string();
+        let collection = options
+            .collection
+            .clone()
+            .unwrap_or_else(|| crate::store::DEFAULT_COLLECTION.to_string());
         let mut passages = blocking(move || {
             store.retrieve(
                 &Query {
+                    collection: &collection,
                     text: &text,
                     vector: vector.as_deref(),
                     mode,

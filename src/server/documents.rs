@@ -1,4 +1,5 @@
-//! `/documents` (ingest, read, list, delete) and `/search` (retrieval alone).
+//! `/documents` (ingest as JSON or as uploaded files, read, list,
+//! delete) and `/search` (retrieval alone), each within one collection.
 
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::fields::RetrievalFields;
@@ -6,9 +7,10 @@ use super::state::AppState;
 use crate::pipelines::ingest::Ingested;
 use crate::pipelines::ingest::{DocumentInput, Ingestor};
 use crate::store::chunking::TextKind;
-use crate::store::{Chunk, DocumentInfo, Passage};
+use crate::store::extract::{self, Extracted, Format};
+use crate::store::{Chunk, DocumentInfo, Passage, DEFAULT_COLLECTION};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::TryStreamExt;
@@ -30,11 +32,17 @@ pub struct DocumentBody {
     id: Option<String>,
     #[schema(min_length = 1)]
     text: String,
+    /// The collection it goes to (default `default`); it must exist.
+    collection: Option<String>,
     source: Option<String>,
+    /// The title sources cite (default: the first Markdown heading, or an
+    /// HTML document's `<title>`).
+    title: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     metadata: Value,
-    /// "markdown" or "text" (default): how the text may be cut.
+    /// "text" (default), "markdown" or "html": how the text is read and
+    /// may be cut.
     #[schema(value_type = Option<DocumentFormat>)]
     format: Option<String>,
     #[serde(flatten)]
@@ -59,21 +67,28 @@ impl DocumentBody {
             message: place(e.message),
             ..e
         })?;
-        let kind = match body.format.as_deref() {
-            None | Some("text") => TextKind::Plain,
-            Some("markdown") => TextKind::Markdown,
+        let content = match body.format.as_deref() {
+            None | Some("text") => Extracted::from_text(body.text, TextKind::Plain),
+            Some("markdown") => Extracted::from_text(body.text, TextKind::Markdown),
+            Some("html") => extract::extract(body.text.as_bytes(), None, Some(Format::Html))
+                .map_err(|e| ApiError::from(e).with_message(place))?,
             Some(other) => {
                 return Err(ApiError::bad_request(place(format!(
-                    "format must be \"text\" or \"markdown\", got {other:?}"
+                    "format must be \"text\", \"markdown\" or \"html\", got {other:?} \
+                     (upload other files as multipart/form-data)"
                 ))))
             }
         };
         let doc = DocumentInput {
+            collection: body
+                .collection
+                .unwrap_or_else(|| DEFAULT_COLLECTION.to_string()),
             id: body.id,
-            text: body.text,
             source: body.source,
             metadata: body.metadata,
-            kind,
+            title: body.title,
+            hash: None,
+            content,
         };
         Ingestor::validate(&doc).map_err(|e| ApiError::bad_request(place(e.to_string())))?;
         Ok(doc)
@@ -88,6 +103,7 @@ impl DocumentBody {
 pub enum DocumentFormat {
     Text,
     Markdown,
+    Html,
 }
 
 /// What `POST /documents` stored.
@@ -96,20 +112,58 @@ pub struct Created {
     pub documents: Vec<Ingested>,
 }
 
-/// Ingest documents: one object, an array of them, or `{"documents": [...]}`.
-/// The whole batch is checked before any is written; an existing id is replaced.
-#[utoipa::path(post, path = "/documents", tag = "documents", request_body = DocumentBody,
+/// Files sent as `multipart/form-data` (what a browser's file input or
+/// `curl -F file=@report.pdf` sends): one or more `file` parts, and
+/// optional `collection`, `id` (one file only), `source`, `title` and
+/// `metadata` (a JSON object) fields.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Upload {
+    /// A PDF (text layer), DOCX, PPTX, HTML, Markdown or text file; the
+    /// format is read from the content.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    file: Vec<u8>,
+    collection: Option<String>,
+    id: Option<String>,
+    source: Option<String>,
+    title: Option<String>,
+    metadata: Option<String>,
+}
+
+/// Ingest documents: as JSON (one object, an array of them, or
+/// `{"documents": [...]}`) or as uploaded files (`multipart/form-data`).
+/// The whole batch is checked before any is written; an existing id in
+/// the collection is replaced.
+#[utoipa::path(post, path = "/documents", tag = "documents",
+    request_body(content(
+        (DocumentBody = "application/json"),
+        (Upload = "multipart/form-data"),
+    )),
     responses(
         (status = 201, description = "Stored, durably", body = Created),
         (status = 400, description = "Invalid document (empty text, bad id, duplicate ids in a batch)", body = ErrorBody),
-        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
-        (status = 422, description = "Missing field, wrong type or unknown field", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes (JSON) or max_upload_bytes (files)", body = ErrorBody),
+        (status = 422, description = "Missing field, wrong type or unknown field; a file that cannot be read or holds no text (a PDF without a text layer)", body = ErrorBody),
         (status = 503, description = "Loading or overloaded", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    ApiJson(body): ApiJson<Value>,
+    request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if multipart {
+        let form = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
+        return upload(state, form).await;
+    }
+    let ApiJson(body) = ApiJson::<Value>::from_request(request, &state).await?;
     let services = state.services()?;
     let items = match body {
         Value::Array(items) => items,
@@ -152,13 +206,26 @@ pub async fn create(
         .enumerate()
         .map(|(i, v)| DocumentBody::parse(v, Some(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut ids: Vec<&str> = docs.iter().filter_map(|d| d.id.as_deref()).collect();
+    store_all(services, docs, |id| {
+        format!("document id {id:?} appears twice in the batch")
+    })
+    .await
+}
+
+/// Ingest checked documents after refusing a batch that names one id
+/// twice (`twice` says so); 201 with what was stored.
+async fn store_all(
+    services: &crate::pipelines::Services,
+    docs: Vec<DocumentInput>,
+    twice: impl Fn(&str) -> String,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut ids: Vec<(&str, &str)> = docs
+        .iter()
+        .filter_map(|d| Some((d.collection.as_str(), d.id.as_deref()?)))
+        .collect();
     ids.sort_unstable();
     if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-        return Err(ApiError::bad_request(format!(
-            "document id {:?} appears twice in the batch",
-            w[0]
-        )));
+        return Err(ApiError::bad_request(twice(w[0].1)));
     }
     let ingestor = &services.docs()?.ingestor;
     let done: Vec<Option<Ingested>> = ingestor
@@ -170,6 +237,122 @@ pub async fn create(
         StatusCode::CREATED,
         Json(json!(Created { documents: done })),
     ))
+}
+
+/// Ingest uploaded files: every part is read and every file extracted
+/// before any is written, so a bad file refuses the whole upload.
+async fn upload(
+    state: Arc<AppState>,
+    mut form: axum::extract::Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let services = state.services()?;
+    let too_large = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the upload is larger than limits.max_upload_bytes ({} bytes)",
+                state.config.limits.max_upload_bytes
+            )
+        } else {
+            e.body_text()
+        };
+        ApiError::new(status, "invalid_body", message)
+    };
+    let mut files: Vec<(Option<String>, axum::body::Bytes)> = Vec::new();
+    let mut fields: Map<String, Value> = Map::new();
+    while let Some(field) = form.next_field().await.map_err(too_large)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" | "files" | "file[]" => {
+                let file_name = field.file_name().map(str::to_string);
+                files.push((file_name, field.bytes().await.map_err(too_large)?));
+            }
+            "collection" | "id" | "source" | "title" | "metadata" => {
+                let text = field.text().await.map_err(too_large)?;
+                fields.insert(name, Value::String(text));
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    format!(
+                        "unknown form field {other:?}: send `file` parts, and optionally \
+                         `collection`, `id`, `source`, `title` and `metadata`"
+                    ),
+                ))
+            }
+        }
+    }
+    if files.is_empty() || files.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "an upload holds 1 to {MAX_BATCH} `file` parts, got {}",
+            files.len()
+        )));
+    }
+    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
+    if text("id").is_some() && files.len() > 1 {
+        return Err(ApiError::bad_request(
+            "`id` names one document: upload one file with it, or let each file's name be its id",
+        )
+        .param("id"));
+    }
+    let metadata = match text("metadata") {
+        None => Value::Null,
+        Some(m) => serde_json::from_str::<Value>(&m)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| {
+                ApiError::bad_request("`metadata` must be a JSON object").param("metadata")
+            })?,
+    };
+    let collection = text("collection").unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+    let mut docs = Vec::with_capacity(files.len());
+    for (i, (file_name, bytes)) in files.into_iter().enumerate() {
+        let place = |m: String| match &file_name {
+            Some(n) => format!("{n}: {m}"),
+            None => format!("file {i}: {m}"),
+        };
+        let name = file_name.clone();
+        let (content, hash) = crate::engine::blocking(move || {
+            use sha2::Digest;
+            let hash = extract::hex(&sha2::Sha256::digest(&bytes));
+            Ok((extract::extract(&bytes, name.as_deref(), None)?, hash))
+        })
+        .await
+        .map_err(|e| ApiError::from(e).with_message(place))?;
+        let doc = DocumentInput {
+            collection: collection.clone(),
+            id: text("id").or_else(|| file_name.clone()),
+            source: text("source").or_else(|| file_name.clone()),
+            metadata: metadata.clone(),
+            title: text("title"),
+            hash: Some(hash),
+            content,
+        };
+        Ingestor::validate(&doc).map_err(|e| ApiError::bad_request(place(e.to_string())))?;
+        docs.push(doc);
+    }
+    store_all(services, docs, |id| {
+        format!("two files are named {id:?}; upload them separately with an `id` each")
+    })
+    .await
+}
+
+/// Which collection a document route reads (`?collection=`, default
+/// `default`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InCollection {
+    /// The collection (default `default`).
+    collection: Option<String>,
+}
+
+impl InCollection {
+    fn name(&self) -> String {
+        self.collection
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COLLECTION.to_string())
+    }
 }
 
 /// A document with its text and chunks.
@@ -185,7 +368,12 @@ pub struct Document {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DocumentInfoWithoutCount {
     pub id: String,
+    pub collection: String,
     pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Value,
     /// Unix seconds.
@@ -195,19 +383,24 @@ pub struct DocumentInfoWithoutCount {
 
 /// One document, its text and its chunks.
 #[utoipa::path(get, path = "/documents/{id}", tag = "documents",
-    params(("id" = String, Path, description = "Document id")),
+    params(("id" = String, Path, description = "Document id"), InCollection),
     responses(
         (status = 200, body = Document),
-        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 404, description = "No such document or collection", body = ErrorBody),
     ))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    within: Result<Query<InCollection>, QueryRejection>,
 ) -> Result<Json<Document>, ApiError> {
-    let (info, text, chunks) = state.services()?.docs()?.get(id).await?;
+    let Query(within) = within?;
+    let (info, text, chunks) = state.services()?.docs()?.get(within.name(), id).await?;
     Ok(Json(Document {
         info: DocumentInfoWithoutCount {
             id: info.id,
+            collection: info.collection,
+            title: info.title,
+            hash: info.hash,
             source: info.source,
             metadata: info.metadata,
             created_at: info.created_at,
@@ -228,16 +421,22 @@ pub struct Deleted {
 
 /// Delete a document; it is no longer retrieved from this moment.
 #[utoipa::path(delete, path = "/documents/{id}", tag = "documents",
-    params(("id" = String, Path, description = "Document id")),
+    params(("id" = String, Path, description = "Document id"), InCollection),
     responses(
         (status = 200, body = Deleted),
-        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 404, description = "No such document or collection", body = ErrorBody),
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    within: Result<Query<InCollection>, QueryRejection>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let chunks = state.services()?.docs()?.delete(id.clone()).await?;
+    let Query(within) = within?;
+    let chunks = state
+        .services()?
+        .docs()?
+        .delete(within.name(), id.clone())
+        .await?;
     Ok(Json(Deleted {
         id,
         deleted: true,
@@ -253,6 +452,8 @@ pub struct Page {
     limit: Option<usize>,
     /// Documents to skip.
     offset: Option<usize>,
+    /// The collection (default `default`).
+    collection: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -263,7 +464,7 @@ pub struct DocumentPage {
     pub offset: usize,
 }
 
-/// Documents in id order, a page at a time.
+/// A collection's documents in id order, a page at a time.
 #[utoipa::path(get, path = "/documents", tag = "documents", params(Page),
     responses(
         (status = 200, body = DocumentPage),
@@ -281,7 +482,14 @@ pub async fn list(
         )));
     }
     let offset = page.offset.unwrap_or(0);
-    let (docs, total) = state.services()?.docs()?.list(limit, offset).await?;
+    let collection = page
+        .collection
+        .unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+    let (docs, total) = state
+        .services()?
+        .docs()?
+        .list(collection, limit, offset)
+        .await?;
     Ok(Json(DocumentPage {
         documents: docs,
         total,

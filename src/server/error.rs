@@ -45,6 +45,15 @@ impl ApiError {
         }
     }
 
+    /// The same error with its message rewritten (to say where it arose:
+    /// which file, which item of a batch).
+    pub fn with_message(self, f: impl FnOnce(String) -> String) -> Self {
+        Self {
+            message: f(self.message),
+            ..self
+        }
+    }
+
     /// The JSON body: `{"error": {"message", "type", "param", "code"}}`.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!(ErrorBody {
@@ -83,6 +92,7 @@ impl ApiError {
         match self.status {
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable_error",
             StatusCode::GATEWAY_TIMEOUT => "timeout_error",
             s if s.is_client_error() => "invalid_request_error",
@@ -116,6 +126,8 @@ impl From<Error> for ApiError {
                 return passed;
             }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Unreadable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_document"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             Error::NotServed(_) => (StatusCode::NOT_FOUND, "not_served_here"),
             Error::Unavailable(_) => {

@@ -64,6 +64,9 @@ pub struct RetrievalFields {
     /// Re-score the candidates with the configured cross-encoder (default:
     /// yes when `models.reranker` is set; `true` without one is an error).
     pub rerank: Option<bool>,
+    /// The collection searched (default `default`).
+    #[schema(min_length = 1, max_length = 64)]
+    pub collection: Option<String>,
 }
 
 impl RetrievalFields {
@@ -75,6 +78,7 @@ impl RetrievalFields {
             ("filter", self.filter.is_some()),
             ("min_score", self.min_score.is_some()),
             ("rerank", self.rerank.is_some()),
+            ("collection", self.collection.is_some()),
         ];
         match given.iter().find(|(_, set)| *set) {
             Some((field, _)) => Err(ApiError::from(Error::InvalidInput(format!(
@@ -86,6 +90,7 @@ impl RetrievalFields {
 
     pub fn options(&self, top_k: Option<usize>, exact: bool) -> SearchOptions {
         SearchOptions {
+            collection: self.collection.clone(),
             top_k,
             mode: self.mode,
             filter: self.filter.clone(),

@@ -247,7 +247,7 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
     // Read the body to find the model; anything unreadable goes to the rag
     // process, whose answer (a JSON error) is the one a unified server gives.
     let (parts, body) = request.into_parts();
-    let bytes = read_body(state, body).await?;
+    let bytes = read_body(state, &path, body).await?;
     let model = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|v| v["model"].as_str().map(String::from));
@@ -264,20 +264,26 @@ async fn route(state: &AppState, request: Request) -> Result<Response, ApiError>
 }
 
 /// Read a request's body whole (so that it can be sent again to another
-/// replica), within the body limit.
-async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, state.config.limits.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!(
-                    "the request body is larger than {} bytes",
-                    state.config.limits.max_body_bytes
-                ),
-            )
-        })
+/// replica), within the body limit (`max_upload_bytes` for file uploads
+/// to `/documents`).
+async fn read_body(
+    state: &AppState,
+    path: &str,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limits = &state.config.limits;
+    let (limit, name) = if path == "/documents" {
+        (limits.max_upload_bytes(), "max_upload_bytes")
+    } else {
+        (limits.max_body_bytes, "max_body_bytes")
+    };
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("the request body is larger than limits.{name} ({limit} bytes)"),
+        )
+    })
 }
 
 fn no_backend(backend: Backend) -> ApiError {
@@ -357,7 +363,7 @@ async fn forward(
     let (parts, body) = request.into_parts();
     let bytes = match buffered {
         Some(bytes) => bytes,
-        None => read_body(state, body).await?,
+        None => read_body(state, parts.uri.path(), body).await?,
     };
     let target = parts
         .uri

@@ -11,6 +11,7 @@
 mod adapters;
 mod anthropic;
 mod auth;
+mod collections;
 mod dialect;
 mod documents;
 pub mod error;

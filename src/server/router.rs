@@ -5,8 +5,8 @@
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    adapters, anthropic, auth, dialect, documents, gateway, health, observe, ollama, openai,
-    openapi, page, pipelines, raw, rerank, responses, tokens, topology,
+    adapters, anthropic, auth, collections, dialect, documents, gateway, health, observe, ollama,
+    openai, openapi, page, pipelines, raw, rerank, responses, tokens, topology,
 };
 use crate::config::Role;
 use axum::extract::DefaultBodyLimit;
@@ -58,7 +58,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
-        .route("/documents", post(documents::create).get(documents::list))
+        .route(
+            "/documents",
+            post(documents::create)
+                .layer(DefaultBodyLimit::max(
+                    state.config.limits.max_upload_bytes(),
+                ))
+                .get(documents::list),
+        )
+        .route(
+            "/collections",
+            get(collections::list).post(collections::create),
+        )
+        .route(
+            "/collections/{name}",
+            axum::routing::delete(collections::delete),
+        )
         .route(
             "/documents/{id}",
             get(documents::get).delete(documents::delete),

@@ -4,7 +4,7 @@
 //! crash or `kill -9`. Nothing here knows about the index built from it.
 
 use super::filter::Filter;
-use super::records::{Chunk, DocumentInfo, NewDocument, Passage};
+use super::records::{Chunk, CollectionInfo, DocumentInfo, NewDocument, Passage};
 use crate::error::{Error, Result};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -17,25 +17,59 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO collections(name, created_at) VALUES ('default', unixepoch());
+-- A document id is unique within its collection: two teams may both
+-- have a `readme`, and neither's write can touch the other's.
 CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY,
+    collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
+    id TEXT NOT NULL,
     source TEXT,
+    title TEXT,
+    hash TEXT,
     metadata TEXT NOT NULL,
     text TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (collection, id)
 );
 -- AUTOINCREMENT: a chunk id is never reused, so an id in a stale index can
 -- only ever mean the chunk it was built from.
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    collection TEXT NOT NULL,
+    document_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
     text TEXT NOT NULL,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    page INTEGER,
+    heading TEXT,
+    FOREIGN KEY (collection, document_id) REFERENCES documents(collection, id) ON DELETE CASCADE
 );
-CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id, seq);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(collection, document_id, seq);
+";
+
+/// A store made before collections (documents keyed by id alone) is
+/// rewritten into [`SCHEMA`]'s tables in one transaction: every document
+/// goes to `default`, every chunk keeps its id (the saved index and the
+/// lexical index stay valid), and the chunk id sequence keeps its place.
+const MIGRATE_TO_COLLECTIONS: &str = "
+DROP TRIGGER IF EXISTS chunks_fts_insert;
+DROP TRIGGER IF EXISTS chunks_fts_delete;
+ALTER TABLE chunks RENAME TO chunks_v1;
+ALTER TABLE documents RENAME TO documents_v1;
+";
+const MIGRATE_COPY: &str = "
+INSERT INTO documents(collection, id, source, metadata, text, created_at)
+    SELECT 'default', id, source, metadata, text, created_at FROM documents_v1;
+INSERT INTO chunks(id, collection, document_id, seq, start, end, text, embedding)
+    SELECT id, 'default', document_id, seq, start, end, text, embedding FROM chunks_v1;
+DROP TABLE chunks_v1;
+DROP TABLE documents_v1;
 ";
 
 /// The lexical index: an FTS5 table over the chunks' text (BM25 ranking),
@@ -48,14 +82,18 @@ CREATE VIRTUAL TABLE chunks_fts USING fts5(
     text, content = 'chunks', content_rowid = 'id',
     tokenize = \"porter unicode61 tokenchars '_'\"
 );
-CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
 -- A store made before the lexical index gets its entries now.
 INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
+";
+
+/// The triggers that keep the lexical index in step with the chunks.
+const LEXICAL_TRIGGERS: &str = "
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
 ";
 
 /// What a write changed, for the index to follow.
@@ -81,6 +119,7 @@ impl Database {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        migrate_to_collections(&conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         let lexical: bool = conn.query_row(
@@ -93,6 +132,7 @@ impl Database {
             tx.execute_batch(LEXICAL_SCHEMA)?;
             tx.commit()?;
         }
+        conn.execute_batch(LEXICAL_TRIGGERS)?;
         let dim_text = dim.to_string();
         for (key, want) in [("embedder", embedder), ("dim", dim_text.as_str())] {
             let have: Option<String> = conn
@@ -124,34 +164,56 @@ impl Database {
     }
 
     /// Write a document and its chunks in one transaction, replacing any
-    /// document with the same id.
+    /// document with the same id in its collection. `NotFound` when the
+    /// collection does not exist.
     pub fn put(&self, doc: &NewDocument<'_>) -> Result<Written> {
         assert_eq!(doc.chunks.len(), doc.embeddings.len());
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        if !collection_exists(&tx, doc.collection)? {
+            return Err(no_collection(doc.collection));
+        }
         let removed: Vec<i64> = {
-            let mut stmt = tx.prepare("SELECT id FROM chunks WHERE document_id = ?1")?;
-            let ids = stmt.query_map([doc.id], |r| r.get(0))?;
+            let mut stmt =
+                tx.prepare("SELECT id FROM chunks WHERE collection = ?1 AND document_id = ?2")?;
+            let ids = stmt.query_map([doc.collection, doc.id], |r| r.get(0))?;
             ids.collect::<rusqlite::Result<_>>()?
         };
-        let replaced = tx.execute("DELETE FROM documents WHERE id = ?1", [doc.id])? > 0;
+        let replaced = tx.execute(
+            "DELETE FROM documents WHERE collection = ?1 AND id = ?2",
+            [doc.collection, doc.id],
+        )? > 0;
         tx.execute(
-            "INSERT INTO documents(id, source, metadata, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![doc.id, doc.source, doc.metadata.to_string(), doc.text, now_unix()],
+            "INSERT INTO documents(collection, id, source, title, hash, metadata, text, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                doc.collection,
+                doc.id,
+                doc.source,
+                doc.title,
+                doc.hash,
+                doc.metadata.to_string(),
+                doc.text,
+                now_unix()
+            ],
         )?;
         let mut added = Vec::with_capacity(doc.chunks.len());
         {
             let mut stmt = tx.prepare(
-                "INSERT INTO chunks(document_id, seq, start, end, text, embedding) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO chunks(collection, document_id, seq, start, end, text, embedding, page, heading)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (seq, (chunk, embedding)) in doc.chunks.iter().zip(doc.embeddings).enumerate() {
                 stmt.execute(params![
+                    doc.collection,
                     doc.id,
                     seq as i64,
                     chunk.start as i64,
                     chunk.end as i64,
                     chunk.text,
-                    to_blob(embedding)
+                    to_blob(embedding),
+                    chunk.page,
+                    chunk.heading,
                 ])?;
                 added.push((tx.last_insert_rowid(), embedding.clone()));
             }
@@ -165,65 +227,155 @@ impl Database {
     }
 
     /// Delete a document; returns its chunk ids, or `None` if it did not exist.
-    pub fn delete(&self, id: &str) -> Result<Option<Vec<i64>>> {
+    pub fn delete(&self, collection: &str, id: &str) -> Result<Option<Vec<i64>>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let removed: Vec<i64> = {
-            let mut stmt = tx.prepare("SELECT id FROM chunks WHERE document_id = ?1")?;
-            let ids = stmt.query_map([id], |r| r.get(0))?;
+            let mut stmt =
+                tx.prepare("SELECT id FROM chunks WHERE collection = ?1 AND document_id = ?2")?;
+            let ids = stmt.query_map([collection, id], |r| r.get(0))?;
             ids.collect::<rusqlite::Result<_>>()?
         };
-        let existed = tx.execute("DELETE FROM documents WHERE id = ?1", [id])? > 0;
+        let existed = tx.execute(
+            "DELETE FROM documents WHERE collection = ?1 AND id = ?2",
+            [collection, id],
+        )? > 0;
         tx.commit()?;
         Ok(existed.then_some(removed))
     }
 
+    /// Create a collection; `false` when it existed.
+    pub fn create_collection(&self, name: &str) -> Result<bool> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO collections(name, created_at) VALUES (?1, ?2)",
+            params![name, now_unix()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Delete a collection with its documents, their chunks and their
+    /// lexical entries, in one transaction. Returns the chunk ids that
+    /// went, or `None` when it did not exist.
+    pub fn delete_collection(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let removed: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT id FROM chunks WHERE collection = ?1")?;
+            let ids = stmt.query_map([name], |r| r.get(0))?;
+            ids.collect::<rusqlite::Result<_>>()?
+        };
+        let existed = tx.execute("DELETE FROM collections WHERE name = ?1", [name])? > 0;
+        tx.commit()?;
+        Ok(existed.then_some(removed))
+    }
+
+    /// Every collection with its counts, by name.
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.name, c.created_at,
+                (SELECT COUNT(*) FROM documents d WHERE d.collection = c.name),
+                (SELECT COUNT(*) FROM chunks k WHERE k.collection = c.name)
+             FROM collections c ORDER BY c.name",
+        )?;
+        let found = stmt
+            .query_map([], |r| {
+                Ok(CollectionInfo {
+                    name: r.get(0)?,
+                    created_at: r.get(1)?,
+                    documents: r.get::<_, i64>(2)? as usize,
+                    chunks: r.get::<_, i64>(3)? as usize,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(found)
+    }
+
+    /// Whether a collection exists.
+    pub fn has_collection(&self, name: &str) -> Result<bool> {
+        collection_exists(&self.conn(), name)
+    }
+
     /// One document with its text and chunks.
-    pub fn get(&self, id: &str) -> Result<Option<(DocumentInfo, String, Vec<Chunk>)>> {
+    pub fn get(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<(DocumentInfo, String, Vec<Chunk>)>> {
         let conn = self.conn();
         let found = conn
-            .query_row(&format!("{DOCUMENT_COLUMNS} WHERE d.id = ?1"), [id], |r| {
-                Ok((document_info(r)?, r.get::<_, String>(6)?))
-            })
+            .query_row(
+                &format!("{DOCUMENT_COLUMNS} WHERE d.collection = ?1 AND d.id = ?2"),
+                [collection, id],
+                |r| Ok((document_info(r)?, r.get::<_, String>(DOCUMENT_TEXT)?)),
+            )
             .optional()?;
         let Some((info, text)) = found else {
             return Ok(None);
         };
         let mut stmt = conn.prepare(
-            "SELECT id, start, end, text FROM chunks WHERE document_id = ?1 ORDER BY seq",
+            "SELECT id, start, end, text, page, heading FROM chunks
+             WHERE collection = ?1 AND document_id = ?2 ORDER BY seq",
         )?;
         let chunks = stmt
-            .query_map([id], |r| {
+            .query_map([collection, id], |r| {
                 Ok(Chunk {
                     id: Some(r.get(0)?),
                     start: r.get::<_, i64>(1)? as usize,
                     end: r.get::<_, i64>(2)? as usize,
                     text: r.get(3)?,
+                    page: r.get(4)?,
+                    heading: r.get(5)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(Some((info, text, chunks)))
     }
 
-    /// Documents in id order, and how many there are in all.
-    pub fn list(&self, limit: usize, offset: usize) -> Result<(Vec<DocumentInfo>, usize)> {
+    /// A collection's documents in id order, and how many there are in all.
+    pub fn list(
+        &self,
+        collection: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<DocumentInfo>, usize)> {
         let conn = self.conn();
-        let total: i64 = conn.query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))?;
+        let total: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM documents WHERE collection = ?1",
+            [collection],
+            |r| r.get(0),
+        )?;
         let mut stmt = conn.prepare(&format!(
-            "{DOCUMENT_COLUMNS} ORDER BY d.id LIMIT ?1 OFFSET ?2"
+            "{DOCUMENT_COLUMNS} WHERE d.collection = ?1 ORDER BY d.id LIMIT ?2 OFFSET ?3"
         ))?;
         let docs = stmt
-            .query_map(params![limit as i64, offset as i64], document_info)?
+            .query_map(
+                params![collection, limit as i64, offset as i64],
+                document_info,
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok((docs, total as usize))
+    }
+
+    /// Every document of a collection as (id, hash), for a sync to compare.
+    pub fn hashes(&self, collection: &str) -> Result<HashMap<String, Option<String>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, hash FROM documents WHERE collection = ?1")?;
+        let found = stmt
+            .query_map([collection], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(found)
     }
 
     /// The chunks with these ids that still exist, with their documents' details.
     pub fn passages(&self, ids: &[i64]) -> Result<HashMap<i64, Passage>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT c.id, c.document_id, c.text, d.source, d.metadata
-             FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
+            "SELECT c.id, c.document_id, c.text, d.source, d.metadata, d.title, c.page,
+                c.heading, c.start, c.end
+             FROM chunks c JOIN documents d ON d.collection = c.collection AND d.id = c.document_id
+             WHERE c.id = ?1",
         )?;
         let mut out = HashMap::with_capacity(ids.len());
         for &id in ids {
@@ -235,6 +387,11 @@ impl Database {
                         text: r.get(2)?,
                         source: r.get(3)?,
                         metadata: parse_metadata(&r.get::<_, String>(4)?),
+                        title: r.get(5)?,
+                        page: r.get(6)?,
+                        heading: r.get(7)?,
+                        start: r.get::<_, i64>(8)? as usize,
+                        end: r.get::<_, i64>(9)? as usize,
                         score: 0.0,
                         dense_score: None,
                         lexical_score: None,
@@ -251,12 +408,19 @@ impl Database {
         Ok(out)
     }
 
-    /// Every chunk id with id > `after`, with its embedding, in id order.
-    pub fn embeddings_after(&self, after: i64, mut f: impl FnMut(i64, Vec<f32>)) -> Result<()> {
+    /// Every chunk of `collection` with id > `after`, with its embedding,
+    /// in id order.
+    pub fn embeddings_after(
+        &self,
+        collection: &str,
+        after: i64,
+        mut f: impl FnMut(i64, Vec<f32>),
+    ) -> Result<()> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, embedding FROM chunks WHERE id > ?1 ORDER BY id")?;
-        let mut rows = stmt.query([after])?;
+        let mut stmt = conn.prepare(
+            "SELECT id, embedding FROM chunks WHERE collection = ?1 AND id > ?2 ORDER BY id",
+        )?;
+        let mut rows = stmt.query(params![collection, after])?;
         while let Some(r) = rows.next()? {
             let blob: Vec<u8> = r.get(1)?;
             f(r.get(0)?, from_blob(&blob)?);
@@ -264,11 +428,12 @@ impl Database {
         Ok(())
     }
 
-    /// The `k` chunks that best match `query`'s words by BM25 (higher is
-    /// better), among the documents `filter` selects. Any of the words may
-    /// match; a query with no words matches nothing.
+    /// The `k` chunks of `collection` that best match `query`'s words by
+    /// BM25 (higher is better), among the documents `filter` selects. Any
+    /// of the words may match; a query with no words matches nothing.
     pub fn lexical(
         &self,
+        collection: &str,
         query: &str,
         k: usize,
         filter: Option<&Filter>,
@@ -276,12 +441,12 @@ impl Database {
         let Some(expression) = match_expression(query) else {
             return Ok(Vec::new());
         };
-        // FTS5 orders by `rank` (BM25 here) itself; the documents are
-        // joined in only when a filter needs them.
+        // FTS5 orders by BM25 itself; the documents are joined in only
+        // when a filter needs them.
         let (sql, mut params) = match filter {
             None => (
-                "SELECT rowid, -rank FROM chunks_fts WHERE chunks_fts MATCH ?
-                 ORDER BY rank LIMIT ?"
+                "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f JOIN chunks c ON c.id = f.rowid
+                 WHERE chunks_fts MATCH ?1 AND c.collection = ?2 ORDER BY bm25(chunks_fts) LIMIT ?3"
                     .to_string(),
                 Vec::new(),
             ),
@@ -290,14 +455,17 @@ impl Database {
                 (
                     format!(
                         "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f
-                         JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id
-                         WHERE chunks_fts MATCH ? AND {condition} ORDER BY bm25(chunks_fts) LIMIT ?"
+                         JOIN chunks c ON c.id = f.rowid
+                         JOIN documents d ON d.collection = c.collection AND d.id = c.document_id
+                         WHERE chunks_fts MATCH ? AND c.collection = ? AND {condition}
+                         ORDER BY bm25(chunks_fts) LIMIT ?"
                     ),
                     params,
                 )
             }
         };
         params.insert(0, SqlValue::Text(expression));
+        params.insert(1, SqlValue::Text(collection.to_string()));
         params.push(SqlValue::Integer(k as i64));
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -307,17 +475,33 @@ impl Database {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Ids of the chunks of the documents `filter` selects.
-    pub fn chunk_ids_matching(&self, filter: &Filter) -> Result<HashSet<i64>> {
-        let (condition, params) = filter.sql();
+    /// Ids of the chunks of `collection`'s documents that `filter` selects.
+    pub fn chunk_ids_matching(&self, collection: &str, filter: &Filter) -> Result<HashSet<i64>> {
+        let (condition, mut params) = filter.sql();
+        params.insert(0, SqlValue::Text(collection.to_string()));
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {condition}"
+            "SELECT c.id FROM chunks c
+             JOIN documents d ON d.collection = c.collection AND d.id = c.document_id
+             WHERE c.collection = ? AND {condition}"
         ))?;
         let ids = stmt
             .query_map(rusqlite::params_from_iter(params), |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(ids)
+    }
+
+    /// How many chunks each collection has.
+    pub fn chunk_counts(&self) -> Result<HashMap<String, usize>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.name, (SELECT COUNT(*) FROM chunks k WHERE k.collection = c.name)
+             FROM collections c",
+        )?;
+        let found = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(found)
     }
 
     /// The embeddings of these chunks (those that still exist).
@@ -373,7 +557,10 @@ impl Database {
 }
 
 const DOCUMENT_COLUMNS: &str = "SELECT d.id, d.source, d.metadata, d.created_at, length(d.text),
-    (SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id), d.text FROM documents d";
+    (SELECT COUNT(*) FROM chunks c WHERE c.collection = d.collection AND c.document_id = d.id),
+    d.text, d.collection, d.title, d.hash FROM documents d";
+/// The column of [`DOCUMENT_COLUMNS`] holding the text.
+const DOCUMENT_TEXT: usize = 6;
 
 fn document_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocumentInfo> {
     Ok(DocumentInfo {
@@ -383,11 +570,76 @@ fn document_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocumentInfo> {
         created_at: r.get(3)?,
         chars: r.get::<_, i64>(4)? as usize,
         chunks: r.get::<_, i64>(5)? as usize,
+        collection: r.get(7)?,
+        title: r.get(8)?,
+        hash: r.get(9)?,
     })
+}
+
+fn collection_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM collections WHERE name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
+/// The error for a collection that does not exist (or that the caller may
+/// not see: the message is the same).
+pub fn no_collection(name: &str) -> Error {
+    Error::NotFound(format!("no collection named {name:?}"))
 }
 
 fn parse_metadata(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+/// Rewrite a store made before collections (see [`MIGRATE_TO_COLLECTIONS`]);
+/// a store made since, or a new file, is left as it is.
+fn migrate_to_collections(conn: &Connection) -> Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'documents')
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('documents') WHERE name = 'collection')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    tracing::info!("moving the store's documents into the `default` collection");
+    // Foreign keys are checked by the new tables once the copy is done;
+    // SQLite ignores the pragma inside a transaction, so it is set here.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let tx = conn.unchecked_transaction()?;
+    let sequence: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'chunks'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute_batch(MIGRATE_TO_COLLECTIONS)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(MIGRATE_COPY)?;
+    tx.execute("DELETE FROM sqlite_sequence WHERE name = 'chunks'", [])?;
+    if let Some(seq) = sequence {
+        tx.execute(
+            "INSERT INTO sqlite_sequence(name, seq) VALUES ('chunks', ?1)",
+            [seq],
+        )?;
+    }
+    let broken: Option<String> = tx
+        .query_row("SELECT \"table\" FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(table) = broken {
+        return Err(Error::Store(format!(
+            "moving the store into collections left a broken reference in {table}"
+        )));
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn now_unix() -> i64 {

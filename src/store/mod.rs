@@ -1,13 +1,16 @@
 //! Documents and how they are found again. The SQLite [`database`] is the
-//! truth (documents, chunks, embeddings); the HNSW [`index`] is derived from
-//! it and kept in step by [`DocumentStore`]; [`chunking`] cuts documents into
-//! pieces. Nothing here runs a model: callers bring embeddings.
+//! truth (collections, documents, chunks, embeddings, the lexical index);
+//! each collection's HNSW [`index`] is derived from it and kept in step by
+//! [`DocumentStore`]; [`extract`] reads files into text, and [`chunking`]
+//! cuts the text into pieces. Nothing here runs a model: callers bring
+//! embeddings.
 //!
 //! All methods block (disk and CPU work); async callers use
 //! `spawn_blocking`.
 
 pub mod chunking;
 pub mod database;
+pub mod extract;
 pub mod filter;
 pub mod hybrid;
 pub mod index;
@@ -20,11 +23,10 @@ use hearth_kernels::graph::top_k;
 use hearth_kernels::simd::dot;
 pub use hybrid::{Fusion, SearchMode};
 use index::{IndexParams, VectorIndex};
-pub use records::{Chunk, DocumentInfo, NewDocument, Passage};
+pub use records::{Chunk, CollectionInfo, DocumentInfo, NewDocument, Passage};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Counts for `/info`.
@@ -47,16 +49,46 @@ pub struct IndexOrigin {
     pub rebuilt_because: Option<String>,
 }
 
-/// The database and its index, kept consistent.
+/// The collection every store has, which requests without `collection` use.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// Longest collection name.
+pub const MAX_COLLECTION_CHARS: usize = 64;
+
+/// Check a collection name: 1 to 64 of `a-z`, `0-9`, `-` and `_`,
+/// starting with a letter or digit (it names a directory and appears in
+/// keys' scopes).
+pub fn check_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_COLLECTION_CHARS
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "a collection name is 1 to {MAX_COLLECTION_CHARS} of a-z, 0-9, '-' and '_', \
+             starting with a letter or digit"
+        )))
+    }
+}
+
+/// The database and its indexes, kept consistent.
 pub struct DocumentStore {
     db: Database,
-    index: RwLock<Arc<VectorIndex>>,
-    /// Chunk ids that exist; the index may hold more (deleted ones), which
-    /// searches skip.
+    /// Each collection's vector index. A collection's searches walk only
+    /// its own graph, so a small collection beside large ones is searched
+    /// as fast as it would be alone.
+    indexes: RwLock<HashMap<String, Arc<VectorIndex>>>,
+    /// Chunk ids that exist; the indexes may hold more (deleted ones),
+    /// which searches skip.
     live: RwLock<HashSet<i64>>,
     /// Serialises writers (put, delete, save, compact); searches never wait on it.
     writer: Mutex<()>,
-    dirty: AtomicBool,
+    /// Collections whose index changed since it was saved.
+    dirty: Mutex<HashSet<String>>,
     index_dir: PathBuf,
     params: IndexParams,
     dim: usize,
@@ -66,6 +98,8 @@ pub struct DocumentStore {
 /// One search: what to look for, how, and what to keep.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
+    /// The collection searched.
+    pub collection: &'a str,
     pub text: &'a str,
     /// The text's embedding: dense and hybrid searches need it, and so does
     /// `min_score`.
@@ -114,52 +148,66 @@ impl SearchSettings {
 const EXACT_FILTERED: usize = 512;
 
 impl DocumentStore {
-    /// Open the store at `db_path` and bring its index up: load the saved
-    /// one and insert what it lacks, or rebuild it from the database.
+    /// Open the store at `db_path` and bring each collection's index up:
+    /// load the saved one and insert what it lacks, or rebuild it from the
+    /// database.
     pub fn open(db_path: &Path, index_dir: &Path, embedder: &str, dim: usize) -> Result<Self> {
         let db = Database::open(db_path, embedder, dim)?;
         let params = IndexParams::default();
         let live = db.chunk_ids()?;
         let max_id = db.max_chunk_id()?;
-        let loaded = VectorIndex::load(index_dir, dim, params).and_then(|index| {
-            if index.max_id() > max_id {
-                Err(format!(
-                    "it covers chunks up to {} but the database ends at {max_id}",
-                    index.max_id()
-                ))
-            } else {
-                Ok(index)
-            }
-        });
-        let (index, origin) = match loaded {
-            Ok(index) => {
-                let mut missing = Vec::new();
-                db.embeddings_after(index.max_id(), |id, v| missing.push((id, v)))?;
-                index.insert(&missing);
-                let origin = IndexOrigin {
-                    loaded: true,
-                    caught_up: missing.len(),
-                    rebuilt_because: None,
-                };
-                (index, origin)
-            }
-            Err(why) => {
-                let index = build(&db, dim, params, live.len())?;
-                let origin = IndexOrigin {
-                    loaded: false,
-                    caught_up: 0,
-                    rebuilt_because: Some(why),
-                };
-                (index, origin)
-            }
+        let counts = db.chunk_counts()?;
+        let mut origin = IndexOrigin {
+            loaded: true,
+            caught_up: 0,
+            rebuilt_because: None,
         };
-        let dirty = origin.caught_up > 0 || !origin.loaded;
+        let mut indexes = HashMap::new();
+        let mut dirty = HashSet::new();
+        for (name, count) in &counts {
+            let dir = collection_index_dir(index_dir, name);
+            let loaded = VectorIndex::load(&dir, dim, params).and_then(|index| {
+                if index.max_id() > max_id {
+                    Err(format!(
+                        "it covers chunks up to {} but the database ends at {max_id}",
+                        index.max_id()
+                    ))
+                } else {
+                    Ok(index)
+                }
+            });
+            let index = match loaded {
+                Ok(index) => {
+                    let mut missing = Vec::new();
+                    db.embeddings_after(name, index.max_id(), |id, v| missing.push((id, v)))?;
+                    index.insert(&missing);
+                    origin.caught_up += missing.len();
+                    if !missing.is_empty() {
+                        dirty.insert(name.clone());
+                    }
+                    index
+                }
+                Err(why) => {
+                    // An empty collection has no saved index: nothing to say.
+                    if *count > 0 {
+                        origin.loaded = false;
+                        origin
+                            .rebuilt_because
+                            .get_or_insert(format!("{name}: {why}"));
+                        dirty.insert(name.clone());
+                    }
+                    build(&db, name, dim, params, *count)?
+                }
+            };
+            indexes.insert(name.clone(), Arc::new(index));
+        }
+        remove_unknown_index_dirs(index_dir, &counts);
         let store = Self {
             db,
-            index: RwLock::new(Arc::new(index)),
+            indexes: RwLock::new(indexes),
             live: RwLock::new(live),
             writer: Mutex::new(()),
-            dirty: AtomicBool::new(dirty),
+            dirty: Mutex::new(dirty),
             index_dir: index_dir.to_path_buf(),
             params,
             dim,
@@ -180,12 +228,26 @@ impl DocumentStore {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn index(&self) -> Arc<VectorIndex> {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// A collection's index; `NotFound` when there is no such collection.
+    fn index(&self, collection: &str) -> Result<Arc<VectorIndex>> {
+        self.indexes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+            .cloned()
+            .ok_or_else(|| database::no_collection(collection))
     }
 
-    /// Store a document (replacing one with the same id). Durable when it
-    /// returns; searchable at once. Returns whether it replaced one.
+    fn mark_dirty(&self, collection: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(collection.to_string());
+    }
+
+    /// Store a document (replacing one with the same id in its
+    /// collection). Durable when it returns; searchable at once. Returns
+    /// whether it replaced one.
     pub fn put(&self, doc: &NewDocument<'_>) -> Result<bool> {
         if doc.embeddings.iter().any(|v| v.len() != self.dim) {
             return Err(Error::InvalidInput(format!(
@@ -194,6 +256,7 @@ impl DocumentStore {
             )));
         }
         let _w = self.write_lock();
+        let index = self.index(doc.collection)?;
         let written = self.db.put(doc)?;
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
@@ -201,38 +264,126 @@ impl DocumentStore {
                 live.remove(id);
             }
         }
-        self.index().insert(&written.added);
+        index.insert(&written.added);
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             live.extend(written.added.iter().map(|(id, _)| *id));
         }
-        self.dirty.store(true, Ordering::SeqCst);
+        self.mark_dirty(doc.collection);
         Ok(written.replaced)
     }
 
     /// Delete a document; hidden from searches at once. `NotFound` if absent.
-    pub fn delete(&self, id: &str) -> Result<usize> {
+    pub fn delete(&self, collection: &str, id: &str) -> Result<usize> {
         let _w = self.write_lock();
         let removed = self
             .db
-            .delete(id)?
+            .delete(collection, id)?
             .ok_or_else(|| Error::NotFound(format!("no document with id {id:?}")))?;
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
         for chunk in &removed {
             live.remove(chunk);
         }
-        self.dirty.store(true, Ordering::SeqCst);
+        self.mark_dirty(collection);
         Ok(removed.len())
     }
 
-    pub fn get(&self, id: &str) -> Result<(DocumentInfo, String, Vec<Chunk>)> {
+    pub fn get(&self, collection: &str, id: &str) -> Result<(DocumentInfo, String, Vec<Chunk>)> {
         self.db
-            .get(id)?
+            .get(collection, id)?
             .ok_or_else(|| Error::NotFound(format!("no document with id {id:?}")))
     }
 
-    pub fn list(&self, limit: usize, offset: usize) -> Result<(Vec<DocumentInfo>, usize)> {
-        self.db.list(limit, offset)
+    /// A page of a collection's documents in id order, and how many it has.
+    pub fn list(
+        &self,
+        collection: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<DocumentInfo>, usize)> {
+        self.index(collection)?;
+        self.db.list(collection, limit, offset)
+    }
+
+    /// Every document of a collection as (id, content hash).
+    pub fn hashes(&self, collection: &str) -> Result<HashMap<String, Option<String>>> {
+        self.index(collection)?;
+        self.db.hashes(collection)
+    }
+
+    /// Every collection with its counts.
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        self.db.collections()
+    }
+
+    /// Whether a collection exists.
+    pub fn has_collection(&self, name: &str) -> bool {
+        self.index(name).is_ok()
+    }
+
+    /// Create an empty collection; `false` when it already existed.
+    pub fn create_collection(&self, name: &str) -> Result<bool> {
+        check_collection_name(name)?;
+        let _w = self.write_lock();
+        let created = self.db.create_collection(name)?;
+        if created {
+            // A directory left by a collection of this name deleted before
+            // its files were (a crash between the two) must not be loaded.
+            let dir = collection_index_dir(&self.index_dir, name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            }
+            self.indexes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    name.to_string(),
+                    Arc::new(VectorIndex::new(self.dim, self.params, 0)),
+                );
+        }
+        Ok(created)
+    }
+
+    /// Delete a collection: its documents, chunks and lexical entries go in
+    /// one transaction, then its index and the index's files. Returns how
+    /// many documents it held; `NotFound` when it does not exist. The
+    /// `default` collection cannot be deleted.
+    pub fn delete_collection(&self, name: &str) -> Result<usize> {
+        if name == DEFAULT_COLLECTION {
+            return Err(Error::InvalidInput(
+                "the default collection cannot be deleted; delete its documents instead".into(),
+            ));
+        }
+        let _w = self.write_lock();
+        let documents = self
+            .db
+            .collections()?
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(|c| c.documents);
+        let removed = self
+            .db
+            .delete_collection(name)?
+            .ok_or_else(|| database::no_collection(name))?;
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            for chunk in &removed {
+                live.remove(chunk);
+            }
+        }
+        self.indexes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let dir = collection_index_dir(&self.index_dir, name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(documents.unwrap_or(0))
     }
 
     /// Search as `q` asks: the dense list, the lexical list, or both fused;
@@ -242,6 +393,7 @@ impl DocumentStore {
         if let Some(v) = q.vector {
             self.check_query(v)?;
         }
+        self.index(q.collection)?;
         let vector = |why: &str| {
             q.vector
                 .ok_or_else(|| Error::InvalidInput(format!("{why} needs the query's embedding")))
@@ -252,11 +404,18 @@ impl DocumentStore {
         };
         let dense = match q.mode {
             SearchMode::Lexical => Vec::new(),
-            _ => self.dense(vector("a dense search")?, n, q.filter, q.exact, settings.ef)?,
+            _ => self.dense(
+                q.collection,
+                vector("a dense search")?,
+                n,
+                q.filter,
+                q.exact,
+                settings.ef,
+            )?,
         };
         let lexical = match q.mode {
             SearchMode::Dense => Vec::new(),
-            _ => self.db.lexical(q.text, n, q.filter)?,
+            _ => self.db.lexical(q.collection, q.text, n, q.filter)?,
         };
         let (ranked, similarity) = match (q.mode, q.vector) {
             (SearchMode::Hybrid, Some(v)) => {
@@ -349,6 +508,7 @@ impl DocumentStore {
     /// the filter keeps few chunks.
     fn dense(
         &self,
+        collection: &str,
         vector: &[f32],
         n: usize,
         filter: Option<&Filter>,
@@ -359,17 +519,17 @@ impl DocumentStore {
             return Ok(if exact {
                 let mut scored = Vec::new();
                 self.db
-                    .embeddings_after(0, |id, v| scored.push((id, dot(vector, &v))))?;
+                    .embeddings_after(collection, 0, |id, v| scored.push((id, dot(vector, &v))))?;
                 top_k(scored, n)
             } else {
+                let index = self.index(collection)?;
                 let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-                self.index()
-                    .search(vector, n, ef, &|id| live.contains(&(id as i64)))
+                index.search(vector, n, ef, &|id| live.contains(&(id as i64)))
             });
         };
         // Few matching chunks: compare with each. Many: walk the graph
         // admitting only them.
-        let allowed = self.db.chunk_ids_matching(filter)?;
+        let allowed = self.db.chunk_ids_matching(collection, filter)?;
         if exact || allowed.len() <= EXACT_FILTERED {
             let ids: Vec<i64> = allowed.into_iter().collect();
             let scored = self
@@ -380,8 +540,9 @@ impl DocumentStore {
                 .collect();
             return Ok(top_k(scored, n));
         }
+        let index = self.index(collection)?;
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        Ok(self.index().search_filtered(vector, n, ef, &|id| {
+        Ok(index.search_filtered(vector, n, ef, &|id| {
             let id = id as i64;
             allowed.contains(&id) && live.contains(&id)
         }))
@@ -400,7 +561,13 @@ impl DocumentStore {
 
     pub fn stats(&self) -> Result<StoreStats> {
         let chunks = self.live.read().unwrap_or_else(|p| p.into_inner()).len();
-        let index_points = self.index().len();
+        let index_points = self
+            .indexes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|i| i.len())
+            .sum::<usize>();
         Ok(StoreStats {
             documents: self.db.document_count()?,
             chunks,
@@ -409,44 +576,108 @@ impl DocumentStore {
         })
     }
 
-    /// Rebuild the index without deleted chunks when they exceed a quarter
-    /// of it. Returns whether it did.
+    /// Rebuild each collection's index without its deleted chunks when
+    /// they exceed a quarter of it. Returns whether any was.
     pub fn compact_if_needed(&self) -> Result<bool> {
-        let stats = self.stats()?;
-        if stats.index_deleted < 64 || stats.index_deleted * 4 < stats.index_points {
-            return Ok(false);
+        let counts = self.db.chunk_counts()?;
+        let mut compacted = false;
+        for (name, live) in counts {
+            let Ok(index) = self.index(&name) else {
+                continue;
+            };
+            let deleted = index.len().saturating_sub(live);
+            if deleted >= 64 && deleted * 4 >= index.len() {
+                self.compact_collection(&name)?;
+                compacted = true;
+            }
         }
-        self.compact()?;
-        Ok(true)
+        Ok(compacted)
     }
 
-    /// Rebuild the index from the database now.
+    /// Rebuild every index from the database now.
     pub fn compact(&self) -> Result<()> {
-        let _w = self.write_lock();
-        let live = self.live.read().unwrap_or_else(|p| p.into_inner()).len();
-        let fresh = build(&self.db, self.dim, self.params, live)?;
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        self.dirty.store(true, Ordering::SeqCst);
+        for name in self.db.chunk_counts()?.into_keys() {
+            self.compact_collection(&name)?;
+        }
         Ok(())
     }
 
-    /// Save the index if it changed since the last save. Returns whether it saved.
-    pub fn save_index(&self) -> Result<bool> {
+    fn compact_collection(&self, name: &str) -> Result<()> {
         let _w = self.write_lock();
-        if !self.dirty.swap(false, Ordering::SeqCst) {
-            return Ok(false);
-        }
-        if let Err(e) = self.index().save(&self.index_dir) {
-            self.dirty.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-        Ok(true)
+        let Some(count) = self.db.chunk_counts()?.get(name).copied() else {
+            return Ok(());
+        };
+        let fresh = build(&self.db, name, self.dim, self.params, count)?;
+        self.indexes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::new(fresh));
+        self.mark_dirty(name);
+        Ok(())
     }
 
-    /// Save the index and fold SQLite's log, before the process exits.
+    /// Save the indexes that changed since the last save. Returns whether
+    /// any was saved.
+    pub fn save_index(&self) -> Result<bool> {
+        let _w = self.write_lock();
+        let dirty: Vec<String> = self
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (i, name) in dirty.iter().enumerate() {
+            let Ok(index) = self.index(name) else {
+                continue;
+            };
+            if let Err(e) = index.save(&collection_index_dir(&self.index_dir, name)) {
+                self.dirty
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(dirty[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(!dirty.is_empty())
+    }
+
+    /// Save the indexes and fold SQLite's log, before the process exits.
     pub fn flush(&self) -> Result<()> {
         self.save_index()?;
         self.db.checkpoint()
+    }
+}
+
+/// Where a collection's index is saved: `default`'s in `index_dir` (where
+/// the one index of a store made before collections was), the others'
+/// in `collections/NAME` beside it.
+fn collection_index_dir(index_dir: &Path, name: &str) -> PathBuf {
+    if name == DEFAULT_COLLECTION {
+        index_dir.to_path_buf()
+    } else {
+        collections_dir(index_dir).join(name)
+    }
+}
+
+fn collections_dir(index_dir: &Path) -> PathBuf {
+    index_dir.with_file_name("collections")
+}
+
+/// Remove saved indexes of collections the database no longer has (a
+/// crash between a collection's deletion and its files').
+fn remove_unknown_index_dirs(index_dir: &Path, known: &HashMap<String, usize>) {
+    let Ok(entries) = std::fs::read_dir(collections_dir(index_dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `save` writes NAME.tmp and NAME.old beside NAME.
+        let base = name.split('.').next().unwrap_or_default();
+        if !known.contains_key(base) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!("removing the stale index {}: {e}", entry.path().display());
+            }
+        }
     }
 }
 
@@ -471,12 +702,18 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     }
 }
 
-/// A fresh index holding every stored chunk.
-fn build(db: &Database, dim: usize, params: IndexParams, count: usize) -> Result<VectorIndex> {
+/// A fresh index holding every stored chunk of a collection.
+fn build(
+    db: &Database,
+    collection: &str,
+    dim: usize,
+    params: IndexParams,
+    count: usize,
+) -> Result<VectorIndex> {
     let index = VectorIndex::new(dim, params, count);
     let mut batch = Vec::with_capacity(4096);
     let mut failed = None;
-    db.embeddings_after(0, |id, v| {
+    db.embeddings_after(collection, 0, |id, v| {
         if failed.is_some() {
             return;
         }
@@ -498,4 +735,176 @@ fn build(db: &Database, dim: usize, params: IndexParams, count: usize) -> Result
     }
     index.insert(&batch);
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIM: usize = 8;
+
+    fn vector(seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect()
+    }
+
+    fn put(store: &DocumentStore, collection: &str, id: &str, text: &str, seed: u64) {
+        let chunk = Chunk {
+            id: None,
+            start: 0,
+            end: text.len(),
+            text: text.to_string(),
+            page: Some(2),
+            heading: Some("Intro".into()),
+        };
+        store
+            .put(&NewDocument {
+                collection,
+                id,
+                source: None,
+                title: Some("T"),
+                hash: None,
+                metadata: &serde_json::json!({}),
+                text,
+                chunks: &[chunk],
+                embeddings: &[vector(seed)],
+            })
+            .unwrap();
+    }
+
+    fn query(
+        store: &DocumentStore,
+        collection: &str,
+        text: &str,
+        vector: Option<&[f32]>,
+    ) -> Result<Vec<Passage>> {
+        let settings = SearchSettings {
+            ef: 32,
+            candidates: 10,
+            fusion: Fusion::Rrf { k: 60.0 },
+        };
+        let mode = match vector {
+            Some(_) => SearchMode::Hybrid,
+            None => SearchMode::Lexical,
+        };
+        store.retrieve(
+            &Query {
+                collection,
+                text,
+                vector,
+                mode,
+                k: 10,
+                filter: None,
+                exact: false,
+                min_score: None,
+            },
+            &settings,
+        )
+    }
+
+    fn search(store: &DocumentStore, collection: &str, text: &str, seed: u64) -> Vec<Passage> {
+        query(store, collection, text, Some(&vector(seed))).unwrap()
+    }
+
+    #[test]
+    fn collections_keep_their_documents_apart_and_delete_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, index) = (dir.path().join("store.db"), dir.path().join("index"));
+        let store = DocumentStore::open(&db, &index, "e", DIM).unwrap();
+        assert!(store.create_collection("ops").unwrap());
+        assert!(!store.create_collection("ops").unwrap(), "idempotent");
+        assert!(store.create_collection("Bad Name").is_err());
+        put(&store, "default", "readme", "paris france capital", 1);
+        put(&store, "ops", "readme", "restart the pager service", 2);
+        put(&store, "ops", "runbook", "pager rotation", 3);
+        // The same id in two collections: two documents.
+        let found = search(&store, "ops", "pager", 2);
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|p| p.text.contains("pager")), "{found:?}");
+        assert_eq!(
+            (found[0].page, found[0].heading.as_deref()),
+            (Some(2), Some("Intro"))
+        );
+        assert_eq!(found[0].title.as_deref(), Some("T"));
+        let found = search(&store, "default", "pager", 2);
+        assert_eq!(found.len(), 1, "only default's document: {found:?}");
+        assert_eq!(found[0].text, "paris france capital");
+        assert!(store.get("default", "runbook").is_err());
+        let missing = query(&store, "nope", "x", None).unwrap_err().to_string();
+        assert!(
+            missing.contains("no collection named \"nope\""),
+            "{missing}"
+        );
+        store.save_index().unwrap();
+        drop(store);
+
+        // Reopened: each collection's saved index is loaded.
+        let store = DocumentStore::open(&db, &index, "e", DIM).unwrap();
+        assert!(store.origin().loaded, "{:?}", store.origin());
+        assert_eq!(search(&store, "ops", "pager", 3).len(), 2);
+        assert_eq!(store.delete_collection("ops").unwrap(), 2);
+        assert!(store.delete_collection("default").is_err());
+        assert!(!collections_dir(&index).join("ops").exists());
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.documents, stats.chunks), (1, 1));
+        // Recreated: empty, and nothing of the old one comes back.
+        store.create_collection("ops").unwrap();
+        assert!(search(&store, "ops", "pager", 2).is_empty());
+    }
+
+    #[test]
+    fn a_store_made_before_collections_moves_into_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, index) = (dir.path().join("store.db"), dir.path().join("index"));
+        {
+            // The schema and lexical index as hearth wrote them before.
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('embedder', 'e'), ('dim', '8');
+                 CREATE TABLE documents (id TEXT PRIMARY KEY, source TEXT, metadata TEXT NOT NULL,
+                     text TEXT NOT NULL, created_at INTEGER NOT NULL);
+                 CREATE TABLE chunks (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+                     seq INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
+                     text TEXT NOT NULL, embedding BLOB NOT NULL);
+                 CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content = 'chunks',
+                     content_rowid = 'id', tokenize = \"porter unicode61 tokenchars '_'\");
+                 CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+                     INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;
+                 CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+                     INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;
+                 INSERT INTO documents VALUES ('old', NULL, '{}', 'pager rotation', 1);",
+            )
+            .unwrap();
+            let blob: Vec<u8> = vector(3).iter().flat_map(|x| x.to_le_bytes()).collect();
+            for id in [7, 9] {
+                conn.execute(
+                    "INSERT INTO chunks VALUES (?1, 'old', 0, 0, 14, 'pager rotation', ?2)",
+                    rusqlite::params![id, blob],
+                )
+                .unwrap();
+            }
+            conn.execute("DELETE FROM chunks WHERE id = 9", []).unwrap();
+        }
+        let store = DocumentStore::open(&db, &index, "e", DIM).unwrap();
+        let found = search(&store, "default", "pager", 3);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].chunk_id, found[0].document_id.as_str()),
+            (7, "old")
+        );
+        // The chunk id sequence kept its place: 9 is never issued again.
+        put(&store, "default", "new", "fresh text", 4);
+        let (_, _, chunks) = store.get("default", "new").unwrap();
+        assert_eq!(chunks[0].id, Some(10));
+        // Deleting through the new tables reaches the lexical index.
+        store.delete("default", "old").unwrap();
+        assert!(search(&store, "default", "pager", 99)
+            .iter()
+            .all(|p| p.document_id != "old"));
+    }
 }

@@ -53,7 +53,7 @@ fn conf_text(config: &Config, listen: std::net::SocketAddr, dir: &Path) -> Strin
             .expect("the gateway plan has rag and fine-tuned")
     };
     let host = listen.ip();
-    let locations = locations();
+    let locations = locations(config);
     let by_model = MODEL_ROUTES
         .iter()
         .map(|route| format!("        location = {route} {{ js_content route.by_model; }}"))
@@ -153,7 +153,8 @@ http {{
 
 /// One `location` per client route of the parts the `rag` and
 /// `fine-tuned` roles serve.
-fn locations() -> String {
+fn locations(config: &Config) -> String {
+    let upload_kib = config.limits.max_upload_bytes().div_ceil(1024);
     let mut lines = Vec::new();
     for (upstream, role) in [
         ("hearth_rag", Role::Rag),
@@ -162,8 +163,14 @@ fn locations() -> String {
         for part in role.serves(LlmSlot::FineTuned) {
             for route in part.routes() {
                 let exact = if route.ends_with('/') { "" } else { "= " };
+                // File uploads (POST /documents) have their own limit.
+                let limit = if *route == "/documents" {
+                    format!("client_max_body_size {upload_kib}k; ")
+                } else {
+                    String::new()
+                };
                 lines.push(format!(
-                    "        location {exact}{route} {{ proxy_pass http://{upstream}; }}"
+                    "        location {exact}{route} {{ {limit}proxy_pass http://{upstream}; }}"
                 ));
             }
         }
