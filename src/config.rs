@@ -25,14 +25,38 @@ pub struct Config {
     /// Threads for model compute; unset means one per core.
     pub threads: Option<usize>,
     /// Bearer keys; when any are set, every route but `/healthz` and
-    /// `/readyz` requires one.
+    /// `/readyz` requires one. They are admin keys: they may do anything.
     pub api_keys: Vec<String>,
+    /// Keys with scopes (`hearth keys add`): stored as their SHA-256, they
+    /// may read and write only the collections they name.
+    pub keys: Vec<KeyConfig>,
     /// Allow listening on a non-loopback address with no `api_keys`.
     pub allow_unauthenticated: bool,
     pub models: ModelsConfig,
     pub retrieval: RetrievalConfig,
     pub generation: GenerationConfig,
     pub limits: LimitsConfig,
+}
+
+/// A key with scopes, as `[[keys]]` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// What logs and `hearth keys list` call it; never the key itself.
+    pub name: String,
+    /// The key's SHA-256, in hex (the key is random: 128 bits).
+    pub sha256: String,
+    /// Collections it may search, ask about and list (`"*"`: all).
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Collections it may add documents to and delete them from (`"*"`: all).
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Whether it may create and delete collections, load and unload
+    /// adapters, and read the server's own state (`/info`, `/metrics`,
+    /// `/topology`).
+    #[serde(default)]
+    pub manage: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -357,6 +381,7 @@ impl Default for Config {
             device: "cpu".into(),
             threads: None,
             api_keys: Vec::new(),
+            keys: Vec::new(),
             allow_unauthenticated: false,
             models: ModelsConfig::default(),
             retrieval: RetrievalConfig::default(),
@@ -703,7 +728,11 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: &str| Err(Error::InvalidInput(format!("config: {msg}")));
         let addr = self.listen_addr()?;
-        if !addr.ip().is_loopback() && self.api_keys.is_empty() && !self.allow_unauthenticated {
+        if !addr.ip().is_loopback()
+            && self.api_keys.is_empty()
+            && self.keys.is_empty()
+            && !self.allow_unauthenticated
+        {
             return bad(&format!(
                 "listen {addr} is reachable from other machines but no api_keys are set; \
                  set api_keys (HEARTH_API_KEYS), listen on 127.0.0.1, or set allow_unauthenticated = true"
@@ -711,6 +740,27 @@ impl Config {
         }
         if self.api_keys.iter().any(|k| k.len() < 8) {
             return bad("api_keys must be at least 8 characters each");
+        }
+        for (i, key) in self.keys.iter().enumerate() {
+            if key.name.is_empty() || self.keys[..i].iter().any(|k| k.name == key.name) {
+                return bad(&format!(
+                    "keys[{i}]: every key needs a name of its own, got {:?}",
+                    key.name
+                ));
+            }
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(&format!(
+                    "keys[{i}] ({}): sha256 must be 64 hex digits (`hearth keys add` writes it)",
+                    key.name
+                ));
+            }
+            for c in key.read.iter().chain(&key.write) {
+                if c != "*" {
+                    crate::store::check_collection_name(c).map_err(|e| {
+                        Error::InvalidInput(format!("config: keys[{i}] ({}): {e}", key.name))
+                    })?;
+                }
+            }
         }
         let mut names: Vec<String> = self
             .models

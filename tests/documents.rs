@@ -336,3 +336,440 @@ async fn pdf_and_docx_uploads_are_cited_by_page_and_heading_within_their_collect
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     server.stop();
 }
+
+/// `hearth keys add NAME ARGS... --config FILE`: the key it prints.
+fn add_key(config: &Path, name: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["keys", "add", name])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hearth keys add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A request with `key`: its status and body (JSON, or the text as a string).
+async fn call(
+    client: &Client,
+    key: &str,
+    method: &str,
+    url: String,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let mut request = client
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_key_sees_nothing_outside_its_collections() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(&config, "# keys below are written by `hearth keys add`\n").unwrap();
+    let ops = add_key(&config, "ops", &["--read", "ops", "--write", "ops"]);
+    let reader = add_key(&config, "ops-reader", &["--read", "ops"]);
+    assert!(ops.starts_with("hk_") && ops.len() == 35, "{ops}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !text.contains(&ops) && text.contains("sha256"),
+        "only the hash is stored"
+    );
+    let admin = "admin-key-0123456789";
+    let client = Client::new();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--api-key", admin],
+    )
+    .await;
+    // The admin makes two collections and puts a secret in one.
+    for name in ["ops", "finance"] {
+        let (status, body) = call(
+            &client,
+            admin,
+            "POST",
+            server.at("/collections"),
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for (collection, id, text) in [
+        (
+            "finance",
+            "payroll-2027",
+            "Payroll for 2027: the zorblax bonus is 4,200 euros.",
+        ),
+        ("finance", "budget", "The zorblax budget is frozen."),
+        (
+            "ops",
+            "pager",
+            "The pager rotates every Monday; zorblax alerts go to ops.",
+        ),
+    ] {
+        let (status, body) = call(
+            &client,
+            admin,
+            "POST",
+            server.at("/documents"),
+            Some(json!({"id": id, "text": text, "collection": collection})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    // Its own collection works.
+    let (status, body) = call(
+        &client,
+        &ops,
+        "POST",
+        server.at("/search"),
+        Some(json!({"query": "zorblax", "collection": "ops"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let found: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["document_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pager"]);
+    let (status, body) = call(&client, &ops, "GET", server.at("/collections"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["collections"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(listed["collections"][0]["name"], "ops");
+
+    // Every route, asked about the collection it may not see and about one
+    // that does not exist: the same answer, so nothing says which exists.
+    let routes = |c: &str| -> Vec<(&'static str, String, Option<Value>)> {
+        vec![
+            ("GET", format!("/documents?collection={c}"), None),
+            (
+                "GET",
+                format!("/documents/payroll-2027?collection={c}"),
+                None,
+            ),
+            (
+                "DELETE",
+                format!("/documents/payroll-2027?collection={c}"),
+                None,
+            ),
+            (
+                "POST",
+                "/documents".into(),
+                Some(json!({"id": "x", "text": "x", "collection": c})),
+            ),
+            (
+                "POST",
+                "/search".into(),
+                Some(json!({"query": "zorblax bonus", "collection": c})),
+            ),
+            (
+                "POST",
+                "/rag".into(),
+                Some(
+                    json!({"question": "What is the zorblax bonus?", "collection": c, "max_tokens": 4}),
+                ),
+            ),
+            (
+                "POST",
+                "/v1/chat/completions".into(),
+                Some(
+                    json!({"model": "hearth-rag", "collection": c, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "What is the zorblax bonus?"}]}),
+                ),
+            ),
+            (
+                "POST",
+                "/v1/responses".into(),
+                Some(
+                    json!({"model": "hearth-rag", "collection": c, "max_output_tokens": 4,
+                "input": "What is the zorblax bonus?"}),
+                ),
+            ),
+            (
+                "POST",
+                "/v1/messages".into(),
+                Some(
+                    json!({"model": "hearth-rag", "collection": c, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "What is the zorblax bonus?"}]}),
+                ),
+            ),
+            (
+                "POST",
+                "/api/chat".into(),
+                Some(
+                    json!({"model": "hearth-rag", "collection": c, "stream": false,
+                "messages": [{"role": "user", "content": "What is the zorblax bonus?"}]}),
+                ),
+            ),
+            ("DELETE", format!("/collections/{c}"), None),
+        ]
+    };
+    let hidden = routes("finance");
+    let missing = routes("financx");
+    for ((method, path, body), (_, other_path, other_body)) in hidden.into_iter().zip(missing) {
+        let (status, text) = call(&client, &ops, method, server.at(&path), body).await;
+        let (other_status, other_text) =
+            call(&client, &ops, method, server.at(&other_path), other_body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {text}");
+        assert_eq!(
+            (status, text.replace("finance", "financx")),
+            (other_status, other_text),
+            "{method} {path} answers as for a collection that does not exist"
+        );
+        for secret in ["payroll", "4,200", "budget", "frozen"] {
+            assert!(
+                !text.contains(secret),
+                "{method} {path} leaked {secret}: {text}"
+            );
+        }
+    }
+    // The default collection is not its either; a search naming none is
+    // refused the same way.
+    let (status, _) = call(
+        &client,
+        &ops,
+        "POST",
+        server.at("/search"),
+        Some(json!({"query": "zorblax"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // What only managing keys may do, and the whole store's counts.
+    for (method, path, body) in [
+        ("POST", "/collections", Some(json!({"name": "mine"}))),
+        ("DELETE", "/collections/ops", None),
+        (
+            "POST",
+            "/adapters",
+            Some(json!({"name": "a", "path": "/nonexistent"})),
+        ),
+        ("DELETE", "/adapters/a", None),
+        ("GET", "/info", None),
+        ("GET", "/metrics", None),
+        ("GET", "/topology", None),
+    ] {
+        let (status, text) = call(&client, &ops, method, server.at(path), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {text}");
+        assert!(!text.contains("finance") && !text.contains('3'), "{text}");
+    }
+    // A reader reads but does not write.
+    let (status, text) = call(
+        &client,
+        &reader,
+        "POST",
+        server.at("/documents"),
+        Some(json!({"id": "y", "text": "y", "collection": "ops"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    let (status, _) = call(
+        &client,
+        &reader,
+        "GET",
+        server.at("/documents/pager?collection=ops"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // No key, or a wrong one: 401 as before.
+    let (status, _) = call(&client, "hk_wrong", "GET", server.at("/collections"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The admin still sees everything.
+    let (status, body) = call(&client, admin, "GET", server.at("/collections"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("finance"));
+    server.stop();
+}
+
+/// `hearth documents sync DIR --collection notes --url URL`, waited for:
+/// its standard error (the summary line).
+fn sync(dir: &Path, url: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["documents", "sync"])
+        .arg(dir)
+        .args(["--collection", "notes", "--url", url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "hearth documents sync: {stderr}");
+    stderr
+}
+
+fn note(i: usize) -> String {
+    format!(
+        "# Note {i}\n\nThe service number {i} restarts at {} o'clock and pages the team named team{}.\n",
+        i % 24,
+        i % 7
+    )
+}
+
+async fn collection_counts(client: &Client, server: &TestServer, name: &str) -> (u64, u64) {
+    let (_, body) = get(client, server.at("/collections")).await;
+    let c = body["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_default();
+    (
+        c["documents"].as_u64().unwrap_or(0),
+        c["chunks"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn folder_sync_follows_changes_and_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("notes");
+    std::fs::create_dir_all(folder.join("deep/er")).unwrap();
+    for i in 0..40 {
+        let sub = if i % 3 == 0 { "deep/er/" } else { "" };
+        std::fs::write(folder.join(format!("{sub}note-{i}.md")), note(i)).unwrap();
+    }
+    // Not a document: named and skipped, never an empty document.
+    std::fs::write(folder.join("broken.pdf"), b"%PDF-1.4 not really").unwrap();
+    let client = Client::new();
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+
+    let said = sync(&folder, &server.url);
+    assert!(
+        said.contains("40 ingested") && said.contains("1 unreadable"),
+        "{said}"
+    );
+    assert!(
+        said.contains("skipped") && said.contains("broken.pdf"),
+        "{said}"
+    );
+    assert_eq!(collection_counts(&client, &server, "notes").await.0, 40);
+    // A document put there otherwise is not the folder's to delete.
+    let (status, _) = post(
+        &client,
+        server.at("/documents"),
+        json!({"id": "pasted", "text": "Pasted by hand.", "collection": "notes"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Nothing changed: nothing is ingested.
+    let said = sync(&folder, &server.url);
+    assert!(
+        said.contains(" 0 ingested") && said.contains("40 unchanged"),
+        "{said}"
+    );
+    // Change two, delete two, add one.
+    std::fs::write(
+        folder.join("note-1.md"),
+        "# Note 1\n\nThe quokka service moved to Tuesday.",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("deep/er/note-3.md"),
+        "# Note 3\n\nRewritten entirely.",
+    )
+    .unwrap();
+    std::fs::remove_file(folder.join("note-2.md")).unwrap();
+    std::fs::remove_file(folder.join("deep/er/note-6.md")).unwrap();
+    std::fs::write(
+        folder.join("deep/new.txt"),
+        "A new note about the wombat rota.",
+    )
+    .unwrap();
+    let said = sync(&folder, &server.url);
+    assert!(
+        said.contains(" 3 ingested") && said.contains("2 deleted") && said.contains("36 unchanged"),
+        "{said}"
+    );
+    assert_eq!(
+        collection_counts(&client, &server, "notes").await.0,
+        40 - 2 + 1 + 1
+    );
+    let found = search(
+        &client,
+        &server,
+        json!({"query": "quokka Tuesday", "collection": "notes", "mode": "lexical"}),
+    )
+    .await;
+    assert_eq!(found[0]["document_id"], "note-1.md", "{found:#?}");
+    let (status, _) = get(&client, server.at("/documents/note-2.md?collection=notes")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&client, server.at("/documents/pasted?collection=notes")).await;
+    assert_eq!(status, StatusCode::OK, "the pasted document stays");
+
+    // SIGKILL a sync of 300 more files midway; the next sync finishes the
+    // job with nothing lost and nothing doubled.
+    for i in 100..400 {
+        std::fs::write(folder.join(format!("note-{i}.md")), note(i)).unwrap();
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["documents", "sync"])
+        .arg(&folder)
+        .args(["--collection", "notes", "--url", &server.url])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (documents, _) = collection_counts(&client, &server, "notes").await;
+        if documents >= 40 + 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (midway, _) = collection_counts(&client, &server, "notes").await;
+    assert!(
+        midway < 340,
+        "the kill came after the sync had finished ({midway})"
+    );
+    let said = sync(&folder, &server.url);
+    assert!(said.contains(" 0 deleted"), "{said}");
+    let (documents, chunks) = collection_counts(&client, &server, "notes").await;
+    assert_eq!(documents, 340, "39 + 300 files and the pasted document");
+    server.stop();
+
+    // The file itself: every chunk once, in its document, found by its words.
+    let conn = rusqlite::Connection::open(dir.path().join("data/hearth.sqlite")).unwrap();
+    conn.execute(
+        "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
+        [],
+    )
+    .expect("the lexical index matches the chunks");
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM chunks WHERE collection = 'notes'") as u64,
+        chunks
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM chunks GROUP BY collection, document_id, seq HAVING COUNT(*) > 1)"
+        ),
+        0,
+        "no chunk doubled"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.collection = d.collection AND c.document_id = d.id)"),
+        0,
+        "no document without its chunks"
+    );
+}

@@ -58,9 +58,17 @@ pub enum Command {
     /// results.json, report.md and charts. `hearth bench compare A B`
     /// prints the ratios between two runs.
     Bench(BenchArgs),
-    /// Add files (.txt, .md, .html; directories are walked) to the document
-    /// store, with no server running on it.
+    /// Add files (PDF, DOCX, PPTX, HTML, Markdown, text; directories are
+    /// walked) to the document store, with no server running on it.
     Ingest(IngestArgs),
+    /// Keep a collection in step with a folder: `hearth documents sync DIR
+    /// --collection NAME [--url URL] [--watch]`.
+    #[command(subcommand)]
+    Documents(DocumentsCommand),
+    /// API keys with scopes, in the config file: `hearth keys add NAME
+    /// --read ops --write ops`, `list`, `remove NAME`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure retrieval: hit@1/5/10 and MRR of dense (index and exact),
     /// lexical and hybrid search, on the Rust book's section headings or on
     /// your own queries (--queries).
@@ -74,6 +82,75 @@ pub enum Command {
     /// Look at model files: `hearth models inspect FILE.gguf`.
     #[command(subcommand)]
     Models(ModelsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DocumentsCommand {
+    /// Make a collection hold what a folder holds: new and changed files
+    /// are (re)ingested, unchanged ones (same SHA-256) skipped, and
+    /// documents whose files are gone deleted. Through a running server
+    /// with --url, else straight into the store.
+    Sync(SyncArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// The folder (walked for .pdf, .docx, .pptx, .html, .md, .txt).
+    pub dir: PathBuf,
+    /// The collection it fills (created when missing).
+    #[arg(long, default_value = "default")]
+    pub collection: String,
+    /// A running hearth to sync through (`http://127.0.0.1:8080`): its
+    /// queries go on while the folder is ingested.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The API key for --url.
+    #[arg(long, env = "HEARTH_KEY")]
+    pub key: Option<String>,
+    /// Keep going: sync again whenever a file is added, changed or removed.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch looks at the folder, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make a new key: it is printed once, and only its SHA-256 is written
+    /// to the config file (`[[keys]]`).
+    Add {
+        /// What the key is called (in `list`, and in the server's logs).
+        name: String,
+        /// Collections it may search and read (comma-separated; `*`: all).
+        #[arg(long, value_delimiter = ',')]
+        read: Vec<String>,
+        /// Collections it may add documents to and delete from (these it
+        /// may read too).
+        #[arg(long, value_delimiter = ',')]
+        write: Vec<String>,
+        /// It may also create and delete collections, load and unload
+        /// adapters, and read /info, /metrics and /topology.
+        #[arg(long)]
+        manage: bool,
+        /// The config file to write [default: ./hearth.toml].
+        #[arg(long, env = "HEARTH_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
+    /// The keys and their scopes (never the keys themselves).
+    List {
+        #[arg(long, env = "HEARTH_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Remove a key: requests with it are refused once the server restarts
+    /// on the config.
+    Remove {
+        name: String,
+        #[arg(long, env = "HEARTH_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 /// The store, for commands that write it directly (no server may be running
 /// on it: the data directory is locked).
-struct DirectStore {
-    docs: DocumentPipeline,
+pub(super) struct DirectStore {
+    pub(super) docs: DocumentPipeline,
     _lock: std::fs::File,
 }
 
 impl DirectStore {
-    fn open(config: &Config) -> Result<Self> {
+    pub(super) fn open(config: &Config) -> Result<Self> {
         let lock = lock_data_dir(&config.data_dir)?;
         let device = device::open(&config.device)?;
         let precision = crate::models::embedder::precision(&config.models.embedder_precision)?;
@@ -36,7 +36,7 @@ impl DirectStore {
     }
 }
 
-fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+pub(super) fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(&format!(

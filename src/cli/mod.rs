@@ -7,7 +7,9 @@
 mod args;
 mod bench;
 mod documents;
+mod keys;
 mod models;
+mod sync;
 
 pub use args::*;
 
@@ -85,6 +87,15 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::bench(args, &load_config, &device),
         Command::Ingest(args) => documents::ingest(load_config(&args.config)?, args),
+        Command::Keys(command) => keys::run(command),
+        Command::Documents(DocumentsCommand::Sync(args)) => {
+            let config = match args.url {
+                // Through a server: this process opens nothing of its own.
+                Some(_) => None,
+                None => Some(load_config(&args.config)?),
+            };
+            sync::run(config, args)
+        }
         Command::EvalRetrieval(args) => documents::eval_retrieval(load_config(&args.config)?, args),
         Command::Embed(args) => models::embed(args, &device()?),
         Command::Generate(args) => models::generate(args, &device()?),

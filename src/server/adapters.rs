@@ -73,9 +73,11 @@ pub async fn get(State(state): State<Arc<AppState>>) -> Result<Json<AdapterList>
     ))]
 pub async fn load(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<LoadAdapter>,
 ) -> Result<(StatusCode, Json<AdapterInfo>), ApiError> {
     reject_unknown(&req.unknown)?;
+    caller.manage("load adapters")?;
     let g = worker(&state)?;
     let scale = req.scale.unwrap_or(1.0);
     let adapter = crate::engine::blocking(move || {
@@ -94,8 +96,10 @@ pub async fn load(
     ))]
 pub async fn unload(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<AdapterList>, ApiError> {
+    caller.manage("unload adapters")?;
     let g = worker(&state)?;
     let configured = state
         .services()?

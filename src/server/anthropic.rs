@@ -599,6 +599,7 @@ fn prepare(conversation: &Conversation) -> Result<Prepared, ApiError> {
     ))]
 pub async fn messages(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<MessagesRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -628,7 +629,7 @@ pub async fn messages(
         target,
         tool_calls::input(messages, tooling),
         params,
-        &req.retrieval,
+        (&caller, &req.retrieval),
         "messages",
         in_anthropic_terms,
     )

@@ -1,6 +1,7 @@
 //! `/collections`: list, create and delete the sets of documents that
 //! searches, RAG answers and keys' scopes are confined to.
 
+use super::auth::Caller;
 use super::error::{reject_unknown, ApiError, ApiJson, ErrorBody};
 use super::state::AppState;
 use crate::store::CollectionInfo;
@@ -17,11 +18,14 @@ pub struct Collections {
     pub collections: Vec<CollectionInfo>,
 }
 
-/// Every collection, with its document and chunk counts.
+/// The collections the key may read, with their document and chunk counts.
 #[utoipa::path(get, path = "/collections", tag = "documents",
     responses((status = 200, body = Collections)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Collections>, ApiError> {
-    let collections = state.services()?.docs()?.collections().await?;
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Json<Collections>, ApiError> {
+    let collections = caller.visible(state.services()?.docs()?.collections().await?);
     Ok(Json(Collections { collections }))
 }
 
@@ -51,9 +55,11 @@ pub struct Created {
     ))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(req): ApiJson<NewCollection>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     reject_unknown(&req.unknown)?;
+    caller.manage("create collections")?;
     let created = state
         .services()?
         .docs()?
@@ -94,8 +100,12 @@ pub struct Deleted {
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    // A collection the key cannot see is missing to it, before anything else.
+    caller.read(&name)?;
+    caller.manage("delete collections")?;
     let documents = state
         .services()?
         .docs()?

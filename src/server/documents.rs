@@ -150,6 +150,7 @@ pub struct Upload {
     ))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     request: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let multipart = request
@@ -161,7 +162,7 @@ pub async fn create(
         let form = axum::extract::Multipart::from_request(request, &state)
             .await
             .map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
-        return upload(state, form).await;
+        return upload(state, &caller, form).await;
     }
     let ApiJson(body) = ApiJson::<Value>::from_request(request, &state).await?;
     let services = state.services()?;
@@ -179,6 +180,7 @@ pub async fn create(
         },
         one @ Value::Object(_) => {
             let doc = DocumentBody::parse(one, None)?;
+            caller.write(&doc.collection)?;
             let done = services.docs()?.ingestor.ingest(doc).await?;
             return Ok((
                 StatusCode::CREATED,
@@ -206,7 +208,7 @@ pub async fn create(
         .enumerate()
         .map(|(i, v)| DocumentBody::parse(v, Some(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    store_all(services, docs, |id| {
+    store_all(services, &caller, docs, |id| {
         format!("document id {id:?} appears twice in the batch")
     })
     .await
@@ -216,9 +218,13 @@ pub async fn create(
 /// twice (`twice` says so); 201 with what was stored.
 async fn store_all(
     services: &crate::pipelines::Services,
+    caller: &super::auth::Caller,
     docs: Vec<DocumentInput>,
     twice: impl Fn(&str) -> String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    for doc in &docs {
+        caller.write(&doc.collection)?;
+    }
     let mut ids: Vec<(&str, &str)> = docs
         .iter()
         .filter_map(|d| Some((d.collection.as_str(), d.id.as_deref()?)))
@@ -243,6 +249,7 @@ async fn store_all(
 /// before any is written, so a bad file refuses the whole upload.
 async fn upload(
     state: Arc<AppState>,
+    caller: &super::auth::Caller,
     mut form: axum::extract::Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let services = state.services()?;
@@ -306,6 +313,8 @@ async fn upload(
             })?,
     };
     let collection = text("collection").unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+    // Before any file is read: a key learns nothing from a refused upload.
+    caller.write(&collection)?;
     let mut docs = Vec::with_capacity(files.len());
     for (i, (file_name, bytes)) in files.into_iter().enumerate() {
         let place = |m: String| match &file_name {
@@ -332,7 +341,7 @@ async fn upload(
         Ingestor::validate(&doc).map_err(|e| ApiError::bad_request(place(e.to_string())))?;
         docs.push(doc);
     }
-    store_all(services, docs, |id| {
+    store_all(services, caller, docs, |id| {
         format!("two files are named {id:?}; upload them separately with an `id` each")
     })
     .await
@@ -390,10 +399,12 @@ pub struct DocumentInfoWithoutCount {
     ))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Path(id): Path<String>,
     within: Result<Query<InCollection>, QueryRejection>,
 ) -> Result<Json<Document>, ApiError> {
     let Query(within) = within?;
+    caller.read(&within.name())?;
     let (info, text, chunks) = state.services()?.docs()?.get(within.name(), id).await?;
     Ok(Json(Document {
         info: DocumentInfoWithoutCount {
@@ -428,10 +439,12 @@ pub struct Deleted {
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Path(id): Path<String>,
     within: Result<Query<InCollection>, QueryRejection>,
 ) -> Result<Json<Deleted>, ApiError> {
     let Query(within) = within?;
+    caller.write(&within.name())?;
     let chunks = state
         .services()?
         .docs()?
@@ -472,6 +485,7 @@ pub struct DocumentPage {
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<DocumentPage>, ApiError> {
     let Query(page) = page?;
@@ -485,6 +499,7 @@ pub async fn list(
     let collection = page
         .collection
         .unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+    caller.read(&collection)?;
     let (docs, total) = state
         .services()?
         .docs()?
@@ -539,6 +554,7 @@ pub struct SearchTimings {
     ))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     reject_unknown(&req.unknown)?;
@@ -546,7 +562,10 @@ pub async fn search(
     let found = services
         .rag()?
         .retriever()
-        .search(&req.query, &req.retrieval.options(req.top_k, req.exact))
+        .search(
+            &req.query,
+            &req.retrieval.options(&caller, req.top_k, req.exact)?,
+        )
         .await?;
     Ok(Json(SearchResponse {
         results: found.passages,

@@ -88,8 +88,20 @@ impl RetrievalFields {
         }
     }
 
-    pub fn options(&self, top_k: Option<usize>, exact: bool) -> SearchOptions {
-        SearchOptions {
+    /// The search these fields ask for, once `caller` may read its
+    /// collection (one it may not is answered as missing).
+    pub fn options(
+        &self,
+        caller: &super::auth::Caller,
+        top_k: Option<usize>,
+        exact: bool,
+    ) -> Result<SearchOptions, ApiError> {
+        caller.read(
+            self.collection
+                .as_deref()
+                .unwrap_or(crate::store::DEFAULT_COLLECTION),
+        )?;
+        Ok(SearchOptions {
             collection: self.collection.clone(),
             top_k,
             mode: self.mode,
@@ -97,7 +109,7 @@ impl RetrievalFields {
             min_score: self.min_score,
             exact,
             rerank: self.rerank,
-        }
+        })
     }
 }
 

@@ -39,7 +39,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Status>, 
 #[utoipa::path(get, path = "/info", tag = "health", responses(
     (status = 200, description = "`name`, `version`, `role`, `listen`, `pid`, `uptime_s`, `ready`; once ready also `models`, `index`, `index_origin`, `generation`", body = Object),
 ))]
-pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+pub async fn info(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+) -> Result<Json<Value>, ApiError> {
+    // Counts of the whole store: for keys that may see all of it.
+    caller.manage("read the server's state (/info)")?;
     let mut body = json!({
         "name": "hearth",
         "version": env!("CARGO_PKG_VERSION"),

@@ -10,7 +10,7 @@
 
 mod adapters;
 mod anthropic;
-mod auth;
+pub mod auth;
 mod collections;
 mod dialect;
 mod documents;

@@ -21,7 +21,15 @@ use tracing::Instrument;
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
     (status = 200, description = "Prometheus text exposition: request counts and latencies, generation and embedding figures, the store's sizes, process memory, files and threads (docs/metrics.md)", content_type = "text/plain"),
 ))]
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+) -> Response {
+    use axum::response::IntoResponse;
+    // The store's sizes are the whole store's: for keys that may see it all.
+    if let Err(e) = caller.manage("read the server's metrics") {
+        return e.into_response();
+    }
     if let Some(docs) = state.services.get().and_then(|s| s.docs().ok()) {
         if let Ok(stats) = docs.stats().await {
             telemetry::store_sizes(

@@ -417,6 +417,7 @@ pub struct OllamaChatRequest {
     ))]
 pub async fn chat(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     AnyJson(req): AnyJson<OllamaChatRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -439,7 +440,7 @@ pub async fn chat(
         target,
         tool_calls::input(messages, tooling),
         params,
-        &req.common.retrieval,
+        (&caller, &req.common.retrieval),
         "messages",
         in_ollama_terms,
     )
@@ -481,6 +482,7 @@ pub struct OllamaGenerateRequest {
     ))]
 pub async fn generate(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     AnyJson(req): AnyJson<OllamaGenerateRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -536,7 +538,7 @@ pub async fn generate(
         target,
         input,
         params,
-        &req.common.retrieval,
+        (&caller, &req.common.retrieval),
         "prompt",
         in_ollama_terms,
     )

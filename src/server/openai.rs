@@ -578,6 +578,7 @@ async fn respond(
     ))]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -617,7 +618,7 @@ pub async fn chat_completions(
         target,
         tool_calls::input(messages, tooling),
         params,
-        &req.retrieval,
+        (&caller, &req.retrieval),
         "messages",
         |e| in_openai_terms(e, tools),
     )
@@ -659,6 +660,7 @@ pub struct CompletionRequest {
     ))]
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -696,7 +698,7 @@ pub async fn completions(
         target,
         Input::Prompt(prompt),
         params,
-        &req.retrieval,
+        (&caller, &req.retrieval),
         "prompt",
         |e| in_openai_terms(e, false),
     )

@@ -136,6 +136,7 @@ pub struct FineTunedResponse {
     ))]
 pub async fn rag(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<RagRequest>,
 ) -> Result<Response, ApiError> {
     reject_unknown(&req.unknown)?;
@@ -146,7 +147,7 @@ pub async fn rag(
         .rag()?
         .answer(
             &req.question,
-            &req.retrieval.options(req.top_k, false),
+            &req.retrieval.options(&caller, req.top_k, false)?,
             params,
         )
         .await?;

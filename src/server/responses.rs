@@ -527,6 +527,7 @@ async fn respond(
     ))]
 pub async fn responses(
     State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     ApiJson(req): ApiJson<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -569,7 +570,7 @@ pub async fn responses(
         target,
         tool_calls::input(messages, tooling),
         params,
-        &req.retrieval,
+        (&caller, &req.retrieval),
         "input",
         in_responses_terms,
     )

@@ -95,7 +95,8 @@ pub struct Started {
 
 /// Run `input` on what `target` names, as every API's generation route
 /// does: `hearth-rag` answers the last user message (or the prompt) from
-/// the documents, with `retrieval`'s fields, and calls no tools; a
+/// the documents, with `retrieval`'s fields (in a collection the caller
+/// may read), and calls no tools; a
 /// generating pipeline continues the conversation or the prompt (and
 /// refuses retrieval fields). `field` is the API's name for the
 /// conversation (`messages`, `input`); `terms` renames a pipeline's
@@ -105,7 +106,7 @@ pub async fn run(
     target: Target,
     input: Input,
     params: SamplingParams,
-    retrieval: &RetrievalFields,
+    (caller, retrieval): (&super::auth::Caller, &RetrievalFields),
     field: &'static str,
     terms: impl Fn(ApiError) -> ApiError,
 ) -> Result<Started, ApiError> {
@@ -129,7 +130,7 @@ pub async fn run(
             };
             let answer = services
                 .rag()?
-                .answer(&question, &retrieval.options(None, false), params)
+                .answer(&question, &retrieval.options(caller, None, false)?, params)
                 .await
                 .map_err(|e| terms(e.into()))?;
             return Ok(Started {

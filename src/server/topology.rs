@@ -51,17 +51,21 @@ pub struct Topology {
 
 /// This process and the ones it depends on, probed now.
 #[utoipa::path(get, path = "/topology", tag = "health", responses((status = 200, body = Topology)))]
-pub async fn topology(State(state): State<Arc<AppState>>) -> Json<Topology> {
+pub async fn topology(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+) -> Result<Json<Topology>, super::error::ApiError> {
+    caller.manage("read the topology")?;
     let topology = std::env::var(TOPOLOGY_ENV).unwrap_or_else(|_| "standalone".into());
     if let Some(deployment) = Deployment::from_env() {
         let probes = deployment
             .endpoints
             .into_iter()
             .map(|e| probe(&state, e.name, e.url, Vec::new()));
-        return Json(Topology {
+        return Ok(Json(Topology {
             topology,
             processes: futures_util::future::join_all(probes).await,
-        });
+        }));
     }
     let me = Process {
         name: "self".into(),
@@ -83,10 +87,10 @@ pub async fn topology(State(state): State<Arc<AppState>>) -> Json<Topology> {
         .map(|(name, url, replicas)| probe(&state, name, url, replicas));
     let mut processes = vec![me];
     processes.extend(futures_util::future::join_all(probes).await);
-    Json(Topology {
+    Ok(Json(Topology {
         topology,
         processes,
-    })
+    }))
 }
 
 fn ready(state: &AppState) -> bool {

@@ -93,6 +93,8 @@ class Page(unittest.TestCase):
         self.assertTrue(sources)
         summary = sources[0].find_element(By.TAG_NAME, "summary")
         self.assertIn("zorblax", summary.text)
+        # The citation names the section (the Markdown heading).
+        self.assertIn("Mount Zorblax", summary.text)
         summary.click()
         self.assertIn("1723", sources[0].find_element(By.CSS_SELECTOR, ".passage").text)
         self.shot("page-chat")
@@ -100,6 +102,10 @@ class Page(unittest.TestCase):
         sources[0].find_element(By.CSS_SELECTOR, ".open-doc").click()
         self.wait.until(EC.visibility_of_element_located((By.ID, "doc-dialog")))
         self.assertIn("Quillon", self.by("#doc-text").text)
+        # Opened at the passage: it is marked.
+        self.assertIn("1723", self.by("#doc-text mark").text)
+        # The collection picker lists the store's collections.
+        self.assertIn("default", self.by("#collection").text)
         self.by("#doc-dialog button").click()
 
     def test_3_both_pipelines_side_by_side(self):
