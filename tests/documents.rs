@@ -333,7 +333,7 @@ async fn pdf_and_docx_uploads_are_cited_by_page_and_heading_within_their_collect
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.status(), StatusCode::CONFLICT);
     server.stop();
 }
 
@@ -751,7 +751,7 @@ async fn folder_sync_follows_changes_and_survives_a_kill() {
     // The file itself: every chunk once, in its document, found by its words.
     let conn = rusqlite::Connection::open(dir.path().join("data/hearth.sqlite")).unwrap();
     conn.execute(
-        "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
+        "INSERT INTO \"fts:notes\"(\"fts:notes\", rank) VALUES ('integrity-check', 1)",
         [],
     )
     .expect("the lexical index matches the chunks");

@@ -296,14 +296,14 @@ async fn a_sigkill_during_ingestion_leaves_the_lexical_index_consistent() {
         .unwrap();
     assert!(chunks > 0, "the kill came before any write");
     conn.execute(
-        "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
+        "INSERT INTO \"fts:default\"(\"fts:default\", rank) VALUES ('integrity-check', 1)",
         [],
     )
     .expect("the lexical index matches the chunks");
     // Every chunk's words find it.
     let matched: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH 'runbook'",
+            "SELECT COUNT(*) FROM \"fts:default\" WHERE \"fts:default\" MATCH 'runbook'",
             [],
             |r| r.get(0),
         )

@@ -1,11 +1,20 @@
-//! The embedding worker: one thread owns the embedder; requests queue on a
-//! bounded channel and are merged into batches of up to `max_batch` texts.
-//! A full queue is refused at once.
+//! The embedding worker: one thread owns the embedder; requests queue in
+//! two lanes and are merged into batches of up to `max_batch` texts.
+//!
+//! - The **query** lane (a search's question, `/v1/embeddings`) always
+//!   goes first.
+//! - The **bulk** lane (documents being ingested) is sent in pieces of at
+//!   most one batch, and a batch of bulk texts is only formed when no
+//!   query waits.
+//!
+//! So a query waits behind at most the one batch already running, however
+//! many documents a sync has queued. A full lane is refused at once.
 
 use crate::error::{Error, Result};
 use crate::models::Embedder;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use tokio::sync::oneshot;
 
 struct Request {
     texts: Vec<String>,
@@ -13,40 +22,67 @@ struct Request {
     reply: oneshot::Sender<Result<(Vec<Vec<f32>>, usize)>>,
 }
 
+/// The two lanes, under one lock; `closed` once every handle is gone.
+#[derive(Default)]
+struct Lanes {
+    query: VecDeque<Request>,
+    bulk: VecDeque<Request>,
+    closed: bool,
+}
+
+struct Shared {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+    /// Most requests waiting in each lane.
+    capacity: usize,
+}
+
+/// Closes the lanes when the last handle goes, so the thread ends.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
 /// Handle to an embedding worker. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbedWorker {
-    queue: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
     embedder: Arc<Embedder>,
+    max_batch: usize,
 }
 
 impl EmbedWorker {
     pub fn spawn(embedder: Arc<Embedder>, queue: usize, max_batch: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Request>(queue.max(1));
+        let shared = Arc::new(Shared {
+            lanes: Mutex::new(Lanes::default()),
+            ready: Condvar::new(),
+            capacity: queue.max(1),
+        });
         let model = embedder.clone();
         let max_batch = max_batch.max(1);
+        let worker = shared.clone();
         std::thread::Builder::new()
             .name("embed".into())
             .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut batch = vec![first];
-                    let mut n = batch[0].texts.len();
-                    while n < max_batch {
-                        match rx.try_recv() {
-                            Ok(r) => {
-                                n += r.texts.len();
-                                batch.push(r);
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                while let Some(batch) = next_batch(&worker, max_batch) {
                     run_batch(&model, batch, max_batch);
                 }
             })
             .expect("spawning the embedding thread");
         Self {
-            queue: tx,
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
             embedder,
+            max_batch,
         }
     }
 
@@ -54,21 +90,73 @@ impl EmbedWorker {
         &self.embedder
     }
 
-    /// Embed `texts`, in order, and count the tokens the model saw of them.
+    /// Embed `texts`, in order, ahead of any bulk work, and count the
+    /// tokens the model saw of them.
     pub async fn embed_counted(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
+        self.submit(texts, false).await
+    }
+
+    /// Embed a document's chunks: in pieces of one batch each, every piece
+    /// behind any query waiting.
+    pub async fn embed_bulk(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
+        for piece in texts.chunks(self.max_batch) {
+            let (v, n) = self.submit(piece.to_vec(), true).await?;
+            vectors.extend(v);
+            tokens += n;
+        }
+        Ok((vectors, tokens))
+    }
+
+    async fn submit(&self, texts: Vec<String>, bulk: bool) -> Result<(Vec<Vec<f32>>, usize)> {
         let (reply, rx) = oneshot::channel();
-        self.queue
-            .try_send(Request { texts, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    Error::Unavailable("the embedding queue is full; retry shortly".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::Unavailable("the embedding worker has stopped".into())
-                }
-            })?;
+        {
+            let mut lanes = self.shared.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            let lane = if bulk {
+                &mut lanes.bulk
+            } else {
+                &mut lanes.query
+            };
+            if lane.len() >= self.shared.capacity {
+                return Err(Error::Unavailable(
+                    "the embedding queue is full; retry shortly".into(),
+                ));
+            }
+            lane.push_back(Request { texts, reply });
+        }
+        self.shared.ready.notify_one();
         rx.await
             .map_err(|_| Error::Unavailable("the embedding worker stopped".into()))?
+    }
+}
+
+/// The next batch: queries first, up to `max_batch` texts; bulk pieces
+/// only when no query waits. `None` once closed and drained.
+fn next_batch(shared: &Shared, max_batch: usize) -> Option<Vec<Request>> {
+    let mut lanes = shared.lanes.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let lane = if !lanes.query.is_empty() {
+            &mut lanes.query
+        } else if !lanes.bulk.is_empty() {
+            &mut lanes.bulk
+        } else if lanes.closed {
+            return None;
+        } else {
+            lanes = shared.ready.wait(lanes).unwrap_or_else(|p| p.into_inner());
+            continue;
+        };
+        let first = lane.pop_front().expect("the lane is not empty");
+        let mut n = first.texts.len();
+        let mut batch = vec![first];
+        while let Some(next) = lane.front() {
+            if n + next.texts.len() > max_batch {
+                break;
+            }
+            n += next.texts.len();
+            batch.push(lane.pop_front().expect("front exists"));
+        }
+        return Some(batch);
     }
 }
 

@@ -40,6 +40,16 @@ impl Embedding {
         }
     }
 
+    /// Embed a document's chunks, in order, behind any query: a local
+    /// worker runs them one batch at a time between queries' batches (a
+    /// remote embed process runs them as it gets them).
+    pub async fn embed_bulk(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Embedding::Local(w) => Ok(w.embed_bulk(texts).await?.0),
+            Embedding::Remote(r) => Ok(r.embed_counted(texts).await?.0),
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Embedding::Local(w) => &w.embedder().name,

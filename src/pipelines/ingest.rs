@@ -89,9 +89,11 @@ impl Ingestor {
             Ok((doc, chunks))
         })
         .await?;
+        // Behind any query: a large folder being ingested delays a search
+        // by one batch at most.
         let embeddings = self
             .embedder
-            .embed(chunks.iter().map(|c| c.text.clone()).collect())
+            .embed_bulk(chunks.iter().map(|c| c.text.clone()).collect())
             .await?;
         let store = self.store.clone();
         blocking(move || {

@@ -32,7 +32,7 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewCollection {
     /// 1 to 64 of a-z, 0-9, `-` and `_`, starting with a letter or digit.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9][a-z0-9_-]*$")]
     name: String,
     #[serde(flatten)]
     #[schema(ignore)]
@@ -40,7 +40,7 @@ pub struct NewCollection {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Created {
+pub struct CollectionCreated {
     pub name: String,
     /// `false` when it already existed (creating is idempotent).
     pub created: bool,
@@ -49,15 +49,15 @@ pub struct Created {
 /// Create an empty collection (201), or find it there already (200).
 #[utoipa::path(post, path = "/collections", tag = "documents", request_body = NewCollection,
     responses(
-        (status = 201, description = "Created", body = Created),
-        (status = 200, description = "It already existed", body = Created),
+        (status = 201, description = "Created", body = CollectionCreated),
+        (status = 200, description = "It already existed", body = CollectionCreated),
         (status = 400, description = "Invalid name", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     ApiJson(req): ApiJson<NewCollection>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<(StatusCode, Json<CollectionCreated>), ApiError> {
     reject_unknown(&req.unknown)?;
     caller.manage("create collections")?;
     let created = state
@@ -73,7 +73,7 @@ pub async fn create(
     };
     Ok((
         status,
-        Json(Created {
+        Json(CollectionCreated {
             name: req.name,
             created,
         }),
@@ -81,7 +81,7 @@ pub async fn create(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Deleted {
+pub struct CollectionDeleted {
     pub name: String,
     pub deleted: bool,
     /// Documents deleted with it.
@@ -92,26 +92,33 @@ pub struct Deleted {
 /// (one transaction: a crash leaves all of it or none). `default` cannot
 /// be deleted.
 #[utoipa::path(delete, path = "/collections/{name}", tag = "documents",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = String, Path, description = "Collection name", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")),
     responses(
-        (status = 200, body = Deleted),
-        (status = 400, description = "The default collection", body = ErrorBody),
+        (status = 200, body = CollectionDeleted),
+        (status = 409, description = "The default collection, which cannot be deleted", body = ErrorBody),
         (status = 404, description = "No such collection", body = ErrorBody),
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<Json<Deleted>, ApiError> {
+) -> Result<Json<CollectionDeleted>, ApiError> {
     // A collection the key cannot see is missing to it, before anything else.
     caller.read(&name)?;
     caller.manage("delete collections")?;
+    if name == crate::store::DEFAULT_COLLECTION {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the default collection cannot be deleted; delete its documents instead",
+        ));
+    }
     let documents = state
         .services()?
         .docs()?
         .delete_collection(name.clone())
         .await?;
-    Ok(Json(Deleted {
+    Ok(Json(CollectionDeleted {
         name,
         deleted: true,
         documents,

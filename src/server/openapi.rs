@@ -4,8 +4,8 @@
 
 use super::state::AppState;
 use super::{
-    adapters, anthropic, dialect, documents, error, health, observe, ollama, openai, page,
-    pipelines, rerank, responses, tokens, topology,
+    adapters, anthropic, collections, dialect, documents, error, health, observe, ollama, openai,
+    page, pipelines, rerank, responses, tokens, topology,
 };
 use crate::config::Config;
 use axum::extract::State;
@@ -32,6 +32,9 @@ use utoipa::OpenApi;
         documents::delete,
         documents::search,
         documents::embed,
+        collections::list,
+        collections::create,
+        collections::delete,
         health::healthz,
         health::readyz,
         health::info,

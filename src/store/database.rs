@@ -72,28 +72,63 @@ DROP TABLE chunks_v1;
 DROP TABLE documents_v1;
 ";
 
-/// The lexical index: an FTS5 table over the chunks' text (BM25 ranking),
-/// kept in step by triggers, so a chunk and its entry are written and
-/// removed in the same transaction (a crash cannot part them). Words are
-/// Unicode letters and digits with `_` (identifiers stay whole), case
-/// folded, English suffixes stemmed (Porter).
-const LEXICAL_SCHEMA: &str = "
-CREATE VIRTUAL TABLE chunks_fts USING fts5(
-    text, content = 'chunks', content_rowid = 'id',
+/// Each collection's lexical index: an FTS5 table over its chunks' text
+/// (BM25 ranking), reading the text through a view of the collection's
+/// chunks, and kept in step by triggers that fire for that collection's
+/// rows alone, so a chunk and its entry are written and removed in the
+/// same transaction (a crash cannot part them) and a search reads only
+/// its own collection's entries. Words are Unicode letters and digits
+/// with `_` (identifiers stay whole), case folded, English suffixes
+/// stemmed (Porter). Collection names are checked to be `[a-z0-9_-]`, so
+/// they sit safely inside the quoted names and the literal.
+fn lexical_schema(collection: &str) -> String {
+    let (table, view) = (lexical_table(collection), lexical_view(collection));
+    format!(
+        "CREATE VIEW IF NOT EXISTS {view} AS SELECT id, text FROM chunks WHERE collection = '{collection}';
+CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(
+    text, content = {view}, content_rowid = 'id',
     tokenize = \"porter unicode61 tokenchars '_'\"
 );
--- A store made before the lexical index gets its entries now.
-INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
-";
+CREATE TRIGGER IF NOT EXISTS \"fts_insert:{collection}\" AFTER INSERT ON chunks
+WHEN new.collection = '{collection}' BEGIN
+    INSERT INTO {table}(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS \"fts_delete:{collection}\" AFTER DELETE ON chunks
+WHEN old.collection = '{collection}' BEGIN
+    INSERT INTO {table}({table}, rowid, text) VALUES ('delete', old.id, old.text);
+END;"
+    )
+}
 
-/// The triggers that keep the lexical index in step with the chunks.
-const LEXICAL_TRIGGERS: &str = "
-CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
+/// What [`lexical_schema`] made, dropped (before the collection's rows
+/// go: their entries go with the table, not one by one).
+fn drop_lexical(collection: &str) -> String {
+    format!(
+        "DROP TRIGGER IF EXISTS \"fts_insert:{collection}\";
+DROP TRIGGER IF EXISTS \"fts_delete:{collection}\";
+DROP TABLE IF EXISTS {};
+DROP VIEW IF EXISTS {};",
+        lexical_table(collection),
+        lexical_view(collection)
+    )
+}
+
+/// The FTS5 table of a collection's chunks, quoted: `"fts:NAME"`.
+pub fn lexical_table(collection: &str) -> String {
+    format!("\"fts:{collection}\"")
+}
+
+fn lexical_view(collection: &str) -> String {
+    format!("\"chunks_of:{collection}\"")
+}
+
+/// The lexical index as stores made before per-collection indexes had it:
+/// one table over every chunk. Dropped at open; each collection's table
+/// is then built from its chunks.
+const OLD_LEXICAL: &str = "
+DROP TRIGGER IF EXISTS chunks_fts_insert;
+DROP TRIGGER IF EXISTS chunks_fts_delete;
+DROP TABLE IF EXISTS chunks_fts;
 ";
 
 /// What a write changed, for the index to follow.
@@ -122,17 +157,7 @@ impl Database {
         migrate_to_collections(&conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        let lexical: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts')",
-            [],
-            |r| r.get(0),
-        )?;
-        if !lexical {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(LEXICAL_SCHEMA)?;
-            tx.commit()?;
-        }
-        conn.execute_batch(LEXICAL_TRIGGERS)?;
+        ensure_lexical(&conn)?;
         let dim_text = dim.to_string();
         for (key, want) in [("embedder", embedder), ("dim", dim_text.as_str())] {
             let have: Option<String> = conn
@@ -244,13 +269,17 @@ impl Database {
         Ok(existed.then_some(removed))
     }
 
-    /// Create a collection; `false` when it existed.
+    /// Create a collection and its lexical index, in one transaction;
+    /// `false` when it existed.
     pub fn create_collection(&self, name: &str) -> Result<bool> {
-        let conn = self.conn();
-        let n = conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO collections(name, created_at) VALUES (?1, ?2)",
             params![name, now_unix()],
         )?;
+        tx.execute_batch(&lexical_schema(name))?;
+        tx.commit()?;
         Ok(n > 0)
     }
 
@@ -265,9 +294,13 @@ impl Database {
             let ids = stmt.query_map([name], |r| r.get(0))?;
             ids.collect::<rusqlite::Result<_>>()?
         };
-        let existed = tx.execute("DELETE FROM collections WHERE name = ?1", [name])? > 0;
+        if !collection_exists(&tx, name)? {
+            return Ok(None);
+        }
+        tx.execute_batch(&drop_lexical(name))?;
+        tx.execute("DELETE FROM collections WHERE name = ?1", [name])?;
         tx.commit()?;
-        Ok(existed.then_some(removed))
+        Ok(Some(removed))
     }
 
     /// Every collection with its counts, by name.
@@ -441,31 +474,31 @@ impl Database {
         let Some(expression) = match_expression(query) else {
             return Ok(Vec::new());
         };
-        // FTS5 orders by BM25 itself; the documents are joined in only
-        // when a filter needs them.
+        // The collection's own table: its entries alone are read and
+        // ranked. The documents are joined in only when a filter needs them.
+        let table = lexical_table(collection);
         let (sql, mut params) = match filter {
             None => (
-                "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f JOIN chunks c ON c.id = f.rowid
-                 WHERE chunks_fts MATCH ?1 AND c.collection = ?2 ORDER BY bm25(chunks_fts) LIMIT ?3"
-                    .to_string(),
+                format!(
+                    "SELECT rowid, -rank FROM {table} WHERE {table} MATCH ?1 ORDER BY rank LIMIT ?2"
+                ),
                 Vec::new(),
             ),
             Some(filter) => {
                 let (condition, params) = filter.sql();
                 (
                     format!(
-                        "SELECT f.rowid, -bm25(chunks_fts) FROM chunks_fts f
+                        "SELECT f.rowid, -bm25({table}) FROM {table} f
                          JOIN chunks c ON c.id = f.rowid
                          JOIN documents d ON d.collection = c.collection AND d.id = c.document_id
-                         WHERE chunks_fts MATCH ? AND c.collection = ? AND {condition}
-                         ORDER BY bm25(chunks_fts) LIMIT ?"
+                         WHERE {table} MATCH ? AND {condition}
+                         ORDER BY bm25({table}) LIMIT ?"
                     ),
                     params,
                 )
             }
         };
         params.insert(0, SqlValue::Text(expression));
-        params.insert(1, SqlValue::Text(collection.to_string()));
         params.push(SqlValue::Integer(k as i64));
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -574,6 +607,32 @@ fn document_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocumentInfo> {
         title: r.get(8)?,
         hash: r.get(9)?,
     })
+}
+
+/// Give every collection its lexical index (built from its chunks when it
+/// is new), after dropping the one table of older stores.
+fn ensure_lexical(conn: &Connection) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(OLD_LEXICAL)?;
+    let names: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT name FROM collections")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<rusqlite::Result<_>>()?
+    };
+    for name in names {
+        let table = lexical_table(&name);
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?1)",
+            [format!("fts:{name}")],
+            |r| r.get(0),
+        )?;
+        tx.execute_batch(&lexical_schema(&name))?;
+        if !exists {
+            tx.execute_batch(&format!("INSERT INTO {table}({table}) VALUES ('rebuild');"))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn collection_exists(conn: &Connection, name: &str) -> Result<bool> {
