@@ -141,6 +141,7 @@ def search_p50(url, collection, queries):
 
 
 def study_collections(results):
+    shutil.rmtree(os.path.join(OUT, "collections-store"), ignore_errors=True)
     server = Server(os.path.join(OUT, "collections-store"))
     try:
         rng = random.Random(7)
@@ -211,6 +212,7 @@ def study_sync(results):
     for name in ("ch16-01-threads.html", "ch04-01-what-is-ownership.html", "ch12-02-reading-a-file.html",
                  "ch18-02-trait-objects.html", "ch08-01-vectors.html", "ch08-02-strings.html"):
         shutil.copy(os.path.join(DOCS, "book", name), notes)
+    shutil.rmtree(os.path.join(OUT, "sync-store"), ignore_errors=True)
     server = Server(os.path.join(OUT, "sync-store"))
     try:
         subprocess.run([HEARTH, "documents", "sync", notes, "--collection", "notes", "--url", server.url],
