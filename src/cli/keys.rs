@@ -73,7 +73,8 @@ fn add(
     let key = {
         use rand::Rng;
         let bytes: [u8; 16] = rand::rng().random();
-        format!("hk_{}", crate::store::extract::hex(&bytes))
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("hk_{hex}")
     };
     let strings = |list: &[String]| {
         let mut array = toml_edit::Array::new();

@@ -129,11 +129,7 @@ async fn sync_once(
         let (modified, len) = (meta.modified().ok(), meta.len());
         let hash = match seen.get(&file) {
             Some(s) if s.len == len && s.modified == modified => s.hash.clone(),
-            _ => {
-                use sha2::Digest;
-                let bytes = std::fs::read(&file)?;
-                extract::hex(&sha2::Sha256::digest(&bytes))
-            }
+            _ => extract::sha256_hex(&std::fs::read(&file)?),
         };
         let id = file
             .strip_prefix(root)

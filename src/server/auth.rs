@@ -105,8 +105,7 @@ fn forbidden(message: &str) -> ApiError {
 
 /// A key's SHA-256 in hex, as `[[keys]]` stores it.
 pub fn key_hash(key: &str) -> String {
-    use sha2::Digest;
-    crate::store::extract::hex(&sha2::Sha256::digest(key.as_bytes()))
+    crate::store::extract::sha256_hex(key.as_bytes())
 }
 
 /// With keys configured, require `Authorization: Bearer KEY` or

@@ -322,13 +322,10 @@ async fn upload(
             None => format!("file {i}: {m}"),
         };
         let name = file_name.clone();
-        let (content, hash) = crate::engine::blocking(move || {
-            use sha2::Digest;
-            let hash = extract::hex(&sha2::Sha256::digest(&bytes));
-            Ok((extract::extract(&bytes, name.as_deref(), None)?, hash))
-        })
-        .await
-        .map_err(|e| ApiError::from(e).with_message(place))?;
+        let (content, hash) =
+            crate::engine::blocking(move || extract::read_bytes(&bytes, name.as_deref()))
+                .await
+                .map_err(|e| ApiError::from(e).with_message(place))?;
         let doc = DocumentInput {
             collection: collection.clone(),
             id: text("id").or_else(|| file_name.clone()),

@@ -284,9 +284,9 @@ impl Database {
     }
 
     /// Delete a collection with its documents, their chunks and their
-    /// lexical entries, in one transaction. Returns the chunk ids that
-    /// went, or `None` when it did not exist.
-    pub fn delete_collection(&self, name: &str) -> Result<Option<Vec<i64>>> {
+    /// lexical entries, in one transaction. Returns how many documents and
+    /// which chunk ids went, or `None` when it did not exist.
+    pub fn delete_collection(&self, name: &str) -> Result<Option<(usize, Vec<i64>)>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let removed: Vec<i64> = {
@@ -297,10 +297,15 @@ impl Database {
         if !collection_exists(&tx, name)? {
             return Ok(None);
         }
+        let documents: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM documents WHERE collection = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
         tx.execute_batch(&drop_lexical(name))?;
         tx.execute("DELETE FROM collections WHERE name = ?1", [name])?;
         tx.commit()?;
-        Ok(Some(removed))
+        Ok(Some((documents as usize, removed)))
     }
 
     /// Every collection with its counts, by name.
@@ -323,11 +328,6 @@ impl Database {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(found)
-    }
-
-    /// Whether a collection exists.
-    pub fn has_collection(&self, name: &str) -> Result<bool> {
-        collection_exists(&self.conn(), name)
     }
 
     /// One document with its text and chunks.
@@ -389,16 +389,6 @@ impl Database {
             )?
             .collect::<rusqlite::Result<_>>()?;
         Ok((docs, total as usize))
-    }
-
-    /// Every document of a collection as (id, hash), for a sync to compare.
-    pub fn hashes(&self, collection: &str) -> Result<HashMap<String, Option<String>>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, hash FROM documents WHERE collection = ?1")?;
-        let found = stmt
-            .query_map([collection], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(found)
     }
 
     /// The chunks with these ids that still exist, with their documents' details.

@@ -26,21 +26,6 @@ pub enum Format {
     Text,
 }
 
-impl Format {
-    /// The name a client may give (`format` in JSON bodies).
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "pdf" => Self::Pdf,
-            "docx" => Self::Docx,
-            "pptx" => Self::Pptx,
-            "html" => Self::Html,
-            "markdown" => Self::Markdown,
-            "text" => Self::Text,
-            _ => return None,
-        })
-    }
-}
-
 /// A file's text and where its parts start.
 #[derive(Debug, Clone, Default)]
 pub struct Extracted {
@@ -477,16 +462,23 @@ pub const EXTENSIONS: &[&str] = &[
 /// Read a file: its text as [`extract`] finds it, and the SHA-256 of its
 /// bytes (hex), which tells a changed file from an unchanged one.
 pub fn read_file(path: &Path) -> Result<(Extracted, String)> {
-    use sha2::Digest;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let hash = hex(&sha2::Sha256::digest(&bytes));
-    let name = path.file_name().and_then(|n| n.to_str());
-    Ok((extract(&bytes, name, None)?, hash))
+    read_bytes(&bytes, path.file_name().and_then(|n| n.to_str()))
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A file's bytes as [`read_file`] reads them: its text, and its SHA-256.
+pub fn read_bytes(bytes: &[u8], name: Option<&str>) -> Result<(Extracted, String)> {
+    Ok((extract(bytes, name, None)?, sha256_hex(bytes)))
+}
+
+/// The SHA-256 of `bytes` in lower-case hex: a file's `hash`, and the form
+/// in which `[[keys]]` keep a key.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reduce HTML to plain text (no link or emphasis markup, which would

@@ -305,20 +305,9 @@ impl DocumentStore {
         self.db.list(collection, limit, offset)
     }
 
-    /// Every document of a collection as (id, content hash).
-    pub fn hashes(&self, collection: &str) -> Result<HashMap<String, Option<String>>> {
-        self.index(collection)?;
-        self.db.hashes(collection)
-    }
-
     /// Every collection with its counts.
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         self.db.collections()
-    }
-
-    /// Whether a collection exists.
-    pub fn has_collection(&self, name: &str) -> bool {
-        self.index(name).is_ok()
     }
 
     /// Create an empty collection; `false` when it already existed.
@@ -355,13 +344,7 @@ impl DocumentStore {
             ));
         }
         let _w = self.write_lock();
-        let documents = self
-            .db
-            .collections()?
-            .into_iter()
-            .find(|c| c.name == name)
-            .map(|c| c.documents);
-        let removed = self
+        let (documents, removed) = self
             .db
             .delete_collection(name)?
             .ok_or_else(|| database::no_collection(name))?;
@@ -383,7 +366,7 @@ impl DocumentStore {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
-        Ok(documents.unwrap_or(0))
+        Ok(documents)
     }
 
     /// Search as `q` asks: the dense list, the lexical list, or both fused;
@@ -587,7 +570,7 @@ impl DocumentStore {
             };
             let deleted = index.len().saturating_sub(live);
             if deleted >= 64 && deleted * 4 >= index.len() {
-                self.compact_collection(&name)?;
+                self.compact_collection(&name, live)?;
                 compacted = true;
             }
         }
@@ -596,17 +579,19 @@ impl DocumentStore {
 
     /// Rebuild every index from the database now.
     pub fn compact(&self) -> Result<()> {
-        for name in self.db.chunk_counts()?.into_keys() {
-            self.compact_collection(&name)?;
+        for (name, count) in self.db.chunk_counts()? {
+            self.compact_collection(&name, count)?;
         }
         Ok(())
     }
 
-    fn compact_collection(&self, name: &str) -> Result<()> {
+    /// Rebuild one collection's index; `count` (its chunks) sizes the graph.
+    fn compact_collection(&self, name: &str, count: usize) -> Result<()> {
         let _w = self.write_lock();
-        let Some(count) = self.db.chunk_counts()?.get(name).copied() else {
+        // Deleted since `count` was read: nothing to rebuild.
+        if self.index(name).is_err() {
             return Ok(());
-        };
+        }
         let fresh = build(&self.db, name, self.dim, self.params, count)?;
         self.indexes
             .write()
